@@ -1,0 +1,37 @@
+"""resgrad: do residual connections solve the vanishing-gradient problem? Measure it.
+
+Build plain and residual twins, measure gradient flow, train them side by side,
+decompose the gradient by path length, lesion blocks, and report.
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("resgrad")
+except PackageNotFoundError:  # running from a source tree without install
+    __version__ = "0+unknown"
+
+from .callbacks import Callback
+from .data import DataBundle
+from .data import load as load_data
+from .nets import (
+    Block,
+    Plain,
+    Residual,
+    Scale,
+    blocks,
+    build,
+    gates,
+    list_models,
+    register_model,
+    residual_blocks,
+)
+
+__all__ = [
+    "__version__",
+    "Block", "Plain", "Residual", "Scale",
+    "blocks", "residual_blocks", "gates",
+    "build", "list_models", "register_model",
+    "DataBundle", "load_data",
+    "Callback",
+]

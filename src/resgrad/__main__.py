@@ -1,0 +1,3 @@
+from resgrad.cli import main
+
+main()

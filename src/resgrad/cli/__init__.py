@@ -1,0 +1,39 @@
+"""The ``resgrad`` command: this module only wires the commands, one module each."""
+
+from __future__ import annotations
+
+import typer
+
+from . import models
+
+app = typer.Typer(
+    name="resgrad",
+    help="Do residual connections solve the vanishing-gradient problem? Measure it.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+# One line per command (keep in the order `resgrad --help` should show them).
+app.command("models")(models.command)
+# -- commands --
+
+
+def _version(value: bool) -> None:
+    if value:
+        from resgrad import __version__
+
+        typer.echo(f"resgrad {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    """Do residual connections solve the vanishing-gradient problem? Measure it."""
+
+
+def main() -> None:
+    app()

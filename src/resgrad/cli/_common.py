@@ -1,0 +1,81 @@
+"""What every command shares: option types, device choice, the error boundary."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+from rich.console import Console
+
+__all__ = ["console", "err_console", "DeviceOpt", "SeedOpt", "OutOpt", "DataDirOpt",
+           "resolve_device", "UsageError", "CheckFailed", "guarded"]
+
+console = Console()
+err_console = Console(stderr=True)
+
+DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N, or auto (CUDA when present).")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed (weights, data order, sampling).")]
+OutOpt = Annotated[Path | None, typer.Option("--out", help="Output folder (default: ./runs/<name>).")]
+DataDirOpt = Annotated[
+    Path | None,
+    typer.Option("--data-dir", envvar="RESGRAD_DATA", help="Folder holding local datasets (CIFAR-10)."),
+]
+
+
+class UsageError(ValueError):
+    """Bad input from the user: exit code 2."""
+
+
+class CheckFailed(RuntimeError):
+    """A check ran and failed (e.g. a non-finite loss): exit code 1."""
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    d = device.strip().lower()
+    if d == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if d.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
+        return d
+    if d in ("cpu", "mps"):
+        return d
+    raise UsageError(f"--device must be cpu, cuda, cuda:N or auto, received {device!r}")
+
+
+F = TypeVar("F", bound=Callable)
+
+
+def guarded(fn: F) -> F:
+    """Turn exceptions into one friendly line and an exit code (RESGRAD_DEBUG=1: traceback)."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort, SystemExit):
+            raise
+        except KeyboardInterrupt:
+            err_console.print("[yellow]interrupted[/]; rerun the same command to resume")
+            raise typer.Exit(130) from None
+        except Exception as e:
+            if os.environ.get("RESGRAD_DEBUG"):
+                raise
+            code = 1 if isinstance(e, CheckFailed) else 2 if isinstance(
+                e, (ValueError, TypeError, FileNotFoundError, NotImplementedError, KeyError, ImportError)
+            ) else 1
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            err_console.print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)
+            if code == 1 and not isinstance(e, CheckFailed):
+                err_console.print("(set RESGRAD_DEBUG=1 to see the traceback)", style="dim")
+            sys.stderr.flush()
+            raise typer.Exit(code) from None
+
+    return wrapper  # type: ignore[return-value]

@@ -1,0 +1,88 @@
+"""Files that survive a crash: atomic writes (temp file + rename), run metadata."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import socket
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+__all__ = ["atomic_write", "write_json", "read_json", "environment"]
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: str = "w") -> Path:
+    """Write through ``write(fileobj)`` into a temp file beside ``path``, fsync, rename.
+
+    A reader (or a resumed run) sees the old file or the new one, never half of one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _clean(o: Any) -> Any:
+    # JSON has no NaN/Inf: write them as null so every reader (and the browser) can parse.
+    if isinstance(o, float):
+        return o if math.isfinite(o) else None
+    if isinstance(o, dict):
+        return {str(k): _clean(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_clean(v) for v in o]
+    if hasattr(o, "tolist"):  # numpy / torch scalars and arrays
+        return _clean(o.tolist())
+    if isinstance(o, Path):
+        return str(o)
+    return o
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> Path:
+    """Atomically write ``obj`` as indented JSON (non-finite floats become null)."""
+    text = json.dumps(_clean(obj), indent=2, allow_nan=False)
+    return atomic_write(path, lambda f: f.write(text + "\n"))
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    with open(path) as f:
+        return json.load(f)
+
+
+def environment(device: str | None = None) -> dict[str, Any]:
+    """Versions and hardware, recorded in every run (STYLE.md 12)."""
+    import numpy
+    import torch
+
+    from . import __version__
+
+    env: dict[str, Any] = {
+        "resgrad": __version__,
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "hostname": socket.gethostname(),
+        "cuda": torch.version.cuda,
+    }
+    if device is not None:
+        env["device"] = str(device)
+        if str(device).startswith("cuda") and torch.cuda.is_available():
+            env["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return env

@@ -1,0 +1,151 @@
+"""Named builders: ``build("resnet56")``, ``build("resnet", depth=74)``, ``list_models("plain*")``.
+
+Modelled on torchvision's ``@register_model`` and timm's ``create_model``: each public
+name is a two-line function over one private builder; a duplicate name is an error; an
+unknown name lists the close matches (STYLE.md 3).
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import re
+from collections.abc import Callable
+
+from torch import nn
+
+from .he2015 import he_net
+from .mlp import MLP
+
+__all__ = ["register_model", "build", "list_models", "family_of", "describe"]
+
+_MODELS: dict[str, Callable[..., nn.Module]] = {}
+# Families take an explicit depth: build("resnet", depth=74).
+_FAMILIES: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_model(name: str | None = None, *, family: bool = False):
+    """Decorator: register a builder under ``name`` (default: the function's name)."""
+
+    def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        key = name or fn.__name__
+        table = _FAMILIES if family else _MODELS
+        if key in _MODELS or key in _FAMILIES:
+            raise ValueError(f"a model named {key!r} is already registered; choose another name")
+        table[key] = fn
+        return fn
+
+    return deco
+
+
+_MLP_RE = re.compile(r"^(resmlp|plainmlp)-(\d+)x(\d+)$")
+
+
+def build(name: str, **kwargs) -> nn.Module:
+    """Build a registered model by name; keyword arguments go to its builder."""
+    if not isinstance(name, str):
+        raise TypeError(f"model name must be a string, received {type(name).__name__}")
+    key = name.strip().lower()
+    if key in _MODELS:
+        return _MODELS[key](**kwargs)
+    if key in _FAMILIES:
+        return _FAMILIES[key](**kwargs)
+    m = _MLP_RE.match(key)
+    if m:
+        return _FAMILIES[m.group(1)](depth=int(m.group(2)), width=int(m.group(3)), **kwargs)
+    # A family name with a depth that is not registered by name: "resnet74".
+    fam = re.match(r"^([a-z]+?)(\d+)$", key)
+    if fam and fam.group(1) in _FAMILIES:
+        return _FAMILIES[fam.group(1)](depth=int(fam.group(2)), **kwargs)
+    names = list_models() + list(_FAMILIES)
+    close = difflib.get_close_matches(key, names, n=4, cutoff=0.5)
+    hint = f"did you mean {', '.join(close)}?" if close else "see `resgrad models` for the list"
+    raise ValueError(f"unknown model {name!r}; {hint}")
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Registered model names matching a glob ``pattern`` (families not included)."""
+    def natural(n: str) -> list:
+        return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", n)]
+
+    return sorted((n for n in _MODELS if fnmatch.fnmatch(n, pattern)), key=natural)
+
+
+def describe(name: str) -> str:
+    """The first line of a registered builder's docstring."""
+    fn = _MODELS.get(name) or _FAMILIES.get(name)
+    return (fn.__doc__ or "").strip().splitlines()[0] if fn else ""
+
+
+def family_of(name: str) -> str:
+    """The family a registered name belongs to ('resnet', 'plain', 'preresnet', ...)."""
+    return re.sub(r"[-\d].*$", "", name.lower())
+
+
+# ---- families ---------------------------------------------------------------------
+
+
+def _he(depth: int, *, residual: bool, unit: str, block: str = "basic", **kw) -> nn.Module:
+    kw.setdefault("shortcut", "B" if block == "bottleneck" else "A")
+    return he_net(depth, residual=residual, unit=unit, block=block, **kw)
+
+
+@register_model(family=True)
+def resnet(depth: int = 20, **kw) -> nn.Module:
+    """He et al. 2015 CIFAR ResNet, post-activation, option A by default."""
+    return _he(depth, residual=True, unit="post", **kw)
+
+
+@register_model(family=True)
+def plain(depth: int = 20, **kw) -> nn.Module:
+    """The plain twin of :func:`resnet`: same layers and parameters, no skip."""
+    return _he(depth, residual=False, unit="post", **kw)
+
+
+@register_model(family=True)
+def preresnet(depth: int = 110, **kw) -> nn.Module:
+    """He et al. 2016 pre-activation ResNet (``block='bottleneck'`` for 9n+2 depths)."""
+    return _he(depth, residual=True, unit="pre", **kw)
+
+
+@register_model(family=True)
+def preplain(depth: int = 110, **kw) -> nn.Module:
+    """The plain twin of :func:`preresnet`."""
+    return _he(depth, residual=False, unit="pre", **kw)
+
+
+@register_model(family=True)
+def resmlp(depth: int = 16, width: int = 64, **kw) -> nn.Module:
+    """Residual pre-activation MLP (``resmlp-DEPTHxWIDTH`` by name)."""
+    return MLP(depth, width, residual=True, **kw)
+
+
+@register_model(family=True)
+def plainmlp(depth: int = 16, width: int = 64, **kw) -> nn.Module:
+    """The plain twin of :func:`resmlp`."""
+    return MLP(depth, width, residual=False, **kw)
+
+
+# ---- named models (He et al. 2015 Table 6; He et al. 2016 Table 2) ----------------
+
+
+def _named(name: str, fam: Callable[..., nn.Module], depth: int, **fixed) -> None:
+    def builder(**kw) -> nn.Module:
+        return fam(depth=depth, **fixed, **kw)
+
+    builder.__name__ = name
+    builder.__doc__ = f"{fam.__doc__.splitlines()[0].rstrip('.')}, depth {depth}."
+    register_model(name)(builder)
+
+
+for _d in (20, 32, 44, 56, 110, 1202):
+    _named(f"resnet{_d}", resnet, _d)
+    _named(f"plain{_d}", plain, _d)
+_named("preresnet110", preresnet, 110)
+_named("preplain110", preplain, 110)
+for _d in (164, 1001):
+    _named(f"preresnet{_d}", preresnet, _d, block="bottleneck")
+    _named(f"preplain{_d}", preplain, _d, block="bottleneck")
+for _d in (4, 16, 64):
+    _named(f"resmlp-{_d}x64", resmlp, _d, width=64)
+    _named(f"plainmlp-{_d}x64", plainmlp, _d, width=64)
