@@ -21,6 +21,7 @@ from .nets import (
     Scale,
     blocks,
     build,
+    build_for,
     gates,
     list_models,
     register_model,
@@ -31,7 +32,7 @@ __all__ = [
     "__version__",
     "Block", "Plain", "Residual", "Scale",
     "blocks", "residual_blocks", "gates",
-    "build", "list_models", "register_model",
+    "build", "build_for", "list_models", "register_model",
     "DataBundle", "load_data",
     "Callback",
 ]

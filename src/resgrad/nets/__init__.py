@@ -3,10 +3,10 @@
 from .blocks import Block, Plain, Residual, Scale, blocks, gates, residual_blocks
 from .he2015 import HeNet, ShortcutA, he_net, valid_depths
 from .mlp import MLP
-from .registry import build, describe, family_of, list_models, register_model
+from .registry import build, build_for, describe, family_of, list_models, register_model
 
 __all__ = [
     "Block", "Plain", "Residual", "Scale", "blocks", "gates", "residual_blocks",
     "HeNet", "ShortcutA", "he_net", "valid_depths", "MLP",
-    "build", "describe", "family_of", "list_models", "register_model",
+    "build", "build_for", "describe", "family_of", "list_models", "register_model",
 ]

@@ -203,5 +203,5 @@ def gates(
             bl[i]._route = r
         yield bl
     finally:
-        for b, (les, r) in zip(bl, saved):
+        for b, (les, r) in zip(bl, saved, strict=True):
             b._lesioned, b._route = les, r

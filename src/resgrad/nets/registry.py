@@ -17,7 +17,7 @@ from torch import nn
 from .he2015 import he_net
 from .mlp import MLP
 
-__all__ = ["register_model", "build", "list_models", "family_of", "describe"]
+__all__ = ["register_model", "build", "build_for", "list_models", "family_of", "describe"]
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 # Families take an explicit depth: build("resnet", depth=74).
@@ -61,6 +61,26 @@ def build(name: str, **kwargs) -> nn.Module:
     close = difflib.get_close_matches(key, names, n=4, cutoff=0.5)
     hint = f"did you mean {', '.join(close)}?" if close else "see `resgrad models` for the list"
     raise ValueError(f"unknown model {name!r}; {hint}")
+
+
+def build_for(name: str, input_shape: tuple[int, ...], num_classes: int, **kwargs) -> nn.Module:
+    """Build ``name`` for examples of ``input_shape`` (no batch dim) and ``num_classes``.
+
+    ``(C, L)`` gives a 1-D conv net, ``(C, H, W)`` a 2-D one; MLPs take the flattened size.
+    """
+    shape = tuple(int(s) for s in input_shape)
+    key = name.strip().lower()
+    if "mlp" in key:
+        n = 1
+        for s in shape:
+            n *= s
+        return build(name, in_features=n, num_classes=num_classes, **kwargs)
+    if len(shape) not in (2, 3):
+        raise ValueError(
+            f"{name} is a convolutional net: it needs inputs (C, L) or (C, H, W), received {shape}; "
+            "use an MLP (e.g. resmlp-16x64) for flat features"
+        )
+    return build(name, dims=len(shape) - 1, in_channels=shape[0], num_classes=num_classes, **kwargs)
 
 
 def list_models(pattern: str = "*") -> list[str]:
