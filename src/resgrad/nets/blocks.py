@@ -121,7 +121,7 @@ class Scale(nn.Module):
 
     def extra_repr(self) -> str:
         learn = isinstance(self.alpha, nn.Parameter)
-        return f"alpha={float(self.alpha):g}, learnable={learn}"
+        return f"alpha={self.alpha.item():g}, learnable={learn}"
 
 
 def blocks(model: nn.Module) -> list[Block]:
