@@ -10,6 +10,7 @@ from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 __all__ = ["console", "err_console", "DeviceOpt", "SeedOpt", "OutOpt", "DataDirOpt",
            "resolve_device", "UsageError", "CheckFailed", "guarded"]
@@ -72,7 +73,7 @@ def guarded(fn: F) -> F:
                 e, (ValueError, TypeError, FileNotFoundError, NotImplementedError, KeyError, ImportError)
             ) else 1
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            err_console.print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)
+            err_console.print(f"[bold red]error:[/] {escape(msg)}", highlight=False, soft_wrap=True)
             if code == 1 and not isinstance(e, CheckFailed):
                 err_console.print("(set RESGRAD_DEBUG=1 to see the traceback)", style="dim")
             sys.stderr.flush()
