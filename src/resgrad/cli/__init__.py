@@ -18,6 +18,9 @@ app = typer.Typer(
 # One line per command (keep in the order `resgrad --help` should show them).
 app.command("models")(models.command)
 # -- commands --
+from . import report  # noqa: E402
+
+app.command("report")(report.command)
 
 
 def _version(value: bool) -> None:

@@ -1,0 +1,516 @@
+"""Findings: sentences generated from the measured numbers, with the numbers in them.
+
+``findings(results)`` is a pure function of the results dict. Every sentence is built
+from values read out of it (none is hard-coded); each finding carries the numbers it
+used, and, where a paper made a claim about the same thing, the citation, the claim and
+whether the measurement agrees with it or contradicts it.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from typing import Any
+
+from ._fmt import NA, num, pct, sig, times
+from ._read import (
+    degradation_table,
+    ensemble_view,
+    flow_rows,
+    headline_rows,
+    pretty_model,
+    row_label,
+    section,
+)
+from ._refs import PUBLISHED, cite_text
+
+__all__ = ["findings", "Finding", "DEGRADE_MARGIN", "LESION_NOTICEABLE"]
+
+Finding = dict[str, Any]
+
+DEGRADE_MARGIN = 0.01  # train error must rise by > 1 point (and > 2 seed std) to count as degradation
+LESION_NOTICEABLE = 0.02  # a single deletion "noticeably" changes error above +2 points (Veit §4.1)
+
+
+def _finding(id: str, section: str, sentence: str, numbers: dict[str, Any], *, paper: str | None = None,
+             claim: str | None = None, relation: str | None = None) -> Finding:
+    return {"id": id, "section": section, "sentence": sentence, "numbers": numbers,
+            "paper": paper, "claim": claim, "relation": relation}
+
+
+def _signed(x: float | None) -> str:
+    return NA if x is None else ("+" if x > 0 else "") + sig(x)
+
+
+_DIRECTION = {
+    "exploding": "the gradient grows toward the input: it explodes rather than vanishes",
+    "vanishing": "the gradient shrinks toward the input: it vanishes",
+    "healthy": "the gradient neither vanishes nor explodes",
+}
+
+
+# -- gradient flow ------------------------------------------------------------------------
+
+
+def _flow_findings(flow: dict[str, Any]) -> list[Finding]:
+    rows = flow_rows(flow)
+    head = headline_rows(rows)
+    out: list[Finding] = []
+    if not rows:
+        return out
+    for norm in sorted({r["norm"] for r in head}, key=lambda s: (s != "batch", s)):
+        plain = [r for r in head if r["arch"] == "plain" and r["norm"] == norm and r["depth"]]
+        res = [r for r in head if r["arch"] == "residual" and r["norm"] == norm and r["depth"]]
+        if not plain:
+            continue
+        p = max(plain, key=lambda r: r["depth"])
+        twin = next((r for r in res if r["depth"] == p["depth"]), None)
+        lo, hi = p["slope_ci"]
+        text = (f"{row_label(p)}: ‖∂L/∂x‖ at the first block is {times(p['ratio'])} the last "
+                f"(log10 slope {_signed(p['slope'])} per block, CI {sig(lo)} to {sig(hi)}; "
+                f"verdict: {p['verdict'] or NA})")
+        if p["ratio"] is None:
+            text = (f"{row_label(p)}: the first/last gradient ratio is not finite (the measured norms "
+                    f"overflowed or underflowed; verdict: {p['verdict'] or NA})")
+        elif p["verdict"] in _DIRECTION:
+            text += f" — {_DIRECTION[p['verdict']]}"
+        nums: dict[str, Any] = {"model": p["model"], "depth": p["depth"], "norm": norm, "ratio": p["ratio"],
+                                "slope": p["slope"], "slope_ci": [lo, hi], "verdict": p["verdict"]}
+        if twin is not None:
+            text += f"; its residual twin {row_label(twin, with_norm=False)}: {times(twin['ratio'])} ({twin['verdict'] or NA})"
+            nums.update(twin_model=twin["model"], twin_ratio=twin["ratio"], twin_verdict=twin["verdict"])
+        out.append(_finding(f"flow.deepest.{p['family'] or 'net'}.{norm}", "flow", text + ".", nums))
+
+    # He et al. 2015 §4.1: BN plain nets have healthy backward norms.
+    bn_plain = sorted([r for r in head if r["arch"] == "plain" and r["norm"] == "batch"], key=lambda r: r["depth"] or 0)
+    if bn_plain:
+        bad = [r for r in bn_plain if r["verdict"] in ("exploding", "vanishing")]
+        ok = [r for r in bn_plain if r["verdict"] == "healthy"]
+        claim = "BN plain nets: \"the backward propagated gradients exhibit healthy norms\""
+        paper = cite_text("he2015", "§4.1")
+        if bad:
+            worst = max(bad, key=lambda r: abs(math.log10(r["ratio"])) if r["ratio"] else math.inf)
+            kinds = sorted({r["verdict"] for r in bad})
+            text = (f"He et al. 2015 (§4.1) state that their BN plain nets' backward gradients have healthy norms; "
+                    f"measured here at initialisation, BN plain nets are {' and '.join(kinds)} at depth "
+                    f"{_depths(bad)}" + (f" (healthy at depth {_depths(ok)})" if ok else "") +
+                    f", the first/last ratio reaching {times(worst['ratio'])} at depth {worst['depth']} — "
+                    f"this contradicts §4.1 for these nets")
+            if "exploding" in kinds:
+                text += (", and agrees with Philipp et al. 2018 (arXiv 1712.05577) that batch normalisation "
+                         "does not stop gradients from exploding")
+            relation = "contradicts"
+        else:
+            text = (f"He et al. 2015 (§4.1) state that BN plain nets have healthy gradient norms; measured at "
+                    f"initialisation, BN plain nets are healthy at every depth measured ({_depths(ok)}; "
+                    f"first/last ratio {_range(ok)}) — this agrees with §4.1")
+            relation = "agrees" if ok else None
+        text += " (their check was on ImageNet plain nets during training; this is at initialisation)."
+        out.append(_finding("flow.he2015-4.1", "flow", text,
+                            {"depths": [r["depth"] for r in bn_plain], "ratios": [r["ratio"] for r in bn_plain],
+                             "verdicts": [r["verdict"] for r in bn_plain]},
+                            paper=paper, claim=claim, relation=relation))
+
+    # He et al. 2016 Eq. 5: the identity term keeps the gradient from vanishing.
+    res = [r for r in head if r["arch"] == "residual"]
+    if res:
+        vanish = [r for r in res if r["verdict"] == "vanishing"]
+        explode = [r for r in res if r["verdict"] == "exploding"]
+        parts = []
+        for norm in sorted({r["norm"] for r in res}, key=lambda s: (s != "batch", s)):
+            rs = sorted([r for r in res if r["norm"] == norm], key=lambda r: r["depth"] or 0)
+            ps = [r for r in head if r["arch"] == "plain" and r["norm"] == norm]
+            s = (f"{'with BN' if norm == 'batch' else 'without normalisation' if norm == 'none' else norm}, "
+                 f"residual nets' first/last ratio is {_range(rs)} over depths {_depths(rs)}")
+            if ps:
+                s += f" (plain: {_range(ps)})"
+            parts.append(s)
+        text = "; ".join(parts)
+        text = text[0].upper() + text[1:]
+        if vanish:
+            text += f" — the residual gradient vanishes in {_grouped(vanish)}, which contradicts Eq. 5's identity term"
+            relation = "contradicts"
+        elif explode:
+            text += (f" — no residual net vanishes, as Eq. 5 predicts, but {_grouped(explode)} explode: the "
+                     f"identity term rules out vanishing, not growth (1 + ∂F/∂x can exceed 1)")
+            relation = "partly"
+        else:
+            text += " — no residual net vanishes or explodes, as the identity term of Eq. 5 predicts"
+            relation = "agrees"
+        out.append(_finding("flow.he2016-eq5", "flow", text + ".",
+                            {"models": [r["model"] for r in res], "ratios": [r["ratio"] for r in res],
+                             "verdicts": [r["verdict"] for r in res]},
+                            paper=cite_text("he2016", "Eq. 5"),
+                            claim="the gradient of a layer does not vanish even when the weights are arbitrarily small",
+                            relation=relation))
+
+    # The whole grid: verdict counts per architecture.
+    counts = {a: {v: sum(1 for r in rows if r["arch"] == a and r["verdict"] == v)
+                  for v in ("vanishing", "healthy", "exploding")} for a in ("plain", "residual")}
+    depths = sorted({r["depth"] for r in rows if r["depth"]})
+    text = (f"Across all {len(rows)} configurations measured at initialisation (depths {depths[0]}–{depths[-1]}): "
+            if depths else f"Across all {len(rows)} configurations measured at initialisation: ")
+    text += "; ".join(f"{a} — {c['vanishing']} vanishing, {c['healthy']} healthy, {c['exploding']} exploding"
+                      for a, c in counts.items())
+    vanishing = [r for r in rows if r["verdict"] == "vanishing"]
+    if vanishing:
+        text += f". Vanishing gradients appear in: {_labels(vanishing[:4], full=True)}" + (" …" if len(vanishing) > 4 else "")
+    out.append(_finding("flow.verdicts", "flow", text + ".", {"counts": counts, "n_configs": len(rows)}))
+    return out
+
+
+def _depths(rs: list[dict[str, Any]]) -> str:
+    ds = [str(r["depth"]) for r in rs]
+    return ", ".join(ds[:-1]) + " and " + ds[-1] if len(ds) > 1 else (ds[0] if ds else NA)
+
+
+def _range(rs: list[dict[str, Any]]) -> str:
+    v = [r["ratio"] for r in rs if r["ratio"] is not None]
+    if not v:
+        return NA
+    return times(v[0]) if len(v) == 1 else f"{sig(min(v))}× to {times(max(v))}"
+
+
+def _grouped(rs: list[dict[str, Any]]) -> str:
+    """``ResNets without normalisation (depths 20, 56 and 110)``: one group per arch and norm."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in rs:
+        groups.setdefault((r["arch"], r["norm"]), []).append(r)
+    parts = []
+    for (arch, norm), g in groups.items():
+        name = "plain nets" if arch == "plain" else "ResNets"
+        how = "with BN" if norm == "batch" else "without normalisation" if norm == "none" else f"({norm})"
+        parts.append(f"{name} {how} (depth{'s' if len(g) > 1 else ''} {_depths(g)})")
+    return "; ".join(parts)
+
+
+def _labels(rs: list[dict[str, Any]], full: bool = False) -> str:
+    def one(r: dict[str, Any]) -> str:
+        extra = f" ({r['activation']}, {r['init']} init)" if full and r.get("activation") else ""
+        return row_label(r) + extra
+
+    return ", ".join(one(r) for r in rs)
+
+
+# -- degradation --------------------------------------------------------------------------
+
+
+def _deg_findings(deg: dict[str, Any]) -> list[Finding]:
+    table = degradation_table(deg)
+    out: list[Finding] = []
+    cfg = deg.get("config") if isinstance(deg.get("config"), dict) else {}
+    epochs = cfg.get("epochs")
+    for arch in ("plain", "residual"):
+        cells = [(t["depth"], t[arch]) for t in table if isinstance(t.get(arch), dict)
+                 and num(t[arch].get("train_error")) is not None]
+        if len(cells) < 2:
+            continue
+        (d0, c0), (d1, c1) = cells[0], cells[-1]
+        e0, e1 = num(c0["train_error"]), num(c1["train_error"])
+        sd = math.hypot(num(c0.get("train_error_std")) or 0.0, num(c1.get("train_error_std")) or 0.0)
+        degraded = e1 - e0 > max(DEGRADE_MARGIN, 2 * sd)
+        seeds = c1.get("n_seeds")
+        name = "plain" if arch == "plain" else "ResNet"
+        series = ", ".join(f"{pct(c['train_error'])} at depth {d}" for d, c in cells)
+        text = (f"{'Plain' if arch == 'plain' else 'Residual'} nets, final train error "
+                f"{'(mean of ' + str(seeds) + ' seeds) ' if seeds else ''}"
+                f"{'after ' + str(epochs) + ' epochs' if epochs else ''}: {series}").replace(" :", ":")
+        if arch == "plain":
+            if degraded:
+                text += (f" — {name}-{d1} trains worse than {name}-{d0}: the degradation problem, as He et al. 2015 "
+                         f"report on CIFAR-10 (Fig. 1, Fig. 6 left)")
+                relation = "agrees"
+            else:
+                text += (f" — no degradation with depth here (rise {pct(e1 - e0)}, margin "
+                         f"{pct(max(DEGRADE_MARGIN, 2 * sd))}), which does not reproduce He et al. 2015 Fig. 1/6 "
+                         f"at these depths and epochs")
+                relation = "contradicts"
+            claim = "\"The deep plain nets suffer from increased depth, and exhibit higher training error when going deeper\""
+        else:
+            if degraded:
+                text += (f" — the residual nets also degrade with depth (rise {pct(e1 - e0)}), unlike He et al. "
+                         f"2015 Fig. 6 (middle)")
+                relation = "contradicts"
+            else:
+                text += (f" — no degradation with depth (change {pct(e1 - e0)}), as He et al. 2015 "
+                         f"report for ResNets (Fig. 6 middle)")
+                relation = "agrees"
+            claim = "ResNets overcome the optimisation difficulty: deeper ones do not train worse"
+        out.append(_finding(f"degradation.{arch}", "degradation", text + ".",
+                            {"depths": [d for d, _ in cells], "train_errors": [num(c["train_error"]) for _, c in cells],
+                             "first": e0, "last": e1, "std": sd, "degraded": degraded},
+                            paper=cite_text("he2015", "Fig. 1, Fig. 6"), claim=claim, relation=relation))
+
+    # The deepest depth with both: the gap between twins.
+    both = [t for t in table if isinstance(t.get("plain"), dict) and isinstance(t.get("residual"), dict)]
+    if both:
+        t = both[-1]
+        pe, re_ = num(t["plain"].get("test_error")), num(t["residual"].get("test_error"))
+        pt, rt = num(t["plain"].get("train_error")), num(t["residual"].get("train_error"))
+        text = (f"At depth {t['depth']}, same parameters and recipe: plain test error {pct(pe)} "
+                f"(train {pct(pt)}) vs residual {pct(re_)} (train {pct(rt)})")
+        nums = {"depth": t["depth"], "plain_test": pe, "residual_test": re_, "plain_train": pt, "residual_train": rt}
+        data = str(cfg.get("data") or "")
+        ref = PUBLISHED["he2015_table6"].get(int(t["depth"]))
+        paper = claim = relation = None
+        if "cifar" in data.lower() and ref is not None and re_ is not None:
+            text += (f"; He et al. 2015 Table 6 report {pct(ref)} for ResNet-{t['depth']} on CIFAR-10 "
+                     f"(measured {sig(100 * (re_ - ref))} points {'above' if re_ > ref else 'below'})")
+            nums["he2015_table6"] = ref
+            paper, claim = cite_text("he2015", "Table 6"), f"ResNet-{t['depth']} CIFAR-10 test error {pct(ref)}"
+            relation = "agrees" if abs(re_ - ref) <= 0.02 else "contradicts"
+        out.append(_finding("degradation.gap", "degradation", text + ".", nums,
+                            paper=paper, claim=claim, relation=relation))
+    return out
+
+
+# -- the ensemble view --------------------------------------------------------------------
+
+
+def _ens_findings(ens: dict[str, Any]) -> list[Finding]:
+    v = ensemble_view(ens)
+    out: list[Finding] = []
+    if not v:
+        return out
+    n = v["n"]
+    model = pretty_model(v["model"]) if v["model"] else "the residual net"
+    vlo, vhi = PUBLISHED["veit_window"]
+    vn, vshare = PUBLISHED["veit_blocks"], PUBLISHED["veit_share"]
+    for kind, label in (("exact", "exact decomposition (norm of the summed path gradient per length)"),
+                        ("sampled", "sampled single paths (count × mean magnitude per length)")):
+        w = v[f"eff_{kind}"]
+        if not w or n is None:
+            continue
+        mass = w["mass"] if w["mass"] is not None else 0.9
+        short = w["hi"] < n / 2
+        text = (f"{model} ({n} blocks), {label}: {pct(mass)} of the gradient magnitude comes from paths "
+                f"{w['lo']}–{w['hi']} blocks long, {pct(w['share'])} of all 2^{n} paths (the typical path is "
+                f"{n / 2:g} blocks long); Veit et al. 2016 report {vlo}–{vhi} of {vn} blocks, {pct(vshare)} of paths")
+        if n == vn:
+            text += " — " + ("the effective paths are short here too" if short else
+                             "but here the effective window reaches the typical length, which contradicts Veit")
+        else:
+            text += (f" (relative to depth: {pct(vlo / vn)}–{pct(vhi / vn)} of the blocks; measured "
+                     f"{pct(w['lo'] / n)}–{pct(w['hi'] / n)}) — " +
+                     ("the effective paths are short here too" if short else
+                      "the effective window reaches the typical length, which contradicts Veit"))
+        out.append(_finding(f"ensemble.window.{kind}", "ensemble", text + ".",
+                            {"n_blocks": n, "lo": w["lo"], "hi": w["hi"], "mass": mass, "share": w["share"]},
+                            paper=cite_text("veit2016", "§5.3"),
+                            claim=f"effective paths {vlo}–{vhi} of {vn} modules long, {pct(vshare)} of all paths",
+                            relation="agrees" if short else "contradicts"))
+
+    ks, ms = v["sampled_lengths"], v["sampled_mean"]
+    pts = [(k, m) for k, m in zip(ks, ms, strict=False) if m is not None and m > 0]
+    if len(pts) >= 3:
+        slope = _fit_slope([k for k, _ in pts], [math.log10(m) for _, m in pts])
+        factor = 10 ** (-slope)
+        text = (f"The mean gradient magnitude of a single path falls by {times(factor)} per extra block on it "
+                f"(log-linear fit over lengths {pts[0][0]}–{pts[-1][0]}"
+                + (f", {v['samples']} samples per length" if v["samples"] else "") + ")")
+        text += (" — exponential decay with path length, as Veit et al. 2016 Fig. 6(b) show" if factor > 1 else
+                 " — it does not decay with path length, which contradicts Veit et al. 2016 Fig. 6(b)")
+        out.append(_finding("ensemble.decay", "ensemble", text + ".",
+                            {"factor_per_block": factor, "log10_slope": slope, "lengths": [k for k, _ in pts]},
+                            paper=cite_text("veit2016", "§5.2, Fig. 6"),
+                            claim="the gradient magnitude of a path decreases exponentially with its length",
+                            relation="agrees" if factor > 1 else "contradicts"))
+
+    lr, lp = v["lesion_res"], v["lesion_plain"]
+    if lr and lr["baseline"] is not None and lr["blocks"]:
+        normal = [b["error"] for b in lr["blocks"] if not b["downsample"] and b["error"] is not None]
+        down = [b for b in lr["blocks"] if b["downsample"] and b["error"] is not None]
+        if normal:
+            worst = max(normal)
+            rise = worst - lr["baseline"]
+            text = (f"Deleting any single non-downsampling block of {pretty_model(lr['model']) if lr['model'] else model} changes test error from "
+                    f"{pct(lr['baseline'])} to at most {pct(worst)} ({_signed(100 * rise)} points, median "
+                    f"{pct(statistics.median(normal))})")
+            nums = {"baseline": lr["baseline"], "worst": worst, "rise": rise, "median": statistics.median(normal)}
+            if down:
+                wd = max(down, key=lambda b: b["error"])
+                text += f"; deleting downsampling block {wd['block']} gives {pct(wd['error'])}"
+                nums["downsample_worst"] = wd["error"]
+            agrees = rise <= LESION_NOTICEABLE
+            if lp and lp["baseline"] is not None:
+                pe = [b["error"] for b in lp["blocks"] if b["error"] is not None]
+                if pe:
+                    med = statistics.median(pe)
+                    text += (f"; deleting a single block of its plain twin {pretty_model(lp['model']) if lp['model'] else ''} gives a median "
+                             f"{pct(med)} (baseline {pct(lp['baseline'])})")
+                    nums.update(plain_baseline=lp["baseline"], plain_median=med)
+            if agrees:
+                text += (" — no noticeable change for the residual net, as Veit et al. 2016 (§4.1) found "
+                         "(deleting a residual block: harmless; deleting a VGG layer: error to chance)")
+            else:
+                text += (f" — a noticeable change (above {sig(100 * LESION_NOTICEABLE)} points), which contradicts "
+                         "Veit et al. 2016 (§4.1), who found deleting a single residual block harmless")
+            out.append(_finding("ensemble.lesion", "ensemble", text + ".", nums,
+                                paper=cite_text("veit2016", "§4.1"),
+                                claim="deleting one block (not downsampling) causes no noticeable change; a VGG layer: chance",
+                                relation="agrees" if agrees else "contradicts"))
+
+    d = v["del_res"]
+    if d:
+        pts = [(k, m) for k, m in zip(d["x"], d["mean"], strict=False) if k is not None and m is not None]
+        if len(pts) >= 2:
+            at = {int(k): m for k, m in pts}
+            smooth = all(b[1] >= a[1] - 0.02 for a, b in zip(pts, pts[1:], strict=False))
+            text = f"Deleting k random blocks of {model}: test error {pct(pts[0][1])} at k={int(pts[0][0])}"
+            for k in (10, 20):
+                if k in at:
+                    text += f", {pct(at[k])} at k={k}"
+            if int(pts[-1][0]) not in (10, 20):
+                text += f", {pct(pts[-1][1])} at k={int(pts[-1][0])}"
+            text += (" — it rises smoothly with k" if smooth else " — it does not rise smoothly with k")
+            text += (f"; Veit et al. 2016 (§4.2) report about {pct(PUBLISHED['veit_delete10'])} after deleting 10 "
+                     f"of {vn} blocks on CIFAR-10 and a severe drop at 20")
+            out.append(_finding("ensemble.deletion", "ensemble", text + ".",
+                                {"k": [int(k) for k, _ in pts], "error": [m for _, m in pts], "smooth": smooth,
+                                 "at10": at.get(10), "at20": at.get(20)},
+                                paper=cite_text("veit2016", "§4.2"),
+                                claim="error rises smoothly as more blocks are deleted",
+                                relation="agrees" if smooth else "contradicts"))
+
+    r = v["reorder"]
+    if r:
+        pts = [(t, m) for t, m in zip(r["x"], r["mean"], strict=False) if t is not None and m is not None]
+        if len(pts) >= 3:
+            corr = _pearson([t for t, _ in pts], [m for _, m in pts])
+            hi_tau, lo_tau = max(pts), min(pts)
+            text = (f"Reordering blocks of {model}: test error {pct(hi_tau[1])} at Kendall τ = {sig(hi_tau[0])}, "
+                    f"{pct(lo_tau[1])} at τ = {sig(lo_tau[0])} (correlation of error with τ: {sig(corr)})")
+            ok = corr is not None and corr < -0.5
+            text += (" — error rises smoothly as the order is corrupted, as Veit et al. 2016 (§4.3) found" if ok else
+                     " — error does not track the corruption, unlike Veit et al. 2016 (§4.3)")
+            out.append(_finding("ensemble.reorder", "ensemble", text + ".",
+                                {"tau": [t for t, _ in pts], "error": [m for _, m in pts], "correlation": corr},
+                                paper=cite_text("veit2016", "§4.3"),
+                                claim="error rises smoothly with the level of corruption (Kendall τ)",
+                                relation="agrees" if ok else "contradicts"))
+    return out
+
+
+def _fit_slope(x: list[float], y: list[float]) -> float:
+    mx, my = sum(x) / len(x), sum(y) / len(y)
+    sxx = sum((a - mx) ** 2 for a in x)
+    return sum((a - mx) * (b - my) for a, b in zip(x, y, strict=False)) / sxx if sxx else 0.0
+
+
+def _pearson(x: list[float], y: list[float]) -> float | None:
+    mx, my = sum(x) / len(x), sum(y) / len(y)
+    sxx = sum((a - mx) ** 2 for a in x)
+    syy = sum((b - my) ** 2 for b in y)
+    if sxx == 0 or syy == 0:
+        return None
+    return sum((a - mx) * (b - my) for a, b in zip(x, y, strict=False)) / math.sqrt(sxx * syy)
+
+
+# -- the measured answer ------------------------------------------------------------------
+
+
+def _answer(results: dict[str, Any], found: list[Finding]) -> Finding | None:
+    by = {f["id"]: f for f in found}
+    clauses: list[str] = []
+    used: dict[str, Any] = {}
+    plain_vanished = plain_exploded = res_healthy = None
+
+    head = headline_rows(flow_rows(section(results, "flow")))
+    if head:
+        norm = "batch" if any(r["norm"] == "batch" for r in head) else head[0]["norm"]
+        ps = [r for r in head if r["arch"] == "plain" and r["norm"] == norm and r["depth"]]
+        if ps:
+            p = max(ps, key=lambda r: r["depth"])
+            t = next((r for r in head if r["arch"] == "residual" and r["norm"] == norm and r["depth"] == p["depth"]), None)
+            plain_vanished = p["verdict"] == "vanishing"
+            plain_exploded = p["verdict"] == "exploding"
+            s = f"at initialisation the gradient of {row_label(p)} is {p['verdict'] or NA} ({times(p['ratio'])} first/last)"
+            if t is not None:
+                res_healthy = t["verdict"] == "healthy"
+                s += f" and its residual twin's is {t['verdict'] or NA} ({times(t['ratio'])})"
+                used.update(residual_ratio=t["ratio"], residual_verdict=t["verdict"])
+            clauses.append(s)
+            used.update(plain_model=p["model"], plain_ratio=p["ratio"], plain_verdict=p["verdict"])
+
+    dp, dr = by.get("degradation.plain"), by.get("degradation.residual")
+    if dp:
+        n = dp["numbers"]
+        s = (f"plain nets {'degrade' if n['degraded'] else 'do not degrade'} with depth (train error "
+             f"{pct(n['first'])} → {pct(n['last'])}, depth {n['depths'][0]} → {n['depths'][-1]})")
+        if dr:
+            m = dr["numbers"]
+            s += f" while residual nets {'also degrade' if m['degraded'] else 'do not'} ({pct(m['first'])} → {pct(m['last'])})"
+        clauses.append(s)
+        used.update(plain_degraded=n["degraded"], residual_degraded=dr["numbers"]["degraded"] if dr else None)
+
+    w = by.get("ensemble.window.exact") or by.get("ensemble.window.sampled")
+    if w:
+        n = w["numbers"]
+        clauses.append(f"the trained residual net's gradient comes mostly from short paths ({n['lo']}–{n['hi']} "
+                       f"of {n['n_blocks']} blocks, {pct(n['share'])} of paths)")
+        used.update(window=[n["lo"], n["hi"]], n_blocks=n["n_blocks"])
+    if not clauses:
+        return None
+
+    if plain_vanished and res_healthy:
+        verdict = "Yes, on these nets: the residual connections keep the gradient from vanishing"
+    elif plain_exploded and res_healthy:
+        verdict = ("Partly: the plain nets' gradients did not vanish — they exploded — and the residual connections "
+                   "kept them healthy, so what the skip fixes here is exploding, badly conditioned gradients rather "
+                   "than vanishing ones")
+    elif plain_vanished is False and plain_exploded is False and res_healthy is not None:
+        verdict = ("Not as stated: the plain nets' gradients neither vanished nor exploded at initialisation, so "
+                   "any benefit of the skip here is not about vanishing gradients")
+    elif res_healthy is False:
+        verdict = "Not on these nets: the residual nets' own gradients were not healthy"
+    else:
+        verdict = "The evidence measured is partial"
+    if used.get("plain_degraded") and used.get("residual_degraded") is False:
+        verdict += "; and residual nets train where deep plain ones fail"
+    setting = _setting(results)
+    lead = f"Measured answer{' (' + setting + ')' if setting else ''}"
+    hedge = "This holds for the nets, data and depths measured here, not in general."
+    text = f"{lead}: {verdict}. Evidence: " + "; ".join(clauses) + ". " + hedge
+    f = _finding("answer", "answer", text, used)
+    # The same sentence in parts, for the report's headline box.
+    f.update(lead=lead, verdict=verdict, evidence=clauses, hedge=hedge)
+    return f
+
+
+def _setting(results: dict[str, Any]) -> str:
+    parts = []
+    cfg = results.get("config") if isinstance(results.get("config"), dict) else {}
+    data = cfg.get("data")
+    for name in ("flow", "degradation", "ensemble"):
+        sec = section(results, name) or {}
+        c = sec.get("config") if isinstance(sec.get("config"), dict) else {}
+        data = data or c.get("data") or sec.get("data")
+    if data:
+        parts.append(str(data))
+    deg = section(results, "degradation") or {}
+    c = deg.get("config") if isinstance(deg.get("config"), dict) else {}
+    if c.get("epochs"):
+        parts.append(f"{c['epochs']} epochs")
+    seeds = c.get("seeds")
+    if isinstance(seeds, list):
+        parts.append(f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''}")
+    elif isinstance(seeds, int):
+        parts.append(f"{seeds} seed{'s' if seeds != 1 else ''}")
+    return ", ".join(parts)
+
+
+def findings(results: dict[str, Any]) -> list[Finding]:
+    """Every finding the numbers in ``results`` support, the overall measured answer first.
+
+    Each is ``{"id", "section", "sentence", "numbers", "paper", "claim", "relation"}``;
+    ``relation`` is "agrees", "contradicts", "partly" or None when no paper is compared.
+    """
+    if not isinstance(results, dict):
+        raise TypeError(f"findings() needs a results dict, received {type(results).__name__}")
+    found: list[Finding] = []
+    for name, fn in (("flow", _flow_findings), ("degradation", _deg_findings), ("ensemble", _ens_findings)):
+        sec = section(results, name)
+        if sec:
+            found += fn(sec)
+    answer = _answer(results, found)
+    return ([answer] if answer else []) + found

@@ -1,0 +1,417 @@
+"""One self-contained HTML report from a results dict: figures inline, no network.
+
+``render(results, out_path)`` writes it atomically; ``render_run(run_dir)`` re-renders
+``run_dir/report.html`` from ``run_dir/results.json``. Whatever sections the results hold
+are shown; a missing one is said to be missing. The report reads results only: it never
+trains or measures (DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+from collections.abc import Callable
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from resgrad.io import atomic_write
+
+from . import figures as F
+from ._fmt import NA, num, pct, sig
+from ._read import (
+    degradation_runs,
+    degradation_table,
+    ensemble_view,
+    flow_rows,
+    flow_thresholds,
+    headline_rows,
+    pretty_model,
+    section,
+)
+from ._refs import PAPERS, PUBLISHED, cite
+from ._style import CSS
+from .findings import Finding, findings
+
+__all__ = ["render", "render_run", "to_html"]
+
+_SECTIONS = [("question", "The question"), ("flow", "Gradient flow at initialisation"),
+             ("degradation", "Degradation: training plain vs residual"), ("ensemble", "The ensemble view"),
+             ("findings", "Findings"), ("setup", "Setup"), ("references", "References")]
+_MEASURED = ("flow", "degradation", "ensemble")
+_HOW = {
+    "flow": "<code>resgrad flow</code> or <code>resgrad study</code>",
+    "degradation": "<code>resgrad study</code>",
+    "ensemble": "<code>resgrad paths</code> / <code>resgrad lesion</code> or <code>resgrad study</code>",
+}
+
+
+def render(results: dict[str, Any], out_path: str | os.PathLike) -> Path:
+    """Write the report for ``results`` to ``out_path`` atomically; return the path."""
+    text = to_html(results)
+    return atomic_write(out_path, lambda f: f.write(text.encode("utf-8")), mode="wb")
+
+
+def render_run(run_dir: str | os.PathLike, out_path: str | os.PathLike | None = None) -> Path:
+    """Re-render ``run_dir/report.html`` (or ``out_path``) from ``run_dir/results.json``."""
+    run_dir = Path(run_dir)
+    src = run_dir / "results.json"
+    if not src.is_file():
+        what = "does not exist" if not run_dir.exists() else "has no results.json"
+        raise FileNotFoundError(
+            f"{run_dir} {what}; pass the folder a run wrote (e.g. runs/study), or run `resgrad study --out {run_dir}`")
+    try:
+        results = json.loads(src.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{src} is not valid JSON ({e.msg} at line {e.lineno}); rerun the experiment to rewrite it") from None
+    if not isinstance(results, dict):
+        raise ValueError(f"{src} holds a {type(results).__name__}, expected a results object")
+    return render(results, out_path if out_path is not None else run_dir / "report.html")
+
+
+# -- pieces -------------------------------------------------------------------------------
+
+
+def _img(svg: str | None, alt: str, caption: str, cls: str = "") -> str:
+    if not svg:
+        return f'<p class="muted">({escape(alt)}: nothing to draw from these results.)</p>'
+    data = base64.b64encode(svg.encode("utf-8")).decode("ascii")
+    return (f'<figure class="{cls}"><img src="data:image/svg+xml;base64,{data}" alt="{escape(alt)}">'
+            f"<figcaption>{caption}</figcaption></figure>")
+
+
+_ARXIV = re.compile(r"arXiv (\d{4}\.\d{4,5})")
+
+
+_POW = re.compile(r"\b2\^(\d+)")
+
+
+def _linkify(escaped: str) -> str:
+    """In already-escaped text: ``arXiv 1512.03385`` becomes a plain link to arxiv.org, 2^54 a superscript."""
+    text = _ARXIV.sub(lambda m: f'<a href="https://arxiv.org/abs/{m.group(1)}">arXiv {m.group(1)}</a>', escaped)
+    return _POW.sub(r"2<sup>\1</sup>", text)
+
+
+def _badge(relation: str | None) -> str:
+    if not relation:
+        return ""
+    return f'<span class="badge {escape(relation)}">{escape(relation)}</span>'
+
+
+def _verdict(v: Any) -> str:
+    if not v:
+        return NA
+    return f'<span class="v-{escape(str(v))}">{escape(str(v))}</span>'
+
+
+def _table(head: list[str], rows: list[list[str]], cls: str = "", tall: bool = False) -> str:
+    th = "".join(f"<th>{h}</th>" for h in head)
+    body = "".join("<tr>" + "".join(c if c.startswith("<td") else f"<td>{c}</td>" for c in r) + "</tr>"
+                   for r in rows)
+    return f'<div class="scroll{" tall" if tall else ""}"><table class="{cls}"><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table></div>'
+
+
+def _n(s: str) -> str:
+    return f'<td class="n">{s}</td>'
+
+
+def _missing(name: str) -> str:
+    return (f'<p class="missing">Not measured: this results file has no <code>{name}</code> section. '
+            f"Run {_HOW[name]} to measure it.</p>")
+
+
+def _comparison(found: list[Finding], sec: str) -> str:
+    rows = [[_linkify(escape(f["paper"])), escape(f["claim"] or ""), _linkify(escape(f["sentence"])), _badge(f["relation"])]
+            for f in found if f["section"] == sec and f.get("paper")]
+    if not rows:
+        return ""
+    return "<h3>The papers beside what was measured</h3>" + _table(
+        ["source", "the paper says", "measured here", ""], rows, cls="cmp")
+
+
+def _section_findings(found: list[Finding], sec: str) -> str:
+    items = [f for f in found if f["section"] == sec and not f.get("paper")]
+    if not items:
+        return ""
+    return "<ul>" + "".join(f"<li>{_linkify(escape(f['sentence']))}</li>" for f in items) + "</ul>"
+
+
+# -- sections -----------------------------------------------------------------------------
+
+
+def _question() -> str:
+    return f"""
+<p>In a plain stack of layers the gradient at the input is a product of layer Jacobians, so it can
+shrink (vanish) or grow (explode) exponentially with depth. Residual connections are often said to
+solve this. There are two accounts of why, and one objection:</p>
+<ul>
+<li><strong>The identity gradient.</strong> A residual block computes <code>x<sub>l+1</sub> = x<sub>l</sub> + F(x<sub>l</sub>)</code>, so the
+gradient reaching block <i>l</i> from the output <i>L</i> is
+<span class="eq">∂E/∂x<sub>l</sub> = ∂E/∂x<sub>L</sub> · (1 + ∂/∂x<sub>l</sub> Σ<sub>i=l</sub><sup>L−1</sup> F(x<sub>i</sub>))</span>
+— {cite("he2016", "Eq. 5")}: "the gradient of a layer does not vanish even when the weights are
+arbitrarily small". Eq. 8 of the same paper: a scaled shortcut multiplies it by Π λ<sub>i</sub>, which can vanish or explode.</li>
+<li><strong>The ensemble view.</strong> {cite("veit2016")}: <i>n</i> blocks unroll into 2<sup><i>n</i></sup> paths whose
+lengths are Binomial(<i>n</i>, 1/2); the gradient of a path falls exponentially with its length, so almost all of
+the gradient comes from short paths (5–17 of 54 blocks in ResNet-110, §5.3). On this view the residual net does not
+make long paths trainable; it avoids needing them.</li>
+<li><strong>The objection.</strong> {cite("he2015", "§4.1")} argue that the plain nets' optimisation difficulty is
+"unlikely to be caused by vanishing gradients", because with batch normalisation "neither forward nor backward
+signals vanish"; {cite("philipp2018")} find instead that BN plain nets' gradients <em>explode</em>.</li>
+</ul>
+<p>This report measures three kinds of evidence on the same nets: the gradient at initialisation
+(<a href="#flow">§2</a>), whether deeper plain nets train worse than their residual twins (<a href="#degradation">§3</a>),
+and the path decomposition and lesions of a trained residual net (<a href="#ensemble">§4</a>).
+Every sentence in <a href="#findings">Findings</a> is generated from the measured numbers.</p>"""
+
+
+def _flow(flow: dict[str, Any] | None, found: list[Finding]) -> str:
+    if not flow:
+        return _missing("flow")
+    rows = flow_rows(flow)
+    if not rows:
+        return '<p class="missing">The <code>flow</code> section holds no configurations.</p>'
+    head = headline_rows(rows)
+    th = flow_thresholds(flow)
+    lo, hi = F.ratio_band(th)
+    out = ["<p>Each net is measured at initialisation: one forward and backward pass per seed, and the norm of the "
+           "gradient of the loss with respect to each block's input, ‖∂L/∂x<sub>l</sub>‖. The summary is the ratio of the "
+           "first block's to the last block's: above 1 the gradient grows toward the input, below 1 it shrinks.</p>"]
+    if th:
+        desc = ", ".join(f"{escape(str(k))} = {escape(sig(v) if num(v) is not None else str(v))}" for k, v in th.items())
+        out.append(f"<p class='muted'>Verdict thresholds, as the flow experiment states them: {desc}.</p>")
+    h0 = head[0] if head else rows[0]
+    setting = escape(", ".join(str(v) for v in (h0["family"], h0["activation"], f"{h0['init']} init" if h0["init"] else "") if v))
+    out.append(_img(F.flow_profiles(head), "per-block gradient-norm profiles",
+                    f"Per-block gradient norm at initialisation ({setting}; geometric mean over seeds), log axis. "
+                    "<span class='plain'>Plain</span> solid, <span class='res'>residual</span> dashed; darker = deeper. "
+                    "A straight line on this axis is exponential growth or decay with depth."))
+    band = f" Shaded: the healthy band {sig(lo)}–{sig(hi)}." if lo and hi else ""
+    out.append(_img(F.flow_ratio(rows, th), "first/last gradient ratio vs depth",
+                    "First-block / last-block gradient norm vs depth, <span class='plain'>plain</span> vs "
+                    "<span class='res'>residual</span>, with BN (solid) and without normalisation (dashed); "
+                    f"vertical bars span the seeds.{band}"))
+    out.append(_comparison(found, "flow"))
+    out.append(_section_findings(found, "flow"))
+    trs = []
+    for r in sorted(rows, key=lambda r: (r["family"], r["activation"], r["init"], r["norm"], r["depth"] or 0, r["arch"])):
+        lo_ci, hi_ci = r["slope_ci"]
+        trs.append([escape(str(x)) for x in (r["family"], r["activation"], r["init"], r["norm"])] + [
+            f"<span class='{'plain' if r['arch'] == 'plain' else 'res'}'>{escape(str(r['arch']))}</span>",
+            _n(str(r["depth"])), _n(sig(r["ratio"])), _n(sig(r["slope"])),
+            _n(f"{sig(lo_ci)} to {sig(hi_ci)}"), _verdict(r["verdict"])])
+    out.append(f"<details{' open' if len(rows) <= 16 else ''}><summary>All {len(rows)} configurations</summary>" +
+               _table(["family", "activation", "init", "norm", "arch", "depth", "first/last", "slope", "slope CI",
+                       "verdict"], trs, tall=True) + "</details>")
+    return "\n".join(out)
+
+
+def _degradation(deg: dict[str, Any] | None, found: list[Finding]) -> str:
+    if not deg:
+        return _missing("degradation")
+    runs = degradation_runs(deg)
+    table = degradation_table(deg)
+    cfg = deg.get("config") if isinstance(deg.get("config"), dict) else {}
+    data = str(cfg.get("data") or "")
+    out = [f"<p>Plain and residual twins — the same layers and parameter count, differing only by the skip — trained "
+           f"with the same recipe and seeds{' on ' + escape(data) if data else ''}. {cite('he2015', 'Fig. 1, Fig. 6 left')}: "
+           "\"The deep plain nets suffer from increased depth, and exhibit higher training error when going deeper\"; "
+           "plain-56 has higher training and test error than plain-20 on CIFAR-10, and plain-110 is above 60% error. "
+           "Their ResNets do not degrade.</p>"]
+    out.append(_img(F.degradation_curves(runs), "train and test error per epoch",
+                    "Train (solid) and test (dashed) error per epoch, <span class='plain'>plain</span> vs "
+                    "<span class='res'>residual</span>, one panel per depth (mean over seeds)."))
+    cifar = "cifar" in data.lower()
+    trs = []
+    for t in table:
+        row = [_n(str(t.get("depth")))]
+        for arch in ("plain", "residual"):
+            c = t.get(arch) if isinstance(t.get(arch), dict) else {}
+            for key in ("train_error", "test_error"):
+                v, s = c.get(key), c.get(f"{key}_std")
+                row.append(_n(pct(v) + (f" ± {pct(s)}" if num(s) is not None and num(s) > 0 else "")))
+            row.append(_n(str(c.get("n_seeds", "")) if c else NA))
+        ref = PUBLISHED["he2015_table6"].get(int(num(t.get("depth")) or 0))
+        row.append(_n(pct(ref) if ref is not None else "—"))
+        trs.append(row)
+    if trs:
+        out.append("<h3>Final errors</h3>" + _table(
+            ["depth", "plain train", "plain test", "seeds", "residual train", "residual test", "seeds",
+             "He et al. Table 6, ResNet test (CIFAR-10)"], trs))
+        note = "" if cifar else (f" This run is on {escape(data or 'another dataset')}, not CIFAR-10: the Table 6 "
+                                 "column is for orientation, not a like-for-like comparison.")
+        out.append(f"<p class='muted'>Errors as mean ± standard deviation over seeds. Table 6: "
+                   f"{cite('he2015', 'Table 6')}.{note}</p>")
+    if any(r.get("grad") for r in runs):
+        out.append(_img(F.degradation_grad(runs), "gradient ratio during training",
+                        "The first/last block gradient ratio during training (gradient monitor, once per epoch).",
+                        cls="half"))
+    out.append(_comparison(found, "degradation"))
+    out.append(_section_findings(found, "degradation"))
+    return "\n".join(out)
+
+
+def _ensemble(ens: dict[str, Any] | None, found: list[Finding]) -> str:
+    v = ensemble_view(ens)
+    if not v:
+        return _missing("ensemble")
+    n = v["n"]
+    model = escape(pretty_model(v["model"])) if v["model"] else "the trained residual net"
+    out = [f"<p>The trained {model} ({n} blocks) unrolled into its 2<sup>{n}</sup> paths. "
+           "<b>Exact</b>: the gradient at the first block's input is split by dynamic programming into the parts "
+           "carried by all paths through exactly <i>k</i> branches; their norms are shown. <b>Sampled</b> (Veit's method): "
+           "backpropagate through the branch of <i>k</i> random blocks and the skip of the rest, and record the gradient "
+           "norm; total per length = path count × mean. The two differ because paths of the same length partly cancel "
+           "when summed; the sampled total counts every path's magnitude.</p>"]
+    vlo, vhi = PUBLISHED["veit_window"]
+    out.append(_img(F.ensemble_paths(v), "path lengths, gradient per length, total per length",
+                    f"(a) share of paths per length; (b) gradient per length, log axis; (c) share of the total gradient "
+                    f"magnitude per length, with the effective windows shaded. Compare {cite('veit2016', '§5, Fig. 6')}"
+                    f" (ResNet-110 on CIFAR-10: effective paths {vlo}–{vhi} of 54 blocks)."))
+    wrows = []
+    for kind, label in (("eff_exact", "exact"), ("eff_sampled", "sampled")):
+        w = v[kind]
+        if w:
+            wrows.append([label, _n(f"{w['lo']}–{w['hi']}"), _n(str(n)), _n(pct(w["mass"]) if w["mass"] else NA),
+                          _n(pct(w["share"]))])
+    wrows.append([cite("veit2016", "§5.3") + " (sampled, CIFAR-10)", _n(f"{vlo}–{vhi}"),
+                  _n(str(PUBLISHED["veit_blocks"])), _n("“almost all”"), _n(pct(PUBLISHED["veit_share"]))])
+    out.append("<h3>Effective paths</h3>" + _table(
+        ["", "path lengths", "blocks", "share of gradient", "share of all paths"], wrows))
+    out.append(_img(F.ensemble_lesion(v), "test error after deleting one block",
+                    f"Test error after deleting each single block at test time. Residual: the branch is removed; plain: "
+                    f"the block is replaced by its shape-matching shortcut, as Veit et al. did for VGG layers "
+                    f"({cite('veit2016', '§4.1')})."))
+    out.append(_img(F.ensemble_deletion(v), "error vs deleted blocks and vs reordering",
+                    f"Left: deleting <i>k</i> random blocks (mean ± std over trials; ★: Veit et al.'s ≈20% at k = 10, "
+                    f"{cite('veit2016', '§4.2')}). Right: swapping random pairs of blocks, error vs the Kendall τ of the "
+                    f"new order ({cite('veit2016', '§4.3')})."))
+    out.append(_comparison(found, "ensemble"))
+    out.append(_section_findings(found, "ensemble"))
+    for les, label in ((v["lesion_res"], "residual"), (v["lesion_plain"], "plain")):
+        if les and les["blocks"]:
+            trs = [[_n(str(b["block"])), _n(pct(b["error"])),
+                    _n(NA if b["error"] is None or les["baseline"] is None else f"{100 * (b['error'] - les['baseline']):+.3g}"),
+                    "downsampling" if b["downsample"] else ""] for b in les["blocks"]]
+            name = escape(pretty_model(les["model"])) if les["model"] else label
+            out.append(f"<details><summary>Single-block lesions, {name} (baseline {pct(les['baseline'])})</summary>"
+                       + _table(["block", "test error", "change (points)", ""], trs, tall=True) + "</details>")
+    return "\n".join(out)
+
+
+def _findings(found: list[Finding]) -> str:
+    if not found:
+        return "<p class='missing'>No findings: the results hold no measured sections.</p>"
+    items = []
+    for f in found:
+        nums = escape(json.dumps(f["numbers"], default=str, ensure_ascii=False))
+        items.append(f"<li>{_linkify(escape(f['sentence']))} {_badge(f['relation'])} <span class='id'>{escape(f['id'])}</span>"
+                     f"<details><summary>numbers used</summary><code>{nums}</code></details></li>")
+    return ("<p>Generated from the numbers in results.json (report/findings.py); badges say whether the measurement "
+            "agrees with or contradicts the cited paper.</p><ol class='findings'>" + "".join(items) + "</ol>")
+
+
+def _setup(results: dict[str, Any]) -> str:
+    env = results.get("environment")
+    if not isinstance(env, dict):
+        env = next((s["environment"] for s in (section(results, m) for m in _MEASURED)
+                    if s and isinstance(s.get("environment"), dict)), None)
+    out = []
+    timing = results.get("timing") if isinstance(results.get("timing"), dict) else {}
+    secs = timing.get("seconds") if isinstance(timing.get("seconds"), dict) else {}
+    if timing:
+        rows = [[escape(k), _n(f"{sig(v)} s" if num(v) is not None else NA)] for k, v in secs.items()]
+        meta = " ".join(f"{escape(k)}: {escape(str(timing[k]))}." for k in ("started", "finished") if timing.get(k))
+        out.append(f"<h3>Time</h3><p>{meta}</p>" + (_table(["stage", "wall time"], rows) if rows else ""))
+    if env:
+        out.append("<h3>Versions and hardware</h3>" + _table(
+            ["", ""], [[escape(str(k)), escape(str(v))] for k, v in env.items()]))
+    else:
+        out.append("<p class='muted'>The results file records no environment.</p>")
+    configs = {"study": results.get("config")} if isinstance(results.get("config"), dict) else {}
+    for m in _MEASURED:
+        s = section(results, m)
+        if s and s is not results and isinstance(s.get("config"), dict):
+            configs[m] = s["config"]
+    for name, cfg in configs.items():
+        text = escape(json.dumps(cfg, indent=2, default=str, ensure_ascii=False))
+        out.append(f"<details><summary>{escape(name)} config</summary><pre>{text}</pre></details>")
+    if results.get("preset"):
+        out.insert(0, f"<p>Preset: <code>{escape(str(results['preset']))}</code>.</p>")
+    return "\n".join(out)
+
+
+def _references() -> str:
+    items = [f"<li>{escape(a)} ({y}). <i>{escape(t)}</i>. "
+             f"<a href=\"https://arxiv.org/abs/{i}\">arXiv {i}</a>.</li>" for a, y, t, i in PAPERS.values()]
+    return "<ul>" + "".join(items) + "</ul>"
+
+
+# -- the page -----------------------------------------------------------------------------
+
+
+def to_html(results: dict[str, Any]) -> str:
+    """The whole report as one HTML string (pure: reads ``results`` only)."""
+    if not isinstance(results, dict):
+        raise TypeError(f"render() needs a results dict, received {type(results).__name__}")
+    found = findings(results)
+    present = {m: section(results, m) for m in _MEASURED}
+    bodies: dict[str, Callable[[], str]] = {
+        "question": _question,
+        "flow": lambda: _flow(present["flow"], found),
+        "degradation": lambda: _degradation(present["degradation"], found),
+        "ensemble": lambda: _ensemble(present["ensemble"], found),
+        "findings": lambda: _findings(found),
+        "setup": lambda: _setup(results),
+        "references": _references,
+    }
+    toc, secs = [], []
+    for i, (sid, title) in enumerate(_SECTIONS, 1):
+        miss = sid in _MEASURED and not present[sid]
+        toc.append(f'<li><a href="#{sid}">{escape(title)}</a>{" <span class=miss>(missing)</span>" if miss else ""}</li>')
+        secs.append(f'<section id="{sid}"><h2>{i}. {escape(title)}</h2>\n{bodies[sid]()}\n</section>')
+    answer = next((f for f in found if f["id"] == "answer"), None)
+    answer_html = (f'<div class="answer"><p><span class="label">{escape(answer["lead"])}:</span> '
+                   f'{escape(answer["verdict"])}.</p><ul>'
+                   + "".join(f"<li>{_linkify(escape(c))}</li>" for c in answer["evidence"])
+                   + f'</ul><p class="muted">{escape(answer["hedge"])} See <a href="#findings">Findings</a>.</p></div>'
+                   if answer else
+                   '<div class="answer"><p>No measured answer: the results hold no gradient-flow, degradation or '
+                   'ensemble measurements.</p></div>')
+    missing = [m for m in _MEASURED if not present[m]]
+    sub = []
+    if results.get("preset"):
+        sub.append(f"preset {escape(str(results['preset']))}")
+    if results.get("experiment"):
+        sub.append(f"experiment {escape(str(results['experiment']))}")
+    timing = results.get("timing") if isinstance(results.get("timing"), dict) else {}
+    if timing.get("finished"):
+        sub.append(f"finished {escape(str(timing['finished']))}")
+    if missing:
+        sub.append("not measured: " + ", ".join(missing))
+    return f"""<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="icon" href="data:,">
+<title>resgrad report — do residual connections solve the vanishing-gradient problem?</title>
+<style>{CSS}</style>
+</head>
+<body>
+<div class="layout">
+<header>
+<h1>Do residual connections solve the vanishing-gradient problem?</h1>
+<p class="sub">resgrad report · {" · ".join(sub) if sub else "measured results"}</p>
+</header>
+<nav class="toc"><h2>Contents</h2><ol>{"".join(toc)}</ol></nav>
+<main>
+{answer_html}
+{"".join(secs)}
+</main>
+<footer>Generated by resgrad from results.json; self-contained (no network). Re-render with <code>resgrad report RUN_DIR</code>.</footer>
+</div>
+</body>
+</html>
+"""
