@@ -192,6 +192,14 @@ def study() -> dict[str, Any]:
     return make_study()
 
 
+@pytest.fixture(scope="session")
+def study_html() -> str:
+    """The report of ``make_study()``, rendered once for the tests that only read it."""
+    from resgrad.report import to_html
+
+    return to_html(make_study())
+
+
 @pytest.fixture
 def real_results() -> dict[str, Any]:
     """A real results.json saved from a quick run, when one is in tests/report/data/."""

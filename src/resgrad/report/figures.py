@@ -38,7 +38,9 @@ def to_svg(fig: Figure) -> str:
     """The figure as one standalone SVG document (no date stamp, stable ids)."""
     buf = io.StringIO()
     with matplotlib.rc_context(_STYLE):
-        fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
+        # No metadata block (date, creator, RDF links): smaller, and the same bytes for the same results.
+        fig.savefig(buf, format="svg",
+                    metadata={"Date": None, "Creator": None, "Format": None, "Type": None})
     return buf.getvalue()
 
 

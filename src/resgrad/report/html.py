@@ -305,11 +305,22 @@ def _findings(found: list[Finding]) -> str:
         return "<p class='missing'>No findings: the results hold no measured sections.</p>"
     items = []
     for f in found:
-        nums = escape(json.dumps(f["numbers"], default=str, ensure_ascii=False))
+        nums = escape(json.dumps(_rounded(f["numbers"]), default=str, ensure_ascii=False))
         items.append(f"<li>{_linkify(escape(f['sentence']))} {_badge(f['relation'])} <span class='id'>{escape(f['id'])}</span>"
                      f"<details><summary>numbers used</summary><code>{nums}</code></details></li>")
     return ("<p>Generated from the numbers in results.json (report/findings.py); badges say whether the measurement "
             "agrees with or contradicts the cited paper.</p><ol class='findings'>" + "".join(items) + "</ol>")
+
+
+def _rounded(o: Any) -> Any:
+    """Floats to 3 significant digits for display (the findings keep the full values)."""
+    if isinstance(o, float):
+        return sig(o)
+    if isinstance(o, dict):
+        return {k: _rounded(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_rounded(v) for v in o]
+    return o
 
 
 def _setup(results: dict[str, Any]) -> str:
@@ -326,7 +337,7 @@ def _setup(results: dict[str, Any]) -> str:
         out.append(f"<h3>Time</h3><p>{meta}</p>" + (_table(["stage", "wall time"], rows) if rows else ""))
     if env:
         out.append("<h3>Versions and hardware</h3>" + _table(
-            ["", ""], [[escape(str(k)), escape(str(v))] for k, v in env.items()]))
+            ["", ""], [[escape(str(k)), escape("—" if v is None else str(v))] for k, v in env.items()]))
     else:
         out.append("<p class='muted'>The results file records no environment.</p>")
     configs = {"study": results.get("config")} if isinstance(results.get("config"), dict) else {}
