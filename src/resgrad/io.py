@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write", "write_json", "read_json", "environment"]
+__all__ = ["atomic_write", "jsonable", "write_json", "read_json", "environment"]
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: str = "w") -> Path:
@@ -53,6 +53,11 @@ def _clean(o: Any) -> Any:
     if isinstance(o, Path):
         return str(o)
     return o
+
+
+def jsonable(obj: Any) -> Any:
+    """``obj`` as JSON would give it back: tuples as lists, non-finite floats as None."""
+    return json.loads(json.dumps(_clean(obj), allow_nan=False))
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
