@@ -11,6 +11,7 @@ try:
 except PackageNotFoundError:  # running from a source tree without install
     __version__ = "0+unknown"
 
+from . import paths
 from .callbacks import Callback
 from .data import DataBundle
 from .data import load as load_data
@@ -19,6 +20,7 @@ from .nets import (
     Plain,
     Residual,
     Scale,
+    adapt,
     blocks,
     build,
     build_for,
@@ -35,4 +37,5 @@ __all__ = [
     "build", "build_for", "list_models", "register_model",
     "DataBundle", "load_data",
     "Callback",
+    "adapt", "paths",
 ]

@@ -1,0 +1,270 @@
+"""The exact gradient per path length, by dynamic programming over the blocks.
+
+Unrolled, ``n`` residual blocks are ``2^n`` paths (Veit, Wilber, Belongie 2016, arXiv
+1605.06431, §3). Let ``g_k`` be the part of the gradient at the first block's input that
+is carried by the paths through exactly ``k`` branches. Walking the blocks from the output
+back to the input (DESIGN.md, "Exact path decomposition")::
+
+    p_k <- P^T g_k                      post Jacobian at the recorded sum
+    g_k <- S^T p_k + J^T p_{k-1}        shortcut and branch Jacobians at the recorded input
+
+so ``sum_k g_k`` is the ordinary gradient. Veit et al. (§5) sampled single paths; this is
+exact. Each block costs one batched VJP of its shortcut and one of its branch over all
+live lengths at once (after ``m`` blocks only ``k <= m`` can be non-zero, so about
+``n/2`` backward passes in all).
+
+The VJPs are taken through the recorded forward graph itself (hooks capture each block's
+input, shortcut, branch, sum and output), so a train-mode BatchNorm is differentiated as
+the same function the forward computed, batch statistics included, and nothing is run
+twice. Running statistics and modes are restored afterwards: measuring leaves the model
+as it was.
+
+For a post-activation block (ReLU after the sum) the split is the linearisation at the
+recorded point: the post Jacobian is shared by both terms, which is exactly what
+backward routing through one term does (``resgrad.gates(route=...)``).
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from .. import nets
+from ._common import LossFn, as_input, call_loss, chain, preserved
+from .counting import EffectiveRange, counts
+
+__all__ = ["Decomposition", "decompose"]
+
+
+@dataclass
+class Decomposition:
+    """The gradient at the first block's input, split by path length.
+
+    ``grads[k]`` (``(n+1, *x.shape)``, x the first block's input batch) is the part
+    carried by the paths through exactly ``k`` branches; they sum to ``reference``, the
+    ordinary autograd gradient. ``input_grads`` (``(n+1, *inputs.shape)``) is the same
+    split at the model's input (the stem's VJP applied to each part), when asked for.
+    """
+
+    grads: Tensor  # (n+1, B, ...)
+    reference: Tensor  # (B, ...)
+    training: bool  # BatchNorm mode during the measurement
+    input_grads: Tensor | None = None  # (n+1, *inputs.shape)
+    seconds: float = 0.0
+    info: dict = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        return self.grads.shape[0] - 1
+
+    @property
+    def counts(self) -> list[int]:
+        return counts(self.n)
+
+    @property
+    def total(self) -> Tensor:  # (B, ...)
+        return self.grads.sum(0)
+
+    @property
+    def norms(self) -> Tensor:  # (n+1,) float64
+        """``||g_k||`` over the whole batch."""
+        return self.grads.flatten(1).double().norm(dim=1)
+
+    @property
+    def example_norms(self) -> Tensor:  # (n+1,) float64
+        """Mean over examples of ``||g_k[b]||``: comparable, length by length, with
+        ``count_k x`` Veit's mean single-path magnitude (:func:`resgrad.paths.sample`)."""
+        if self.grads.dim() < 2:
+            return self.norms
+        return self.grads.flatten(2).double().norm(dim=2).mean(dim=1)
+
+    @property
+    def rel_error(self) -> float:
+        """``||sum_k g_k - autograd|| / ||autograd||``: the decomposition's own check."""
+        ref = self.reference.double()
+        den = float(ref.norm())
+        return float((self.total.double() - ref).norm()) / den if den > 0 else float((self.total).norm())
+
+    def effective_range(self, mass: float = 0.9, *, by: str = "norms") -> EffectiveRange:
+        """Shortest window of lengths holding ``mass`` of ``sum_k ||g_k||`` (``by``:
+        ``"norms"`` for the batch gradient, ``"example_norms"`` per example)."""
+        if by not in ("norms", "example_norms"):
+            raise ValueError(f"by must be 'norms' or 'example_norms', received {by!r}")
+        return EffectiveRange.from_mass(getattr(self, by).tolist(), self.n, mass)
+
+    def to_dict(self, mass: float = 0.9) -> dict:
+        """JSON-able summary (the tensors themselves are left out)."""
+        d = {
+            "n": self.n,
+            "lengths": list(range(self.n + 1)),
+            "counts": self.counts,
+            "norms": self.norms.tolist(),
+            "example_norms": self.example_norms.tolist(),
+            "total_norm": float(self.reference.double().norm()),
+            "rel_error": self.rel_error,
+            "batchnorm": "train" if self.training else "eval",
+            "examples": int(self.grads.shape[1]) if self.grads.dim() > 1 else 1,
+            "dtype": str(self.grads.dtype).replace("torch.", ""),
+            "seconds": self.seconds,
+            "effective": self.effective_range(mass).to_dict(),
+            **self.info,
+        }
+        if self.input_grads is not None:
+            d["input_norms"] = self.input_grads.flatten(1).double().norm(dim=1).tolist()
+        return d
+
+
+def _vjp(out: Tensor, inp: Tensor, grads: Tensor, chunk: int | None) -> Tensor:
+    """``grads[j]^T d out / d inp`` for every ``j``: (K, *out.shape) -> (K, *inp.shape)."""
+    if out is inp:
+        return grads
+    k = grads.shape[0]
+    step = k if not chunk else max(1, int(chunk))
+    parts = []
+    for j in range(0, k, step):
+        g = grads[j : j + step]
+        try:
+            (r,) = torch.autograd.grad(
+                out, inp, g, retain_graph=True, allow_unused=True, is_grads_batched=True
+            )
+        except RuntimeError:
+            # An op without a batching rule: fall back to one VJP per length.
+            rs = [torch.autograd.grad(out, inp, gi, retain_graph=True, allow_unused=True)[0] for gi in g]
+            r = None if rs[0] is None else torch.stack(rs)
+        parts.append(torch.zeros(len(g), *inp.shape, dtype=inp.dtype, device=inp.device) if r is None else r)
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
+class _Recorder:
+    """Forward hooks that capture, per block, x, shortcut(x), branch(x), the sum and y."""
+
+    def __init__(self, res: list[nets.Residual], first: nn.Module) -> None:
+        self.res = res
+        self.rec: list[dict[str, Tensor]] = [{} for _ in res]
+        self.first_input: list[Tensor] = []
+        self.handles: list = []
+        self._first = first
+
+    def __enter__(self) -> _Recorder:
+        h = self.handles
+        h.append(self._first.register_forward_pre_hook(lambda m, a: self.first_input.append(a[0])))
+        for i, b in enumerate(self.res):
+            r = self.rec[i]
+            h.append(b.register_forward_pre_hook(self._put(r, "x", pre=True)))
+            h.append(b.register_forward_hook(self._put(r, "y")))
+            h.append(b.shortcut.register_forward_hook(self._put(r, "s")))
+            h.append(b.branch.register_forward_hook(self._put(r, "f")))
+            if not isinstance(b.post, nn.Identity):
+                h.append(b.post.register_forward_pre_hook(self._sum_hook(r)))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for handle in self.handles:
+            handle.remove()
+        self.handles.clear()
+
+    @staticmethod
+    def _put(r: dict, key: str, pre: bool = False):
+        def hook(module, args, out=None):
+            if key in r:
+                raise NotImplementedError(
+                    f"a {type(module).__name__} ran twice in one forward (shared weights); "
+                    "the path decomposition needs each block to run once"
+                )
+            r[key] = args[0] if pre else out
+
+        return (lambda m, a: hook(m, a)) if pre else (lambda m, a, o: hook(m, a, o))
+
+    @staticmethod
+    def _sum_hook(r: dict):
+        def hook(module, args):
+            r["z"] = args[0]
+            # An in-place post (ReLU(inplace=True)) would overwrite the recorded sum.
+            return (args[0].clone(), *args[1:])
+
+        return hook
+
+
+def decompose(
+    model: nn.Module,
+    inputs: Tensor,
+    loss: LossFn | None = None,
+    *,
+    targets: Tensor | None = None,
+    training: bool | None = None,
+    input_grads: bool = False,
+    chunk: int | None = None,
+) -> Decomposition:
+    """Split the gradient at the first block's input exactly by path length.
+
+    ``loss(output) -> scalar`` (or ``loss(output, targets)``; default summed
+    cross-entropy against ``targets``). ``training``: BatchNorm/dropout mode for the
+    measurement (None keeps the model's). ``input_grads``: also split the gradient at
+    the model input. ``chunk``: most lengths per batched VJP (bounds memory).
+    A net of only Plain blocks has one path (``n = 0``).
+    """
+    res, every = chain(model)
+    x_in = as_input(model, inputs)
+    t0 = time.perf_counter()
+    first = res[0] if res else every[0]
+    with preserved(model, training), _Recorder(res, first) as rec, torch.enable_grad():
+        training_now = model.training
+        if input_grads:
+            if not x_in.is_floating_point():
+                raise ValueError(f"input_grads needs floating-point inputs, received dtype {x_in.dtype}")
+            x_in = x_in.detach().requires_grad_(True)
+        out = model(x_in)
+        value = call_loss(loss, out, targets)
+        missing = [i for i, r in enumerate(rec.rec) if "y" not in r or "f" not in r]
+        if missing or not rec.first_input:
+            raise ValueError(
+                f"residual blocks {missing or [0]} did not run in the forward pass; "
+                "the path tools need every block on the way from input to output"
+            )
+        x0 = rec.first_input[0]  # (B, ...) the first block's input
+        if not x0.requires_grad:
+            raise ValueError(
+                "the first block's input does not require grad; call decompose without "
+                "torch.no_grad() and with a floating-point model"
+            )
+        last = rec.rec[-1]["y"] if res else x0
+        gy, ref = torch.autograd.grad(value, [last, x0], retain_graph=True, allow_unused=True, materialize_grads=True)
+
+        g = gy.unsqueeze(0)  # (1, *y.shape): only k = 0 is live after the output
+        for i in reversed(range(len(res))):
+            r = rec.rec[i]
+            if i + 1 < len(res):
+                # Between two blocks (usually nothing): the recorded graph carries every length.
+                g = _vjp(rec.rec[i + 1]["x"], r["y"], g, chunk)
+            p = g if "z" not in r else _vjp(r["y"], r["z"], g, chunk)  # post VJP first
+            sg = _vjp(r["s"], r["x"], p, chunk)  # (m+1, *x.shape)  lengths 0..m
+            fg = _vjp(r["f"], r["x"], p, chunk)  # (m+1, *x.shape)  lengths 1..m+1
+            g = torch.cat([sg[:1], sg[1:] + fg[:-1], fg[-1:]])
+        if res and rec.rec[0]["x"] is not x0:
+            g = _vjp(rec.rec[0]["x"], x0, g, chunk)
+        gin = None
+        if input_grads:
+            gin = _vjp(x0, x_in, g, chunk)
+    dec = Decomposition(
+        g.detach(), ref.detach(), training_now,
+        None if gin is None else gin.detach(), time.perf_counter() - t0,
+    )
+    _check(dec)
+    return dec
+
+
+def _check(dec: Decomposition) -> None:
+    eps = torch.finfo(dec.grads.dtype).eps if dec.grads.is_floating_point() else 1e-7
+    scale = max(float(dec.reference.double().norm()), float(dec.norms.max()) if dec.n >= 0 else 0.0)
+    err = float((dec.total.double() - dec.reference.double()).norm())
+    if scale > 0 and err > 1e4 * eps * scale:
+        warnings.warn(
+            f"the path components sum to the autograd gradient only within {err / scale:.2g} "
+            "(relative); are the residual blocks a simple chain (each block's output the next one's input)?",
+            RuntimeWarning,
+            stacklevel=3,
+        )

@@ -1,0 +1,215 @@
+"""Veit's sampled single-path gradient magnitudes, vectorised over the batch.
+
+Veit, Wilber, Belongie 2016 (arXiv 1605.06431, §5, Fig. 6): for a path of length ``k``,
+pick ``k`` blocks at random, backpropagate only through the branches of those and only
+through the skips of the others, and record the norm of the gradient at the input;
+1,000 samples per ``k``. The total gradient magnitude per length is then
+``count_k x mean_k`` (a sum of single-path magnitudes: it ignores the cancellation
+between paths that the exact decomposition keeps).
+
+Vectorised: every example in a batch carries its own random path (per-sample backward
+routing, :func:`resgrad.gates`), so one forward and one backward give a whole batch of
+samples. That needs examples not to interact, so BatchNorm runs in eval mode (running
+statistics) and dropout is off; the per-path loop (:func:`sample_loop`, one example and
+one path per backward) is the reference it is tested and benchmarked against.
+
+A sample is ``||dL/dx_0[b]||`` for example ``b`` and its path, ``x_0`` the first
+block's input. Use a loss that sums over examples (the default, summed cross-entropy):
+with a mean, every row is scaled by 1/batch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from ..nets.blocks import Residual, gates
+from ._common import LossFn, as_input, call_loss, chain, preserved
+from .counting import EffectiveRange, counts
+
+__all__ = ["Sampled", "sample", "sample_loop", "NOTE"]
+
+NOTE = (
+    "BatchNorm in eval mode (running statistics) and dropout off while sampling, so that each "
+    "example's randomly drawn path does not interact with the others in the batch"
+)
+
+
+@dataclass
+class Sampled:
+    """Single-path gradient magnitudes: ``values[j]`` are the samples for ``lengths[j]``."""
+
+    n: int
+    lengths: list[int]
+    values: Tensor  # (len(lengths), samples) float64
+    method: str  # "vectorised" or "loop"
+    seconds: float = 0.0
+    examples: int = 0  # distinct examples samples were drawn from
+    note: str = NOTE
+
+    @property
+    def mean(self) -> Tensor:  # (len(lengths),)
+        return self.values.mean(1)
+
+    @property
+    def std(self) -> Tensor:  # (len(lengths),)
+        return self.values.std(1) if self.values.shape[1] > 1 else torch.zeros(len(self.lengths))
+
+    @property
+    def counts(self) -> list[int]:
+        c = counts(self.n)
+        return [c[k] for k in self.lengths]
+
+    @property
+    def total(self) -> Tensor:  # (len(lengths),) float64
+        """``count_k x mean_k``: Veit's total gradient magnitude per length (Fig. 6b)."""
+        return torch.tensor([float(c) for c in self.counts], dtype=torch.float64) * self.mean
+
+    def effective_range(self, mass: float = 0.9) -> EffectiveRange:
+        """Shortest window of lengths holding ``mass`` of ``sum_k count_k x mean_k``."""
+        if self.lengths != list(range(self.n + 1)):
+            raise ValueError(
+                f"the effective range needs every length 0..{self.n} sampled, received lengths "
+                f"{self.lengths[:5]}...; sample with lengths=None"
+            )
+        return EffectiveRange.from_mass(self.total.tolist(), self.n, mass)
+
+    def to_dict(self, mass: float = 0.9) -> dict:
+        q = torch.quantile(self.values, torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64), dim=1)
+        d = {
+            "n": self.n, "lengths": self.lengths, "counts": self.counts,
+            "mean": self.mean.tolist(), "std": self.std.tolist(),
+            "q10": q[0].tolist(), "median": q[1].tolist(), "q90": q[2].tolist(),
+            "total": self.total.tolist(), "samples": int(self.values.shape[1]),
+            "examples": self.examples, "method": self.method, "batchnorm": "eval",
+            "seconds": self.seconds, "note": self.note,
+        }
+        if self.lengths == list(range(self.n + 1)):
+            d["effective"] = self.effective_range(mass).to_dict()
+        return d
+
+
+def _setup(model: nn.Module, inputs: Tensor, lengths: Sequence[int] | None, samples: int):
+    res, _ = chain(model)
+    if not res:
+        raise ValueError(
+            f"{type(model).__name__} has no Residual blocks: a plain net has exactly one path, "
+            "so there is nothing to sample; give its residual twin"
+        )
+    n = len(res)
+    ks = list(range(n + 1)) if lengths is None else sorted({int(k) for k in lengths})
+    if not ks or ks[0] < 0 or ks[-1] > n:
+        raise ValueError(f"lengths must lie in 0..{n} (the model has {n} residual blocks), received {lengths}")
+    if not isinstance(samples, int) or samples < 1:
+        raise ValueError(f"samples (per length) must be an integer >= 1, received {samples!r}")
+    return res, n, ks, as_input(model, inputs)
+
+
+class _FirstInput:
+    """Make the first block's input a fresh leaf and keep it: the gradient is taken there."""
+
+    def __init__(self, block: Residual) -> None:
+        self.block, self.x0 = block, None
+
+    def __enter__(self) -> _FirstInput:
+        def hook(m, args):
+            self.x0 = args[0].detach().requires_grad_(True)
+            return (self.x0, *args[1:])
+
+        self.handle = self.block.register_forward_pre_hook(hook)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.handle.remove()
+
+
+def _row_norms(
+    model: nn.Module, res: list[Residual], first: _FirstInput, xb: Tensor, tb: Tensor | None,
+    loss: LossFn | None, route,
+) -> Tensor:  # (B,) float64
+    with gates(res, route=route):
+        out = model(xb)
+    (g,) = torch.autograd.grad(call_loss(loss, out, tb), first.x0)
+    return g.flatten(1).double().norm(dim=1)
+
+
+def sample(
+    model: nn.Module,
+    inputs: Tensor,
+    loss: LossFn | None = None,
+    *,
+    targets: Tensor | None = None,
+    lengths: Sequence[int] | None = None,
+    samples: int = 1000,
+    batch_size: int = 500,
+    seed: int = 0,
+) -> Sampled:
+    """Veit's sampled path magnitudes, one random path per example, a batch per backward.
+
+    ``lengths``: which path lengths (default all ``0..n``); ``samples`` per length.
+    With ``targets``, each batch draws ``batch_size`` examples at random and calls
+    ``loss(output, targets[batch])`` (default summed cross-entropy); without, every
+    batch is all of ``inputs`` and ``loss(output)``.
+    """
+    res, n, ks, x = _setup(model, inputs, lengths, samples)
+    g = torch.Generator().manual_seed(seed)
+    want = torch.tensor(ks).repeat_interleave(samples)
+    want = want[torch.randperm(len(want), generator=g)]  # mix lengths across batches
+    per = len(x) if targets is None else max(1, min(int(batch_size), len(want)))
+    got: dict[int, list[Tensor]] = {k: [] for k in ks}
+    t0 = time.perf_counter()
+    with preserved(model, training=False), torch.enable_grad(), _FirstInput(res[0]) as first:
+        for start in range(0, len(want), per):
+            kb = want[start : start + per]  # (m,) the lengths this batch samples
+            m = len(kb)
+            if targets is None:
+                idx, xb, tb = None, x, None
+                kb = torch.cat([kb, torch.zeros(per - m, dtype=kb.dtype)])  # unused rows: length 0
+            else:
+                idx = torch.randint(len(x), (m,), generator=g)
+                xb, tb = x[idx], targets.to(x.device)[idx]
+            # A uniform k-subset per row: the k smallest of n uniform keys.
+            rank = torch.rand(len(kb), n, generator=g).argsort(1).argsort(1)
+            route = (rank < kb[:, None]).T.contiguous().to(x.device)  # (n, B): True = branch
+            norms = _row_norms(model, res, first, xb, tb, loss, route)[:m].cpu()
+            for k in ks:
+                got[k].append(norms[kb[:m] == k])
+    values = torch.stack([torch.cat(got[k]) for k in ks])  # (len(ks), samples)
+    return Sampled(n, ks, values, "vectorised", time.perf_counter() - t0, len(x))
+
+
+def sample_loop(
+    model: nn.Module,
+    inputs: Tensor,
+    loss: LossFn | None = None,
+    *,
+    targets: Tensor | None = None,
+    lengths: Sequence[int] | None = None,
+    samples: int = 1000,
+    seed: int = 0,
+) -> Sampled:
+    """The reference: one example, one path, one forward and backward per sample.
+
+    With ``targets`` each sample is a batch of one example; without, each sample runs
+    all of ``inputs`` (``loss(output)``) and keeps one example's row.
+    """
+    res, n, ks, x = _setup(model, inputs, lengths, samples)
+    g = torch.Generator().manual_seed(seed)
+    vals = torch.empty(len(ks), samples, dtype=torch.float64)
+    t0 = time.perf_counter()
+    with preserved(model, training=False), torch.enable_grad(), _FirstInput(res[0]) as first:
+        for j, k in enumerate(ks):
+            for s in range(samples):
+                b = int(torch.randint(len(x), (1,), generator=g))
+                through = set(torch.randperm(n, generator=g)[:k].tolist())
+                route = {i: "branch" if i in through else "skip" for i in range(n)}
+                if targets is None:
+                    vals[j, s] = _row_norms(model, res, first, x, None, loss, route)[b]
+                else:
+                    tb = targets[b : b + 1].to(x.device)
+                    vals[j, s] = _row_norms(model, res, first, x[b : b + 1], tb, loss, route)[0]
+    return Sampled(n, ks, vals, "loop", time.perf_counter() - t0, len(x))
