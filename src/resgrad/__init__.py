@@ -29,6 +29,7 @@ from .nets import (
     register_model,
     residual_blocks,
 )
+from .probes import GradientMonitor, gradient_correlation, jacobian_spectrum
 
 __all__ = [
     "__version__",
@@ -37,5 +38,6 @@ __all__ = [
     "build", "build_for", "list_models", "register_model",
     "DataBundle", "load_data",
     "Callback",
+    "GradientMonitor", "jacobian_spectrum", "gradient_correlation",
     "adapt", "paths",
 ]

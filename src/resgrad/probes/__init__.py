@@ -1,0 +1,15 @@
+"""Measurements of any ``nn.Module``: gradient norms, Jacobian spectra, shattering.
+
+Probes assume nothing about residual blocks (they use ``resgrad.nets.blocks`` only to
+label per-block rows when a model has them) and never import ``resgrad.paths``.
+"""
+
+from .gradients import COLUMNS, GradientMonitor, block_gradient_profile, robust_norm
+from .jacobian import JacobianSpectrum, jacobian_spectrum
+from .shattering import GradientCorrelation, gradient_correlation, line_inputs
+
+__all__ = [
+    "GradientMonitor", "COLUMNS", "block_gradient_profile", "robust_norm",
+    "JacobianSpectrum", "jacobian_spectrum",
+    "GradientCorrelation", "gradient_correlation", "line_inputs",
+]

@@ -1,0 +1,647 @@
+"""Per-layer gradient norms of any ``nn.Module``: :class:`GradientMonitor`, and the exact
+log-space block profile used by the flow experiment (:func:`block_gradient_profile`).
+
+``GradientMonitor`` records, at the steps its schedule selects:
+
+- ``param``: ‖∂L/∂w‖ per parameter tensor, computed fused (one ``torch._foreach_norm``
+  over every gradient that exists) and kept on the device until :attr:`records` is read;
+  a parameter whose ``.grad`` is None gets a row with ``norm=None`` (unused parameters);
+- ``activation``: ‖∂L/∂y‖ for the output ``y`` of every leaf module and of every resgrad
+  block, ``input``: ‖∂L/∂x_l‖ for the input of every block, so "the gradient at block l"
+  is one row (He et al. 2016, arXiv 1603.05027, Eq. 5 is about exactly this quantity);
+- ``weight``: ‖w‖ and ``update``: ‖Δw‖ with ``ratio`` = ‖Δw‖/‖w‖, on request.
+
+Every row counts its non-finite entries (``nonfinite``) instead of dropping them.
+
+Activation gradients come from *tensor* hooks: a forward hook registers
+``output.register_hook`` on the tensor the module returned. That costs one norm per
+tensor and works with in-place ops (torchvision's ``ReLU(inplace=True)``), where
+``register_full_backward_hook`` wraps outputs in an extra autograd node and refuses
+in-place modification. A hook registered before an in-place op sees the gradient of the
+value before it (PyTorch autograd semantics), so each module gets the gradient of what
+it returned. Modules returning their input unchanged (``nn.Identity``) are skipped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.optim import Optimizer
+from torch.utils.hooks import RemovableHandle
+
+from ..callbacks import Callback
+from ..nets.blocks import blocks as _blocks
+
+__all__ = ["GradientMonitor", "block_gradient_profile", "robust_norm", "COLUMNS"]
+
+# Columns of every row in GradientMonitor.records (tidy: one measurement per row).
+COLUMNS = ("step", "name", "kind", "block", "norm", "rms", "numel", "nonfinite", "ratio")
+Schedule = Callable[[int], bool]
+Activations = bool | Literal["all", "leaves", "blocks"]
+
+# float32 squares under/overflow outside ~1e-19..1e19 per element; a norm outside this
+# range is recomputed in float64 (CPU only: there reading a scalar costs no device sync).
+_SAFE_LO, _SAFE_HI = 1e-15, 1e15
+
+
+def robust_norm(g: Tensor) -> Tensor:
+    """‖g‖₂ without under/overflow: float64, scaled by max|g| (0-d float64 tensor)."""
+    g = g.detach().to(torch.float64)
+    m = g.abs().amax() if g.numel() else g.new_zeros(())
+    if not bool(torch.isfinite(m)) or float(m) == 0.0:
+        return torch.linalg.vector_norm(g) if g.numel() else m
+    return m * torch.linalg.vector_norm(g / m)
+
+
+def _norm(g: Tensor) -> Tensor:
+    """Norm of one gradient tensor, on its device (one reduction on the fast path)."""
+    if g.is_cpu:
+        n = torch.linalg.vector_norm(g)
+        v = n.item()
+        # Outside the safe range the float32 squares may have under/overflowed; a
+        # non-finite norm from finite entries is an overflow too.
+        if not _SAFE_LO < v < _SAFE_HI and (math.isfinite(v) or bool(torch.isfinite(g).all())):
+            n = robust_norm(g)
+        return n
+    # Accelerators: accumulate in float64 instead of branching on the value (no sync).
+    return torch.linalg.vector_norm(g, dtype=torch.float64)
+
+
+def _nonfinite(g: Tensor, n: Tensor) -> Tensor | int:
+    """Number of NaN/Inf entries of ``g`` (``n`` = its norm: finite norm => zero)."""
+    if g.is_cpu:
+        return 0 if math.isfinite(n.item()) else int((~torch.isfinite(g)).sum())
+    # finite * 0 = 0, inf * 0 = nan, nan * 0 = nan: count the non-zeros, on the device.
+    return torch.count_nonzero(g * 0)
+
+
+def _first_tensor(out: Any) -> Tensor | None:
+    if isinstance(out, Tensor):
+        return out
+    if isinstance(out, (tuple, list)):
+        for o in out:
+            if isinstance(o, Tensor):
+                return o
+    return None
+
+
+@dataclass
+class _Slot:
+    """One activation row of one step: accumulates over passes (gradient accumulation)."""
+
+    name: str
+    kind: str
+    block: int | None
+    numel: int = 0
+    norms: list[Tensor] = field(default_factory=list)
+    counts: list[Tensor | int] = field(default_factory=list)
+
+
+@dataclass
+class _StepData:
+    """What one measured step left on the device, turned into rows on read."""
+
+    step: int
+    param_idx: list[int]  # indices into monitor._params whose grad existed
+    param_norms: Tensor | list[Tensor] | None
+    param_counts: Tensor | list[Tensor | int] | None
+    param_scale: Tensor | None  # inverse loss scale applied to parameter norms
+    act_scale: Tensor | None  # inverse loss scale for activation norms
+    slots: list[_Slot]
+    weights: Tensor | list[Tensor] | None = None
+    updates: tuple[Tensor | list[Tensor], Tensor | list[Tensor]] | None = None  # (‖Δw‖, ‖w‖) of this step's update
+
+
+class GradientMonitor(Callback):
+    """Record per-layer gradient norms while a model trains; use as a ``with`` block.
+
+    ``every=k`` measures steps 0, k, 2k, ...; ``schedule(step) -> bool`` overrides it.
+    ``activations``: False, True/``"all"`` (leaf modules and blocks), ``"leaves"`` or
+    ``"blocks"`` (resgrad blocks only: cheapest way to get the per-block profile).
+    ``scaler``: a ``torch.amp.GradScaler``; norms are divided by the loss scale used in
+    the backward pass (activation gradients always; parameter gradients unless the
+    optimizer's gradients were already unscaled with ``scaler.unscale_``, which the
+    monitor can tell when it knows the optimizer: callback mode or ``step(optimizer=)``).
+
+    Manual use: call :meth:`step` once per training step, after ``backward()`` and before
+    ``optimizer.step()``. As a ``resgrad.fit`` callback it measures in
+    ``on_before_optimizer_step`` (Lightning's convention: gradients final, unscaled).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        every: int = 1,
+        schedule: Schedule | None = None,
+        params: bool = True,
+        activations: Activations = False,
+        weights: bool = False,
+        updates: bool = False,
+        scaler: Any | None = None,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"GradientMonitor needs an nn.Module, received {type(model).__name__}")
+        if not isinstance(every, int) or every < 1:
+            raise ValueError(f"every must be an integer >= 1, received {every!r}")
+        if schedule is not None and not callable(schedule):
+            raise TypeError(f"schedule must be a callable step -> bool, received {type(schedule).__name__}")
+        if activations not in (False, True, "all", "leaves", "blocks"):
+            raise ValueError(
+                f"activations must be False, True, 'all', 'leaves' or 'blocks', received {activations!r}"
+            )
+        if scaler is not None and not hasattr(scaler, "is_enabled"):
+            raise TypeError(f"scaler must be a torch.amp.GradScaler, received {type(scaler).__name__}")
+        self.model = model
+        self.every = every
+        self.schedule = schedule
+        self.params = params
+        self.activations: str | None = {False: None, True: "all"}.get(activations, activations)  # type: ignore[arg-type]
+        self.weights = weights
+        self.updates = updates
+        self.scaler = scaler
+
+        self._params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        self._blocks = _blocks(model)
+        block_names = {id(b): i for i, b in enumerate(self._blocks)}
+        self._block_prefix = sorted(
+            ((n, block_names[id(m)]) for n, m in model.named_modules() if id(m) in block_names),
+            key=lambda t: -len(t[0]),
+        )
+        self._param_block = [self._block_of(n) for n, _ in self._params]
+
+        self._handles: list[RemovableHandle] = []
+        self._tensor_handles: list[RemovableHandle] = []
+        self._attached = False
+        self._self_attached = False  # attached by on_train_start (detached by on_train_end)
+        self._step = 0
+        self._armed = False  # is the upcoming step (self._step) measured?
+        self._pass = 0
+        self._calls: dict[str, int] = {}
+        self._slots: dict[str, _Slot] = {}
+        self._pending: list[_StepData] = []
+        self._rows: list[dict[str, Any]] = []
+        self._snapshot: tuple[_StepData, list[Tensor]] | None = None
+
+    # ---- lifecycle ------------------------------------------------------------------
+
+    def __enter__(self) -> GradientMonitor:
+        self.attach()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if exc[0] is None:
+                self._finish_update()
+        finally:
+            self.detach()
+
+    def attach(self) -> GradientMonitor:
+        """Register the hooks (done by ``with``); prefer the context manager."""
+        if self._attached:
+            return self
+        self._attached = True
+        try:
+            if self.activations is not None:
+                self._handles.append(self.model.register_forward_pre_hook(self._on_root_forward))
+                index = {id(b): i for i, b in enumerate(self._blocks)}
+                for name, mod in self.model.named_modules():
+                    bi = index.get(id(mod))
+                    if bi is not None and self.activations in ("all", "blocks"):
+                        self._handles.append(mod.register_forward_pre_hook(
+                            partial(self._on_block_input, name or "<model>", bi)))
+                        self._handles.append(mod.register_forward_hook(
+                            partial(self._on_output, name or "<model>", bi)))
+                    elif (
+                        self.activations in ("all", "leaves")
+                        and not any(True for _ in mod.children())
+                        and not isinstance(mod, nn.Identity)
+                    ):
+                        self._handles.append(mod.register_forward_hook(
+                            partial(self._on_output, name or "<model>", self._block_of(name))))
+            self._armed = self._due(self._step)
+        except BaseException:
+            self.detach()
+            raise
+        return self
+
+    def detach(self) -> None:
+        """Remove every hook this monitor registered (module and tensor hooks)."""
+        self._attached = False
+        self._armed = False
+        for h in self._handles + self._tensor_handles:
+            h.remove()
+        self._handles.clear()
+        self._tensor_handles.clear()
+        self._slots = {}
+
+    @property
+    def attached(self) -> bool:
+        return self._attached
+
+    # ---- callback hooks (Lightning names) -------------------------------------------
+
+    def on_train_start(self, model: nn.Module) -> None:
+        if not self._attached:
+            self.attach()
+            self._self_attached = True
+
+    def on_before_optimizer_step(self, model: nn.Module, optimizer: Optimizer, step: int) -> None:
+        self.step(step, optimizer=optimizer)
+
+    def on_train_end(self, model: nn.Module) -> None:
+        self._finish_update()
+        if self._self_attached:
+            self.detach()
+            self._self_attached = False
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"step": self._step}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._step = int(state.get("step", 0))
+        self._armed = self._attached and self._due(self._step)
+
+    # ---- measuring --------------------------------------------------------------------
+
+    def _due(self, step: int) -> bool:
+        if self.schedule is not None:
+            return bool(self.schedule(step))
+        return step % self.every == 0
+
+    def _block_of(self, name: str) -> int | None:
+        for prefix, i in self._block_prefix:
+            if name == prefix or name.startswith(prefix + ".") or prefix == "":
+                return i
+        return None
+
+    def step(self, step: int | None = None, *, optimizer: Optimizer | None = None) -> bool:
+        """Close a training step: measure it if scheduled. Returns True if it was measured.
+
+        Call after ``loss.backward()`` and before ``optimizer.step()``; ``step`` defaults
+        to an internal counter (0, 1, 2, ...).
+        """
+        s = self._step if step is None else int(step)
+        self._finish_update()
+        due = self._armed if s == self._step and self._attached else self._due(s)
+        if due:
+            self._measure(s, optimizer)
+        self._slots = {}
+        self._tensor_handles.clear()  # their tensors have been through backward
+        self._step = s + 1
+        self._armed = self._attached and self._due(self._step)
+        return due
+
+    def _loss_scale(self, optimizer: Optimizer | None) -> tuple[Tensor | None, bool]:
+        """(inverse loss scale, parameter grads already unscaled?) for AMP."""
+        sc = self.scaler
+        if sc is None or not sc.is_enabled():
+            return None, False
+        get = getattr(sc, "_get_scale_async", None)
+        scale = get() if get is not None else torch.tensor(sc.get_scale())
+        if scale is None:  # the scaler has not scaled anything yet
+            return None, False
+        unscaled = False
+        states = getattr(sc, "_per_optimizer_states", None)
+        if optimizer is not None and states is not None and id(optimizer) in states:
+            stage = states[id(optimizer)].get("stage")
+            unscaled = getattr(stage, "name", "") == "UNSCALED"
+        return scale.double().reciprocal(), unscaled
+
+    def _measure(self, s: int, optimizer: Optimizer | None) -> None:
+        inv, unscaled = self._loss_scale(optimizer)
+        data = _StepData(s, [], None, None, None if unscaled else inv, inv, list(self._slots.values()))
+        if self.params:
+            idx, grads = [], []
+            for i, (_, p) in enumerate(self._params):
+                g = p.grad
+                if g is None:
+                    continue
+                if g.is_sparse:
+                    g = g.coalesce()._values()
+                idx.append(i)
+                grads.append(g.detach())
+            data.param_idx = idx
+            if grads:
+                data.param_norms, data.param_counts = _fused_norms(grads)
+        ps = [p.detach() for _, p in self._params]
+        if (self.weights or self.updates) and ps:
+            data.weights = _fused_norms(ps, counts=False)[0]
+        if self.updates and ps:
+            # Keep a copy; ‖Δw‖ is read at the next step (after optimizer.step()).
+            snap = torch._foreach_mul(ps, 1.0)
+            self._snapshot = (data, snap)
+        self._pending.append(data)
+
+    def _finish_update(self) -> None:
+        if self._snapshot is None:
+            return
+        data, snap = self._snapshot
+        self._snapshot = None
+        ps = [p.detach() for _, p in self._params]
+        delta = torch._foreach_sub(ps, snap)
+        data.updates = (_fused_norms(delta, counts=False)[0], _fused_norms(snap, counts=False)[0])
+
+    # ---- hooks ---------------------------------------------------------------------
+
+    def _on_root_forward(self, module: nn.Module, args: Any) -> None:
+        self._pass += 1
+        self._calls = {}
+
+    def _slot(self, name: str, kind: str, block: int | None, numel: int) -> _Slot:
+        key = f"{kind}:{name}"
+        k = self._calls.get(key, -1) + 1
+        self._calls[key] = k
+        if k:  # a module called twice in one forward (torchvision's shared self.relu)
+            name, key = f"{name}#{k}", f"{key}#{k}"
+        slot = self._slots.get(key)
+        if slot is None:
+            slot = self._slots[key] = _Slot(name, kind, block)
+        slot.numel += numel
+        return slot
+
+    def _watch(self, t: Tensor, slot: _Slot) -> None:
+        # One norm per tensor: a tensor returned by several modules (a block's output is
+        # its post-activation's output) is hooked once and feeds every slot.
+        mark = getattr(t, "_resgrad_watch", None)
+        if mark is not None and mark[0] == id(self) and mark[1] == self._pass and mark[2] == t._version:
+            mark[3].append(slot)
+            return
+        targets = [slot]
+        with contextlib.suppress(AttributeError, RuntimeError):  # tensor subclasses may refuse
+            t._resgrad_watch = (id(self), self._pass, t._version, targets)  # type: ignore[attr-defined]
+        self._tensor_handles.append(t.register_hook(partial(self._on_grad, targets)))
+
+    def _on_grad(self, targets: list[_Slot], grad: Tensor) -> None:
+        if not self._attached:
+            return
+        g = grad.detach()
+        n = _norm(g)
+        c = _nonfinite(g, n)
+        for s in targets:
+            s.norms.append(n)
+            s.counts.append(c)
+
+    def _capture(self, t: Tensor | None, name: str, kind: str, block: int | None) -> None:
+        if not self._armed or t is None or not t.requires_grad or not torch.is_grad_enabled():
+            return
+        self._watch(t, self._slot(name, kind, block, t.numel()))
+
+    def _on_block_input(self, name: str, block: int, module: nn.Module, args: Any) -> None:
+        self._capture(_first_tensor(args), name, "input", block)
+
+    def _on_output(self, name: str, block: int | None, module: nn.Module, args: Any, out: Any) -> None:
+        self._capture(_first_tensor(out), name, "activation", block)
+
+    # ---- reading ---------------------------------------------------------------------
+
+    @property
+    def records(self) -> list[dict[str, Any]]:
+        """All measurements as tidy rows (``COLUMNS``); reading syncs with the device."""
+        for data in self._pending:
+            self._rows.extend(self._materialise(data))
+        self._pending.clear()
+        return self._rows
+
+    def _materialise(self, d: _StepData) -> Iterator[dict[str, Any]]:
+        def row(name: str, kind: str, block: int | None, norm: float | None, numel: int,
+                nonfinite: int | None, ratio: float | None = None) -> dict[str, Any]:
+            rms = None if norm is None or numel == 0 else norm / math.sqrt(numel)
+            return {"step": d.step, "name": name, "kind": kind, "block": block, "norm": norm,
+                    "rms": rms, "numel": numel, "nonfinite": nonfinite, "ratio": ratio}
+
+        if self.params:
+            norms = _tolist(d.param_norms, d.param_scale) if d.param_norms is not None else []
+            counts = _tolist(d.param_counts) if d.param_counts is not None else []
+            got = dict(zip(d.param_idx, zip(norms, counts, strict=True), strict=True))
+            for i, (name, p) in enumerate(self._params):
+                n, c = got.get(i, (None, None))
+                yield row(name, "param", self._param_block[i], n, p.numel(), None if c is None else int(c))
+        for s in d.slots:
+            if not s.norms:  # the module ran but no gradient reached its output
+                yield row(s.name, s.kind, s.block, None, s.numel, None)
+                continue
+            ns = torch.stack([n.double().to("cpu") for n in s.norms])
+            if d.act_scale is not None:
+                ns = ns * d.act_scale.to("cpu")
+            norm = float(torch.sqrt((ns * ns).sum())) if len(ns) > 1 else float(ns[0])
+            count = sum(int(c) for c in s.counts)
+            yield row(s.name, s.kind, s.block, norm, s.numel, count)
+        if d.weights is not None and (self.weights or self.updates):
+            wn = _tolist(d.weights)
+            if self.weights:
+                for (name, p), b, w in zip(self._params, self._param_block, wn, strict=True):
+                    yield row(name, "weight", b, w, p.numel(), None)
+            if d.updates is not None:
+                dn, w0 = _tolist(d.updates[0]), _tolist(d.updates[1])
+                for (name, p), b, u, w in zip(self._params, self._param_block, dn, w0, strict=True):
+                    yield row(name, "update", b, u, p.numel(), None, u / w if w else None)
+
+    def block_profile(self, step: int | None = None, at: Literal["input", "output"] = "input") -> list[float | None]:
+        """‖∂L/∂x_l‖ per block l at ``step`` (default: the last measured step).
+
+        ``at="input"``: the gradient w.r.t. each block's input; ``"output"``: its output.
+        """
+        rows = self.records
+        steps = [r["step"] for r in rows if r["kind"] == "input" or r["block"] is not None]
+        if not steps:
+            raise ValueError(
+                "no block measurements: create the monitor with activations='blocks' (or True) on a "
+                "model with resgrad blocks, and call step() after a backward pass"
+            )
+        step = max(steps) if step is None else step
+        kind = "input" if at == "input" else "activation"
+        out: list[float | None] = [None] * len(self._blocks)
+        names = {i: n for n, i in self._block_prefix}
+        for r in rows:
+            if r["step"] == step and r["kind"] == kind and r["block"] is not None and r["name"] == names.get(r["block"]):
+                out[r["block"]] = r["norm"]
+        return out
+
+    def to_jsonl(self, path: str | os.PathLike) -> str:
+        """Write the records, one JSON object per line (atomic: temp file + rename)."""
+        import json
+
+        from ..io import atomic_write
+
+        rows = self.records
+
+        def write(f: Any) -> None:
+            for r in rows:
+                clean = {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in r.items()}
+                f.write(json.dumps(clean) + "\n")
+
+        return str(atomic_write(path, write))
+
+    def to_pandas(self) -> Any:
+        """The records as a pandas DataFrame (needs pandas)."""
+        try:
+            import pandas as pd
+        except ImportError as e:
+            raise ImportError("GradientMonitor.to_pandas needs pandas: pip install pandas") from e
+        return pd.DataFrame(self.records, columns=list(COLUMNS))
+
+    def to_tensorboard(self, writer: Any, prefix: str = "grad") -> None:
+        """Add every record as a scalar ``{prefix}/{kind}/{name}`` (a SummaryWriter or a log dir)."""
+        if isinstance(writer, (str, os.PathLike)):
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError as e:
+                raise ImportError(
+                    "GradientMonitor.to_tensorboard needs the tensorboard package: pip install tensorboard"
+                ) from e
+            w = SummaryWriter(str(writer))
+            try:
+                self.to_tensorboard(w, prefix)
+            finally:
+                w.close()
+            return
+        for r in self.records:
+            if r["norm"] is not None:
+                writer.add_scalar(f"{prefix}/{r['kind']}/{r['name']}", r["norm"], r["step"])
+            if r["nonfinite"]:
+                writer.add_scalar(f"{prefix}/nonfinite/{r['name']}", r["nonfinite"], r["step"])
+
+    def __repr__(self) -> str:
+        return (f"GradientMonitor(params={self.params}, activations={self.activations!r}, "
+                f"every={self.every}, attached={self._attached}, step={self._step})")
+
+
+def _fused_norms(ts: list[Tensor], counts: bool = True) -> tuple[Tensor | list[Tensor], Any]:
+    """Norms (and non-finite counts) of many tensors: one fused kernel per device/dtype."""
+    on_cpu = all(t.is_cpu for t in ts)
+    if on_cpu:
+        norms = torch._foreach_norm(ts)
+        stacked = torch.stack(norms).double()
+        lo, hi = stacked.aminmax()
+        if not (lo.item() > _SAFE_LO and hi.item() < _SAFE_HI):
+            bad = ~((stacked > _SAFE_LO) & (stacked < _SAFE_HI))
+            for i in bad.nonzero().flatten().tolist():
+                if math.isfinite(stacked[i].item()) or bool(torch.isfinite(ts[i]).all()):
+                    stacked[i] = robust_norm(ts[i])
+        cnt = None
+        if counts:
+            cnt = torch.zeros(len(ts), dtype=torch.int64)
+            for i in (~torch.isfinite(stacked)).nonzero().flatten().tolist():
+                cnt[i] = int((~torch.isfinite(ts[i])).sum())
+        return stacked, cnt
+    norms = torch._foreach_norm(ts, 2, dtype=torch.float64)
+    cnt = torch._foreach_norm(torch._foreach_mul(ts, 0.0), 0) if counts else None
+    same = len({n.device for n in norms}) == 1
+    if same:
+        return torch.stack(norms), (torch.stack(cnt) if cnt is not None else None)
+    return list(norms), (list(cnt) if cnt is not None else None)
+
+
+def _tolist(x: Tensor | list[Any] | None, scale: Tensor | None = None) -> list[Any]:
+    if x is None:
+        return []
+    if isinstance(x, Tensor):
+        if scale is not None:
+            x = x.double() * scale.to(x.device)
+        return x.tolist()
+    out = [float(v) if isinstance(v, Tensor) else v for v in x]
+    if scale is not None:
+        s = float(scale)
+        out = [v * s for v in out]
+    return out
+
+
+# ---- the exact per-block profile, in log space --------------------------------------
+
+
+def block_gradient_profile(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor | None = None,
+    *,
+    loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
+) -> dict[str, Any]:
+    """log10 ‖∂L/∂x_l‖ for the input x_l of every resgrad block, exact at any depth.
+
+    Backprop is linear in the incoming gradient, so a tensor hook at each block input
+    renormalises the gradient to norm 1 and the true log-norm is the running sum of
+    the logs of the measured norms. Nothing under- or overflows: a depth-256 sigmoid
+    plain net reports 1e-180, not 0. Assumes the blocks form a chain (a block's input
+    reaches the loss only through the next block), as in every resgrad family; the
+    parameter gradients this backward pass leaves are rescaled and must not be used.
+
+    Returns ``{"names", "numel", "log10_norm", "log10_rms", "loss"}`` (lists, block 0 first).
+    """
+    bl = _blocks(model)
+    if not bl:
+        raise ValueError(
+            f"{type(model).__name__} has no resgrad blocks; block_gradient_profile needs Residual/Plain "
+            "blocks (use GradientMonitor(activations=True) for any other model)"
+        )
+    loss_fn = loss_fn or F.cross_entropy
+    names = {id(m): n for n, m in model.named_modules()}
+    inputs: list[Tensor | None] = [None] * len(bl)
+    handles: list[RemovableHandle] = []
+
+    def grab(i: int, module: nn.Module, args: Any) -> None:
+        inputs[i] = _first_tensor(args)
+
+    logs: dict[int, float] = {}
+    order: list[int] = []
+
+    def renorm(i: int, g: Tensor) -> Tensor:
+        # The incoming gradient was renormalised one block up, so one block's change is
+        # all this norm sees; the slower robust norm is only needed when even that under/overflows.
+        n = torch.linalg.vector_norm(g, dtype=torch.float64)
+        v = float(n)
+        if not _SAFE_LO < v < _SAFE_HI:
+            n = robust_norm(g)
+            v = float(n)
+        order.append(i)
+        logs[i] = math.log10(v) if v > 0 else -math.inf if v == 0 else math.nan
+        if v > 0 and math.isfinite(v):
+            return g / n.to(g.dtype)
+        return g
+
+    try:
+        for i, b in enumerate(bl):
+            handles.append(b.register_forward_pre_hook(partial(grab, i)))
+        out = model(x)
+        loss = loss_fn(out, y) if y is not None else loss_fn(out)  # type: ignore[call-arg]
+        for h in handles:
+            h.remove()
+        handles.clear()
+        for i, t in enumerate(inputs):
+            if t is None or not t.requires_grad:
+                raise ValueError(
+                    f"block {i} ({names.get(id(bl[i]), '?')}) received an input that does not require "
+                    "grad; the profile needs a stem with parameters before the first block"
+                )
+            handles.append(t.register_hook(partial(renorm, i)))
+        loss.backward()
+    finally:
+        for h in handles:
+            h.remove()
+    if order != sorted(order, reverse=True) or len(order) != len(bl):
+        raise ValueError(
+            "block inputs were not reached in reverse order exactly once: the blocks do not form a chain; "
+            "use GradientMonitor(activations='blocks') instead"
+        )
+    # true log-norm at block l = sum of the measured log-norms of blocks l..L-1
+    acc, cum = 0.0, [0.0] * len(bl)
+    for i in reversed(range(len(bl))):
+        acc += logs[i]
+        cum[i] = acc
+    numel = [int(t.numel()) for t in inputs]  # type: ignore[union-attr]
+    return {
+        "names": [names.get(id(b), str(i)) for i, b in enumerate(bl)],
+        "numel": numel,
+        "log10_norm": cum,
+        "log10_rms": [c - 0.5 * math.log10(n) for c, n in zip(cum, numel, strict=True)],
+        "loss": float(loss.detach()),
+    }
