@@ -22,47 +22,66 @@ DATA = Path(__file__).parent / "data"
 
 
 def _flow() -> dict[str, Any]:
+    """The He et al. family at 9/27/54 blocks (20/56/110 layers), ReLU and sigmoid, 3 seeds."""
     rng = np.random.default_rng(0)
-    rows = []
-    for arch in ("plain", "residual"):
-        for norm in ("batch", "none"):
-            for depth in (20, 56, 110):
-                n = (depth - 2) // 6 * 3  # 3 stages of (depth-2)/6 blocks
-                if arch == "plain" and norm == "batch":
-                    growth = 1.4  # BN plain: explodes toward the input (Philipp et al. 2018)
-                elif arch == "plain":
-                    growth = 1.0  # He init keeps the variance without BN
-                elif norm == "batch":
-                    growth = 1.0 + 0.5 / n
-                else:
-                    growth = math.sqrt(2.0)  # x + F(x) doubles the variance per block
-                seeds = []
-                for _ in range(3):
-                    noise = rng.normal(0, 0.05, n).cumsum()
-                    prof = 1e-3 * growth ** np.arange(n)[::-1] * np.exp(noise)
-                    seeds.append(prof)
-                prof = np.exp(np.mean(np.log(seeds), axis=0))
-                ratios = [float(s[0] / s[-1]) for s in seeds]
-                slopes = [float(np.polyfit(np.arange(n), np.log10(s), 1)[0]) for s in seeds]
-                slope = float(np.mean(slopes))
-                half = 4.30 * float(np.std(slopes, ddof=1)) / math.sqrt(3)
-                ratio = float(np.exp(np.mean(np.log(ratios))))
-                verdict = "exploding" if ratio > 10 else "vanishing" if ratio < 0.1 else "healthy"
-                rows.append({
-                    "model": f"{arch if arch == 'plain' else 'resnet'}{depth}",
-                    "family": "he2015", "arch": arch, "norm": norm, "activation": "relu",
-                    "init": "he", "depth": depth, "n_blocks": n, "seeds": [0, 1, 2],
-                    "profile": [float(v) for v in prof],
-                    "profile_seeds": [[float(v) for v in s] for s in seeds],
-                    "ratio_first_last": ratio, "ratio_seeds": ratios,
-                    "slope": slope, "slope_ci": [slope - half, slope + half],
-                    "verdict": verdict,
-                })
+    t95 = 4.303  # Student t, 2 degrees of freedom
+    configs, groups = [], []
+    for norm in ("none", "batch"):
+        for act in ("relu", "sigmoid"):
+            for blocks in (9, 27, 54):
+                for arch in ("plain", "residual"):
+                    if arch == "plain" and norm == "batch":
+                        growth = 1.4 if act == "relu" else 1.02  # BN plain ReLU: explodes (Philipp et al. 2018)
+                    elif arch == "plain":
+                        growth = 1.0 if act == "relu" else 0.3  # sigmoid without BN: vanishes
+                    elif norm == "batch":
+                        growth = 1.0 + 0.5 / blocks
+                    else:
+                        growth = math.sqrt(2.0) if act == "relu" else 1.01  # x + F(x) doubles the variance
+                    seed_rows = []
+                    for seed in (0, 1, 2):
+                        k = np.arange(blocks)[::-1]  # blocks crossed backward from the loss, block 0 first
+                        log_rms = -3.0 + k * math.log10(growth) + rng.normal(0, 0.02, blocks).cumsum()
+                        log_norm = log_rms + 2.5
+                        slope = float(np.polyfit(np.arange(blocks), log_rms[::-1], 1)[0])
+                        seed_rows.append({
+                            "family": "he2015", "arch": arch, "norm": norm, "act": act, "init": "he",
+                            "depth": blocks, "layers": 2 * blocks + 2, "seed": seed, "train_steps": 0,
+                            "dtype": "float64", "loss": 2.3, "finite": True,
+                            "profile": {"log10_norm": list(log_norm), "log10_rms": list(log_rms),
+                                        "norm": list(10**log_norm), "rms": list(10**log_rms)},
+                            "log10_ratio": float(log_norm[0] - log_norm[-1]),
+                            "ratio_first_last": float(10 ** (log_norm[0] - log_norm[-1])),
+                            "slope": slope, "group": len(groups),
+                        })
+                    slopes = [r["slope"] for r in seed_rows]
+                    slope = float(np.mean(slopes))
+                    half = t95 * float(np.std(slopes, ddof=1)) / math.sqrt(3)
+                    ci = [slope - half, slope + half]
+                    decades = slope * (blocks - 1)
+                    verdict = ("vanishing" if decades <= -1 and ci[1] < 0 else
+                               "exploding" if decades >= 1 and ci[0] > 0 else "healthy")
+                    lr = float(np.mean([r["log10_ratio"] for r in seed_rows]))
+                    groups.append({
+                        "family": "he2015", "arch": arch, "norm": norm, "act": act, "init": "he",
+                        "depth": blocks, "layers": 2 * blocks + 2, "seeds": [0, 1, 2],
+                        "slope": slope, "slope_ci": ci, "decades": decades, "log10_ratio": lr,
+                        "ratio_first_last": 10**lr, "verdict": verdict,
+                        "profile_log10_rms": list(np.mean([r["profile"]["log10_rms"] for r in seed_rows], axis=0)),
+                    })
+                    for r in seed_rows:
+                        r.update(slope_ci=ci, decades=decades, verdict=verdict)
+                    configs += seed_rows
     return {
-        "experiment": "flow",
-        "config": {"families": ["he2015"], "depths": [20, 56, 110], "seeds": 3, "data": "mnist1d"},
-        "thresholds": {"vanishing_below": 0.1, "exploding_above": 10.0, "on": "ratio_first_last"},
-        "configs": rows,
+        "experiment": "flow", "schema_version": 1,
+        "config": {"families": ["he2015"], "archs": ["plain", "residual"], "norms": ["none", "batch"],
+                   "activations": ["relu", "sigmoid"], "inits": ["he"], "depths": [9, 27, 54],
+                   "seeds": [0, 1, 2], "data": "mnist1d", "batch_size": 128, "dtype": "float64"},
+        "data": {"name": "mnist1d", "input_shape": [1, 40], "num_classes": 10, "batch_size": 128},
+        "conventions": {"ratio": "ratio_first_last = ||dL/dx_0|| / ||dL/dx_{L-1}||; < 1: the gradient shrinks "
+                                 "on its way back to the input"},
+        "thresholds": {"decades": 1.0, "ci_level": 0.95},
+        "configs": configs, "groups": groups,
     }
 
 
@@ -107,7 +126,8 @@ def _degradation() -> dict[str, Any]:
             }
         table.append(row)
     return {"experiment": "degradation",
-            "config": {"depths": [20, 56, 110], "epochs": epochs, "seeds": [0, 1], "data": "mnist1d"},
+            "config": {"data": "mnist1d", "depths": [20, 56, 110], "unit": "post", "seeds": [0, 1],
+                       "train": {"epochs": epochs, "batch_size": 128, "lr": 0.1}, "monitor": True},
             "runs": runs, "table": table}
 
 
@@ -207,6 +227,12 @@ def real_results() -> dict[str, Any]:
     if not path.exists():
         pytest.skip(f"no real results saved at {path}")
     return json.loads(path.read_text())
+
+
+@pytest.fixture
+def real_flow() -> dict[str, Any]:
+    """A real ``resgrad flow`` results.json (FlowConfig.preset("quick"), saved from a run)."""
+    return json.loads((DATA / "flow-quick.json").read_text())
 
 
 @pytest.fixture

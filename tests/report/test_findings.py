@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 
@@ -37,19 +38,23 @@ def test_every_finding_has_id_sentence_and_numbers(study):
 
 
 def test_deepest_bn_plain_ratio_is_recomputed_from_the_profiles(study):
-    # Independently: the deepest BN plain config of the flow grid, its ratio and verdict.
-    rows = [r for r in study["flow"]["configs"] if r["arch"] == "plain" and r["norm"] == "batch"]
-    deepest = max(rows, key=lambda r: r["depth"])
-    seeds = deepest["profile_seeds"]
-    ratio = math.exp(sum(math.log(s[0] / s[-1]) for s in seeds) / len(seeds))  # geometric mean over seeds
-    assert ratio == pytest.approx(deepest["ratio_first_last"], rel=1e-9)
+    # Independently, from the per-seed profiles: the deepest BN plain ReLU net's first/last ratio
+    # (geometric mean over seeds of ||dL/dx_0|| / ||dL/dx_{L-1}||) and its residual twin's.
+    def ratio(arch: str) -> tuple[float, dict]:
+        rows = [c for c in study["flow"]["configs"]
+                if c["arch"] == arch and c["norm"] == "batch" and c["act"] == "relu"]
+        deepest = max(c["depth"] for c in rows)
+        seeds = [c for c in rows if c["depth"] == deepest]
+        logs = [c["profile"]["log10_norm"][0] - c["profile"]["log10_norm"][-1] for c in seeds]
+        return 10 ** (sum(logs) / len(logs)), seeds[0]
+
+    r_plain, plain = ratio("plain")
+    r_res, _ = ratio("residual")
     f = _by_id(study)["flow.deepest.he2015.batch"]
-    assert f"plain-{deepest['depth']} with BN" in f["sentence"]
-    assert f"{_e(ratio)}×" in f["sentence"]
-    assert deepest["verdict"] in f["sentence"]
-    twin = next(r for r in study["flow"]["configs"] if r["arch"] == "residual" and r["norm"] == "batch"
-                and r["depth"] == deepest["depth"])
-    assert f"{_e(twin['ratio_first_last'])}×" in f["sentence"]
+    assert f"plain-{plain['layers']} with BN ({plain['depth']} blocks)" in f["sentence"]
+    assert f"{_e(r_plain)}× the last" in f["sentence"]
+    assert f"ResNet-{plain['layers']}: {_e(r_res)}×" in f["sentence"]
+    assert f"verdict: {plain['verdict']}" in f["sentence"]
 
 
 def test_plain_degradation_is_recomputed_from_the_runs(study):
@@ -87,9 +92,9 @@ def test_effective_window_is_recomputed_from_the_exact_norms(study):
 
 def test_sentences_follow_the_numbers_not_a_template(study, copy_of):
     other = copy_of(study)
-    for r in other["flow"]["configs"]:
-        if r["arch"] == "plain" and r["norm"] == "batch" and r["depth"] == 110:
-            r["ratio_first_last"] = 1234.5
+    for g in other["flow"]["groups"]:
+        if g["arch"] == "plain" and g["norm"] == "batch" and g["act"] == "relu" and g["depth"] == 54:
+            g["ratio_first_last"], g["log10_ratio"] = 1234.5, math.log10(1234.5)
     assert "1230×" in _by_id(other)["flow.deepest.he2015.batch"]["sentence"]
     assert "1230×" not in _by_id(study)["flow.deepest.he2015.batch"]["sentence"]
 
@@ -103,9 +108,9 @@ def test_he2015_section_4_1_is_contradicted_when_bn_plain_explodes(study):
 
 def test_he2015_section_4_1_agrees_when_bn_plain_is_healthy(study, copy_of):
     healthy = copy_of(study)
-    for r in healthy["flow"]["configs"]:
-        if r["arch"] == "plain" and r["norm"] == "batch":
-            r["ratio_first_last"], r["verdict"] = 2.0, "healthy"
+    for g in healthy["flow"]["groups"]:
+        if g["arch"] == "plain" and g["norm"] == "batch":
+            g["ratio_first_last"], g["log10_ratio"], g["verdict"] = 2.0, math.log10(2.0), "healthy"
     f = _by_id(healthy)["flow.he2015-4.1"]
     assert f["relation"] == "agrees" and "agrees with §4.1" in f["sentence"]
     assert "contradicts" not in f["sentence"]
@@ -130,21 +135,34 @@ def test_veit_window_contradicted_when_long_paths_carry_the_gradient(study, copy
 def test_measured_answer_combines_the_three_kinds_of_evidence(study):
     a = _by_id(study)["answer"]
     s = a["sentence"]
-    assert s.startswith("Measured answer (mnist1d, 30 epochs, 2 seeds)")
-    assert "exploded" in s and "plain-110 with BN" in s  # gradient flow
+    assert s.startswith("Measured answer (mnist1d, 30 epochs × 2 seeds of training)")
+    assert "exploded" in s and "plain-110 with BN" in s and "vanished" in s  # gradient flow
     assert "degrade with depth" in s  # optimisation
     assert "short paths" in s  # ensemble view
     assert "not in general" in s  # hedged
     assert a["evidence"] and a["verdict"] in s
 
 
-def test_answer_says_vanishing_when_plain_vanishes(study, copy_of):
+def test_answer_counts_vanishing_plain_nets_and_their_twins(study, copy_of):
+    groups = study["flow"]["groups"]
+    vanishing = [g for g in groups if g["arch"] == "plain" and g["verdict"] == "vanishing"]
+    assert vanishing  # the fixture has sigmoid plain nets without BN
+    twins = [next(t for t in groups if t["arch"] == "residual" and all(t[k] == g[k] for k in
+                                                                   ("family", "norm", "act", "init", "depth")))
+             for g in vanishing]
+    rescued = sum(t["verdict"] != "vanishing" for t in twins)
+    a = _by_id(study)["answer"]
+    assert f"in all {len(vanishing)} configurations where a plain net's gradient vanished" in a["sentence"]
+    assert (a["numbers"]["plain_vanishing"], a["numbers"]["rescued"]) == (len(vanishing), rescued)
+
+    # If the twins vanish too, the answer turns to "no".
     other = copy_of(study)
-    for r in other["flow"]["configs"]:
-        if r["arch"] == "plain" and r["norm"] == "batch":
-            r["ratio_first_last"], r["verdict"] = 1e-6, "vanishing"
+    for t in other["flow"]["groups"]:
+        if t["arch"] == "residual" and t["act"] == "sigmoid" and t["norm"] == "none":
+            t["verdict"], t["log10_ratio"], t["ratio_first_last"] = "vanishing", -20.0, 1e-20
     s = _by_id(other)["answer"]["sentence"]
-    assert "keep the gradient from vanishing" in s and "1e-6×" in s
+    assert f"No: in all {len(vanishing)} configurations where a plain net's gradient vanished, its residual twin's vanished too" in s
+    assert "1e-20×" in _by_id(other)["flow.vanishing-twins"]["sentence"]
 
 
 def test_only_flow_gives_only_flow_findings(study):
@@ -166,10 +184,13 @@ def test_empty_results_give_no_findings():
 
 def test_non_finite_values_are_reported_not_crashed_on(study, copy_of):
     bad = copy_of(study)
-    for r in bad["flow"]["configs"]:
-        r["ratio_first_last"] = None
-        r["profile"][0] = None
-        r["slope"] = None
+    for g in bad["flow"]["groups"]:
+        g["ratio_first_last"] = g["log10_ratio"] = g["slope"] = g["decades"] = None
+        g["slope_ci"] = None
+        g["profile_log10_rms"][0] = None
+        g["verdict"] = "non-finite"
+    for c in bad["flow"]["configs"]:
+        c["ratio_first_last"] = c["log10_ratio"] = None
     for run in bad["degradation"]["runs"]:
         run["final"]["test_error"] = None
     for row in bad["degradation"]["table"]:
@@ -178,7 +199,26 @@ def test_non_finite_values_are_reported_not_crashed_on(study, copy_of):
     bad["ensemble"]["exact"]["norms"][5] = None
     found = _by_id(bad)
     assert "not finite" in found["flow.deepest.he2015.batch"]["sentence"]
+    assert "non-finite" in found["flow.verdicts"]["sentence"]
     assert "plain test error n/a" in found["degradation.gap"]["sentence"]
     assert found["ensemble.decay"]["numbers"]["factor_per_block"] > 1
     for f in found.values():
-        assert "nan" not in f["sentence"].lower().replace("finite", "")
+        assert not re.search(r"\b(nan|inf|None)\b", f["sentence"]), f["sentence"]  # formatted values
+
+
+def test_ratios_beyond_float_range_are_written_from_their_log10(study, copy_of):
+    other = copy_of(study)
+    for g in other["flow"]["groups"]:
+        if g["arch"] == "plain" and g["norm"] == "batch" and g["act"] == "relu" and g["depth"] == 54:
+            g["ratio_first_last"], g["log10_ratio"] = None, 412.3  # JSON null: the float overflowed
+    assert "2e412×" in _by_id(other)["flow.deepest.he2015.batch"]["sentence"]
+
+
+def test_real_flow_results(real_flow):
+    found = _by_id(real_flow)
+    groups = real_flow["groups"]
+    g = max((g for g in groups if (g["family"], g["arch"], g["norm"], g["act"]) == ("he2015", "plain", "batch", "relu")),
+            key=lambda g: g["depth"])
+    f = found["flow.deepest.he2015.batch"]
+    assert f"{_e(10 ** g['log10_ratio'])}× the last" in f["sentence"] and g["verdict"] in f["sentence"]
+    assert "answer" in found and "flow.verdicts" in found

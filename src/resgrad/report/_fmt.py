@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["num", "sig", "pct", "times", "finite", "fin_list", "NA"]
+__all__ = ["num", "sig", "pct", "times", "pow10", "finite", "fin_list", "NA"]
 
 NA = "n/a"
 
@@ -65,3 +65,17 @@ def times(x: Any) -> str:
     """A ratio as ``4.6e7×``."""
     s = sig(x)
     return s if s == NA else f"{s}×"
+
+
+def pow10(log10: Any) -> str:
+    """``10**log10`` to 3 significant digits, also beyond float range: 1e-400 stays readable."""
+    v = num(log10)
+    if v is None:
+        return NA
+    if abs(v) < 300:
+        return sig(10.0**v)
+    exp = math.floor(v)
+    mant = 10.0 ** (v - exp)
+    if round(mant, 2) >= 10:
+        mant, exp = mant / 10, exp + 1
+    return f"{float(f'{mant:.3g}'):g}e{exp}"

@@ -16,7 +16,7 @@ from ._fmt import fin_list, num
 
 __all__ = [
     "section", "flow_rows", "flow_thresholds", "headline_rows", "row_label",
-    "degradation_runs", "degradation_table", "ensemble_view", "pretty_model",
+    "degradation_runs", "degradation_table", "ensemble_view", "pretty_model", "data_name", "train_epochs",
 ]
 
 FlowRow = dict[str, Any]
@@ -51,43 +51,95 @@ def pretty_model(name: Any) -> str:
     return {"resnet": "ResNet", "plain": "plain", "preresnet": "pre-act ResNet"}[m.group(1)] + "-" + m.group(2)
 
 
+def data_name(sec: dict[str, Any] | None) -> str | None:
+    """The dataset a section measured on: ``data`` is a name or ``{"name": ...}``, here or in its config."""
+    if not isinstance(sec, dict):
+        return None
+    cfg = sec.get("config") if isinstance(sec.get("config"), dict) else {}
+    for d in (sec.get("data"), cfg.get("data")):
+        if isinstance(d, dict) and d.get("name"):
+            return str(d["name"])
+        if isinstance(d, str) and d:
+            return d
+    return None
+
+
+def train_epochs(deg: dict[str, Any] | None) -> int | None:
+    """Epochs of the degradation runs: ``config.train.epochs`` (or ``config.epochs``)."""
+    cfg = (deg or {}).get("config") if isinstance((deg or {}).get("config"), dict) else {}
+    train = cfg.get("train") if isinstance(cfg.get("train"), dict) else {}
+    e = num(train.get("epochs", cfg.get("epochs")))
+    return int(e) if e is not None else None
+
+
 # -- flow ---------------------------------------------------------------------------------
 
 
 def flow_rows(flow: dict[str, Any] | None) -> list[FlowRow]:
-    """One row per measured config, with profile, ratio, slope, CI and verdict."""
+    """One row per measured config (aggregated over seeds): profile, ratio, slope, CI, verdict.
+
+    flow.py writes ``groups`` (one per config over seeds) and ``configs`` (one per seed,
+    with ``group`` pointing at its group); a file with only per-config rows is read as is.
+    """
     if not flow:
         return []
-    raw = _first(flow, "configs", "rows", "results", "grid", default=[])
+    groups = flow.get("groups") if isinstance(flow.get("groups"), list) else None
+    per_seed = flow.get("configs") if isinstance(flow.get("configs"), list) else []
+    raw = groups if groups else per_seed
+    seeds_of: dict[int, list[dict[str, Any]]] = {}
+    if groups:
+        for c in per_seed:
+            if isinstance(c, dict) and num(c.get("group")) is not None:
+                seeds_of.setdefault(int(c["group"]), []).append(c)
     rows: list[FlowRow] = []
-    for r in raw if isinstance(raw, list) else []:
+    for i, r in enumerate(raw):
         if not isinstance(r, dict):
             continue
-        prof = _first(r, "profile", "block_norms", "norms", default=[])
-        if isinstance(prof, dict):
-            prof = _first(prof, "norm", "mean", default=[])
-        ci = _first(r, "slope_ci", "ci", default=[None, None])
+        seeds = seeds_of.get(i, [])
+        ci = r.get("slope_ci")
         if isinstance(ci, dict):
             ci = [ci.get("lo"), ci.get("hi")]
-        depth = _first(r, "depth", "layers")
+        depth, layers = num(r.get("depth")), num(r.get("layers"))
+        log10_ratio = num(r.get("log10_ratio"))
+        ratio = num(_first(r, "ratio_first_last", "ratio"))
+        if ratio is None and log10_ratio is not None and abs(log10_ratio) < 300:
+            ratio = 10.0 ** log10_ratio
+        if log10_ratio is None and ratio is not None and ratio > 0:
+            log10_ratio = math.log10(ratio)
+        ratio_seeds = [num(c.get("ratio_first_last")) for c in seeds] or fin_list(r.get("ratio_seeds"))
         rows.append({
             "model": r.get("model"),
             "family": _first(r, "family", default=""),
             "arch": _first(r, "arch", default="?"),
             "norm": _norm_name(_first(r, "norm", "normalization", default="none")),
-            "activation": _first(r, "activation", "act", default=""),
+            "activation": _first(r, "act", "activation", default=""),
             "init": _first(r, "init", default=""),
-            "depth": int(depth) if num(depth) is not None else None,
-            "n_blocks": _first(r, "n_blocks", "blocks", default=len(prof) if isinstance(prof, list) else None),
-            "profile": fin_list(prof),
-            "profile_seeds": [fin_list(p) for p in _first(r, "profile_seeds", default=[]) or []],
-            "ratio": num(_first(r, "ratio_first_last", "ratio")),
-            "ratio_seeds": fin_list(_first(r, "ratio_seeds", default=[])),
+            "depth": int(depth) if depth is not None else None,  # blocks
+            "layers": int(layers) if layers is not None else None,
+            "profile": _profile(r),
+            "profile_seeds": [_profile(c) for c in seeds] or [fin_list(p) for p in r.get("profile_seeds") or []],
+            "ratio": ratio,
+            "log10_ratio": log10_ratio,
+            "ratio_seeds": ratio_seeds,
             "slope": num(r.get("slope")),
             "slope_ci": (num(ci[0]), num(ci[1])) if isinstance(ci, (list, tuple)) and len(ci) == 2 else (None, None),
+            "decades": num(r.get("decades")),
             "verdict": r.get("verdict"),
         })
     return rows
+
+
+def _profile(r: dict[str, Any]) -> list[float | None]:
+    """Per-block gradient RMS (block 0 = input side), from log10 values where flow.py gives them."""
+    logs = r.get("profile_log10_rms")
+    prof = r.get("profile")
+    if logs is None and isinstance(prof, dict):
+        logs = prof.get("log10_rms")
+        if logs is None:
+            return fin_list(_first(prof, "rms", "norm", default=[]))
+    if isinstance(logs, list):
+        return [10.0 ** v if v is not None and -300 < v < 300 else None for v in fin_list(logs)]
+    return fin_list(prof if isinstance(prof, list) else _first(r, "block_norms", "norms", default=[]))
 
 
 def _norm_name(v: Any) -> str:
@@ -102,11 +154,13 @@ def flow_thresholds(flow: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def row_label(r: FlowRow, with_norm: bool = True) -> str:
-    """``plain-110 with BN``: the arch and depth a reader recognises."""
-    name = "plain" if r["arch"] == "plain" else "ResNet"
-    base = f"{name}-{r['depth']}" if r.get("depth") is not None else (r.get("model") or name)
-    if r.get("family") == "mlp" or "mlp" in str(r.get("model") or ""):
-        base = f"{r['arch']} MLP, {r.get('depth')} layers"
+    """``plain-110 with BN``: He et al. nets by layer count, MLPs by blocks."""
+    if r.get("family") == "mlp":
+        base = f"{r['arch']} MLP of {r.get('depth')} blocks"
+    else:
+        name = "plain" if r["arch"] == "plain" else "ResNet"
+        layers = r.get("layers") or (2 * r["depth"] + 2 if r.get("depth") else None)  # 3n blocks, 6n+2 layers
+        base = f"{name}-{layers}" if layers else (r.get("model") or name)
     if with_norm:
         base += " with BN" if r["norm"] == "batch" else " without normalisation" if r["norm"] == "none" else f" ({r['norm']})"
     return base

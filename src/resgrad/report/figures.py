@@ -21,7 +21,7 @@ from ._read import FlowRow, pretty_model
 from ._refs import PUBLISHED
 
 __all__ = [
-    "PLAIN", "RESIDUAL", "to_svg", "ratio_band",
+    "PLAIN", "RESIDUAL", "to_svg", "ratio_band", "panel_title",
     "flow_profiles", "flow_ratio", "degradation_curves", "degradation_grad",
     "ensemble_paths", "ensemble_lesion", "ensemble_deletion",
 ]
@@ -83,10 +83,22 @@ def ratio_band(thresholds: dict[str, Any]) -> tuple[float | None, float | None]:
                 return float(v)
         return None
 
+    d = first("decades")
+    if d is not None:  # flow.py: verdicts at +-d decades of fitted change across the net
+        return 10.0**-d, 10.0**d
     return first("vanishing_below", "ratio_low"), first("exploding_above", "ratio_high")
 
 
 # -- gradient flow ------------------------------------------------------------------------
+
+
+_PRETTY = {"he2015": "He et al. 2015 nets", "mlp": "MLP", "relu": "ReLU", "he": "He", "xavier": "Xavier"}
+
+
+def panel_title(family: str, act: str, init: str) -> str:
+    """``He et al. 2015 nets, ReLU, He init``."""
+    bits = [_PRETTY.get(family, family), _PRETTY.get(act, act), f"{_PRETTY.get(init, init)} init" if init else ""]
+    return ", ".join(b for b in bits if b)
 
 
 def _pick_depths(depths: list[int], k: int = 4) -> list[int]:
@@ -94,6 +106,12 @@ def _pick_depths(depths: list[int], k: int = 4) -> list[int]:
         return depths
     idx = np.unique(np.round(np.linspace(0, len(depths) - 1, k)).astype(int))
     return [depths[i] for i in idx]
+
+
+def _depth_label(r: FlowRow) -> str:
+    if r.get("family") == "mlp":
+        return f"{r['arch']} MLP, {r['depth']} blocks"
+    return f"{'plain' if r['arch'] == 'plain' else 'ResNet'}-{r.get('layers') or r['depth']}"
 
 
 def flow_profiles(rows: list[FlowRow]) -> str | None:
@@ -115,12 +133,12 @@ def flow_profiles(rows: list[FlowRow]) -> str | None:
                     y = _pos(r["profile"])
                     ax.plot(np.arange(len(y)), y, color=_color(arch), alpha=float(alpha),
                             lw=1.0 + float(alpha), ls="-" if arch == "plain" else "--",
-                            label=f"{'plain' if arch == 'plain' else 'ResNet'}-{depth}")
+                            label=_depth_label(r))
             ax.set_yscale("log")
             ax.set_title(_norm_title(norm))
             ax.set_xlabel("block index (0 = input side)")
             ax.legend(ncols=2, loc="best", frameon=False)
-        axes[0][0].set_ylabel("‖∂L/∂x‖ at block input (log)")
+        axes[0][0].set_ylabel("RMS of ∂L/∂x at each block's input (log)")
     return to_svg(fig)
 
 
@@ -140,7 +158,7 @@ def flow_ratio(rows: list[FlowRow], thresholds: dict[str, Any]) -> str | None:
             ax = axes[i // ncols][i % ncols]
             sel = [r for r in rows if (r["family"], r["activation"], r["init"]) == (fam, act, init)]
             if lo and hi:
-                ax.axhspan(lo, hi, color="#2e8b57", alpha=0.08, lw=0, label="healthy band (flow.py)")
+                ax.axhspan(lo, hi, color="#2e8b57", alpha=0.08, lw=0, label=f"±{math.log10(hi):g} decade (verdict threshold)")
             for arch in ("plain", "residual"):
                 for norm in sorted({r["norm"] for r in sel}, key=lambda s: (s != "batch", s)):
                     s = sorted([r for r in sel if r["arch"] == arch and r["norm"] == norm], key=lambda r: r["depth"])
@@ -159,9 +177,10 @@ def flow_ratio(rows: list[FlowRow], thresholds: dict[str, Any]) -> str | None:
             ax.set_yscale("log")
             ax.set_xticks(sorted({r["depth"] for r in sel}))
             ax.set_xticklabels([str(d) for d in sorted({r["depth"] for r in sel})])
-            ax.set_xlabel("depth (layers)")
-            ax.set_title(", ".join(str(v) for v in (fam, act, f"{init} init" if init else "") if v))
-            ax.legend(loc="best", frameon=False)
+            ax.set_xlabel("depth (blocks)")
+            ax.set_title(panel_title(fam, act, init))
+            if i == 0:  # the same lines in every panel: one legend
+                ax.legend(loc="best", frameon=False)
         for j in range(len(combos), nrows * ncols):
             axes[j // ncols][j % ncols].set_visible(False)
         for r in range(nrows):

@@ -22,6 +22,7 @@ from resgrad.io import atomic_write
 from . import figures as F
 from ._fmt import NA, num, pct, sig
 from ._read import (
+    data_name,
     degradation_runs,
     degradation_table,
     ensemble_view,
@@ -178,18 +179,22 @@ def _flow(flow: dict[str, Any] | None, found: list[Finding]) -> str:
     out = ["<p>Each net is measured at initialisation: one forward and backward pass per seed, and the norm of the "
            "gradient of the loss with respect to each block's input, ‖∂L/∂x<sub>l</sub>‖. The summary is the ratio of the "
            "first block's to the last block's: above 1 the gradient grows toward the input, below 1 it shrinks.</p>"]
-    if th:
-        desc = ", ".join(f"{escape(str(k))} = {escape(sig(v) if num(v) is not None else str(v))}" for k, v in th.items())
-        out.append(f"<p class='muted'>Verdict thresholds, as the flow experiment states them: {desc}.</p>")
+    out.append(f"<p class='muted'>{_thresholds_text(th)}</p>")
+    conv = flow.get("conventions")
+    if isinstance(conv, dict) and conv:
+        out.append("<details><summary>Definitions, as the flow experiment states them</summary><ul>" +
+                   "".join(f"<li><b>{escape(str(k))}</b>: {escape(str(v))}</li>" for k, v in conv.items()) +
+                   "</ul></details>")
     h0 = head[0] if head else rows[0]
-    setting = escape(", ".join(str(v) for v in (h0["family"], h0["activation"], f"{h0['init']} init" if h0["init"] else "") if v))
+    setting = escape(F.panel_title(h0["family"], h0["activation"], h0["init"]))
     out.append(_img(F.flow_profiles(head), "per-block gradient-norm profiles",
-                    f"Per-block gradient norm at initialisation ({setting}; geometric mean over seeds), log axis. "
+                    f"Per-block gradient at initialisation ({setting}; geometric mean over seeds), log axis, "
+                    "block 0 nearest the input. "
                     "<span class='plain'>Plain</span> solid, <span class='res'>residual</span> dashed; darker = deeper. "
                     "A straight line on this axis is exponential growth or decay with depth."))
-    band = f" Shaded: the healthy band {sig(lo)}–{sig(hi)}." if lo and hi else ""
+    band = f" Shaded: {sig(lo)}× to {sig(hi)}×, the verdict threshold." if lo and hi else ""
     out.append(_img(F.flow_ratio(rows, th), "first/last gradient ratio vs depth",
-                    "First-block / last-block gradient norm vs depth, <span class='plain'>plain</span> vs "
+                    "First-block / last-block gradient norm vs depth in blocks, <span class='plain'>plain</span> vs "
                     "<span class='res'>residual</span>, with BN (solid) and without normalisation (dashed); "
                     f"vertical bars span the seeds.{band}"))
     out.append(_comparison(found, "flow"))
@@ -207,13 +212,27 @@ def _flow(flow: dict[str, Any] | None, found: list[Finding]) -> str:
     return "\n".join(out)
 
 
+def _thresholds_text(th: dict[str, Any]) -> str:
+    """The verdict rule in words, from the thresholds the flow experiment wrote."""
+    d, level = num(th.get("decades")), num(th.get("ci_level"))
+    if d is not None:
+        ci = f"the slope's {pct(level)} confidence interval across seeds" if level else "the slope's confidence interval"
+        return (f"Verdict per configuration (flow experiment): <b>vanishing</b> when the fitted change of the gradient "
+                f"across the net is at most −{sig(d)} decade ({sig(10 ** d)}×) and {ci} lies below 0; "
+                f"<b>exploding</b> when it is at least +{sig(d)} decade and the interval lies above 0; "
+                f"<b>healthy</b> otherwise.")
+    if th:
+        return "Verdict thresholds (flow experiment): " + ", ".join(
+            f"{escape(str(k))} = {escape(sig(v) if num(v) is not None else str(v))}" for k, v in th.items()) + "."
+    return "The flow results state no verdict thresholds."
+
+
 def _degradation(deg: dict[str, Any] | None, found: list[Finding]) -> str:
     if not deg:
         return _missing("degradation")
     runs = degradation_runs(deg)
     table = degradation_table(deg)
-    cfg = deg.get("config") if isinstance(deg.get("config"), dict) else {}
-    data = str(cfg.get("data") or "")
+    data = data_name(deg) or ""
     out = [f"<p>Plain and residual twins — the same layers and parameter count, differing only by the skip — trained "
            f"with the same recipe and seeds{' on ' + escape(data) if data else ''}. {cite('he2015', 'Fig. 1, Fig. 6 left')}: "
            "\"The deep plain nets suffer from increased depth, and exhibit higher training error when going deeper\"; "
