@@ -1,0 +1,530 @@
+"""Gradient flow at initialisation across depth, architecture, normalisation, activation, init.
+
+The grid: family {mlp, he2015} x arch {plain, residual} x norm {none, batch} x act
+{relu, tanh, sigmoid} x init {he, xavier} x depth (blocks) x seed. For each config one
+batch of data goes forward and backward (in float64; optionally after ``train_steps``
+SGD steps) and the gradient of the loss w.r.t. the input of every block is measured with
+:func:`resgrad.probes.block_gradient_profile`, which renormalises at every block and sums
+logs, so nothing under- or overflows (a depth-256 sigmoid plain net reports ~1e-100, not
+0). The He et al. 2015 family's variants (no BN, other activations, Xavier init) are
+the registered nets with BatchNorm swapped for Identity, ReLU for the activation, and the
+convolutions re-initialised.
+
+Direction convention: block 0 is nearest the input, block L-1 nearest the loss; the
+gradient flows from L-1 down to 0. ``ratio_first_last`` = ‖∂L/∂x_0‖ / ‖∂L/∂x_{L-1}‖ (< 1:
+the gradient shrinks on its way to the input). ``slope`` is the least-squares slope of
+log10 RMS(∂L/∂x_l) against k = L-1-l, the number of blocks the gradient has crossed:
+decades per block, negative = vanishing. ``decades`` = slope x (L-1), the fitted log10 of
+the ratio. Verdict per config group (same config, all seeds): *vanishing* if decades <=
+-threshold and the slope's CI across seeds lies below 0; *exploding* if decades >=
++threshold and the CI lies above 0; *healthy* otherwise; *non-finite* if any seed's loss
+or profile is NaN/Inf. Default threshold: 2 decades (a 100x change across the net), CI
+95% (Student t over seeds; with one seed the point estimate decides). Exponential
+vanishing or explosion shows as ``decades`` growing in proportion to depth; the summary's
+``depth_trend`` fits that rate across depths, which a single depth's verdict cannot show.
+
+He et al. 2015 (§4.1) report "healthy" backward norms in BN plain nets; Philipp et al.
+2018 (arXiv 1712.05577) report exploding gradients in BN plain MLPs. The grid measures
+both; nothing here assumes an answer.
+
+results.json schema (``experiment: "flow"``, ``schema_version: 1``)::
+
+    experiment, schema_version, config (FlowConfig as a dict), environment, data
+      ({name, input_shape, num_classes, batch_size: {mlp, he2015}}), wall_time_s,
+    conventions: {profile, ratio, slope, decades, verdict}   # the sentences above
+    thresholds: {decades: 2.0, ci_level: 0.95}
+    configs: [ {                                 # one per (group, seed)
+        family, arch, norm, act, init, depth (blocks), layers, seed, group (index),
+        train_steps, dtype (float32, or float64 where float32 overflowed), loss, finite,
+        profile: {names, numel, log10_norm, log10_rms, norm, rms},   # per block, block 0 first
+        log10_ratio, ratio_first_last, slope,
+        slope_ci, decades, verdict }             # copied from the config's group
+    ]
+    groups: [ {                                  # one per config over seeds
+        family, arch, norm, act, init, depth, layers, seeds,
+        slope (mean over seeds), slope_ci [lo, hi] | null, decades, log10_ratio (mean),
+        ratio_first_last (geometric mean), verdict,
+        profile_log10_rms (mean over seeds, per block) }
+    ]
+    summary: {
+      largest_depth: [ {family, norm, act, init, depth, plain: {log10_ratio, decades, verdict},
+                        residual: {...}} ],      # plain vs residual at the deepest setting
+      bn_plain: [ {family, act, init, depth, log10_ratio, decades, verdict} ],  # He §4.1 vs Philipp
+      depth_trend: [ {family, arch, norm, act, init, depths, decades, rate_per_block} ],
+                                                 # rate: LSQ slope of decades vs depth-1 (decades/block)
+      verdict_counts: {arch: {verdict: n}} }
+    figures: [file names in out_dir]             # log-scale profiles, ratio vs depth (png, svg)
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..data import DataBundle
+from ..data import load as load_data
+from ..io import environment, jsonable, read_json, write_json
+from ..nets.blocks import blocks as _blocks
+from ..nets.he2015 import he_net
+from ..nets.mlp import ACTIVATIONS, MLP
+from ..probes.gradients import block_gradient_profile
+
+__all__ = ["FlowConfig", "run_flow", "fit_slope", "verdict", "SIZES", "FAMILIES", "SCHEMA_VERSION"]
+
+SCHEMA_VERSION = 1
+FAMILIES = ("mlp", "he2015")
+VERDICTS = ("vanishing", "healthy", "exploding", "non-finite")
+
+
+@dataclass
+class FlowConfig:
+    """What the flow experiment sweeps and how it measures (every field is in results)."""
+
+    families: tuple[str, ...] = FAMILIES  # "mlp" (pre-act MLP), "he2015" (He et al. CIFAR family, 1-D)
+    archs: tuple[str, ...] = ("plain", "residual")  # twins: same parameters, with/without skip
+    norms: tuple[str, ...] = ("none", "batch")  # normalisation in every block (BN in train mode)
+    activations: tuple[str, ...] = ("relu", "tanh", "sigmoid")
+    inits: tuple[str, ...] = ("he", "xavier")  # he: Kaiming normal (ReLU gain); xavier: gain of the activation
+    depths: tuple[int, ...] = (4, 8, 16, 32, 64, 128, 256)  # MLP blocks, log-spaced
+    he_depths: tuple[int, ...] = (4, 8, 16, 32, 64, 128)  # he2015 blocks, rounded to 3n (n per stage);
+    #                   128 -> 129 blocks = a 260-layer net, deeper than ResNet-110 (conv costs 5x an MLP block)
+    seeds: tuple[int, ...] = (0, 1, 2)  # weights and measured batch; the CI is across seeds
+    width: int = 64  # MLP hidden width (he2015: 16/32/64 channels per stage)
+    data: str = "mnist1d"  # dataset name for resgrad.data.load; the measured batch comes from its train split
+    batch_size: int = 128  # MLP: examples in the measured batch (BN statistics come from it)
+    he_batch_size: int = 32  # he2015: examples per batch (x 40 positions per channel for BN statistics)
+    train_steps: int = 0  # SGD steps (momentum 0.9) before measuring; 0 = at initialisation
+    lr: float = 0.01  # learning rate for train_steps
+    dtype: str = "auto"  # "auto": float32, redone in float64 when anything is non-finite (deep
+    #                       unnormalised residual nets overflow float32 in the forward pass)
+    device: str = "cpu"
+    threads: int = 1  # torch intra-op threads while measuring: these ops are small, and on a
+    #                  shared machine a spinning second thread costs 10x (restored afterwards)
+    threshold_decades: float = 2.0  # verdict: |fitted log10(first/last)| at least this (100x) ...
+    ci_level: float = 0.95  # ... and the slope's CI across seeds excludes 0 in that direction
+    size: str = "custom"  # preset this config came from ("quick", "default", "full") or "custom"
+
+    def __post_init__(self) -> None:
+        for name in ("families", "archs", "norms", "activations", "inits", "depths", "he_depths", "seeds"):
+            setattr(self, name, tuple(getattr(self, name)))
+        _check_sub("families", self.families, FAMILIES)
+        _check_sub("archs", self.archs, ("plain", "residual"))
+        _check_sub("norms", self.norms, ("none", "batch"))
+        _check_sub("activations", self.activations, tuple(ACTIVATIONS))
+        _check_sub("inits", self.inits, ("he", "xavier"))
+        for name in ("depths", "he_depths"):
+            ds = getattr(self, name)
+            if not ds or any(isinstance(d, bool) or not isinstance(d, int) or d < 2 for d in ds):
+                raise ValueError(f"{name} must be integers >= 2 (blocks), received {ds!r}")
+        if not self.seeds:
+            raise ValueError("seeds must name at least one seed, received ()")
+        if self.dtype not in ("auto", "float32", "float64"):
+            raise ValueError(f"dtype must be 'auto', 'float32' or 'float64', received {self.dtype!r}")
+        if self.threads < 0:
+            raise ValueError(f"threads must be >= 0 (0: leave torch's setting), received {self.threads}")
+        if min(self.batch_size, self.he_batch_size) < 2:
+            raise ValueError(
+                f"batch sizes must be >= 2 (BatchNorm needs a batch), received {self.batch_size}, {self.he_batch_size}"
+            )
+        if self.train_steps < 0:
+            raise ValueError(f"train_steps must be >= 0, received {self.train_steps}")
+
+    @classmethod
+    def preset(cls, size: str, **overrides: Any) -> FlowConfig:
+        """A named size: ``quick`` (seconds: tests, the study), ``default``, ``full``."""
+        if size not in SIZES:
+            raise ValueError(f"size must be one of {', '.join(SIZES)}, received {size!r}")
+        kw = {**SIZES[size], "size": size, **overrides}
+        return cls(**kw)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> FlowConfig:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def _check_sub(name: str, got: tuple, allowed: tuple) -> None:
+    bad = [v for v in got if v not in allowed]
+    if bad or not got:
+        raise ValueError(f"{name} must be a non-empty subset of {', '.join(map(str, allowed))}; received {list(got)}")
+
+
+SIZES: dict[str, dict[str, Any]] = {
+    # A few seconds: the grid's corners (relu/sigmoid, with/without BN, shallow/deep).
+    "quick": {"activations": ("relu", "sigmoid"), "inits": ("he",), "depths": (4, 16), "he_depths": (4, 16),
+              "seeds": (0, 1), "batch_size": 64, "he_batch_size": 16},
+    # The full grid, log-spaced depths (MLP 4..256, he2015 4..128), 3 seeds: under 3 minutes on 2 CPU cores.
+    "default": {},
+    # More seeds and depth 512, for a tighter CI.
+    "full": {"depths": (4, 8, 16, 32, 64, 128, 256, 512), "he_depths": (4, 8, 16, 32, 64, 128, 256),
+             "seeds": (0, 1, 2, 3, 4)},
+}
+
+
+# ---- building the nets ----------------------------------------------------------------
+
+
+def _he_n(blocks: int) -> int:
+    return max(1, round(blocks / 3))
+
+
+def build_net(family: str, arch: str, norm: str, act: str, init: str, depth: int,
+              input_shape: tuple[int, ...], num_classes: int, width: int = 64) -> nn.Module:
+    """One grid point; ``depth`` in blocks (he2015: 3 stages of round(depth/3) blocks)."""
+    residual = arch == "residual"
+    if family == "mlp":
+        return MLP(depth, width, residual=residual, activation=act, norm=norm, init=init,
+                   in_features=math.prod(input_shape), num_classes=num_classes)
+    if len(input_shape) not in (2, 3):
+        raise ValueError(f"the he2015 family needs inputs (C, L) or (C, H, W), received {input_shape}")
+    n = _he_n(depth)
+    net = he_net(6 * n + 2, residual=residual, unit="post", shortcut="A", dims=len(input_shape) - 1,
+                 in_channels=input_shape[0], num_classes=num_classes)
+    if act != "relu":
+        _swap(net, lambda m: isinstance(m, nn.ReLU), lambda m: ACTIVATIONS[act]())
+    if norm == "none":
+        _swap(net, lambda m: isinstance(m, nn.modules.batchnorm._BatchNorm), lambda m: nn.Identity())
+    if init == "xavier":
+        gain = nn.init.calculate_gain(act if act != "gelu" else "relu")
+        for m in net.modules():
+            if isinstance(m, (nn.Conv1d, nn.Conv2d)):
+                nn.init.xavier_normal_(m.weight, gain=gain)
+    return net
+
+
+def _swap(root: nn.Module, match: Callable[[nn.Module], bool], make: Callable[[nn.Module], nn.Module]) -> None:
+    for _, parent in list(root.named_modules()):
+        for cname, child in list(parent.named_children()):
+            if match(child):
+                setattr(parent, cname, make(child))
+
+
+# ---- statistics -------------------------------------------------------------------------
+
+
+def fit_slope(log10_rms: list[float]) -> float:
+    """Least-squares slope of log10 RMS vs blocks crossed backward (k = L-1-l): decades/block."""
+    L = len(log10_rms)
+    if L < 2:
+        return float("nan")
+    return _lsq(list(range(L)), list(reversed(log10_rms)))  # index k: k blocks from the loss end
+
+
+def _ci(values: list[float], level: float) -> tuple[float, float] | None:
+    n = len(values)
+    if n < 2 or not all(math.isfinite(v) for v in values):
+        return None
+    from scipy import stats
+
+    m = sum(values) / n
+    sd = math.sqrt(sum((v - m) ** 2 for v in values) / (n - 1))
+    h = float(stats.t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
+    return (m - h, m + h)
+
+
+def verdict(slope: float, ci: tuple[float, float] | None, depth: int, threshold_decades: float = 2.0) -> str:
+    """vanishing / healthy / exploding / non-finite, by the rule in the module docstring."""
+    if not math.isfinite(slope):
+        return "non-finite"
+    decades = slope * (depth - 1)
+    if decades <= -threshold_decades and (ci is None or ci[1] < 0):
+        return "vanishing"
+    if decades >= threshold_decades and (ci is None or ci[0] > 0):
+        return "exploding"
+    return "healthy"
+
+
+# ---- the experiment ---------------------------------------------------------------------
+
+
+def _measure(config: FlowConfig, data: DataBundle, family: str, arch: str, norm: str, act: str,
+             init: str, depth: int, seed: int) -> dict[str, Any]:
+    if config.dtype == "auto":
+        r = _measure_in(config, data, family, arch, norm, act, init, depth, seed, torch.float32)
+        if r["finite"]:
+            return r
+        return _measure_in(config, data, family, arch, norm, act, init, depth, seed, torch.float64)
+    return _measure_in(config, data, family, arch, norm, act, init, depth, seed, getattr(torch, config.dtype))
+
+
+def _measure_in(config: FlowConfig, data: DataBundle, family: str, arch: str, norm: str, act: str,
+                init: str, depth: int, seed: int, dtype: torch.dtype) -> dict[str, Any]:
+    torch.manual_seed(seed)
+    net = build_net(family, arch, norm, act, init, depth, data.input_shape, data.num_classes, config.width)
+    net = net.to(device=config.device, dtype=dtype).train()
+    g = torch.Generator().manual_seed(10_000 + seed)
+    bs = config.he_batch_size if family == "he2015" else config.batch_size
+    idx = torch.randperm(len(data.x_train), generator=g)[:bs]
+    x = data.x_train[idx].to(config.device, dtype)
+    y = data.y_train[idx].to(config.device)
+    if config.train_steps:
+        opt = torch.optim.SGD(net.parameters(), lr=config.lr, momentum=0.9)
+        for xb, yb in _take(data.batches(bs, generator=g), config.train_steps):
+            opt.zero_grad(set_to_none=True)
+            nn.functional.cross_entropy(net(xb.to(config.device, dtype)), yb.to(config.device)).backward()
+            opt.step()
+        opt.zero_grad(set_to_none=True)
+    prof = block_gradient_profile(net, x, y)
+    net.zero_grad(set_to_none=True)
+    ln, lr_ = prof["log10_norm"], prof["log10_rms"]
+    finite = math.isfinite(prof["loss"]) and all(math.isfinite(v) for v in ln)
+    log_ratio = ln[0] - ln[-1] if finite else float("nan")
+    layers = (6 * _he_n(depth) + 2) if family == "he2015" else depth + 2
+    return {
+        "family": family, "arch": arch, "norm": norm, "act": act, "init": init,
+        "depth": len(_blocks(net)), "layers": layers, "seed": seed, "train_steps": config.train_steps,
+        "dtype": str(dtype).replace("torch.", ""), "loss": prof["loss"], "finite": finite,
+        "profile": {
+            "names": prof["names"], "numel": prof["numel"], "log10_norm": ln, "log10_rms": lr_,
+            "norm": [_exp10(v) for v in ln], "rms": [_exp10(v) for v in lr_],
+        },
+        "log10_ratio": log_ratio, "ratio_first_last": _exp10(log_ratio),
+        "slope": fit_slope(lr_) if finite else float("nan"),
+    }
+
+
+def _exp10(v: float) -> float:
+    if not math.isfinite(v):
+        return v
+    return 10.0 ** v if v > -320 else 0.0
+
+
+def _take(it, n: int):
+    while True:
+        for b in it:
+            yield b
+            n -= 1
+            if n == 0:
+                return
+        if n == 0:
+            return
+
+
+def run_flow(config: FlowConfig | None = None, out_dir: str | Path | None = None, *,
+             reuse: bool = True, progress: Callable[[int, int, dict], None] | None = None) -> dict[str, Any]:
+    """Run the grid; return the results dict (schema in the module docstring).
+
+    With ``out_dir``: writes ``config.json``, ``results.json`` (atomic) and the figures;
+    a folder whose results.json has the same config is reused, not recomputed.
+    ``progress(i, n, config_row)`` is called after each measured config.
+    """
+    config = config or FlowConfig()
+    cfg = asdict(config)
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None and reuse and (out / "results.json").exists():
+        try:
+            old = read_json(out / "results.json")
+            if old.get("experiment") == "flow" and old.get("config") == jsonable(cfg):
+                return old
+        except (OSError, ValueError):
+            pass
+    threads = torch.get_num_threads()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    try:
+        return _run(config, out, progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(config: FlowConfig, out: Path | None, progress: Callable[[int, int, dict], None] | None) -> dict[str, Any]:
+    cfg = asdict(config)
+    t0 = time.perf_counter()
+    data = load_data(config.data)
+    if out is not None:
+        write_json(out / "config.json", {"experiment": "flow", "config": cfg, "environment": environment(config.device)})
+
+    grid = [(f, a, n, act, i, d) for f in config.families for n in config.norms for act in config.activations
+            for i in config.inits for d in (config.he_depths if f == "he2015" else config.depths)
+            for a in config.archs]
+    total = len(grid) * len(config.seeds)
+    rows: list[dict[str, Any]] = []
+    groups: list[dict[str, Any]] = []
+    done = 0
+    for gi, (family, arch, norm, act, init, depth) in enumerate(grid):
+        seeds_rows = []
+        for seed in config.seeds:
+            r = _measure(config, data, family, arch, norm, act, init, depth, seed)
+            r["group"] = gi
+            seeds_rows.append(r)
+            done += 1
+            if progress is not None:
+                progress(done, total, r)
+        slopes = [r["slope"] for r in seeds_rows]
+        L = seeds_rows[0]["depth"]
+        finite = all(r["finite"] for r in seeds_rows)
+        slope = sum(slopes) / len(slopes) if finite else float("nan")
+        ci = _ci(slopes, config.ci_level) if finite else None
+        v = verdict(slope, ci, L, config.threshold_decades)
+        lrs = [r["log10_ratio"] for r in seeds_rows]
+        log_ratio = sum(lrs) / len(lrs) if finite else float("nan")
+        prof = [sum(c) / len(c) for c in zip(*(r["profile"]["log10_rms"] for r in seeds_rows), strict=True)]
+        grp = {
+            "family": family, "arch": arch, "norm": norm, "act": act, "init": init, "depth": L,
+            "layers": seeds_rows[0]["layers"], "seeds": list(config.seeds),
+            "slope": slope, "slope_ci": list(ci) if ci else None,
+            "decades": slope * (L - 1) if finite else float("nan"),
+            "log10_ratio": log_ratio, "ratio_first_last": _exp10(log_ratio), "verdict": v,
+            "profile_log10_rms": prof,
+        }
+        groups.append(grp)
+        for r in seeds_rows:
+            r.update(slope_ci=grp["slope_ci"], decades=grp["decades"], verdict=v)
+        rows.extend(seeds_rows)
+
+    results: dict[str, Any] = {
+        "experiment": "flow",
+        "schema_version": SCHEMA_VERSION,
+        "config": cfg,
+        "environment": environment(config.device),
+        "data": {"name": data.name, "input_shape": list(data.input_shape),
+                 "num_classes": data.num_classes,
+                 "batch_size": {"mlp": config.batch_size, "he2015": config.he_batch_size}},
+        "conventions": CONVENTIONS,
+        "thresholds": {"decades": config.threshold_decades, "ci_level": config.ci_level},
+        "configs": rows,
+        "groups": groups,
+        "summary": _summary(groups),
+        "figures": [],
+    }
+    if out is not None:
+        results["figures"] = _figures(results, out)
+    results["wall_time_s"] = time.perf_counter() - t0
+    if out is not None:
+        write_json(out / "results.json", results)
+    return results
+
+
+CONVENTIONS = {
+    "profile": "gradient of the loss w.r.t. the INPUT of each block, block 0 nearest the network input; "
+               "norm over the whole batch tensor, rms = norm / sqrt(numel)",
+    "ratio": "ratio_first_last = ||dL/dx_0|| / ||dL/dx_{L-1}|| (first block input over last block input); "
+             "< 1: the gradient shrinks on its way back to the input",
+    "slope": "least-squares slope of log10 rms against k = L-1-l (blocks crossed by the backward pass), "
+             "decades per block; negative = vanishing; mean over seeds, CI = Student t across seeds",
+    "decades": "slope * (L-1): the fitted log10 change of the gradient from the last block to the first",
+    "verdict": "vanishing if decades <= -threshold and the CI's upper end < 0; exploding if decades >= "
+               "+threshold and the CI's lower end > 0; healthy otherwise; non-finite if a loss or norm is "
+               "NaN/Inf (one seed: the point estimate decides)",
+}
+
+
+def _summary(groups: list[dict[str, Any]]) -> dict[str, Any]:
+    def pick(g: dict[str, Any]) -> dict[str, Any]:
+        return {"log10_ratio": g["log10_ratio"], "decades": g["decades"], "verdict": g["verdict"]}
+
+    largest: list[dict[str, Any]] = []
+    by_key: dict[tuple, dict[str, dict[str, Any]]] = {}
+    deepest: dict[str, int] = {}
+    for g in groups:
+        deepest[g["family"]] = max(deepest.get(g["family"], 0), g["depth"])
+    for g in groups:
+        if g["depth"] == deepest[g["family"]]:
+            by_key.setdefault((g["family"], g["norm"], g["act"], g["init"], g["depth"]), {})[g["arch"]] = g
+    for (family, norm, act, init, depth), d in by_key.items():
+        largest.append({"family": family, "norm": norm, "act": act, "init": init, "depth": depth,
+                        **{a: pick(g) for a, g in d.items()}})
+    bn_plain = [{"family": g["family"], "act": g["act"], "init": g["init"], "depth": g["depth"], **pick(g)}
+                for g in groups if g["arch"] == "plain" and g["norm"] == "batch"]
+    counts: dict[str, dict[str, int]] = {}
+    for g in groups:
+        c = counts.setdefault(g["arch"], dict.fromkeys(VERDICTS, 0))
+        c[g["verdict"]] += 1
+    series: dict[tuple, list[dict[str, Any]]] = {}
+    for g in groups:
+        series.setdefault((g["family"], g["arch"], g["norm"], g["act"], g["init"]), []).append(g)
+    trend = []
+    for (family, arch, norm, act, init), gs in series.items():
+        gs = sorted(gs, key=lambda g: g["depth"])
+        xs, ys = [g["depth"] - 1 for g in gs], [g["decades"] for g in gs]
+        trend.append({"family": family, "arch": arch, "norm": norm, "act": act, "init": init,
+                      "depths": [g["depth"] for g in gs], "decades": ys, "rate_per_block": _lsq(xs, ys)})
+    return {"largest_depth": largest, "bn_plain": bn_plain, "depth_trend": trend, "verdict_counts": counts}
+
+
+def _lsq(xs: list[float], ys: list[float]) -> float:
+    """Least-squares slope of ys on xs (NaN with fewer than two points or a non-finite y)."""
+    if len(xs) < 2 or not all(math.isfinite(y) for y in ys):
+        return float("nan")
+    xm, ym = sum(xs) / len(xs), sum(ys) / len(ys)
+    sxx = sum((x - xm) ** 2 for x in xs)
+    return sum((x - xm) * (y - ym) for x, y in zip(xs, ys, strict=True)) / sxx if sxx else float("nan")
+
+
+# ---- figures ----------------------------------------------------------------------------
+
+
+def _figures(results: dict[str, Any], out: Path) -> list[str]:
+    """Log-scale profiles at the largest depth and log10 ratio vs depth, PNG + SVG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = results["groups"]
+    cfg = results["config"]
+    fams = [f for f in cfg["families"] if any(g["family"] == f for g in groups)]
+    panels = [(n, a) for n in cfg["norms"] for a in cfg["activations"]]
+    colors = {"he": "C0", "xavier": "C1"}
+    styles = {"plain": "-", "residual": "--"}
+    names: list[str] = []
+
+    def save(fig: Any, stem: str) -> None:
+        for ext in ("png", "svg"):
+            fig.savefig(out / f"{stem}.{ext}", dpi=110 if ext == "png" else None, bbox_inches="tight")
+            names.append(f"{stem}.{ext}")
+        plt.close(fig)
+
+    nr, nc = len(fams), len(panels)
+    fig, axes = plt.subplots(nr, nc, figsize=(2.6 * nc, 2.3 * nr), squeeze=False, sharex=True)
+    for r, fam in enumerate(fams):
+        for c, (norm, act) in enumerate(panels):
+            ax = axes[r][c]
+            for init in cfg["inits"]:
+                for arch in cfg["archs"]:
+                    gs = sorted((g for g in groups if (g["family"], g["norm"], g["act"], g["init"], g["arch"])
+                                 == (fam, norm, act, init, arch)), key=lambda g: g["depth"])
+                    if gs:
+                        ax.plot([g["depth"] for g in gs], [g["log10_ratio"] for g in gs], styles[arch],
+                                color=colors.get(init, "C2"), marker="o", ms=3, label=f"{arch}, {init}")
+            ax.axhline(0, color="grey", lw=0.6)
+            ax.set_xscale("log", base=2)
+            ax.set_title(f"{fam}: {act}, norm={norm}", fontsize=8)
+            if c == 0:
+                ax.set_ylabel("log10 ‖g_first‖/‖g_last‖", fontsize=7)
+            if r == nr - 1:
+                ax.set_xlabel("blocks", fontsize=7)
+            ax.tick_params(labelsize=6)
+    axes[0][0].legend(fontsize=6)
+    fig.suptitle("Gradient ratio first/last block vs depth (< 0: vanishing toward the input)", fontsize=9)
+    save(fig, "flow_ratio_vs_depth")
+
+    fig, axes = plt.subplots(nr, nc, figsize=(2.6 * nc, 2.3 * nr), squeeze=False)
+    for r, fam in enumerate(fams):
+        deep = max((g["depth"] for g in groups if g["family"] == fam), default=0)
+        for c, (norm, act) in enumerate(panels):
+            ax = axes[r][c]
+            for init in cfg["inits"]:
+                for arch in cfg["archs"]:
+                    g = next((g for g in groups if (g["family"], g["norm"], g["act"], g["init"], g["arch"],
+                                                    g["depth"]) == (fam, norm, act, init, arch, deep)), None)
+                    if g:
+                        ax.plot(range(len(g["profile_log10_rms"])), g["profile_log10_rms"], styles[arch],
+                                color=colors.get(init, "C2"), lw=1, label=f"{arch}, {init}")
+            ax.set_title(f"{fam} {deep} blocks: {act}, norm={norm}", fontsize=8)
+            if c == 0:
+                ax.set_ylabel("log10 rms ∂L/∂x_l", fontsize=7)
+            if r == nr - 1:
+                ax.set_xlabel("block l (0 = input side)", fontsize=7)
+            ax.tick_params(labelsize=6)
+    axes[0][0].legend(fontsize=6)
+    fig.suptitle("Per-block gradient profile at the largest depth (mean over seeds)", fontsize=9)
+    save(fig, "flow_profiles")
+    return names
