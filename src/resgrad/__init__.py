@@ -30,6 +30,7 @@ from .nets import (
     residual_blocks,
 )
 from .probes import GradientMonitor, gradient_correlation, jacobian_spectrum
+from .train import TrainConfig, evaluate, fit, load_run
 
 __all__ = [
     "__version__",
@@ -40,4 +41,5 @@ __all__ = [
     "Callback",
     "GradientMonitor", "jacobian_spectrum", "gradient_correlation",
     "adapt", "paths",
+    "fit", "TrainConfig", "evaluate", "load_run",
 ]

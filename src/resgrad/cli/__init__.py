@@ -21,6 +21,9 @@ app.command("models")(models.command)
 from . import report  # noqa: E402
 
 app.command("report")(report.command)
+from . import train  # noqa: E402
+
+app.command("train")(train.command)
 
 
 def _version(value: bool) -> None:

@@ -1,0 +1,691 @@
+"""The training loop: the He et al. recipe, a step-wise schedule, checkpoints, resume, callbacks.
+
+``fit(model, data, TrainConfig())`` trains with SGD the way He et al. 2015 (arXiv
+1512.03385, §4.2) trained their CIFAR-10 nets: batch 128, lr 0.1 divided by 10 at 50% and
+75% of training, momentum 0.9, weight decay 1e-4, an optional constant warm-up at 0.01.
+
+With ``out_dir`` a run writes one folder::
+
+    config.json          resolved config, model_spec, data, schedule, environment (atomic)
+    metrics.jsonl        one JSON line per finished epoch (flushed and fsynced)
+    checkpoints/last.pt  model, optimizer, scheduler, epoch, step, RNG states and callback
+                         states, written atomically (temp file + os.replace)
+
+Rerunning ``fit`` on the folder continues from ``checkpoints/last.pt`` (kill -9 included):
+``metrics.jsonl`` is cut back to the checkpointed epochs first, every source of randomness
+is restored or re-derived from ``(seed, epoch)``, so on CPU the final weights are bitwise
+those of an uninterrupted run. A finished run returns its recorded result.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import pickle
+import random
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .callbacks import Callback
+from .data import DataBundle
+from .io import atomic_write, environment, jsonable, read_json, write_json
+from .nets import blocks, build, build_for, gates
+
+__all__ = ["TrainConfig", "FitResult", "NonFiniteLoss", "fit", "evaluate", "load_run"]
+
+RUN_KIND = "resgrad.train"  # config.json["kind"]: what load_run recognises as a run folder
+_FORMAT = 1  # bump when the checkpoint or config.json layout changes
+
+# Fields that do not change what is trained: a resumed run may differ in them.
+_FREE_FIELDS = ("device", "checkpoint_every", "eval_batch_size")
+
+
+@dataclass
+class TrainConfig:
+    """How to train. The defaults are He et al. 2015's CIFAR-10 recipe (arXiv 1512.03385, §4.2)."""
+
+    epochs: int = 164  # passes over the training set; 164 x 391 steps ~ the paper's 64k iterations
+    batch_size: int = 128  # examples per SGD step ("mini-batch size of 128", §4.2)
+    lr: float = 0.1  # peak learning rate, per step of batch_size examples (§4.2)
+    momentum: float = 0.9  # SGD momentum (§4.2)
+    weight_decay: float = 1e-4  # L2 coefficient on every parameter, BN included (§4.2)
+    nesterov: bool = False  # He et al. use classical momentum
+    milestones: tuple[float, ...] = (0.5, 0.75)  # fractions of all steps where lr *= gamma (32k, 48k of 64k)
+    gamma: float = 0.1  # lr multiplier at each milestone ("divide it by 10", §4.2)
+    warmup_iters: int = 0  # first steps run at warmup_lr (ResNet-110: ~400 iterations, §4.2)
+    warmup_lr: float = 0.01  # constant lr during warm-up, then back to lr (not a ramp, §4.2)
+    seed: int = 0  # seeds the global RNGs at a fresh start, the data order and the block sampling
+    device: str = "auto"  # "auto" (CUDA when present, else CPU), "cpu", "cuda", "cuda:N", "mps"
+    checkpoint_every: int = 1  # epochs between checkpoints; the last epoch is always saved
+    eval_batch_size: int = 1000  # test examples per forward pass (memory only, same result)
+    max_steps: int | None = None  # stop after this many SGD steps in all (smoke runs); the schedule fits them
+    active_blocks: int | None = None  # k: per batch only k random blocks' branches train (Veit et al. 2016 §5.2)
+
+    def __post_init__(self) -> None:
+        self.milestones = tuple(float(m) for m in self.milestones)
+        _validate(self)
+
+
+def _validate(c: TrainConfig) -> None:
+    def need(ok: bool, what: str, value: Any) -> None:
+        if not ok:
+            raise ValueError(f"{what}, received {value!r}")
+
+    def is_int(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    def pos(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+
+    need(is_int(c.epochs) and c.epochs >= 1, "epochs must be an integer >= 1", c.epochs)
+    need(is_int(c.batch_size) and c.batch_size >= 1, "batch_size must be an integer >= 1", c.batch_size)
+    need(pos(c.lr), "lr must be a finite number > 0", c.lr)
+    need(isinstance(c.momentum, (int, float)) and 0 <= c.momentum < 1, "momentum must be in [0, 1)", c.momentum)
+    need(isinstance(c.weight_decay, (int, float)) and c.weight_decay >= 0, "weight_decay must be >= 0",
+         c.weight_decay)
+    need(all(0 < m <= 1 for m in c.milestones) and list(c.milestones) == sorted(c.milestones),
+         "milestones must be increasing fractions of training in (0, 1], e.g. (0.5, 0.75)", c.milestones)
+    need(pos(c.gamma), "gamma must be a finite number > 0", c.gamma)
+    need(is_int(c.warmup_iters) and c.warmup_iters >= 0, "warmup_iters must be an integer >= 0", c.warmup_iters)
+    need(pos(c.warmup_lr), "warmup_lr must be a finite number > 0", c.warmup_lr)
+    need(is_int(c.seed) and c.seed >= 0, "seed must be an integer >= 0", c.seed)
+    need(isinstance(c.device, str) and c.device.strip() != "", "device must be a string such as 'auto' or 'cpu'",
+         c.device)
+    need(is_int(c.checkpoint_every) and c.checkpoint_every >= 1, "checkpoint_every must be an integer >= 1",
+         c.checkpoint_every)
+    need(is_int(c.eval_batch_size) and c.eval_batch_size >= 1, "eval_batch_size must be an integer >= 1",
+         c.eval_batch_size)
+    need(c.max_steps is None or (is_int(c.max_steps) and c.max_steps >= 1),
+         "max_steps must be None or an integer >= 1", c.max_steps)
+    need(c.active_blocks is None or (is_int(c.active_blocks) and c.active_blocks >= 1),
+         "active_blocks must be None (all blocks) or an integer >= 1", c.active_blocks)
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` returns: the trained model and the per-epoch metrics."""
+
+    model: nn.Module
+    history: list[dict[str, Any]]  # one dict per epoch, as in metrics.jsonl
+    final: dict[str, Any]  # the last epoch's metrics
+    out_dir: Path | None = None  # the run folder, when one was written
+    resumed_from: int = 0  # epochs already done when this call started (0: a fresh run)
+    schedule: dict[str, Any] = field(default_factory=dict)  # steps_per_epoch, total_steps, milestone_steps
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss became NaN or infinite; the run folder keeps its last good checkpoint."""
+
+    def __init__(self, message: str, *, epoch: int, step: int) -> None:
+        super().__init__(message)
+        self.epoch = epoch  # 1-based epoch in which it happened
+        self.step = step  # 0-based global step index
+
+
+# ---- the loop -----------------------------------------------------------------------
+
+
+def fit(
+    model: nn.Module,
+    data: DataBundle,
+    config: TrainConfig | None = None,
+    *,
+    callbacks: Iterable[Callback] = (),
+    out_dir: str | os.PathLike | None = None,
+    resume: bool = True,
+    model_spec: dict[str, Any] | None = None,
+    progress: bool | None = None,
+) -> FitResult:
+    """Train ``model`` on ``data`` with SGD and the step-wise schedule of ``config``.
+
+    ``out_dir``: write a run folder there and resume from it (``resume=False`` starts over,
+    discarding its checkpoint and metrics). ``model_spec``: ``{"name": registry name,
+    "kwargs": {...}}`` (plus ``"input_shape"``/``"num_classes"`` to rebuild through
+    ``build_for``), recorded so :func:`load_run` can rebuild the model. ``progress``: None
+    shows a bar on a terminal and one line per epoch otherwise; True a bar; False nothing.
+    Epochs are numbered from 1; ``step`` passed to callbacks is the 0-based global step.
+    """
+    config = TrainConfig() if config is None else config
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig, received {type(config).__name__}; "
+                        "build one with resgrad.TrainConfig(**fields)")
+    _validate(config)  # fields may have been changed after construction
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, received {type(model).__name__}")
+    if not isinstance(data, DataBundle):
+        raise TypeError(f"data must be a resgrad DataBundle (resgrad.load_data(name)), received {type(data).__name__}")
+    cbs = list(callbacks)
+    for cb in cbs:
+        if not isinstance(cb, Callback):
+            hint = "; instantiate it before passing it" if isinstance(cb, type) else ""
+            raise TypeError(f"callbacks must be resgrad.Callback instances, received {cb!r}{hint}")
+    n_train = len(data.x_train)
+    if n_train == 0 or len(data.x_test) == 0:
+        raise ValueError(f"dataset {data.name!r} has {n_train} training and {len(data.x_test)} test examples; "
+                         "both must be non-empty")
+
+    device = _resolve_device(config.device)
+    spe = math.ceil(n_train / config.batch_size)
+    total = spe * config.epochs if config.max_steps is None else min(spe * config.epochs, config.max_steps)
+    # Milestones are fractions of the steps actually run, so a max_steps run keeps the shape.
+    marks = [round(m * total) for m in config.milestones]
+    schedule = {"steps_per_epoch": spe, "total_steps": total, "milestone_steps": marks}
+
+    bl = blocks(model)
+    k = config.active_blocks
+    if k is not None:
+        if not bl:
+            raise ValueError(f"active_blocks={k} needs a model with resgrad blocks (Residual/Plain), "
+                             f"and {type(model).__name__} has none; build it with resgrad.build or drop active_blocks")
+        if k > len(bl):
+            raise ValueError(f"active_blocks={k} but the model has only {len(bl)} blocks; "
+                             f"choose active_blocks <= {len(bl)}")
+    if model_spec is not None:
+        model_spec = _check_spec(model_spec, model)
+
+    model.to(device)
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=config.lr, momentum=config.momentum,
+        weight_decay=config.weight_decay, nesterov=config.nesterov,
+    )
+
+    def factor(step: int) -> float:  # lr / config.lr for the step about to run
+        if step < config.warmup_iters:
+            return config.warmup_lr / config.lr
+        return config.gamma ** sum(step >= m for m in marks)
+
+    # Stepped once per iteration, not per epoch, so warm-up and milestones fall on steps.
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+    out = Path(out_dir) if out_dir is not None else None
+    epoch0, step, history = 0, 0, []
+    metrics_file = None
+    if out is not None:
+        state = _open_run(out, _run_record(config, device, model, data, model_spec, schedule), resume)
+        if state is not None:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            epoch0, step = int(state["epoch"]), int(state["step"])
+            history = _truncate_metrics(_paths(out)[2], epoch0)
+            if state["finished"]:
+                final = history[-1] if history else {}
+                return FitResult(model, history, final, out, epoch0, schedule)
+            _set_rng_state(state["rng"])
+            _load_callback_states(cbs, state.get("callbacks", {}))
+        metrics_file = open(_paths(out)[2], "a")  # noqa: SIM115 - closed in the finally below
+    if epoch0 == 0:
+        _seed_all(config.seed)
+
+    loss_fn = nn.CrossEntropyLoss()
+    # Per-step losses stay on the device; one host sync per epoch checks them all and
+    # still names the first bad step (no .item() in the hot loop: it stalls CUDA queues).
+    step_losses = torch.empty(spe, device=device)
+    bar = _Progress(progress, total, step, config.epochs)
+    last_ckpt = epoch0
+    try:
+        for cb in cbs:
+            cb.on_train_start(model)
+        epoch = epoch0
+        while step < total:
+            epoch += 1
+            t0 = time.perf_counter()
+            model.train()
+            order = torch.Generator().manual_seed(_derived_seed(config.seed, epoch, 0))
+            pick = torch.Generator().manual_seed(_derived_seed(config.seed, epoch, 1)) if k else None
+            wrong = torch.zeros((), dtype=torch.long, device=device)
+            sizes: list[int] = []
+            lr = optimizer.param_groups[0]["lr"]
+            for i, (xb, yb) in enumerate(data.batches(config.batch_size, train=True, generator=order)):
+                xb = xb.to(device, non_blocking=True)
+                yb = yb.to(device, non_blocking=True)
+                if pick is not None:
+                    # Veit et al. 2016 §5.2: lesion all but k random blocks for this batch, so
+                    # every path that trains passes through at most k branches.
+                    off = torch.randperm(len(bl), generator=pick)[k:].tolist()
+                    ctx = gates(bl, lesion=off)
+                else:
+                    ctx = nullcontext()
+                with ctx:
+                    logits = model(xb)
+                    loss = loss_fn(logits, yb)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                for cb in cbs:
+                    cb.on_after_backward(model, step)
+                for cb in cbs:
+                    cb.on_before_optimizer_step(model, optimizer, step)
+                lr = optimizer.param_groups[0]["lr"]
+                optimizer.step()
+                scheduler.step()
+                step_losses[i] = loss.detach()
+                wrong += (logits.detach().argmax(1) != yb).sum()
+                sizes.append(len(yb))
+                step += 1
+                bar.advance()
+                if step >= total:
+                    break
+            train = _epoch_train_metrics(step_losses[: len(sizes)], sizes, wrong, epoch, step, out, last_ckpt)
+            test = evaluate(model, data, batch_size=config.eval_batch_size, device=device)
+            if not math.isfinite(test["loss"]):
+                raise NonFiniteLoss(
+                    f"non-finite test loss after epoch {epoch} (global step {step}): the weights diverged; "
+                    + _keeps(out, last_ckpt), epoch=epoch, step=step - 1)
+            metrics = {"epoch": epoch, **train, "test_loss": test["loss"], "test_error": test["error"],
+                       "lr": lr, "seconds": time.perf_counter() - t0, "steps": step}
+            for cb in cbs:  # callbacks may add entries; they are written with the epoch
+                cb.on_train_epoch_end(model, epoch, metrics)
+            metrics = jsonable(metrics)  # in memory exactly as metrics.jsonl will give it back
+            history.append(metrics)
+            bar.epoch_end(metrics)
+            if out is not None:
+                assert metrics_file is not None
+                _append_line(metrics_file, metrics)
+                done = step >= total
+                if done or epoch % config.checkpoint_every == 0:
+                    _save_checkpoint(out, model, optimizer, scheduler, epoch, step, done, cbs)
+                    last_ckpt = epoch
+        for cb in cbs:
+            cb.on_train_end(model)
+    finally:
+        bar.close()
+        if metrics_file is not None:
+            metrics_file.close()
+    final = history[-1] if history else {}
+    return FitResult(model, history, final, out, epoch0, schedule)
+
+
+def _epoch_train_metrics(
+    losses: Tensor, sizes: list[int], wrong: Tensor, epoch: int, step: int, out: Path | None, last_ckpt: int
+) -> dict[str, float]:
+    n = sum(sizes)
+    w = torch.tensor(sizes, dtype=losses.dtype, device=losses.device)
+    finite = torch.isfinite(losses)
+    total, n_wrong, all_finite = torch.stack(
+        [(losses * w).sum(), wrong.to(losses.dtype), finite.all().to(losses.dtype)]
+    ).tolist()  # the epoch's one host sync
+    if not all_finite:
+        bad = int((~finite).nonzero()[0])
+        g = step - len(sizes) + bad
+        raise NonFiniteLoss(
+            f"non-finite loss ({float(losses[bad])}) at epoch {epoch}, step {bad + 1} of the epoch "
+            f"(global step {g}); " + _keeps(out, last_ckpt) + "; try a lower lr or a warm-up",
+            epoch=epoch, step=g)
+    return {"train_loss": total / n, "train_error": n_wrong / n}
+
+
+def _keeps(out: Path | None, last: int) -> str:
+    if out is None:
+        return "no run folder was written"
+    if not _paths(out)[1].is_file():
+        return f"the run folder {out} has no checkpoint yet (it stopped before the first one)"
+    return f"the run folder {out} keeps the last good checkpoint (epoch {last})"
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, data: DataBundle, *, batch_size: int = 1000, device: str | torch.device | None = None
+) -> dict[str, float]:
+    """Mean cross-entropy and error (fraction wrong) on the test split, in eval mode.
+
+    ``device``: where to run (default: where the model's parameters are). The model's
+    train/eval mode is restored afterwards.
+    """
+    dev = torch.device(device) if device is not None else _model_device(model)
+    n = len(data.x_test)
+    if n == 0:
+        raise ValueError(f"dataset {data.name!r} has no test examples to evaluate")
+    acc = torch.float32 if dev.type == "mps" else torch.float64
+    loss_sum = torch.zeros((), dtype=acc, device=dev)
+    wrong = torch.zeros((), dtype=torch.long, device=dev)
+    was_training = model.training
+    model.eval()
+    try:
+        for xb, yb in data.batches(batch_size, train=False):
+            xb, yb = xb.to(dev, non_blocking=True), yb.to(dev, non_blocking=True)
+            logits = model(xb)
+            loss_sum += F.cross_entropy(logits, yb, reduction="sum").to(acc)
+            wrong += (logits.argmax(1) != yb).sum()
+    finally:
+        model.train(was_training)
+    loss, n_wrong = torch.stack([loss_sum, wrong.to(acc)]).tolist()
+    return {"loss": loss / n, "error": n_wrong / n}
+
+
+def load_run(run_dir: str | os.PathLike, *, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    """Rebuild a run's model from ``config.json``'s ``model_spec`` with its last weights.
+
+    Returns ``(model in eval mode on device, the config.json dict)``.
+    """
+    run = Path(run_dir)
+    record = _read_record(run)
+    spec = record.get("model_spec")
+    if not spec:
+        raise ValueError(f"{run} records no model_spec, so its model cannot be rebuilt; train with "
+                         "`resgrad train` or pass fit(..., model_spec={'name': ..., 'kwargs': {...}})")
+    ckpt = _paths(run)[1]
+    if not ckpt.is_file():
+        raise FileNotFoundError(f"{run} has no checkpoints/last.pt yet: the run stopped before its first "
+                                "checkpoint; rerun the same train command to resume it")
+    with torch.random.fork_rng(devices=[]):  # building initialises weights: keep the caller's RNG
+        model = _build_from_spec(spec)
+    model.load_state_dict(_load_checkpoint(ckpt)["model"])
+    return model.to(device).eval(), record
+
+
+# ---- run folder -----------------------------------------------------------------------
+
+
+def _paths(out: Path) -> tuple[Path, Path, Path]:
+    return out / "config.json", out / "checkpoints" / "last.pt", out / "metrics.jsonl"
+
+
+def _open_run(out: Path, record: dict[str, Any], resume: bool) -> dict[str, Any] | None:
+    """Check and prepare the run folder; return the checkpoint to resume from, if any."""
+    cfg_path, ckpt_path, metrics_path = _paths(out)
+    if resume and cfg_path.is_file():
+        _check_same(out, _read_record(out), record)
+        if ckpt_path.is_file():
+            return _load_checkpoint(ckpt_path)
+    # A fresh start: resume=False, or a run killed before its first checkpoint.
+    ckpt_path.unlink(missing_ok=True)
+    write_json(cfg_path, record)
+    _rewrite_metrics(metrics_path, [])
+    return None
+
+
+def _read_record(run: Path) -> dict[str, Any]:
+    cfg = run / "config.json"
+    if not cfg.is_file():
+        raise FileNotFoundError(f"{run} is not a resgrad run folder (no config.json); pass a folder written "
+                                "by `resgrad train`, e.g. runs/resnet20-mnist1d-s0")
+    try:
+        record = read_json(cfg)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{cfg} is not valid JSON ({e}); remove the folder to start over") from None
+    if not isinstance(record, dict) or record.get("kind") != RUN_KIND:
+        raise ValueError(f"{cfg} is not a resgrad training run's config; use a new --out folder")
+    return record
+
+
+def _run_record(
+    config: TrainConfig, device: torch.device, model: nn.Module, data: DataBundle,
+    spec: dict | None, schedule: dict,
+) -> dict[str, Any]:
+    return {
+        "kind": RUN_KIND,
+        "format": _FORMAT,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "config": {**asdict(config), "device": str(device)},
+        "seed": config.seed,
+        "model_spec": spec,
+        "model": type(model).__name__,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "blocks": len(blocks(model)),
+        "data": {
+            "name": data.name, "input_shape": list(data.input_shape), "num_classes": data.num_classes,
+            "n_train": len(data.x_train), "n_test": len(data.x_test), "info": data.info,
+        },
+        "schedule": schedule,
+        "environment": environment(str(device)),
+    }
+
+
+def _comparable(record: dict[str, Any], spec: bool) -> dict[str, Any]:
+    cfg = {f"config.{k}": v for k, v in record.get("config", {}).items() if k not in _FREE_FIELDS}
+    data = {f"data.{k}": v for k, v in record.get("data", {}).items() if k != "info"}  # info: local paths
+    both = {**cfg, **data, **({"model_spec": record.get("model_spec")} if spec else {})}
+    return jsonable(both)
+
+
+def _check_same(out: Path, old: dict[str, Any], new: dict[str, Any]) -> None:
+    spec = new.get("model_spec") is not None  # fit() without a spec: the weights' shapes still must match
+    a, b = _comparable(old, spec), _comparable(new, spec)
+    diff = [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    if diff:
+        raise ValueError(f"{out} holds a run with a different config ({'; '.join(diff)}); "
+                         f"use a new --out folder, or remove {out} to start over")
+
+
+def _append_line(f, metrics: dict[str, Any]) -> None:
+    f.write(json.dumps(metrics, allow_nan=False) + "\n")
+    f.flush()
+    os.fsync(f.fileno())  # a kill -9 right after the epoch still finds the line on disk
+
+
+def _read_metrics(path: Path) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    if not path.is_file():
+        return rows
+    for raw in path.read_text().splitlines():
+        try:
+            row = json.loads(raw)
+        except json.JSONDecodeError:
+            break  # a line torn by a kill; everything after it is newer still
+        if isinstance(row, dict) and isinstance(row.get("epoch"), int):
+            rows.append(row)
+    return rows
+
+
+def _rewrite_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
+    atomic_write(path, lambda f: f.writelines(json.dumps(r) + "\n" for r in rows))
+
+
+def _truncate_metrics(path: Path, epochs_done: int) -> list[dict[str, Any]]:
+    """Keep each checkpointed epoch once: lines after the checkpoint are redone."""
+    by_epoch = {r["epoch"]: r for r in _read_metrics(path) if r["epoch"] <= epochs_done}
+    rows = [by_epoch[e] for e in sorted(by_epoch)]
+    _rewrite_metrics(path, rows)
+    return rows
+
+
+# ---- checkpoints ------------------------------------------------------------------
+
+
+def _callback_keys(cbs: Sequence[Callback]) -> list[str]:
+    seen: dict[str, int] = {}
+    keys = []
+    for cb in cbs:
+        name = type(cb).__qualname__
+        keys.append(name if name not in seen else f"{name}#{seen[name]}")
+        seen[name] = seen.get(name, 0) + 1
+    return keys
+
+
+_SAFE = (str, int, float, bool, type(None), Tensor)
+
+
+def _check_loadable(obj: Any, where: str) -> None:
+    # torch.load(weights_only=True) refuses arbitrary objects: fail at save time, by name.
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            _check_loadable(k, where)
+            _check_loadable(v, f"{where}[{k!r}]")
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            _check_loadable(v, f"{where}[{i}]")
+    elif not isinstance(obj, _SAFE):
+        raise TypeError(f"{where} is a {type(obj).__name__}, which torch.load(weights_only=True) cannot "
+                        "read back; keep callback states to tensors, numbers, strings, lists and dicts")
+
+
+def _save_checkpoint(
+    out: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+    epoch: int, step: int, finished: bool, cbs: Sequence[Callback],
+) -> None:
+    cb_states = {}
+    for key, cb in zip(_callback_keys(cbs), cbs, strict=True):
+        s = cb.state_dict()
+        _check_loadable(s, f"{key}.state_dict()")
+        cb_states[key] = s
+    state = {
+        "format": _FORMAT, "epoch": epoch, "step": step, "finished": finished,
+        "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(), "rng": _rng_state(), "callbacks": cb_states,
+    }
+    # Temp file in the same folder + os.replace: a kill leaves the old checkpoint or the new one.
+    atomic_write(_paths(out)[1], lambda f: torch.save(state, f), mode="wb")
+
+
+def _load_checkpoint(path: Path) -> dict[str, Any]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"cannot read checkpoint {path} ({first}); remove the run folder to start over") from None
+    if not isinstance(state, dict) or state.get("format") != _FORMAT:
+        raise ValueError(f"{path} is not a resgrad checkpoint of format {_FORMAT}; use a new --out folder")
+    return state
+
+
+def _load_callback_states(cbs: Sequence[Callback], saved: dict[str, Any]) -> None:
+    for key, cb in zip(_callback_keys(cbs), cbs, strict=True):
+        if key in saved:  # a callback added since the checkpoint starts fresh
+            cb.load_state_dict(saved[key])
+
+
+def _rng_state() -> dict[str, Any]:
+    # Tensors, ints and lists only, so the checkpoint loads under weights_only=True.
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    py_version, py_state, py_gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {"name": np_name, "keys": torch.from_numpy(np_keys.astype(np.int64)), "pos": int(np_pos),
+                  "has_gauss": int(np_has_gauss), "gauss": float(np_gauss)},
+        "python": {"version": py_version, "state": torch.tensor(py_state, dtype=torch.int64), "gauss": py_gauss},
+    }
+
+
+def _set_rng_state(s: dict[str, Any]) -> None:
+    torch.set_rng_state(s["torch"])
+    if s["cuda"] and torch.cuda.is_available() and len(s["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(s["cuda"])
+    n = s["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    p = s["python"]
+    random.setstate((p["version"], tuple(p["state"].tolist()), p["gauss"]))
+
+
+def _seed_all(seed: int) -> None:
+    torch.manual_seed(seed)  # CUDA generators included
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def _derived_seed(seed: int, epoch: int, stream: int) -> int:
+    # One generator per (seed, epoch, purpose): a resumed run draws the same batches.
+    return int(np.random.SeedSequence([seed, epoch, stream]).generate_state(1)[0])
+
+
+# ---- model spec -------------------------------------------------------------------
+
+
+def _build_from_spec(spec: dict[str, Any]) -> nn.Module:
+    kwargs = dict(spec.get("kwargs") or {})
+    if "input_shape" in spec:
+        return build_for(spec["name"], tuple(spec["input_shape"]), int(spec["num_classes"]), **kwargs)
+    return build(spec["name"], **kwargs)
+
+
+def _check_spec(spec: dict[str, Any], model: nn.Module) -> dict[str, Any]:
+    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+        raise ValueError(f"model_spec must be {{'name': registry name, 'kwargs': {{...}}}}, received {spec!r}")
+    if not isinstance(spec.get("kwargs", {}), dict):
+        raise ValueError(f"model_spec['kwargs'] must be a dict, received {spec['kwargs']!r}")
+    try:
+        spec = json.loads(json.dumps(spec, allow_nan=False))
+    except (TypeError, ValueError):
+        raise ValueError(f"model_spec must be JSON-serialisable (it goes into config.json), received {spec!r}") from None
+    spec.setdefault("kwargs", {})
+    try:  # the meta device allocates nothing, even for ResNet-1202
+        with torch.device("meta"):
+            ref = _build_from_spec(spec)
+    except (NotImplementedError, RuntimeError):
+        with torch.random.fork_rng(devices=[]):
+            ref = _build_from_spec(spec)
+    want = {k: tuple(v.shape) for k, v in ref.state_dict().items()}
+    have = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    if want != have:
+        odd = sorted(set(want) ^ set(have)) or sorted(k for k in want if want[k] != have[k])
+        raise ValueError(f"model_spec {spec} does not rebuild this model (differs at {', '.join(odd[:3])}); "
+                         "pass the name and kwargs the model was built with")
+    return spec
+
+
+# ---- devices and progress -----------------------------------------------------------
+
+
+def _resolve_device(device: str | torch.device) -> torch.device:
+    d = str(device).strip().lower()
+    if d == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(d)
+    except RuntimeError:
+        raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps, received {device!r}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r}: CUDA is not available on this machine; use cpu")
+    return dev
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return torch.device("cpu")
+
+
+def _line(m: dict[str, Any], epochs: int) -> str:
+    return (f"epoch {m['epoch']}/{epochs}  train loss {m['train_loss']:.4f} error {m['train_error']:.2%}  "
+            f"test loss {m['test_loss']:.4f} error {m['test_error']:.2%}  lr {m['lr']:.3g}  {m['seconds']:.1f}s")
+
+
+class _Progress:
+    """A rich bar on a terminal, else one plain line per epoch (stderr), or nothing."""
+
+    def __init__(self, progress: bool | None, total: int, done: int, epochs: int) -> None:
+        tty = sys.stderr.isatty()
+        self.mode = "off" if progress is False else "bar" if (progress or tty) else "lines"
+        self.epochs = epochs
+        self._bar = None
+        if self.mode == "bar":
+            import rich.progress as rp
+            from rich.console import Console
+
+            self._bar = rp.Progress(
+                rp.TextColumn("{task.description}"), rp.BarColumn(), rp.MofNCompleteColumn(),
+                rp.TextColumn("steps"), rp.TimeElapsedColumn(), rp.TimeRemainingColumn(),
+                console=Console(stderr=True),
+            )
+            self._bar.start()
+            self._task = self._bar.add_task("training", total=total, completed=done)
+
+    def advance(self) -> None:
+        if self._bar is not None:
+            self._bar.advance(self._task)
+
+    def epoch_end(self, m: dict[str, Any]) -> None:
+        if self._bar is not None:
+            self._bar.console.print(_line(m, self.epochs), highlight=False)
+        elif self.mode == "lines":
+            print(_line(m, self.epochs), file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+
