@@ -4,7 +4,7 @@ the module docstrings of experiments/flow.py and experiments/ensemble.py).
 The numbers are synthetic but shaped like real runs: BN plain nets whose gradient grows
 toward the input, residual twins that stay within a few x, a degradation curve that
 matches the MNIST-1D sketch of issue 5, and a 54-block path decomposition.
-When a real results.json is saved under tests/report/data/, ``real_results`` loads it.
+``real_results`` is a real quick study saved under tests/report/data/.
 """
 
 from __future__ import annotations
@@ -213,26 +213,44 @@ def study() -> dict[str, Any]:
 
 
 @pytest.fixture(scope="session")
-def study_html() -> str:
+def study_report(tmp_path_factory) -> Path:
     """The report of ``make_study()``, rendered once for the tests that only read it."""
-    from resgrad.report import to_html
+    from resgrad.report import render
 
-    return to_html(make_study())
+    return render(make_study(), tmp_path_factory.mktemp("study") / "report.html")
+
+
+@pytest.fixture(scope="session")
+def study_html(study_report) -> str:
+    return study_report.read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="session")
+def real_report(tmp_path_factory, _real) -> Path:
+    """The report of the real quick study, rendered once."""
+    from resgrad.report import render
+
+    return render(_real, tmp_path_factory.mktemp("real") / "report.html")
+
+
+@pytest.fixture(scope="session")
+def _real() -> dict[str, Any]:
+    return json.loads((DATA / "study-quick.json").read_text(encoding="utf-8"))
 
 
 @pytest.fixture
-def real_results() -> dict[str, Any]:
-    """A real results.json saved from a quick run, when one is in tests/report/data/."""
-    path = DATA / "study-quick.json"
-    if not path.exists():
-        pytest.skip(f"no real results saved at {path}")
-    return json.loads(path.read_text())
+def real_results(_real) -> dict[str, Any]:
+    """A real ``resgrad study --preset quick`` results.json (MNIST-1D, CPU), saved from a run.
+
+    Regenerate: ``run_study(preset("quick"), DIR)`` and copy DIR/results.json here.
+    """
+    return copy.deepcopy(_real)
 
 
 @pytest.fixture
-def real_flow() -> dict[str, Any]:
-    """A real ``resgrad flow`` results.json (FlowConfig.preset("quick"), saved from a run)."""
-    return json.loads((DATA / "flow-quick.json").read_text())
+def real_flow(_real) -> dict[str, Any]:
+    """Its flow section, as ``resgrad flow`` would write it on its own."""
+    return copy.deepcopy(_real["flow"])
 
 
 @pytest.fixture

@@ -111,9 +111,8 @@ def _check(driver, html_path: Path, min_figures: int, shot: Path) -> None:
         out.write_bytes(png)
 
 
-def test_full_report_in_headless_chromium(browser, study, tmp_path):
-    html = render(study, tmp_path / "report.html")
-    _check(browser, html, min_figures=7, shot=tmp_path / "report.png")
+def test_full_report_in_headless_chromium(browser, study_report, tmp_path):
+    _check(browser, study_report, min_figures=7, shot=tmp_path / "report.png")
 
 
 def test_partial_report_in_headless_chromium(browser, study, tmp_path):
@@ -121,6 +120,5 @@ def test_partial_report_in_headless_chromium(browser, study, tmp_path):
     _check(browser, html, min_figures=2, shot=tmp_path / "partial.png")
 
 
-def test_real_report_in_headless_chromium(browser, real_results, tmp_path):
-    html = render(real_results, tmp_path / "report.html")
-    _check(browser, html, min_figures=1, shot=tmp_path / "real.png")
+def test_real_report_in_headless_chromium(browser, real_report, tmp_path):
+    _check(browser, real_report, min_figures=7, shot=tmp_path / "real.png")

@@ -127,9 +127,12 @@ def test_residual_degradation_contradicts_he2015(study, copy_of):
 
 def test_veit_window_contradicted_when_long_paths_carry_the_gradient(study, copy_of):
     other = copy_of(study)
-    other["ensemble"]["exact"]["effective"] = {"lo": 20, "hi": 34, "mass": 0.9, "share_of_paths": 0.95}
+    ens = other["ensemble"]
+    ens["exact"]["norms"] = [float(c) for c in ens["counts"]]  # every path carries the same gradient
+    ens["exact"]["effective"] = {"lo": 20, "hi": 34, "mass": 0.9, "share_of_paths": 0.95}
     f = _by_id(other)["ensemble.window.exact"]
     assert f["relation"] == "contradicts" and "20–34" in f["sentence"] and "contradicts Veit" in f["sentence"]
+    assert "mean path length is 27 blocks" in f["sentence"]
 
 
 def test_measured_answer_combines_the_three_kinds_of_evidence(study):
@@ -214,7 +217,7 @@ def test_ratios_beyond_float_range_are_written_from_their_log10(study, copy_of):
     assert "2e412×" in _by_id(other)["flow.deepest.he2015.batch"]["sentence"]
 
 
-def test_real_flow_results(real_flow):
+def test_real_flow_finding_is_recomputed(real_flow):
     found = _by_id(real_flow)
     groups = real_flow["groups"]
     g = max((g for g in groups if (g["family"], g["arch"], g["norm"], g["act"]) == ("he2015", "plain", "batch", "relu")),
@@ -222,3 +225,22 @@ def test_real_flow_results(real_flow):
     f = found["flow.deepest.he2015.batch"]
     assert f"{_e(10 ** g['log10_ratio'])}× the last" in f["sentence"] and g["verdict"] in f["sentence"]
     assert "answer" in found and "flow.verdicts" in found
+
+
+def test_real_degradation_finding_is_recomputed(real_results):
+    runs = real_results["degradation"]["runs"]
+    f = _by_id(real_results)["degradation.plain"]
+    for d in sorted({r["depth"] for r in runs}):
+        finals = [r["final"]["train_error"] for r in runs if r["arch"] == "plain" and r["depth"] == d]
+        assert f"{_p(sum(finals) / len(finals))} at depth {d}" in f["sentence"]
+
+
+def test_real_effective_window_is_recomputed(real_results):
+    ens = real_results["ensemble"]
+    norms = ens["exact"]["norms"]
+    wl = sum(k * v for k, v in enumerate(norms)) / sum(norms)
+    w = ens["exact"]["effective"]
+    f = _by_id(real_results)["ensemble.window.exact"]
+    assert f"paths {w['lo']}–{w['hi']} blocks long" in f["sentence"]
+    assert f"mean path length is {_e(wl)} blocks, against {ens['n'] / 2:g}" in f["sentence"]
+    assert _p(w["share_of_paths"]) in f["sentence"]

@@ -16,7 +16,7 @@ from ._fmt import fin_list, num
 
 __all__ = [
     "section", "flow_rows", "flow_thresholds", "headline_rows", "row_label",
-    "degradation_runs", "degradation_table", "ensemble_view", "pretty_model", "data_name", "train_epochs",
+    "degradation_runs", "degradation_table", "ensemble_view", "weighted_length", "pretty_model", "data_name", "train_epochs",
 ]
 
 FlowRow = dict[str, Any]
@@ -230,7 +230,7 @@ def _window(w: Any) -> dict[str, Any] | None:
     lo, hi = num(_first(w, "lo", "min", "start")), num(_first(w, "hi", "max", "stop"))
     if lo is None or hi is None:
         return None
-    return {"lo": int(lo), "hi": int(hi), "mass": num(w.get("mass")),
+    return {"lo": int(lo), "hi": int(hi), "mass": num(w.get("mass")), "held": num(w.get("held")),
             "share": num(_first(w, "share_of_paths", "share", "path_share"))}
 
 
@@ -243,6 +243,24 @@ def _curve(c: Any, xkey: tuple[str, ...]) -> dict[str, list] | None:
         return None
     std = c.get("std") if isinstance(c.get("std"), list) else [None] * len(y)
     return {"x": fin_list(x), "mean": fin_list(y), "std": fin_list(std)}
+
+
+def _trials(r: Any) -> list[tuple[float, float]]:
+    """Every reorder trial as (tau, error), when the results keep them."""
+    out = []
+    trials = r.get("trials") if isinstance(r, dict) else None
+    for per_k in trials if isinstance(trials, list) else []:
+        for t in per_k if isinstance(per_k, list) else []:
+            if isinstance(t, dict) and num(t.get("tau")) is not None and num(t.get("error")) is not None:
+                out.append((num(t["tau"]), num(t["error"])))
+    return out
+
+
+def weighted_length(values: list[float | None]) -> float | None:
+    """The mean path length weighted by gradient magnitude per length (k = index)."""
+    pts = [(k, v) for k, v in enumerate(values) if v is not None and v >= 0]
+    total = sum(v for _, v in pts)
+    return sum(k * v for k, v in pts) / total if total > 0 else None
 
 
 def ensemble_view(ens: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -280,6 +298,13 @@ def ensemble_view(ens: dict[str, Any] | None) -> dict[str, Any] | None:
         "sampled_lengths": [int(k) for k in (sampled.get("lengths") or []) if num(k) is not None],
         "sampled_mean": fin_list(sampled.get("mean")),
         "sampled_std": fin_list(sampled.get("std")),
+        "sampled_q10": fin_list(sampled.get("q10")),
+        "sampled_q90": fin_list(sampled.get("q90")),
+        "plain_norm": num((ens.get("exact_plain") or {}).get("norm")) if isinstance(ens.get("exact_plain"), dict) else None,
+        "explanation": eff.get("explanation") if isinstance(eff.get("explanation"), str) else None,
+        "models": {k: m for k, m in (ens.get("models") or {}).items() if isinstance(m, dict)}
+        if isinstance(ens.get("models"), dict) else {},
+        "notes": [str(x) for x in ens.get("notes") or [] if x] if isinstance(ens.get("notes"), list) else [],
         "sampled_total": fin_list(sampled.get("total")),
         "samples": sampled.get("samples"),
         "eff_exact": _window(exact.get("effective") or eff.get("exact")),
@@ -289,4 +314,7 @@ def ensemble_view(ens: dict[str, Any] | None) -> dict[str, Any] | None:
         "del_res": _curve(deletion.get("residual"), ("k",)),
         "del_plain": _curve(deletion.get("plain"), ("k",)),
         "reorder": _curve(ens.get("reorder"), ("kendall_tau", "tau")),
+        "reorder_plain": _curve((ens.get("reorder") or {}).get("plain"), ("kendall_tau", "tau"))
+        if isinstance(ens.get("reorder"), dict) else None,
+        "reorder_trials": _trials(ens.get("reorder")),
     }

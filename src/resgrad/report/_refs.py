@@ -24,7 +24,7 @@ PUBLISHED = {
     "he2015_table6": {20: 0.0875, 32: 0.0751, 44: 0.0717, 56: 0.0697, 110: 0.0643, 1202: 0.0793},
     # Veit et al. 2016, §5: effective paths of a 54-block ResNet-110 on CIFAR-10.
     "veit_window": (5, 17), "veit_blocks": 54, "veit_share": 0.0045,
-    # Veit et al. 2016, §4.2: deleting 10 blocks leaves error around 0.2.
+    # Veit et al. 2016, §4: deleting 10 blocks leaves error around 0.2.
     "veit_delete10": 0.2,
 }
 
@@ -37,7 +37,7 @@ def _short(key: str) -> str:
 
 
 def cite_text(key: str, where: str = "") -> str:
-    """Plain text: ``He et al. 2015 (arXiv 1512.03385, §4.1)``."""
+    """Plain text: ``He et al. 2015 (arXiv 1512.03385, §4)``."""
     arxiv = PAPERS[key][3]
     return f"{_short(key)} (arXiv {arxiv}{', ' + where if where else ''})"
 

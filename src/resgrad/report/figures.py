@@ -301,14 +301,20 @@ def ensemble_paths(v: dict[str, Any]) -> str | None:
         a.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
 
         ks, mean, std = v["sampled_lengths"], _pos(v["sampled_mean"]), _arr(v["sampled_std"])
+        q10, q90 = _pos(v.get("sampled_q10") or []), _pos(v.get("sampled_q90") or [])
         if ks and len(mean) == len(ks):
             b.plot(ks, mean, color=RESIDUAL, marker="o", ms=3, lw=1.4, label="sampled: mean single path")
-            if len(std) == len(ks):
+            if len(q10) == len(ks) and len(q90) == len(ks):
+                b.fill_between(ks, q10, q90, color=RESIDUAL, alpha=0.15, lw=0, label="10–90% of sampled paths")
+            elif len(std) == len(ks):
                 low = np.where(mean - std > 0, mean - std, np.nan)
                 b.fill_between(ks, low, mean + std, color=RESIDUAL, alpha=0.15, lw=0, label="± 1 std")
         ex = _pos(v["exact_norms"])
         if len(ex):
             b.plot(np.arange(len(ex)), ex, color="#e67e22", lw=1.4, label="exact: ‖Σ paths of length k‖")
+        if v.get("plain_norm") and v["plain_norm"] > 0:
+            b.plot([n], [v["plain_norm"]], marker="D", ms=6, color=PLAIN, ls="none",
+                   label=f"plain twin (its one path, length {n})")
         b.set_yscale("log")
         b.set_xlabel("path length k (blocks)")
         b.set_ylabel("gradient norm at first block (log)")
@@ -334,7 +340,7 @@ def ensemble_paths(v: dict[str, Any]) -> str | None:
 
 
 def ensemble_lesion(v: dict[str, Any], classes: int | None = 10) -> str | None:
-    """Test error after deleting each single block, residual vs plain twin (Veit et al. §4.1)."""
+    """Test error after deleting each single block, residual vs plain twin (Veit et al. §4)."""
     lr, lp = v.get("lesion_res"), v.get("lesion_plain")
     if not (lr and lr["blocks"]) and not (lp and lp["blocks"]):
         return None
@@ -364,7 +370,7 @@ def ensemble_lesion(v: dict[str, Any], classes: int | None = 10) -> str | None:
 
 
 def ensemble_deletion(v: dict[str, Any], classes: int | None = 10) -> str | None:
-    """Error vs number of deleted blocks (Veit et al. §4.2) and vs Kendall τ of a reordering (§4.3)."""
+    """Error vs number of deleted blocks (Veit et al. §4) and vs Kendall τ of a reordering (§4)."""
     dr, dp, ro = v.get("del_res"), v.get("del_plain"), v.get("reorder")
     if not (dr or dp or ro):
         return None
@@ -381,7 +387,7 @@ def ensemble_deletion(v: dict[str, Any], classes: int | None = 10) -> str | None
                 a.fill_between(x, m - s, m + s, color=_color(arch), alpha=0.15, lw=0)
         if v.get("n") and v["n"] >= 10:
             a.plot([10], [100 * PUBLISHED["veit_delete10"]], marker="*", ms=11, color=REF, ls="none",
-                   label="Veit et al. 2016 §4.2 (CIFAR-10, 54 blocks)")
+                   label="Veit et al. 2016 §4 (CIFAR-10, 54 blocks)")
         if classes:
             a.axhline(100 * (1 - 1 / classes), color=REF, lw=0.8, ls=":", label="chance")
         a.set_xlabel("blocks deleted k")
@@ -391,12 +397,18 @@ def ensemble_deletion(v: dict[str, Any], classes: int | None = 10) -> str | None
         a.xaxis.set_major_locator(MaxNLocator(integer=True))
         a.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False, ncols=2)
         if ro:
-            x, m, s = _arr(ro["x"]), 100 * _arr(ro["mean"]), 100 * _arr(ro["std"])
-            order = np.argsort(-x)
-            x, m, s = x[order], m[order], s[order]
-            b.plot(x, m, color=RESIDUAL, marker="o", ms=3, lw=1.4, label=pretty_model(v.get("model")))
-            if np.isfinite(s).any():
-                b.fill_between(x, m - s, m + s, color=RESIDUAL, alpha=0.15, lw=0)
+            trials = v.get("reorder_trials") or []
+            if trials:
+                b.scatter([t for t, _ in trials], [100 * e for _, e in trials], s=16, color=RESIDUAL, alpha=0.5,
+                          lw=0, label=f"{pretty_model(v.get('model'))}: single trials")
+            for cur, arch, name in ((v.get("reorder_plain"), "plain", v.get("plain_model")),
+                                    (ro, "residual", v.get("model"))):
+                if not cur:
+                    continue
+                x, m = _arr(cur["x"]), 100 * _arr(cur["mean"])
+                order = np.argsort(-x)  # tau is not monotone in the number of swaps: draw along tau
+                b.plot(x[order], m[order], color=_color(arch), marker="o", ms=3, lw=1.4,
+                       label=(pretty_model(name) if name else arch) + " (mean per swap count)")
             b.invert_xaxis()
             b.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
         else:

@@ -24,6 +24,7 @@ from ._read import (
     row_label,
     section,
     train_epochs,
+    weighted_length,
 )
 from ._refs import PUBLISHED, cite_text
 
@@ -32,13 +33,18 @@ __all__ = ["findings", "Finding", "DEGRADE_MARGIN", "LESION_NOTICEABLE"]
 Finding = dict[str, Any]
 
 DEGRADE_MARGIN = 0.01  # train error must rise by > 1 point (and > 2 seed std) to count as degradation
-LESION_NOTICEABLE = 0.02  # a single deletion "noticeably" changes error above +2 points (Veit §4.1)
+LESION_NOTICEABLE = 0.02  # a single deletion "noticeably" changes error above +2 points (Veit §4)
 
 
 def _finding(id: str, section: str, sentence: str, numbers: dict[str, Any], *, paper: str | None = None,
              claim: str | None = None, relation: str | None = None) -> Finding:
     return {"id": id, "section": section, "sentence": sentence, "numbers": numbers,
             "paper": paper, "claim": claim, "relation": relation}
+
+
+def _points(x: float | None) -> str:
+    """A change of a fraction as signed percentage points: -0.134 -> -13.4 points."""
+    return NA if x is None else f"{_signed(100 * x)} points"
 
 
 def _signed(x: float | None) -> str:
@@ -97,7 +103,7 @@ def _flow_findings(flow: dict[str, Any]) -> list[Finding]:
             nums.update(twin_ratio=twin["ratio"], twin_log10_ratio=twin["log10_ratio"], twin_verdict=twin["verdict"])
         out.append(_finding(f"flow.deepest.{p['family'] or 'net'}.{norm}", "flow", text + ".", nums))
 
-    # He et al. 2015 §4.1: BN plain nets have healthy backward norms.
+    # He et al. 2015 §4: BN plain nets have healthy backward norms.
     bn_plain = sorted([r for r in head if r["arch"] == "plain" and r["norm"] == "batch"], key=lambda r: r["depth"] or 0)
     if bn_plain:
         bad = [r for r in bn_plain if r["verdict"] in ("exploding", "vanishing")]
@@ -145,7 +151,8 @@ def _flow_findings(flow: dict[str, Any]) -> list[Finding]:
                 s += f" (plain: {_range(ps)})"
             parts.append(s)
         setting = _activation_init(res)
-        text = (f"{setting}: " + "; ".join(parts)) if parts else f"Residual nets ({fam})"
+        text = (f"{setting}: " + "; ".join(parts)) if parts and setting else "; ".join(parts) or f"Residual nets ({fam})"
+        text = text[0].upper() + text[1:]
         if vanish:
             text += (f" — but the residual gradient vanishes in {_grouped(vanish, by_act=True)}, which contradicts "
                      f"Eq. 5 as a general claim: it holds only for an identity skip path with nothing after the "
@@ -237,8 +244,7 @@ def _activation_init(rs: list[dict[str, Any]]) -> str:
     acts = sorted({_NAMES.get(r["activation"], r["activation"]) for r in rs if r.get("activation")})
     inits = sorted({_NAMES.get(r["init"], r["init"]) for r in rs if r.get("init")})
     bits = ([", ".join(acts)] if acts else []) + ([", ".join(inits) + " init"] if inits else [])
-    text = ", ".join(bits)
-    return (text[0].upper() + text[1:]) if text else "Residual nets"
+    return ", ".join(bits)
 
 
 def _twin(rows: list[dict[str, Any]], r: dict[str, Any]) -> dict[str, Any] | None:
@@ -254,7 +260,7 @@ def _vanishing_pairs(rows: list[dict[str, Any]]) -> list[tuple[dict[str, Any], d
 
 def _labels(rs: list[dict[str, Any]], full: bool = False) -> str:
     def one(r: dict[str, Any]) -> str:
-        extra = f" ({r['activation']}, {r['init']} init)" if full and r.get("activation") else ""
+        extra = f" ({_activation_init([r])})" if full and r.get("activation") else ""
         return row_label(r) + extra
 
     return ", ".join(one(r) for r in rs)
@@ -280,7 +286,7 @@ def _deg_findings(deg: dict[str, Any]) -> list[Finding]:
         name = "plain" if arch == "plain" else "ResNet"
         series = ", ".join(f"{pct(c['train_error'])} at depth {d}" for d, c in cells)
         text = (f"{'Plain' if arch == 'plain' else 'Residual'} nets, final train error "
-                f"{'(mean of ' + str(seeds) + ' seeds) ' if seeds else ''}"
+                f"{'(mean of ' + str(seeds) + ' seeds) ' if seeds and seeds != 1 else '(1 seed) ' if seeds else ''}"
                 f"{'after ' + str(epochs) + ' epochs' if epochs else ''}: {series}").replace(" :", ":")
         if arch == "plain":
             if degraded:
@@ -288,18 +294,18 @@ def _deg_findings(deg: dict[str, Any]) -> list[Finding]:
                          f"report on CIFAR-10 (Fig. 1, Fig. 6 left)")
                 relation = "agrees"
             else:
-                text += (f" — no degradation with depth here (rise {pct(e1 - e0)}, margin "
-                         f"{pct(max(DEGRADE_MARGIN, 2 * sd))}), which does not reproduce He et al. 2015 Fig. 1/6 "
+                text += (f" — no degradation with depth here (change {_points(e1 - e0)}, margin "
+                         f"{_points(max(DEGRADE_MARGIN, 2 * sd))}), which does not reproduce He et al. 2015 Fig. 1/6 "
                          f"at these depths and epochs")
                 relation = "contradicts"
             claim = "\"The deep plain nets suffer from increased depth, and exhibit higher training error when going deeper\""
         else:
             if degraded:
-                text += (f" — the residual nets also degrade with depth (rise {pct(e1 - e0)}), unlike He et al. "
+                text += (f" — the residual nets also degrade with depth ({_points(e1 - e0)}), unlike He et al. "
                          f"2015 Fig. 6 (middle)")
                 relation = "contradicts"
             else:
-                text += (f" — no degradation with depth (change {pct(e1 - e0)}), as He et al. 2015 "
+                text += (f" — no degradation with depth (change {_points(e1 - e0)}), as He et al. 2015 "
                          f"report for ResNets (Fig. 6 middle)")
                 relation = "agrees"
             claim = "ResNets overcome the optimisation difficulty: deeper ones do not train worse"
@@ -349,23 +355,37 @@ def _ens_findings(ens: dict[str, Any]) -> list[Finding]:
         if not w or n is None:
             continue
         mass = w["mass"] if w["mass"] is not None else 0.9
-        short = w["hi"] < n / 2
-        text = (f"{model} ({n} blocks), {label}: {pct(mass)} of the gradient magnitude comes from paths "
-                f"{w['lo']}–{w['hi']} blocks long, {pct(w['share'])} of all 2^{n} paths (the typical path is "
-                f"{n / 2:g} blocks long); Veit et al. 2016 report {vlo}–{vhi} of {vn} blocks, {pct(vshare)} of paths")
-        if n == vn:
-            text += " — " + ("the effective paths are short here too" if short else
-                             "but here the effective window reaches the typical length, which contradicts Veit")
+        if kind == "exact":
+            per_length = v["exact_norms"]
         else:
-            text += (f" (relative to depth: {pct(vlo / vn)}–{pct(vhi / vn)} of the blocks; measured "
-                     f"{pct(w['lo'] / n)}–{pct(w['hi'] / n)}) — " +
-                     ("the effective paths are short here too" if short else
-                      "the effective window reaches the typical length, which contradicts Veit"))
+            per_length = [None] * (n + 1)
+            for k, t in zip(v["sampled_lengths"], v["sampled_total"], strict=False):
+                if 0 <= k <= n:
+                    per_length[k] = t
+        wl = weighted_length(per_length)
+        mid, sd = n / 2, math.sqrt(n) / 2  # a random path's length: Binomial(n, 1/2)
+        relation = ("contradicts" if wl is None or wl >= mid else "agrees" if wl < mid - 2 * sd else "partly")
+        text = (f"{model} ({n} blocks), {label}: {pct(mass)} of the gradient magnitude comes from paths "
+                f"{w['lo']}–{w['hi']} blocks long, {pct(w['share'])} of all 2^{n} paths; weighted by gradient "
+                f"magnitude the mean path length is {sig(wl)} blocks, against {mid:g} ± {sig(sd)} for a random path. "
+                f"Veit et al. 2016 report {vlo}–{vhi} of {vn} blocks, {pct(vshare)} of paths")
+        if n != vn:
+            text += (f" (relative to depth {pct(vlo / vn)}–{pct(vhi / vn)} of the blocks; here "
+                     f"{pct(w['lo'] / n)}–{pct(w['hi'] / n)})")
+        text += " — " + {
+            "agrees": "the gradient comes from paths much shorter than a typical path, as Veit et al. found",
+            "partly": "shorter than a typical path, but by less than two standard deviations of the path-length "
+                      "distribution, so only partly as Veit et al. found",
+            "contradicts": "the gradient is not concentrated on short paths, which contradicts Veit et al.",
+        }[relation]
+        if n < 20:
+            text += f" (with only {n} blocks path lengths barely spread, so this is a weak test)"
         out.append(_finding(f"ensemble.window.{kind}", "ensemble", text + ".",
-                            {"n_blocks": n, "lo": w["lo"], "hi": w["hi"], "mass": mass, "share": w["share"]},
-                            paper=cite_text("veit2016", "§5.3"),
+                            {"n_blocks": n, "lo": w["lo"], "hi": w["hi"], "mass": mass, "share": w["share"],
+                             "weighted_length": wl, "random_length": mid, "random_sd": sd},
+                            paper=cite_text("veit2016", "§5"),
                             claim=f"effective paths {vlo}–{vhi} of {vn} modules long, {pct(vshare)} of all paths",
-                            relation="agrees" if short else "contradicts"))
+                            relation=relation))
 
     ks, ms = v["sampled_lengths"], v["sampled_mean"]
     pts = [(k, m) for k, m in zip(ks, ms, strict=False) if m is not None and m > 0]
@@ -379,7 +399,7 @@ def _ens_findings(ens: dict[str, Any]) -> list[Finding]:
                  " — it does not decay with path length, which contradicts Veit et al. 2016 Fig. 6(b)")
         out.append(_finding("ensemble.decay", "ensemble", text + ".",
                             {"factor_per_block": factor, "log10_slope": slope, "lengths": [k for k, _ in pts]},
-                            paper=cite_text("veit2016", "§5.2, Fig. 6"),
+                            paper=cite_text("veit2016", "§5, Fig. 6"),
                             claim="the gradient magnitude of a path decreases exponentially with its length",
                             relation="agrees" if factor > 1 else "contradicts"))
 
@@ -407,13 +427,13 @@ def _ens_findings(ens: dict[str, Any]) -> list[Finding]:
                              f"{pct(med)} (baseline {pct(lp['baseline'])})")
                     nums.update(plain_baseline=lp["baseline"], plain_median=med)
             if agrees:
-                text += (" — no noticeable change for the residual net, as Veit et al. 2016 (§4.1) found "
+                text += (" — no noticeable change for the residual net, as Veit et al. 2016 (§4) found "
                          "(deleting a residual block: harmless; deleting a VGG layer: error to chance)")
             else:
                 text += (f" — a noticeable change (above {sig(100 * LESION_NOTICEABLE)} points), which contradicts "
-                         "Veit et al. 2016 (§4.1), who found deleting a single residual block harmless")
+                         "Veit et al. 2016 (§4), who found deleting a single residual block harmless")
             out.append(_finding("ensemble.lesion", "ensemble", text + ".", nums,
-                                paper=cite_text("veit2016", "§4.1"),
+                                paper=cite_text("veit2016", "§4"),
                                 claim="deleting one block (not downsampling) causes no noticeable change; a VGG layer: chance",
                                 relation="agrees" if agrees else "contradicts"))
 
@@ -430,12 +450,12 @@ def _ens_findings(ens: dict[str, Any]) -> list[Finding]:
             if int(pts[-1][0]) not in (10, 20):
                 text += f", {pct(pts[-1][1])} at k={int(pts[-1][0])}"
             text += (" — it rises smoothly with k" if smooth else " — it does not rise smoothly with k")
-            text += (f"; Veit et al. 2016 (§4.2) report about {pct(PUBLISHED['veit_delete10'])} after deleting 10 "
+            text += (f"; Veit et al. 2016 (§4) report about {pct(PUBLISHED['veit_delete10'])} after deleting 10 "
                      f"of {vn} blocks on CIFAR-10 and a severe drop at 20")
             out.append(_finding("ensemble.deletion", "ensemble", text + ".",
                                 {"k": [int(k) for k, _ in pts], "error": [m for _, m in pts], "smooth": smooth,
                                  "at10": at.get(10), "at20": at.get(20)},
-                                paper=cite_text("veit2016", "§4.2"),
+                                paper=cite_text("veit2016", "§4"),
                                 claim="error rises smoothly as more blocks are deleted",
                                 relation="agrees" if smooth else "contradicts"))
 
@@ -448,11 +468,11 @@ def _ens_findings(ens: dict[str, Any]) -> list[Finding]:
             text = (f"Reordering blocks of {model}: test error {pct(hi_tau[1])} at Kendall τ = {sig(hi_tau[0])}, "
                     f"{pct(lo_tau[1])} at τ = {sig(lo_tau[0])} (correlation of error with τ: {sig(corr)})")
             ok = corr is not None and corr < -0.5
-            text += (" — error rises smoothly as the order is corrupted, as Veit et al. 2016 (§4.3) found" if ok else
-                     " — error does not track the corruption, unlike Veit et al. 2016 (§4.3)")
+            text += (" — error rises smoothly as the order is corrupted, as Veit et al. 2016 (§4) found" if ok else
+                     " — error does not track the corruption, unlike Veit et al. 2016 (§4)")
             out.append(_finding("ensemble.reorder", "ensemble", text + ".",
                                 {"tau": [t for t, _ in pts], "error": [m for _, m in pts], "correlation": corr},
-                                paper=cite_text("veit2016", "§4.3"),
+                                paper=cite_text("veit2016", "§4"),
                                 claim="error rises smoothly with the level of corruption (Kendall τ)",
                                 relation="agrees" if ok else "contradicts"))
     return out
@@ -550,11 +570,11 @@ def _answer(results: dict[str, Any], found: list[Finding]) -> Finding | None:
     w = by.get("ensemble.window.exact") or by.get("ensemble.window.sampled")
     if w:
         n = w["numbers"]
-        short = n["hi"] < n["n_blocks"] / 2
-        clauses.append(f"the trained residual net's gradient comes mostly from {'short' if short else 'long'} paths "
-                       f"({n['lo']}–{n['hi']} of {n['n_blocks']} blocks, {pct(n['share'])} of paths)")
-        used.update(window=[n["lo"], n["hi"]], n_blocks=n["n_blocks"])
-        if short:
+        clauses.append(f"90% of the trained residual net's gradient magnitude comes from paths {n['lo']}–{n['hi']} "
+                       f"of {n['n_blocks']} blocks long ({pct(n['share'])} of paths; magnitude-weighted mean length "
+                       f"{sig(n['weighted_length'])} vs {n['random_length']:g} for a random path)")
+        used.update(window=[n["lo"], n["hi"]], n_blocks=n["n_blocks"], weighted_length=n["weighted_length"])
+        if w["relation"] == "agrees":
             verdicts.append("and the trained residual net's gradient travels mostly along short paths, as in Veit "
                             "et al.'s ensemble view, rather than through its full depth")
     if not clauses and not verdicts:

@@ -155,7 +155,7 @@ gradient reaching block <i>l</i> from the output <i>L</i> is
 arbitrarily small". Eq. 8 of the same paper: a scaled shortcut multiplies it by Π λ<sub>i</sub>, which can vanish or explode.</li>
 <li><strong>The ensemble view.</strong> {cite("veit2016")}: <i>n</i> blocks unroll into 2<sup><i>n</i></sup> paths whose
 lengths are Binomial(<i>n</i>, 1/2); the gradient of a path falls exponentially with its length, so almost all of
-the gradient comes from short paths (5–17 of 54 blocks in ResNet-110, §5.3). On this view the residual net does not
+the gradient comes from short paths (5–17 of 54 blocks in ResNet-110, §5). On this view the residual net does not
 make long paths trainable; it avoids needing them.</li>
 <li><strong>The objection.</strong> {cite("he2015", "§4.1")} argue that the plain nets' optimisation difficulty is
 "unlikely to be caused by vanishing gradients", because with batch normalisation "neither forward nor backward
@@ -277,7 +277,24 @@ def _ensemble(ens: dict[str, Any] | None, found: list[Finding]) -> str:
         return _missing("ensemble")
     n = v["n"]
     model = escape(pretty_model(v["model"])) if v["model"] else "the trained residual net"
-    out = [f"<p>The trained {model} ({n} blocks) unrolled into its 2<sup>{n}</sup> paths. "
+    out = []
+    if v["models"]:
+        rows = []
+        for role in ("residual", "plain"):
+            m = v["models"].get(role)
+            if m:
+                src = {"initialisation": "untrained (measured at initialisation)", "object": "trained by the study",
+                       "run": "a trained run folder", "trained": "trained for this experiment"}.get(
+                    str(m.get("source")), escape(str(m.get("source") or "")))
+                rows.append([escape(role), escape(pretty_model(m.get("name"))), _n(f"{int(num(m.get('params')) or 0):,}"),
+                             _n(str(m.get("blocks", NA))), _n(pct(m.get("test_error"))), src])
+        out.append("<h3>The nets</h3>" + _table(["", "model", "parameters", "blocks", "test error", "source"], rows))
+        if any(str(m.get("source")) == "initialisation" for m in v["models"].values()):
+            out.append("<p class='missing'>These nets were not trained: the path and lesion results describe an "
+                       "untrained net, whereas Veit et al. measured a trained one.</p>")
+    untrained = any(str(m.get("source")) == "initialisation" for m in v["models"].values())
+    out += [f"<p>The {'untrained' if untrained else 'trained'} {model} ({n} blocks) unrolled into its "
+            f"2<sup>{n}</sup> paths. "
            "<b>Exact</b>: the gradient at the first block's input is split by dynamic programming into the parts "
            "carried by all paths through exactly <i>k</i> branches; their norms are shown. <b>Sampled</b> (Veit's method): "
            "backpropagate through the branch of <i>k</i> random blocks and the skip of the rest, and record the gradient "
@@ -285,7 +302,8 @@ def _ensemble(ens: dict[str, Any] | None, found: list[Finding]) -> str:
            "when summed; the sampled total counts every path's magnitude.</p>"]
     vlo, vhi = PUBLISHED["veit_window"]
     out.append(_img(F.ensemble_paths(v), "path lengths, gradient per length, total per length",
-                    f"(a) share of paths per length; (b) gradient per length, log axis; (c) share of the total gradient "
+                    f"(a) share of paths per length; (b) gradient per length at the first block's input, log axis "
+                    f"(◆: the plain twin's gradient, its only path); (c) share of the total gradient "
                     f"magnitude per length, with the effective windows shaded. Compare {cite('veit2016', '§5, Fig. 6')}"
                     f" (ResNet-110 on CIFAR-10: effective paths {vlo}–{vhi} of 54 blocks)."))
     wrows = []
@@ -294,20 +312,26 @@ def _ensemble(ens: dict[str, Any] | None, found: list[Finding]) -> str:
         if w:
             wrows.append([label, _n(f"{w['lo']}–{w['hi']}"), _n(str(n)), _n(pct(w["mass"]) if w["mass"] else NA),
                           _n(pct(w["share"]))])
-    wrows.append([cite("veit2016", "§5.3") + " (sampled, CIFAR-10)", _n(f"{vlo}–{vhi}"),
+    wrows.append([cite("veit2016", "§5") + " (sampled, CIFAR-10)", _n(f"{vlo}–{vhi}"),
                   _n(str(PUBLISHED["veit_blocks"])), _n("“almost all”"), _n(pct(PUBLISHED["veit_share"]))])
     out.append("<h3>Effective paths</h3>" + _table(
         ["", "path lengths", "blocks", "share of gradient", "share of all paths"], wrows))
+    if v["explanation"]:
+        out.append(f"<p class='muted'>{escape(v['explanation'])}</p>")
     out.append(_img(F.ensemble_lesion(v), "test error after deleting one block",
                     f"Test error after deleting each single block at test time. Residual: the branch is removed; plain: "
                     f"the block is replaced by its shape-matching shortcut, as Veit et al. did for VGG layers "
-                    f"({cite('veit2016', '§4.1')})."))
+                    f"({cite('veit2016', '§4')})."))
     out.append(_img(F.ensemble_deletion(v), "error vs deleted blocks and vs reordering",
-                    f"Left: deleting <i>k</i> random blocks (mean ± std over trials; ★: Veit et al.'s ≈20% at k = 10, "
-                    f"{cite('veit2016', '§4.2')}). Right: swapping random pairs of blocks, error vs the Kendall τ of the "
-                    f"new order ({cite('veit2016', '§4.3')})."))
+                    "Left: deleting <i>k</i> random blocks (mean ± std over trials"
+                    + (f"; ★: Veit et al.'s ≈20% at k = 10, {cite('veit2016', '§4')}" if (n or 0) >= 10 else "")
+                    + f"). Right: swapping random pairs of blocks, error vs the Kendall τ of the "
+                    f"new order; dots are single trials ({cite('veit2016', '§4')})."))
     out.append(_comparison(found, "ensemble"))
     out.append(_section_findings(found, "ensemble"))
+    if v["notes"]:
+        out.append("<details><summary>Notes from the ensemble experiment</summary><ul>" +
+                   "".join(f"<li>{escape(x)}</li>" for x in v["notes"]) + "</ul></details>")
     for les, label in ((v["lesion_res"], "residual"), (v["lesion_plain"], "plain")):
         if les and les["blocks"]:
             trs = [[_n(str(b["block"])), _n(pct(b["error"])),
