@@ -18,6 +18,12 @@ app = typer.Typer(
 # One line per command (keep in the order `resgrad --help` should show them).
 app.command("models")(models.command)
 # -- commands --
+from . import flow  # noqa: E402
+
+app.command("flow")(flow.command)
+from . import diagnose  # noqa: E402
+
+app.command("diagnose")(diagnose.command)
 from . import report  # noqa: E402
 
 app.command("report")(report.command)

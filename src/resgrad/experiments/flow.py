@@ -109,10 +109,12 @@ class FlowConfig:
     #                  shared machine a spinning second thread costs 10x (restored afterwards)
     threshold_decades: float = 2.0  # verdict: |fitted log10(first/last)| at least this (100x) ...
     ci_level: float = 0.95  # ... and the slope's CI across seeds excludes 0 in that direction
+    figure_formats: tuple[str, ...] = ("png", "svg")  # figures written beside results.json (none: ())
     size: str = "custom"  # preset this config came from ("quick", "default", "full") or "custom"
 
     def __post_init__(self) -> None:
-        for name in ("families", "archs", "norms", "activations", "inits", "depths", "he_depths", "seeds"):
+        for name in ("families", "archs", "norms", "activations", "inits", "depths", "he_depths", "seeds",
+                     "figure_formats"):
             setattr(self, name, tuple(getattr(self, name)))
         _check_sub("families", self.families, FAMILIES)
         _check_sub("archs", self.archs, ("plain", "residual"))
@@ -127,6 +129,7 @@ class FlowConfig:
             raise ValueError("seeds must name at least one seed, received ()")
         if self.dtype not in ("auto", "float32", "float64"):
             raise ValueError(f"dtype must be 'auto', 'float32' or 'float64', received {self.dtype!r}")
+        _check_sub("figure_formats", self.figure_formats or ("png",), ("png", "svg", "pdf"))
         if self.threads < 0:
             raise ValueError(f"threads must be >= 0 (0: leave torch's setting), received {self.threads}")
         if min(self.batch_size, self.he_batch_size) < 2:
@@ -159,7 +162,7 @@ def _check_sub(name: str, got: tuple, allowed: tuple) -> None:
 SIZES: dict[str, dict[str, Any]] = {
     # A few seconds: the grid's corners (relu/sigmoid, with/without BN, shallow/deep).
     "quick": {"activations": ("relu", "sigmoid"), "inits": ("he",), "depths": (4, 16), "he_depths": (4, 16),
-              "seeds": (0, 1), "batch_size": 64, "he_batch_size": 16},
+              "seeds": (0, 1), "batch_size": 64, "he_batch_size": 16, "figure_formats": ("png",)},
     # The full grid, log-spaced depths (MLP 4..256, he2015 4..128), 3 seeds: under 3 minutes on 2 CPU cores.
     "default": {},
     # More seeds and depth 512, for a tighter CI.
@@ -394,8 +397,8 @@ def _run(config: FlowConfig, out: Path | None, progress: Callable[[int, int, dic
         "summary": _summary(groups),
         "figures": [],
     }
-    if out is not None:
-        results["figures"] = _figures(results, out)
+    if out is not None and config.figure_formats:
+        results["figures"] = _figures(results, out, config.figure_formats)
     results["wall_time_s"] = time.perf_counter() - t0
     if out is not None:
         write_json(out / "results.json", results)
@@ -461,7 +464,7 @@ def _lsq(xs: list[float], ys: list[float]) -> float:
 # ---- figures ----------------------------------------------------------------------------
 
 
-def _figures(results: dict[str, Any], out: Path) -> list[str]:
+def _figures(results: dict[str, Any], out: Path, formats: tuple[str, ...] = ("png", "svg")) -> list[str]:
     """Log-scale profiles at the largest depth and log10 ratio vs depth, PNG + SVG."""
     import matplotlib
 
@@ -477,7 +480,7 @@ def _figures(results: dict[str, Any], out: Path) -> list[str]:
     names: list[str] = []
 
     def save(fig: Any, stem: str) -> None:
-        for ext in ("png", "svg"):
+        for ext in formats:
             fig.savefig(out / f"{stem}.{ext}", dpi=110 if ext == "png" else None, bbox_inches="tight")
             names.append(f"{stem}.{ext}")
         plt.close(fig)

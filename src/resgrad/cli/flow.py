@@ -1,0 +1,109 @@
+"""``resgrad flow``: gradient flow at initialisation across depth, plain vs residual."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from ._common import DeviceOpt, OutOpt, UsageError, console, err_console, guarded, resolve_device
+
+__all__ = ["command"]
+
+
+def _list(text: str | None, what: str, cast: type = str) -> tuple | None:
+    if text is None:
+        return None
+    try:
+        items = tuple(cast(t.strip()) for t in text.split(",") if t.strip())
+    except ValueError:
+        items = ()
+    if not items:
+        raise UsageError(f"--{what} must be a comma-separated list, received {text!r}")
+    return items
+
+
+@guarded
+def command(
+    size: Annotated[str, typer.Option(help="quick (seconds), default (< 3 min on 2 CPU cores) or full.")] = "default",
+    families: Annotated[str | None, typer.Option(help="Comma list of mlp, he2015.")] = None,
+    depths: Annotated[str | None, typer.Option(help="MLP depths in blocks, e.g. 4,16,64,256.")] = None,
+    he_depths: Annotated[str | None, typer.Option(help="He et al. family depths in blocks (rounded to 3n).")] = None,
+    activations: Annotated[str | None, typer.Option(help="Comma list of relu, tanh, sigmoid, gelu.")] = None,
+    norms: Annotated[str | None, typer.Option(help="Comma list of none, batch.")] = None,
+    inits: Annotated[str | None, typer.Option(help="Comma list of he, xavier.")] = None,
+    seeds: Annotated[int | None, typer.Option(help="Number of seeds (0..N-1); the CI is across them.")] = None,
+    train_steps: Annotated[int, typer.Option(help="SGD steps before measuring (0 = at initialisation).")] = 0,
+    data: Annotated[str, typer.Option(help="Dataset of the measured batch.")] = "mnist1d",
+    threshold: Annotated[float, typer.Option(help="Verdict threshold: decades of change across the net.")] = 2.0,
+    device: DeviceOpt = "cpu",
+    out: OutOpt = None,
+    reuse: Annotated[bool, typer.Option("--reuse/--no-reuse", help="Reuse a finished identical run in --out.")] = True,
+) -> None:
+    """Measure per-block gradient norms at init for plain and residual nets of growing depth.
+
+    Prints, for the deepest nets, the gradient ratio first/last block and the verdict
+    (vanishing / healthy / exploding); writes results.json and figures to --out.
+
+    Examples:
+      resgrad flow --size quick
+      resgrad flow --families mlp --activations sigmoid --depths 8,32,128
+      resgrad flow --train-steps 50 --out runs/flow-trained
+    """
+    from resgrad.experiments.flow import FlowConfig, run_flow
+
+    over: dict[str, Any] = {"train_steps": train_steps, "data": data, "threshold_decades": threshold,
+                            "device": resolve_device(device)}
+    for key, text, cast in (("families", families, str), ("depths", depths, int), ("he_depths", he_depths, int),
+                            ("activations", activations, str), ("norms", norms, str), ("inits", inits, str)):
+        v = _list(text, key.replace("_", "-"), cast)
+        if v is not None:
+            over[key] = v
+    if seeds is not None:
+        if seeds < 1:
+            raise UsageError(f"--seeds must be >= 1, received {seeds}")
+        over["seeds"] = tuple(range(seeds))
+    config = FlowConfig.preset(size, **over)
+    out_dir = out if out is not None else Path("runs") / f"flow-{size}"
+    t0 = time.perf_counter()
+    last = [t0]
+
+    def progress(i: int, n: int, row: dict[str, Any]) -> None:
+        now = time.perf_counter()
+        if now - last[0] > 2 or i == n:
+            last[0] = now
+            err_console.print(f"flow: {i}/{n} configs, {now - t0:.0f} s", highlight=False, style="dim")
+
+    res = run_flow(config, out_dir, reuse=reuse, progress=progress)
+    _print(res)
+    console.print(f"wall time {res.get('wall_time_s', 0):.1f} s; results: {out_dir / 'results.json'}",
+                  highlight=False, soft_wrap=True)
+
+
+def _fmt_ratio(log10: float | None) -> str:
+    if log10 is None or not math.isfinite(log10):
+        return "n/a"
+    return f"1e{log10:+.0f}" if abs(log10) >= 3 else f"{10 ** log10:.3g}"
+
+
+def _print(res: dict[str, Any]) -> None:
+    t = res["thresholds"]
+    table = Table("family", "blocks", "norm", "act", "init", "plain", "residual", box=None,
+                  title=f"‖∂L/∂x_first‖/‖∂L/∂x_last‖ of the deepest nets (verdict: ±{t['decades']:g} decades, "
+                        f"CI {t['ci_level']:.0%})")
+    colour = {"vanishing": "blue", "exploding": "red", "healthy": "green", "non-finite": "magenta"}
+    for r in res["summary"]["largest_depth"]:
+        cells = []
+        for arch in ("plain", "residual"):
+            a = r.get(arch)
+            if a is None:
+                cells.append("")
+                continue
+            v = a["verdict"]
+            cells.append(f"{_fmt_ratio(a['log10_ratio'])} [{colour.get(v, 'white')}]{v}[/]")
+        table.add_row(r["family"], str(r["depth"]), r["norm"], r["act"], r["init"], *cells)
+    console.print(table)
