@@ -158,7 +158,7 @@ def flow_ratio(rows: list[FlowRow], thresholds: dict[str, Any]) -> str | None:
             ax = axes[i // ncols][i % ncols]
             sel = [r for r in rows if (r["family"], r["activation"], r["init"]) == (fam, act, init)]
             if lo and hi:
-                ax.axhspan(lo, hi, color="#2e8b57", alpha=0.08, lw=0, label=f"±{math.log10(hi):g} decade (verdict threshold)")
+                ax.axhspan(lo, hi, color="#2e8b57", alpha=0.08, lw=0, label=f"±{math.log10(hi):g} decade{'' if math.log10(hi) == 1 else 's'} (verdict threshold)")
             for arch in ("plain", "residual"):
                 for norm in sorted({r["norm"] for r in sel}, key=lambda s: (s != "batch", s)):
                     s = sorted([r for r in sel if r["arch"] == arch and r["norm"] == norm], key=lambda r: r["depth"])
@@ -209,8 +209,9 @@ def degradation_curves(runs: list[dict[str, Any]]) -> str | None:
         return None
     ncols = min(len(depths), 3)
     nrows = math.ceil(len(depths) / ncols)
-    fig, axes = _fig(10, 3.1 * nrows, ncols=ncols, nrows=nrows, sharey=True)
+    fig, axes = _fig(10, 3.1 * nrows + 0.3, ncols=ncols, nrows=nrows, sharey=True)
     top = 0.0
+    legend: tuple[list, list] | None = None
     with matplotlib.rc_context(_STYLE):
         for i, d in enumerate(depths):
             ax = axes[i // ncols][i % ncols]
@@ -218,15 +219,16 @@ def degradation_curves(runs: list[dict[str, Any]]) -> str | None:
                 sel = [r for r in runs if r.get("depth") == d and r.get("arch") == arch]
                 if not sel:
                     continue
-                name = "plain" if arch == "plain" else "ResNet"
                 for key, ls in (("train_error", "-"), ("test_error", "--")):
                     ep, y = _mean_curve(sel, key)
                     if len(ep):
                         ax.plot(ep, 100 * y, color=_color(arch), ls=ls, lw=1.6,
-                                label=f"{name}-{d} {key.split('_')[0]}")
-            ax.set_title(f"depth {d}" + (f" (mean of {len(sel)} seeds)" if len(sel) > 1 else ""))
+                                label=f"{arch} {key.split('_')[0]}")
+            ax.set_title(f"plain-{d} vs ResNet-{d}" + (f" (mean of {len(sel)} seeds)" if len(sel) > 1 else ""))
             ax.set_xlabel("epoch")
-            ax.legend(loc="upper right", frameon=False)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            if ax.get_lines() and not legend:
+                legend = ax.get_legend_handles_labels()
             top = max(top, max((float(np.nanmax(ln.get_ydata())) for ln in ax.get_lines()), default=0.0))
         for j in range(len(depths), nrows * ncols):
             axes[j // ncols][j % ncols].set_visible(False)
@@ -234,6 +236,8 @@ def degradation_curves(runs: list[dict[str, Any]]) -> str | None:
             axes[r][0].set_ylabel("error (%)")
         # Shared y from 0 to the highest curve of any panel (set last: sharey froze the first panel's range).
         axes[0][0].set_ylim(0, min(100.0, 1.08 * top) if top > 0 else 100.0)
+        if legend:  # the same four lines in every panel: one legend below them
+            fig.legend(*legend, loc="outside lower center", ncols=4, frameon=False)
     return to_svg(fig)
 
 
@@ -263,6 +267,7 @@ def degradation_grad(runs: list[dict[str, Any]]) -> str | None:
         ax.set_yscale("log")
         ax.axhline(1.0, color=REF, lw=0.8)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("gradient norm, first block / last block (log)")
         ax.set_title("gradient ratio during training")
         ax.legend(ncols=3, loc="upper center", bbox_to_anchor=(0.5, -0.18), frameon=False)

@@ -217,9 +217,10 @@ def _thresholds_text(th: dict[str, Any]) -> str:
     d, level = num(th.get("decades")), num(th.get("ci_level"))
     if d is not None:
         ci = f"the slope's {pct(level)} confidence interval across seeds" if level else "the slope's confidence interval"
+        unit = "decade" if d == 1 else "decades"
         return (f"Verdict per configuration (flow experiment): <b>vanishing</b> when the fitted change of the gradient "
-                f"across the net is at most −{sig(d)} decade ({sig(10 ** d)}×) and {ci} lies below 0; "
-                f"<b>exploding</b> when it is at least +{sig(d)} decade and the interval lies above 0; "
+                f"across the net is at most −{sig(d)} {unit} ({sig(10 ** d)}×) and {ci} lies below 0; "
+                f"<b>exploding</b> when it is at least +{sig(d)} {unit} and the interval lies above 0; "
                 f"<b>healthy</b> otherwise.")
     if th:
         return "Verdict thresholds (flow experiment): " + ", ".join(
