@@ -177,7 +177,7 @@ def fit(
                          "both must be non-empty")
 
     device = _resolve_device(config.device)
-    spe = math.ceil(n_train / config.batch_size)
+    spe = data.num_batches(config.batch_size)
     total = spe * config.epochs if config.max_steps is None else min(spe * config.epochs, config.max_steps)
     # Milestones are fractions of the steps actually run, so a max_steps run keeps the shape.
     marks = [round(m * total) for m in config.milestones]

@@ -152,3 +152,13 @@ def test_load_unknown_name_lists_close_matches():
 def test_all_is_explicit_and_complete():
     for name in ("load", "DataBundle", "mnist1d", "cifar10", "digits", "synthetic", "DATASETS"):
         assert name in data.__all__ and hasattr(data, name)
+
+
+def test_a_lone_last_training_example_is_dropped_not_given_to_batchnorm():
+    from resgrad.data import synthetic
+
+    d = synthetic((4,), n_train=9, n_test=5)
+    sizes = [len(xb) for xb, _ in d.batches(4, generator=torch.Generator().manual_seed(0))]
+    assert sizes == [4, 4] and d.num_batches(4) == 2 and d.num_batches(4, train=False) == 2
+    assert [len(xb) for xb, _ in d.batches(4, train=False)] == [4, 1]  # evaluation keeps every example
+    assert [len(xb) for xb, _ in synthetic((4,), n_train=1, n_test=1).batches(4)] == [1]

@@ -35,14 +35,24 @@ class DataBundle:
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.x_train.shape[1:])
 
+    def num_batches(self, batch_size: int, *, train: bool = True) -> int:
+        """How many batches :meth:`batches` yields per pass."""
+        n = len(self.x_train if train else self.x_test)
+        if train and n > batch_size and n % batch_size == 1:
+            n -= 1
+        return -(-n // batch_size)
+
     def batches(
         self, batch_size: int, *, train: bool = True, generator: torch.Generator | None = None
     ) -> Iterator[tuple[Tensor, Tensor]]:
         """Shuffled, augmented training batches (``generator`` makes them reproducible),
-        or test batches in order. The last partial batch is kept."""
+        or test batches in order. The last partial batch is kept, except a training batch
+        of one example (BatchNorm cannot normalise it in train mode)."""
         x, y = (self.x_train, self.y_train) if train else (self.x_test, self.y_test)
         n = len(x)
         order = torch.randperm(n, generator=generator) if train else torch.arange(n)
+        if train and n > batch_size and n % batch_size == 1:
+            n -= 1
         for i in range(0, n, batch_size):
             idx = order[i : i + batch_size]
             xb = x[idx]

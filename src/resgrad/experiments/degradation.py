@@ -120,7 +120,7 @@ def run_degradation(
     """Train every (depth, plain|residual, seed) with one recipe; return the results dict."""
     out = Path(out_dir)
     data = _load(config) if data is None else data
-    spe = math.ceil(len(data.x_train) / config.train.batch_size)
+    spe = data.num_batches(config.train.batch_size)
     runs = []
     jobs = [(d, arch, name, s) for d in config.depths
             for arch, name in zip(("plain", "residual"), twin_names(d, config.unit), strict=True)
