@@ -364,7 +364,8 @@ def _ens_findings(ens: dict[str, Any]) -> list[Finding]:
                     per_length[k] = t
         wl = weighted_length(per_length)
         mid, sd = n / 2, math.sqrt(n) / 2  # a random path's length: Binomial(n, 1/2)
-        relation = ("contradicts" if wl is None or wl >= mid else "agrees" if wl < mid - 2 * sd else "partly")
+        relation = (None if wl is None else "contradicts" if wl >= mid else "agrees" if wl < mid - 2 * sd
+                    else "partly")
         text = (f"{model} ({n} blocks), {label}: {pct(mass)} of the gradient magnitude comes from paths "
                 f"{w['lo']}–{w['hi']} blocks long, {pct(w['share'])} of all 2^{n} paths; weighted by gradient "
                 f"magnitude the mean path length is {sig(wl)} blocks, against {mid:g} ± {sig(sd)} for a random path. "
@@ -373,6 +374,7 @@ def _ens_findings(ens: dict[str, Any]) -> list[Finding]:
             text += (f" (relative to depth {pct(vlo / vn)}–{pct(vhi / vn)} of the blocks; here "
                      f"{pct(w['lo'] / n)}–{pct(w['hi'] / n)})")
         text += " — " + {
+            None: "the per-length magnitudes are not finite, so the comparison cannot be made",
             "agrees": "the gradient comes from paths much shorter than a typical path, as Veit et al. found",
             "partly": "shorter than a typical path, but by less than two standard deviations of the path-length "
                       "distribution, so only partly as Veit et al. found",

@@ -109,9 +109,10 @@ def _verdict(v: Any) -> str:
 
 def _table(head: list[str], rows: list[list[str]], cls: str = "", tall: bool = False) -> str:
     th = "".join(f"<th>{h}</th>" for h in head)
+    thead = f"<thead><tr>{th}</tr></thead>" if any(head) else ""
     body = "".join("<tr>" + "".join(c if c.startswith("<td") else f"<td>{c}</td>" for c in r) + "</tr>"
                    for r in rows)
-    return f'<div class="scroll{" tall" if tall else ""}"><table class="{cls}"><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table></div>'
+    return f'<div class="scroll{" tall" if tall else ""}"><table class="{cls}">{thead}<tbody>{body}</tbody></table></div>'
 
 
 def _n(s: str) -> str:
@@ -375,6 +376,13 @@ def _setup(results: dict[str, Any]) -> str:
     out = []
     timing = results.get("timing") if isinstance(results.get("timing"), dict) else {}
     secs = timing.get("seconds") if isinstance(timing.get("seconds"), dict) else {}
+    if not secs:  # a single experiment's file: its own wall time
+        for m in _MEASURED:
+            sec = section(results, m) or {}
+            t = sec.get("wall_time_s", (sec.get("timing") or {}).get("total") if isinstance(sec.get("timing"), dict) else None)
+            if num(t) is not None:
+                secs[m] = t
+        timing = timing or ({"seconds": secs} if secs else {})
     if timing:
         rows = [[escape(k), _n(f"{sig(v)} s" if num(v) is not None else NA)] for k, v in secs.items()]
         meta = " ".join(f"{escape(k)}: {escape(str(timing[k]))}." for k in ("started", "finished") if timing.get(k))
