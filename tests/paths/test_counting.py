@@ -44,7 +44,7 @@ def test_window_is_the_shortest_holding_the_share():
 
 def test_effective_range_reports_the_path_share():
     eff = EffectiveRange.from_mass([0.0, 5.0, 4.0, 1.0, 0.0], 4, 0.9)
-    assert (eff.lo, eff.hi) == (1, 2) and eff.paths_share == fraction(4, 1, 2)
+    assert (eff.lo, eff.hi) == (1, 2) and eff.share_of_paths == fraction(4, 1, 2)
     assert eff.to_dict()["held"] == pytest.approx(0.9)
 
 

@@ -163,7 +163,7 @@ def test_a_plain_net_has_one_path():
     dec = decompose(m, x, targets=y)
     assert dec.n == 0 and dec.counts == [1] == counts(0)
     assert torch.equal(dec.grads[0], dec.reference)
-    assert dec.effective_range().paths_share == 1.0
+    assert dec.effective_range().share_of_paths == 1.0
 
 
 def test_result_summary_is_json_ready():
@@ -175,7 +175,7 @@ def test_result_summary_is_json_ready():
     d = json.loads(json.dumps(dec.to_dict()))
     assert d["n"] == 9 and len(d["norms"]) == 10 and d["counts"][4] == 126
     eff = dec.effective_range(0.9)
-    assert 0 <= eff.lo <= eff.hi <= 9 and eff.held >= 0.9 and 0 < eff.paths_share <= 1
+    assert 0 <= eff.lo <= eff.hi <= 9 and eff.held >= 0.9 and 0 < eff.share_of_paths <= 1
 
 
 def test_non_residual_model_names_adapt():

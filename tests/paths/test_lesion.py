@@ -111,8 +111,8 @@ def test_lesion_experiments_return_tables():
     m = he()
     base = error_rate(m, X, Y)
     single = single_deletions(m, X, Y)
-    assert single["baseline_error"] == base and len(single["blocks"]) == 9
-    assert [r["changes_shape"] for r in single["blocks"]] == [False] * 3 + [True, False, False] * 2
+    assert single["baseline"] == base and len(single["blocks"]) == 9
+    assert [r["downsample"] for r in single["blocks"]] == [False] * 3 + [True, False, False] * 2
     assert all(r["kind"] == "residual" for r in single["blocks"])
     curve = k_deletions(m, X, Y, [0, 1, 7], trials=3, seed=0)
     assert curve[0]["errors"] == [base] and len(curve[1]["errors"]) == 3 and curve[2]["k"] == 7

@@ -24,6 +24,10 @@ app.command("flow")(flow.command)
 from . import diagnose  # noqa: E402
 
 app.command("diagnose")(diagnose.command)
+from . import lesion, paths  # noqa: E402
+
+app.command("paths")(paths.command)
+app.command("lesion")(lesion.command)
 from . import report  # noqa: E402
 
 app.command("report")(report.command)

@@ -77,7 +77,7 @@ def path_window(n: int, share: float = 0.95) -> tuple[int, int]:
 class EffectiveRange:
     """The effective paths: the shortest window of lengths holding ``mass`` of the gradient.
 
-    ``held``: share of the gradient magnitude inside ``[lo, hi]``; ``paths_share``: share
+    ``held``: share of the gradient magnitude inside ``[lo, hi]``; ``share_of_paths``: share
     of all ``2^n`` paths whose length lies in ``[lo, hi]`` (Veit et al. 2016 §5: 5-17 of
     54 blocks, 0.45% of the paths).
     """
@@ -86,7 +86,7 @@ class EffectiveRange:
     hi: int
     mass: float
     held: float
-    paths_share: float
+    share_of_paths: float
     n: int
 
     @classmethod

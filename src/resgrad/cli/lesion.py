@@ -1,0 +1,162 @@
+"""``resgrad lesion``: delete and reorder blocks of a trained net and its plain twin at test time."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from ._common import DataDirOpt, DeviceOpt, OutOpt, SeedOpt, UsageError, console, guarded, resolve_device
+from .paths import _run_record, default_out, resolve
+
+__all__ = ["command"]
+
+
+def find_twin(run_dir: str) -> str | None:
+    """The plain twin's run folder beside ``run_dir`` (resnet110-... -> plain110-...), if any."""
+    p = Path(run_dir)
+    try:
+        name = json.loads((p / "config.json").read_text())["model_spec"]["name"]
+    except (OSError, KeyError, TypeError, ValueError):
+        return None
+    for res, plain in (("preresnet", "preplain"), ("resnet", "plain"), ("resmlp", "plainmlp")):
+        if name.startswith(res) and p.name.startswith(name):
+            twin = p.with_name(plain + name[len(res):] + p.name[len(name):])
+            return str(twin) if (twin / "config.json").is_file() else None
+    return None
+
+
+def _pm(mean: Any, std: Any) -> str:
+    return "n/a" if mean is None else f"{mean:.1%} ± {(std or 0):.1%}"
+
+
+def _print_lesions(r: dict[str, Any]) -> None:
+    les = r["lesion"]
+    res, plain = les["residual"], les.get("plain")
+    t = Table("block", "stage", "", f"{res['model']} error", *( [f"{plain['model']} error"] if plain else []),
+              title="test error with one block deleted (Veit et al. 2016 §4.2)", box=None)
+    t.add_row("none", "", "", f"{res['baseline']:.1%}", *([f"{plain['baseline']:.1%}"] if plain else []),
+              style="bold")
+    for i, b in enumerate(res["blocks"]):
+        row = [str(b["block"]), str(b["stage"]), "downsampling" if b["downsample"] else "", f"{b['error']:.1%}"]
+        if plain:
+            row.append(f"{plain['blocks'][i]['error']:.1%}")
+        t.add_row(*row)
+    console.print(t)
+    others = [b["error"] for b in res["blocks"] if not b["downsample"]]
+    if others:
+        worst = max(others)
+        console.print(f"{res['model']}: non-downsampling deletions raise error by at most "
+                      f"{worst - res['baseline']:+.1%} (mean {sum(others) / len(others) - res['baseline']:+.1%})",
+                      highlight=False)
+    if plain:
+        po = [b["error"] for b in plain["blocks"] if not b["downsample"]]
+        console.print(f"{plain['model']}: deleting one block gives {min(po):.1%}–{max(po):.1%} error "
+                      f"(baseline {plain['baseline']:.1%})", highlight=False)
+    dl = r["deletion"]
+    d = Table("k deleted", *(f"{v['model']} error" for v in dl.values()),
+              title=f"k random blocks deleted ({dl['residual']['trials']} trials; §4.3)", box=None)
+    for j, k in enumerate(dl["residual"]["k"]):
+        cells = []
+        for v in dl.values():
+            cells.append(_pm(v["mean"][j], v["std"][j]) if j < len(v["k"]) and v["k"][j] == k else "")
+        d.add_row(str(k), *cells)
+    console.print(d)
+    ro = r.get("reorder")
+    if ro:
+        o = Table("swaps", "Kendall τ", f"{ro['model']} error", *(["plain τ", f"{ro['plain']['model']} error"]
+                  if "plain" in ro else []), title="k random swaps within a stage (§4.4)", box=None)
+        for j, k in enumerate(ro["swaps"]):
+            row = [str(k), f"{ro['kendall_tau'][j]:.3f}", _pm(ro["mean"][j], ro["std"][j])]
+            if "plain" in ro and j < len(ro["plain"]["swaps"]):
+                p = ro["plain"]
+                row += [f"{p['kendall_tau'][j]:.3f}", _pm(p["mean"][j], p["std"][j])]
+            o.add_row(*row)
+        console.print(o)
+
+
+def plot_lesions(r: dict[str, Any], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, 3, figsize=(13, 3.6))
+    for key, c in (("residual", "C0"), ("plain", "C3")):
+        les = r["lesion"].get(key)
+        if not les:
+            continue
+        xs = [b["block"] for b in les["blocks"]]
+        ax[0].plot(xs, [b["error"] for b in les["blocks"]], ".-", color=c, label=les["model"])
+        ax[0].axhline(les["baseline"], color=c, ls=":", lw=1)
+        down = [b["block"] for b in les["blocks"] if b["downsample"]]
+        for x in down:
+            ax[0].axvline(x, color="0.7", lw=0.8)
+        d = r["deletion"][key]
+        ax[1].errorbar(d["k"], d["mean"], yerr=d["std"], fmt=".-", color=c, label=d["model"])
+    ax[0].set(title="one block deleted (grey: downsampling)", xlabel="block", ylabel="test error")
+    ax[0].legend(fontsize=8)
+    ax[1].set(title="k random blocks deleted", xlabel="k", ylabel="test error")
+    ax[1].legend(fontsize=8)
+    ro = r.get("reorder")
+    if ro:
+        for d, c in ((ro, "C0"), (ro.get("plain"), "C3")):
+            if d:
+                ax[2].errorbar(d["kendall_tau"], d["mean"], yerr=d["std"], fmt=".-", color=c, label=d["model"])
+        ax[2].invert_xaxis()
+        ax[2].legend(fontsize=8)
+    ax[2].set(title="blocks reordered", xlabel="Kendall τ", ylabel="test error")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+@guarded
+def command(
+    run_dir: Annotated[str, typer.Argument(metavar="RUN_DIR", help="A run folder from `resgrad train` (or a model SPEC).")],
+    plain: Annotated[str | None, typer.Argument(metavar="[PLAIN_RUN_DIR]",
+                                                help="Its plain twin (default: the plain run beside RUN_DIR).")] = None,
+    trials: Annotated[int, typer.Option(help="Random draws per number of deleted / swapped blocks.")] = 5,
+    examples: Annotated[int | None, typer.Option(help="Test examples to score (default: all).")] = None,
+    no_plain: Annotated[bool, typer.Option("--no-plain", help="Do not look for a plain twin.")] = False,
+    data: Annotated[str | None, typer.Option("--data", "-d", help="Dataset (default: the run's).")] = None,
+    seed: SeedOpt = 0,
+    device: DeviceOpt = "auto",
+    out: OutOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Delete and reorder blocks at test time and report the test error (Veit et al. 2016 §4).
+
+    Writes results.json and lesion.png to --out (default: RUN_DIR/lesion).
+
+    Examples:
+      resgrad lesion runs/resnet110-mnist1d-s0
+      resgrad lesion runs/resnet56-mnist1d-s0 runs/plain56-mnist1d-s0 --trials 10
+    """
+    from resgrad.experiments.ensemble import EnsembleConfig, run_ensemble
+
+    if trials < 1:
+        raise UsageError(f"--trials must be >= 1, received {trials}")
+    dev = resolve_device(device)
+    model, name, is_run, bundle = resolve(run_dir, data, data_dir)
+    twin, twin_name = None, None
+    if plain is not None:
+        twin, twin_name, _, _ = resolve(plain, bundle.name, data_dir)
+    elif is_run and not no_plain:
+        twin = find_twin(run_dir)
+        if twin:
+            twin_name = _run_record(Path(twin))[0] or Path(twin).name
+            console.print(f"plain twin: {twin}", style="dim", highlight=False)
+    cfg = EnsembleConfig(residual=run_dir, plain=plain or twin, data=bundle.name, trials=trials, eval_examples=examples,
+                         seed=seed, device=dev)
+    out_dir = out or default_out(run_dir if is_run else name, is_run, "lesion", bundle.name, seed)
+    r = run_ensemble(cfg, out_dir, residual=model, plain=twin, data=bundle, names=(name, twin_name),
+                     parts=("lesion",), log=lambda s: console.print(f"· {s}", style="dim", highlight=False))
+    _print_lesions(r)
+    fig = plot_lesions(r, Path(out_dir) / "lesion.png")
+    console.print(f"results: {Path(out_dir) / 'results.json'}  figure: {fig}", highlight=False, soft_wrap=True)

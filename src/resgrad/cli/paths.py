@@ -1,0 +1,195 @@
+"""``resgrad paths``: the gradient of a residual net split by path length, exact and sampled."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from resgrad.data import DataBundle
+
+from ._common import DataDirOpt, DeviceOpt, OutOpt, SeedOpt, UsageError, console, guarded, resolve_device
+
+__all__ = ["command", "resolve", "plot_paths"]
+
+
+def _run_record(folder: Path) -> tuple[str | None, str | None]:
+    """(model name, dataset name) recorded in a run folder's config.json."""
+    try:
+        rec = json.loads((folder / "config.json").read_text())
+        return (rec.get("model_spec") or {}).get("name"), (rec.get("data") or {}).get("name")
+    except (OSError, ValueError, AttributeError):
+        return None, None
+
+
+def resolve(spec: str, data: str | None, data_dir: Path | None) -> tuple[nn.Module | str, str, bool, DataBundle]:
+    """(what run_ensemble takes, display name, is a run folder, the data) for a SPEC.
+
+    A run folder is passed on as its path (run_ensemble loads it and records it); a
+    registry name as the name (built, and trained when asked, for the data); any other
+    SPEC (``torchvision:NAME``, ``module:factory``, see cli/_spec.py) is built and viewed
+    through ``resgrad.adapt``, which says what it supports when it cannot.
+    """
+    import resgrad
+
+    from ._spec import resolve_spec
+
+    folder = Path(spec).expanduser()
+    if folder.is_dir():
+        if not (folder / "config.json").is_file():
+            raise UsageError(f"{spec} is a folder but not a run folder (no config.json); give a folder "
+                             "written by `resgrad train` or a model SPEC")
+        model_name, data_name = _run_record(folder)
+        name = data or data_name or "mnist1d"
+        return str(folder), model_name or folder.name, True, resgrad.load_data(name, **data_kwargs(name, data_dir))
+    name = data or "mnist1d"
+    bundle = resgrad.load_data(name, **data_kwargs(name, data_dir))
+    rm = resolve_spec(spec, input_shape=bundle.input_shape, num_classes=bundle.num_classes)
+    if rm.kind == "registry":
+        return spec.strip().lower(), spec.strip().lower(), False, bundle
+    return resgrad.adapt(rm.model), spec, False, bundle
+
+
+def default_out(spec: str, is_run: bool, what: str, data: str, seed: int) -> Path:
+    safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in spec)
+    return Path(spec) / what if is_run else Path("runs") / f"{what}-{safe}-{data}-s{seed}"
+
+
+def data_kwargs(data: str | None, data_dir: Path | None) -> dict[str, Any]:
+    key = (data or "").strip().lower().replace("-", "").replace("_", "")
+    return {"data_dir": str(data_dir)} if data_dir is not None and key == "cifar10" else {}
+
+
+def _f(x: Any, spec: str = ".3g") -> str:
+    return "n/a" if x is None else format(float(x), spec)
+
+
+def _print_paths(r: dict[str, Any]) -> None:
+    n, counts, ex, sa = r["n"], r["counts"], r["exact"], r["sampled"]
+    total_ex = sum(v for v in ex["norms"] if v is not None) or 1.0
+    sampled_at = dict(zip(sa["lengths"], range(len(sa["lengths"])), strict=True))
+    total_sa = sum(v for v in sa["total"] if v is not None) or 1.0
+    t = Table("k", "paths", "share", "exact ‖g_k‖", "%", "sampled", "± std", "count×mean", "%",
+              title=f"{r['model']}: gradient at the first block's input by path length (n = {n})", box=None)
+    eff_e, eff_s = r["effective"]["exact"], r["effective"]["sampled"]
+    for k in range(n + 1):
+        j = sampled_at.get(k)
+        inside = [
+            "e" if eff_e and eff_e["lo"] <= k <= eff_e["hi"] else "",
+            "s" if eff_s and eff_s["lo"] <= k <= eff_s["hi"] else "",
+        ]
+        mark = "".join(inside)
+        t.add_row(
+            f"{k}{' ' + mark if mark else ''}", f"{counts[k]:.3g}", f"{counts[k] / 2**n:.2%}",
+            _f(ex["norms"][k]), f"{ex['norms'][k] / total_ex:.1%}",
+            "" if j is None else _f(sa["mean"][j]), "" if j is None else _f(sa["std"][j]),
+            "" if j is None else _f(sa["total"][j]),
+            "" if j is None else f"{sa['total'][j] / total_sa:.1%}",
+        )
+    console.print(t)
+    console.print("e / s: inside the exact / sampled effective window", style="dim")
+    mass = r["effective"]["mass"]
+    ref = r["reference"]
+    w = Table("view", "window (lengths)", f"holds (≥{mass:.0%})", "share of 2^n paths",
+              title="effective paths", box=None)
+    for name, eff in (("exact", eff_e), ("sampled (Veit's method)", eff_s)):
+        if eff:
+            w.add_row(name, f"{eff['lo']}–{eff['hi']} of {n}", f"{eff['held']:.1%}", f"{eff['share_of_paths']:.3%}")
+    re = ref["effective"]
+    w.add_row("Veit et al. 2016 §5 (CIFAR-10)", f"{re['lo']}–{re['hi']} of {ref['n']}", "'almost all'",
+              f"{re['share_of_paths']:.3%}")
+    console.print(w)
+    console.print(f"sum check: ‖Σ_k g_k − autograd‖ / ‖autograd‖ = {ex['rel_error']:.2g} ({ex['dtype']}, "
+                  f"BatchNorm {ex['batchnorm']} mode, {ex['examples']} examples)", highlight=False)
+    console.print(f"sampled: {sa['samples']} paths per length; {sa['note']}", style="dim", highlight=False)
+    console.print(r["effective"]["explanation"], style="dim", highlight=False)
+
+
+def plot_paths(r: dict[str, Any], path: Path) -> Path:
+    """Path counts, exact and sampled magnitude per length (Veit et al. Fig. 6), log scale."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n, ks = r["n"], r["lengths"]
+    ex, sa = r["exact"], r["sampled"]
+    fig, ax = plt.subplots(1, 3, figsize=(13, 3.6))
+    ax[0].bar(ks, r["path_fraction"], color="0.6")
+    ax[0].set(title=f"path lengths, n = {n}", xlabel="path length k", ylabel="share of 2^n paths")
+    ax[1].semilogy(ks, ex["example_norms"], "o-", ms=3, label="exact ‖g_k‖ (per example)")
+    ax[1].errorbar(sa["lengths"], sa["mean"], yerr=sa["std"], fmt=".", ms=3, label="sampled single path")
+    ax[1].set(title="gradient magnitude per length", xlabel="path length k")
+    ax[1].legend(fontsize=8)
+    ax[2].semilogy(ks, ex["example_norms"], "o-", ms=3, label="exact ‖Σ paths‖")
+    ax[2].semilogy(sa["lengths"], sa["total"], ".-", ms=3, label="count × mean (Veit)")
+    for eff, c in ((r["effective"]["exact"], "C0"), (r["effective"]["sampled"], "C1")):
+        if eff:
+            ax[2].axvspan(eff["lo"] - 0.5, eff["hi"] + 0.5, color=c, alpha=0.12)
+    ax[2].set(title="total per length (shaded: effective paths)", xlabel="path length k")
+    ax[2].legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+@guarded
+def command(
+    spec: Annotated[str, typer.Argument(metavar="RUN_DIR|SPEC", help="A run folder, or a model SPEC: "
+                                        "registry name, torchvision:NAME, module:factory.")],
+    data: Annotated[str | None, typer.Option("--data", "-d",
+                                             help="Dataset (default: the run's, else mnist1d).")] = None,
+    samples: Annotated[int, typer.Option(help="Sampled paths per length (Veit et al.: 1000).")] = 1000,
+    examples: Annotated[int, typer.Option(help="Test examples the gradient is measured on.")] = 500,
+    float64: Annotated[bool, typer.Option("--float64", help="Measure on a float64 copy of the model.")] = False,
+    mass: Annotated[float, typer.Option(help="Share of the gradient magnitude the effective paths hold.")] = 0.9,
+    epochs: Annotated[int, typer.Option(help="For a model name: train this many epochs first (0: at init).")] = 0,
+    seed: SeedOpt = 0,
+    device: DeviceOpt = "auto",
+    out: OutOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Split a residual net's gradient by path length, exactly and by Veit's sampling.
+
+    SPEC: a run folder, a registry name (trained first with --epochs), torchvision:NAME or
+    module:factory (viewed through resgrad.adapt). Writes results.json and paths.png to
+    --out (default: RUN_DIR/paths).
+
+    Examples:
+      resgrad paths runs/resnet110-mnist1d-s0
+      resgrad paths runs/resnet56-mnist1d-s0 --samples 200 --float64
+      resgrad paths resnet20 --data mnist1d --epochs 10
+      resgrad paths torchvision:resnet18 --data cifar10 --examples 64
+    """
+    import resgrad
+    from resgrad.experiments.ensemble import EnsembleConfig, run_ensemble
+
+    if samples < 1 or examples < 1:
+        raise UsageError(f"--samples and --examples must be >= 1, received {samples} and {examples}")
+    if epochs < 0:
+        raise UsageError(f"--epochs must be >= 0, received {epochs}")
+    dev = resolve_device(device)
+    model, name, is_run, bundle = resolve(spec, data, data_dir)
+    train = resgrad.TrainConfig(epochs=epochs, device=dev, seed=seed) if epochs and isinstance(model, str) \
+        and not is_run else None
+    cfg = EnsembleConfig(
+        residual=spec, plain=None, data=bundle.name, train=train, samples=samples, examples=examples,
+        float64=float64, mass=mass, seed=seed, device=dev,
+    )
+    out_dir = out or default_out(spec if is_run else name, is_run, "paths", bundle.name, seed)
+    r = run_ensemble(cfg, out_dir, residual=model, data=bundle, names=(name, None), parts=("paths",),
+                     log=lambda s: console.print(f"· {s}", style="dim", highlight=False))
+    _print_paths(r)
+    for note in r["notes"]:
+        if "untrained" in note:
+            console.print(f"note: {note}", style="yellow", highlight=False)
+    fig = plot_paths(r, Path(out_dir) / "paths.png")
+    console.print(f"results: {Path(out_dir) / 'results.json'}  figure: {fig}", highlight=False, soft_wrap=True)

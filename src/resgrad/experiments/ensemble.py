@@ -1,0 +1,389 @@
+"""The ensemble view of a trained residual net and its plain twin (Veit et al. 2016).
+
+Veit, Wilber, Belongie 2016 (arXiv 1605.06431): ``n`` residual blocks unroll into
+``2^n`` paths with Binomial(n, 1/2) lengths (§3); almost all gradient comes from short
+paths, 5-17 of 54 blocks in ResNet-110 on CIFAR-10, 0.45% of all paths (§5); deleting a
+single block barely matters, deleting or reordering many degrades smoothly (§4). This
+experiment measures all of it on one trained residual net, with its plain twin beside
+it for the lesions:
+
+- ``exact``: the gradient at the first block's input split by path length
+  (:func:`resgrad.paths.decompose`; norm of the sum of all paths of each length);
+- ``sampled``: Veit's single-path magnitudes, vectorised (:func:`resgrad.paths.sample`),
+  ``total = count x mean`` per length;
+- ``effective``: the shortest window of lengths holding ``mass`` of the magnitude, from
+  both views, with its share of paths; they differ by cancellation (``explanation``);
+- ``lesion`` / ``deletion`` / ``reorder``: test error with single blocks deleted, with
+  ``k`` random blocks deleted, and after ``k`` random swaps (vs Kendall tau).
+
+Models come as objects, run folders (:func:`resgrad.load_run`) or registry names; a name
+is trained first through :func:`resgrad.fit` when ``config.train`` is set (else it is
+measured at initialisation, and the results say so).
+
+results.json (``experiment: "ensemble"``; errors are fractions, norms floats)::
+
+    experiment: "ensemble", schema_version: 1
+    config: EnsembleConfig as a dict         environment: resgrad.io.environment()
+    model, plain_model: names                data: dataset name
+    models: {residual|plain: {name, source ("object"|"run"|"trained"|"initialisation"),
+             run_dir, params, blocks, residual_blocks, test_error}}
+    n: residual blocks   lengths: [0..n]   counts: [C(n,k)]   path_fraction: [C(n,k)/2^n]
+    exact: {n, lengths, counts, norms [||g_k|| over the batch], example_norms [mean_b ||g_k[b]||],
+            total_norm, rel_error (||sum_k g_k - autograd|| / ||autograd||), batchnorm ("eval"|"train"),
+            examples, dtype, seconds, effective: WINDOW}
+    exact_plain: {norm, example_norm, examples}   # the plain twin's single path, same inputs
+    sampled: {n, lengths, counts, mean, std, q10, median, q90, total [count x mean], samples
+              (per length), examples, method: "vectorised", batchnorm: "eval", seconds, note,
+              effective: WINDOW}
+    effective: {mass, exact: WINDOW, sampled: WINDOW, explanation}
+    reference: {source, n: 54, effective: WINDOW-like (5-17, share_of_paths 0.00454, quoted "0.45%"),
+                paths_95: {lo: 19, hi: 35, share_of_paths}, smallest_95: {lo, hi, share_of_paths}
+                (for this net's n), lesion: [quotes]}
+    lesion: {residual|plain: {model, baseline, blocks: [{block, stage, kind, downsample, error, delta}]}}
+    deletion: {residual|plain: {model, k: [...], mean: [...], std: [...], errors: [[per trial]], trials}}
+    reorder: {model, swaps: [...], kendall_tau: [mean per k], mean: [error], std: [...],
+              trials: [[{tau, error}]], plain: {same keys for the plain twin}}
+    notes: [strings]      timing: {paths, lesion, total} seconds
+
+    WINDOW = {lo, hi, mass (requested share of magnitude), held (share actually inside),
+              share_of_paths (of all 2^n paths), n}
+
+Parts not run (``parts``) are absent; ``plain`` parts are absent without a plain twin.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .. import paths
+from ..data import DataBundle
+from ..data import load as load_data
+from ..io import environment, write_json
+from ..nets import blocks, build_for, residual_blocks
+from ..train import TrainConfig, evaluate, fit, load_run
+
+__all__ = ["EnsembleConfig", "run_ensemble", "VEIT2016", "PARTS"]
+
+PARTS = ("paths", "lesion")
+
+# Veit et al. 2016 (arXiv 1605.06431): ResNet-110 (54 blocks) on CIFAR-10.
+VEIT2016: dict[str, Any] = {
+    "source": "Veit, Wilber, Belongie 2016, arXiv 1605.06431",
+    "setting": "ResNet-110 (54 blocks) on CIFAR-10; sampled path magnitudes, 1,000 samples per length",
+    "n": 54,
+    "effective": {"lo": 5, "hi": 17, "quoted": "0.45%", "where": "§5: effective paths 5-17 modules long"},
+    "paths_95": {"lo": 19, "hi": 35, "where": "§3: more than 95% of paths go through 19 to 35 modules"},
+    "lesion": [
+        "§4.2: deleting any single block other than a downsampling block causes no noticeable change; "
+        "deleting a layer of VGG sends the error to chance",
+        "§4.3: error rises smoothly with the number of deleted blocks (about 0.2 at 10 deleted; 20 is severe)",
+        "§4.4: error rises smoothly as blocks are reordered (error vs Kendall tau)",
+    ],
+}
+
+
+@dataclass
+class EnsembleConfig:
+    """What to measure and how much of it (``preset("quick"|"default")`` for sizes)."""
+
+    residual: str = "resnet110"  # residual net when no model object is given: run folder or registry name
+    plain: str | None = "plain110"  # its plain twin (same spec forms); None: no plain lesions
+    data: str = "mnist1d"  # dataset when no DataBundle is given (and the run folder names none)
+    data_kwargs: dict[str, Any] = field(default_factory=dict)  # passed to resgrad.load_data (cifar10: data_dir)
+    train: TrainConfig | None = None  # registry names are trained with this first; None: measured at init
+    examples: int = 500  # test examples for the decomposition and the sampling
+    samples: int = 1000  # sampled paths per length (Veit et al. §5: 1,000)
+    lengths: tuple[int, ...] | None = None  # lengths to sample; None: all 0..n (needed for the sampled window)
+    batch_size: int = 500  # examples per sampling backward (one random path each)
+    float64: bool = False  # measure paths on a float64 copy of the model (tighter sum check)
+    training: bool = False  # BatchNorm mode for the exact decomposition (sampling is always eval)
+    mass: float = 0.9  # the effective paths hold this share of the gradient magnitude (issue 4 §4)
+    delete_ks: tuple[int, ...] | None = None  # numbers of random blocks to delete; None: ~15 points 0..all
+    swap_ks: tuple[int, ...] | None = None  # numbers of random swaps; None: 0, 1, 2, 4, ... up to n
+    trials: int = 5  # random draws per k (deletion and reorder)
+    eval_examples: int | None = None  # test examples for lesion errors; None: the whole test split
+    seed: int = 0  # sampling, deletion and swap draws
+    device: str = "cpu"  # where models run ("cpu", "cuda", ...)
+    size: str = "default"  # the preset this came from (recorded only)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.train, dict):
+            self.train = TrainConfig(**self.train)
+        for name in ("examples", "samples", "batch_size", "trials"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be an integer >= 1, received {v!r}")
+        if not 0.0 < float(self.mass) <= 1.0:
+            raise ValueError(f"mass must be in (0, 1], received {self.mass!r}")
+        for name in ("lengths", "delete_ks", "swap_ks"):
+            v = getattr(self, name)
+            if v is not None:
+                setattr(self, name, tuple(int(k) for k in v))
+
+    @classmethod
+    def preset(cls, size: str, **overrides: Any) -> EnsembleConfig:
+        """``quick``: seconds, for tests and the quick study; ``default``: Veit's 1,000 samples."""
+        if size not in SIZES:
+            raise ValueError(f"size must be one of {', '.join(SIZES)}, received {size!r}")
+        return cls(**{**SIZES[size], "size": size, **overrides})
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> EnsembleConfig:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["train"] = None if self.train is None else asdict(self.train)
+        return d
+
+
+SIZES: dict[str, dict[str, Any]] = {
+    "quick": {"examples": 32, "samples": 20, "batch_size": 128, "trials": 2, "eval_examples": 200},
+    "default": {},
+}
+
+
+# ---- models and data ------------------------------------------------------------------
+
+
+def _params(m: nn.Module) -> int:
+    return sum(p.numel() for p in m.parameters())
+
+
+def _resolve(
+    spec: str | nn.Module | None, name: str | None, data: DataBundle | None, config: EnsembleConfig,
+    out_dir: Path | None, log: Callable[[str], None],
+) -> tuple[nn.Module, dict[str, Any], DataBundle | None]:
+    """(model on the device, its info, the data a run folder names when none was given)."""
+    info: dict[str, Any] = {"name": name, "source": "object", "run_dir": None}
+    if isinstance(spec, nn.Module):
+        model = spec
+        info["name"] = name or type(spec).__name__
+    elif isinstance(spec, (str, Path)) and Path(spec).is_dir():
+        model, record = load_run(spec, device=config.device)
+        info.update(source="run", run_dir=str(spec), name=name or record.get("model_spec", {}).get("name"))
+        if data is None:
+            dname = (record.get("data") or {}).get("name") or config.data
+            data = load_data(dname, **config.data_kwargs)
+    elif isinstance(spec, str):
+        if data is None:
+            data = load_data(config.data, **config.data_kwargs)
+        key = spec.strip().lower()
+        model = build_for(key, data.input_shape, data.num_classes)
+        info["name"] = name or key
+        if config.train is not None:
+            run = None if out_dir is None else out_dir / "runs" / f"{key}-{data.name}-s{config.train.seed}"
+            log(f"training {key} on {data.name} for {config.train.epochs} epochs")
+            spec_d = {"name": key, "input_shape": list(data.input_shape), "num_classes": data.num_classes,
+                      "kwargs": {}}
+            torch.manual_seed(config.train.seed)
+            model = build_for(key, data.input_shape, data.num_classes)
+            model = fit(model, data, config.train, out_dir=run, model_spec=spec_d, progress=False).model
+            info.update(source="trained", run_dir=None if run is None else str(run))
+        else:
+            info["source"] = "initialisation"
+    else:
+        raise TypeError(
+            f"a model must be an nn.Module, a run folder or a registry name, received {type(spec).__name__}"
+        )
+    model = model.to(config.device)
+    info.update(params=_params(model), blocks=len(blocks(model)), residual_blocks=len(residual_blocks(model)))
+    return model, info, data
+
+
+def _check_fits(model: nn.Module, data: DataBundle, name: str) -> None:
+    was = model.training
+    try:
+        with torch.no_grad():
+            out = model.eval()(data.x_test[:2].to(next(model.parameters()).device))
+    except Exception as e:  # shape mismatch: say which model and data, in one line
+        raise ValueError(
+            f"{name} does not accept {data.name} inputs of shape {tuple(data.input_shape)}: "
+            f"{str(e).splitlines()[0]}; build the model for this dataset"
+        ) from None
+    finally:
+        model.train(was)
+    if out.shape[-1] != data.num_classes:
+        raise ValueError(
+            f"{name} has {out.shape[-1]} outputs but {data.name} has {data.num_classes} classes; "
+            "build the model for this dataset"
+        )
+
+
+# ---- the measurements -----------------------------------------------------------------
+
+
+def _window(eff: paths.EffectiveRange) -> dict[str, Any]:
+    return eff.to_dict()
+
+
+def _reference(n: int) -> dict[str, Any]:
+    ref = copy.deepcopy(VEIT2016)
+    ref["effective"]["share_of_paths"] = paths.fraction(54, 5, 17)
+    ref["effective"]["n"] = 54
+    ref["paths_95"]["share_of_paths"] = paths.fraction(54, 19, 35)
+    lo, hi = paths.path_window(n, 0.95) if n else (0, 0)
+    ref["smallest_95"] = {"n": n, "lo": lo, "hi": hi, "share_of_paths": paths.fraction(n, lo, hi)}
+    return ref
+
+
+def _analyse_paths(
+    model: nn.Module, name: str, plain: nn.Module | None, data: DataBundle, config: EnsembleConfig,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    n = len(residual_blocks(model))
+    if n == 0:
+        raise ValueError(
+            f"{name} has no Residual blocks: a plain net has exactly one path, so there is "
+            "nothing to decompose; give a residual net (e.g. resnet110) or view a foreign one through resgrad.adapt"
+        )
+    m = copy.deepcopy(model).double() if config.float64 else model
+    x = data.x_test[: config.examples]
+    y = data.y_test[: config.examples].to(config.device)
+    # Bound memory: at most ~2^25 numbers per batched VJP (CIFAR-sized inputs, 55 lengths).
+    per = max(1, x[:1].numel() * 16)  # the widest block input is about 16x the input here
+    chunk = max(1, 2**25 // (per * len(x)))
+    log(f"exact decomposition over {n} blocks, {len(x)} examples")
+    dec = paths.decompose(m, x, targets=y, training=config.training, chunk=chunk)
+    exact = dec.to_dict(config.mass)
+    log(f"sampling {config.samples} paths per length (vectorised)")
+    s = paths.sample(m, x, targets=y, lengths=config.lengths, samples=config.samples,
+                     batch_size=config.batch_size, seed=config.seed)
+    sampled = s.to_dict(config.mass)
+    out: dict[str, Any] = {
+        "n": n, "lengths": list(range(n + 1)), "counts": paths.counts(n),
+        "path_fraction": [c / 2**n for c in paths.counts(n)],
+        "exact": exact, "sampled": sampled,
+        "effective": {"mass": config.mass, "exact": exact["effective"], "sampled": sampled.get("effective"),
+                      "explanation": paths.CANCELLATION},
+        "reference": _reference(n),
+    }
+    if plain is not None:
+        pm = copy.deepcopy(plain).double() if config.float64 else plain
+        if blocks(pm):
+            pd = paths.decompose(pm, x, targets=y, training=config.training)
+            out["exact_plain"] = {"n": pd.n, "norm": float(pd.norms.sum()),
+                                  "example_norm": float(pd.example_norms.sum()), "examples": len(x)}
+    return out
+
+
+def _ks(default_top: int, given: Sequence[int] | None, doubling: bool) -> list[int]:
+    if given is not None:
+        return sorted(set(int(k) for k in given))
+    if doubling:
+        ks, k = [0], 1
+        while k <= default_top:
+            ks.append(k)
+            k *= 2
+        return ks
+    step = max(1, round(default_top / 12))
+    return sorted({k for k in (0, 1, 2, *range(0, default_top + 1, step), default_top) if k <= default_top})
+
+
+def _analyse_lesions(model: nn.Module, name: str, data: DataBundle, config: EnsembleConfig,
+                     swaps: bool) -> dict[str, Any]:
+    x, y = data.x_test[: config.eval_examples], data.y_test[: config.eval_examples]
+    single = paths.single_deletions(model, x, y)
+    deletable = sum(not b.changes_shape for b in blocks(model))
+    ks = [k for k in _ks(deletable, config.delete_ks, False) if k <= deletable]
+    rows = paths.k_deletions(model, x, y, ks, trials=config.trials, seed=config.seed)
+    out = {
+        "lesion": {"model": name, **single},
+        "deletion": {"model": name, "k": [r["k"] for r in rows], "mean": [r["mean"] for r in rows],
+                     "std": [r["std"] for r in rows], "errors": [r["errors"] for r in rows],
+                     "trials": config.trials},
+    }
+    if swaps and paths.swap_groups(model, x):
+        n = len(blocks(model))
+        rr = paths.reorder_curve(model, x, y, _ks(n, config.swap_ks, True), trials=config.trials, seed=config.seed)
+        out["reorder"] = {"model": name, "swaps": [r["swaps"] for r in rr], "kendall_tau": [r["mean_tau"] for r in rr],
+                          "mean": [r["mean"] for r in rr], "std": [r["std"] for r in rr],
+                          "trials": [r["trials"] for r in rr]}
+    return out
+
+
+def run_ensemble(
+    config: EnsembleConfig | None = None,
+    out_dir: str | Path | None = None,
+    *,
+    residual: nn.Module | str | None = None,
+    plain: nn.Module | str | None = None,
+    data: DataBundle | None = None,
+    names: tuple[str | None, str | None] | None = None,
+    parts: Sequence[str] = PARTS,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Measure the ensemble view; write ``out_dir/results.json`` when ``out_dir`` is given.
+
+    ``residual``/``plain``: model objects, run folders or registry names (default: the
+    config's). ``data``: a DataBundle (default: the run folder's dataset or
+    ``config.data``). ``names``: display names for the two models. ``parts``: any of
+    ``"paths"`` and ``"lesion"``.
+    """
+    config = EnsembleConfig() if config is None else config
+    if not isinstance(config, EnsembleConfig):
+        raise TypeError(f"config must be an EnsembleConfig, received {type(config).__name__}")
+    bad = [p for p in parts if p not in PARTS]
+    if bad or not parts:
+        raise ValueError(f"parts must be a non-empty subset of {', '.join(PARTS)}, received {list(parts)}")
+    log = log or (lambda s: None)
+    out = Path(out_dir) if out_dir is not None else None
+    t0 = time.perf_counter()
+    res_name, plain_name = names or (None, None)
+    residual = config.residual if residual is None else residual
+    plain = config.plain if plain is None else plain
+    res_model, res_info, data = _resolve(residual, res_name, data, config, out, log)
+    pl_model, pl_info = None, None
+    if plain is not None:
+        pl_model, pl_info, data = _resolve(plain, plain_name, data, config, out, log)
+    assert data is not None  # _resolve loads it for names and run folders
+    notes = []
+    for info, model in ((res_info, res_model), (pl_info, pl_model)):
+        if model is None:
+            continue
+        _check_fits(model, data, info["name"])
+        info["test_error"] = evaluate(model, data)["error"]
+        if info["source"] == "initialisation":
+            notes.append(f"{info['name']} is untrained (weights at initialisation); Veit et al. measured trained "
+                         "nets: give a run folder, or train it first (EnsembleConfig.train, `--epochs`)")
+    results: dict[str, Any] = {
+        "experiment": "ensemble", "schema_version": 1, "config": config.to_dict(),
+        "environment": environment(config.device), "model": res_info["name"],
+        "plain_model": None if pl_info is None else pl_info["name"], "data": data.name,
+        "models": {"residual": res_info, **({"plain": pl_info} if pl_info else {})},
+    }
+    timing: dict[str, float] = {}
+    if "paths" in parts:
+        t = time.perf_counter()
+        results.update(_analyse_paths(res_model, res_info["name"], pl_model, data, config, log))
+        notes.append(paths.NOTE)
+        timing["paths"] = time.perf_counter() - t
+    if "lesion" in parts:
+        t = time.perf_counter()
+        log("lesions: single blocks, k random blocks, reordering")
+        les = {"residual": _analyse_lesions(res_model, res_info["name"], data, config, swaps=True)}
+        if pl_model is not None and blocks(pl_model):
+            les["plain"] = _analyse_lesions(pl_model, pl_info["name"], data, config, swaps=True)
+        results["lesion"] = {k: v["lesion"] for k, v in les.items()}
+        results["deletion"] = {k: v["deletion"] for k, v in les.items()}
+        if "reorder" in les["residual"]:
+            results["reorder"] = dict(les["residual"]["reorder"])
+            if "plain" in les and "reorder" in les["plain"]:
+                results["reorder"]["plain"] = les["plain"]["reorder"]
+        results.setdefault("reference", _reference(len(residual_blocks(res_model))))
+        timing["lesion"] = time.perf_counter() - t
+    timing["total"] = time.perf_counter() - t0
+    results["notes"] = notes
+    results["timing"] = timing
+    if out is not None:
+        write_json(out / "results.json", results)
+    return results
