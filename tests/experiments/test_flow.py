@@ -97,3 +97,16 @@ def test_presets_and_bad_configs():
         FlowConfig(depths=(1,))
     with pytest.raises(ValueError, match="unknown dataset"):
         run_flow(FlowConfig(**{**TINY, "data": "nope"}))
+
+
+def test_after_training_steps_and_rng_untouched():
+    import torch
+
+    torch.manual_seed(123)
+    want = torch.rand(1)
+    torch.manual_seed(123)
+    res = run_flow(FlowConfig(families=("mlp",), norms=("batch",), activations=("relu",), inits=("he",), depths=(4,),
+                              seeds=(0,), train_steps=3, batch_size=16, data="synthetic"))
+    assert torch.rand(1) == want
+    assert all(c["train_steps"] == 3 and c["finite"] for c in res["configs"])
+    assert res["groups"][0]["slope_ci"] is None  # one seed: no CI, the point estimate decides

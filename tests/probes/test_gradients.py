@@ -306,3 +306,45 @@ def test_as_a_fit_callback():
         fit(model, data, cfg, callbacks=[mon], progress=False)
     assert {r["step"] for r in mon.records} == {0, 1}
     assert len(mon.block_profile(step=1)) == 4 and not _hooks_left(model)
+
+
+def test_device_path_without_host_reads(monkeypatch):
+    """The accelerator path (float64 accumulation, counts on the device, no .item()) agrees."""
+    from resgrad.probes import gradients as gmod
+
+    monkeypatch.setattr(gmod, "_host_readable", lambda t: False)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    x = torch.randn(5, 4)
+    w = torch.ones(5, 2)
+    w[0, 0] = float("inf")
+    with GradientMonitor(model, activations=True) as mon:
+        (model(x) * w).sum().backward()
+        model[0].bias.grad[1] = float("nan")
+        mon.step()
+    rows = {(r["kind"], r["name"]): r for r in mon.records}
+    assert rows[("param", "2.weight")]["nonfinite"] == 3
+    assert rows[("param", "0.bias")]["nonfinite"] >= 1
+    assert rows[("activation", "2")]["nonfinite"] == 1
+    model.zero_grad()
+    model(x).sum().backward()
+    with GradientMonitor(model) as mon:
+        mon.step()
+    for name, p in model.named_parameters():
+        assert _param_rows(mon)[name]["norm"] == pytest.approx(float(p.grad.norm()), rel=1e-6)
+
+
+def test_transformer_encoder():
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(d_model=16, nhead=2, dim_feedforward=32, batch_first=True)
+    model = nn.TransformerEncoder(layer, num_layers=2, enable_nested_tensor=False)
+    x = torch.randn(3, 5, 16)
+    with GradientMonitor(model, activations=True) as mon:
+        model(x).pow(2).mean().backward()
+        mon.step()
+    rows = _param_rows(mon)
+    for pname, p in model.named_parameters():
+        assert rows[pname]["norm"] == pytest.approx(float(p.grad.norm()), rel=1e-5)
+    acts = {r["name"] for r in mon.records if r["kind"] == "activation"}
+    assert {"layers.0.linear1", "layers.1.norm2"} <= acts
+    assert not _hooks_left(model)

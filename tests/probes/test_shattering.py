@@ -23,9 +23,9 @@ def _neighbor(arch: str, depth: int, seeds=(0, 1)) -> float:
     vals = []
     for s in seeds:
         torch.manual_seed(s)
-        net = resgrad.build(arch, depth=depth, width=48, in_features=8, num_classes=8)
+        net = resgrad.build(arch, depth=depth, width=32, in_features=8, num_classes=8)
         a, b = torch.randn(8), torch.randn(8)
-        vals.append(gradient_correlation(net, line_inputs(a, b, 128), max_lag=4).neighbor)
+        vals.append(gradient_correlation(net, line_inputs(a, b, 64), max_lag=4).neighbor)
     return sum(vals) / len(vals)
 
 

@@ -332,7 +332,8 @@ def run_flow(config: FlowConfig | None = None, out_dir: str | Path | None = None
     if config.threads:
         torch.set_num_threads(config.threads)
     try:
-        return _run(config, out, progress)
+        with torch.random.fork_rng(devices=[]):  # seeds per config; the caller's RNG is left as it was
+            return _run(config, out, progress)
     finally:
         torch.set_num_threads(threads)
 

@@ -62,9 +62,14 @@ def robust_norm(g: Tensor) -> Tensor:
     return m * torch.linalg.vector_norm(g / m)
 
 
+def _host_readable(t: Tensor) -> bool:
+    """Can a scalar of ``t`` be read without stalling a device queue? (CPU tensors.)"""
+    return t.is_cpu
+
+
 def _norm(g: Tensor) -> Tensor:
     """Norm of one gradient tensor, on its device (one reduction on the fast path)."""
-    if g.is_cpu:
+    if _host_readable(g):
         n = torch.linalg.vector_norm(g)
         v = n.item()
         # Outside the safe range the float32 squares may have under/overflowed; a
@@ -78,7 +83,7 @@ def _norm(g: Tensor) -> Tensor:
 
 def _nonfinite(g: Tensor, n: Tensor) -> Tensor | int:
     """Number of NaN/Inf entries of ``g`` (``n`` = its norm: finite norm => zero)."""
-    if g.is_cpu:
+    if _host_readable(g):
         return 0 if math.isfinite(n.item()) else int((~torch.isfinite(g)).sum())
     # finite * 0 = 0, inf * 0 = nan, nan * 0 = nan: count the non-zeros, on the device.
     return torch.count_nonzero(g * 0)
@@ -518,7 +523,7 @@ class GradientMonitor(Callback):
 
 def _fused_norms(ts: list[Tensor], counts: bool = True) -> tuple[Tensor | list[Tensor], Any]:
     """Norms (and non-finite counts) of many tensors: one fused kernel per device/dtype."""
-    on_cpu = all(t.is_cpu for t in ts)
+    on_cpu = all(_host_readable(t) for t in ts)
     if on_cpu:
         norms = torch._foreach_norm(ts)
         stacked = torch.stack(norms).double()
