@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from . import models
+from . import diagnose, flow, lesion, models, paths, report, study, train
 
 app = typer.Typer(
     name="resgrad",
@@ -15,25 +15,15 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-# One line per command (keep in the order `resgrad --help` should show them).
-app.command("models")(models.command)
-# -- commands --
-from . import flow  # noqa: E402
-
+# One line per command, in the order `resgrad --help` shows them: the main job first.
+app.command("study")(study.command)
 app.command("flow")(flow.command)
-from . import diagnose  # noqa: E402
-
-app.command("diagnose")(diagnose.command)
-from . import lesion, paths  # noqa: E402
-
+app.command("train")(train.command)
 app.command("paths")(paths.command)
 app.command("lesion")(lesion.command)
-from . import report  # noqa: E402
-
+app.command("diagnose")(diagnose.command)
 app.command("report")(report.command)
-from . import train  # noqa: E402
-
-app.command("train")(train.command)
+app.command("models")(models.command)
 
 
 def _version(value: bool) -> None:

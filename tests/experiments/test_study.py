@@ -1,0 +1,104 @@
+"""`resgrad study --preset quick`: killed mid-way, resumed without redoing finished work,
+rerun as a no-op that re-renders the report."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from resgrad.experiments.study import PRESETS, preset
+
+
+def _study(out: Path, env: dict) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "resgrad", "study", "--preset", "quick", "--out", str(out), "--device", "cpu"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+    )
+
+
+def test_quick_study_survives_kill_and_reruns_as_a_no_op(tmp_path):
+    out = tmp_path / "study"
+    env = {**os.environ, "RESGRAD_CACHE": str(tmp_path / "cache"), "PYTHONUNBUFFERED": "1"}
+    first_run = out / "degradation" / "runs" / "plain8-s0"
+
+    proc = _study(out, env)
+    deadline = time.time() + 300
+    # Kill -9 once the first training run has finished and the second has started.
+    while not (out / "degradation" / "runs" / "resnet8-s0" / "config.json").exists():
+        assert proc.poll() is None, proc.stdout.read()
+        assert time.time() < deadline, "the study did not reach its second training run in 300 s"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "results.json").exists()
+    flow_mtime = (out / "flow" / "results.json").stat().st_mtime_ns
+    ckpt_mtime = (first_run / "checkpoints" / "last.pt").stat().st_mtime_ns
+
+    done = subprocess.run(
+        [sys.executable, "-m", "resgrad", "study", "--preset", "quick", "--out", str(out), "--device", "cpu"],
+        capture_output=True, text=True, env=env, timeout=600,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    # Finished work was reused, not redone.
+    assert (out / "flow" / "results.json").stat().st_mtime_ns == flow_mtime
+    assert (first_run / "checkpoints" / "last.pt").stat().st_mtime_ns == ckpt_mtime
+    assert "[1/4] plain8" in done.stdout  # listed, but its epochs are not retrained
+    assert "epoch 1/3" not in done.stdout.split("[2/4]")[0]
+    assert done.stdout.strip().splitlines()[-1].startswith("report:")
+
+    results = json.loads((out / "results.json").read_text())
+    assert results["experiment"] == "study" and results["preset"] == "quick"
+    for key in ("flow", "degradation", "ensemble", "environment", "timing", "config"):
+        assert key in results
+    for r in results["degradation"]["runs"]:  # every epoch exactly once despite the kill
+        lines = (Path(r["run_dir"]) / "metrics.jsonl").read_text().splitlines()
+        assert [json.loads(x)["epoch"] for x in lines] == [1, 2, 3]
+    assert results["ensemble"]["n"] == 9  # the deepest residual net: resnet20
+    html = (out / "report.html").read_text()
+    # Figures inline (no files beside the report): flow, degradation and ensemble at least.
+    assert html.count('<img src="data:image/') >= 5
+
+    # A finished study reruns as a no-op that re-renders the report.
+    (out / "report.html").unlink()
+    again = subprocess.run(
+        [sys.executable, "-m", "resgrad", "study", "--preset", "quick", "--out", str(out), "--device", "cpu"],
+        capture_output=True, text=True, env=env, timeout=120,
+    )
+    assert again.returncode == 0, again.stderr
+    assert "already finished" in again.stdout and (out / "report.html").is_file()
+    assert json.loads((out / "results.json").read_text()) == results
+
+
+def test_presets_and_their_errors():
+    assert PRESETS == ("quick", "default", "he2015-cifar10")
+    cfg = preset("default")
+    assert cfg.degradation.depths == (20, 56, 110) and cfg.degradation.data == "mnist1d"
+    assert (cfg.ensemble.residual, cfg.ensemble.plain) == ("resnet110", "plain110")
+    he = preset("he2015-cifar10", epochs=2, seeds=(0, 1), data_dir="/data")
+    assert he.degradation.data == "cifar10" and he.degradation.train.epochs == 2
+    assert he.degradation.seeds == (0, 1) and he.degradation.data_kwargs == {"data_dir": "/data"}
+    assert dict(he.degradation.warmup) == {110: 400}  # He et al. 2015 §4.2
+    with pytest.raises(ValueError, match="preset must be one of"):
+        preset("fast")
+
+
+def test_a_different_config_in_the_same_folder_is_refused(tmp_path):
+    from resgrad.experiments.study import _same_or_fail
+
+    _same_or_fail(tmp_path / "study-config.json", {"preset": "quick", "x": 1})
+    _same_or_fail(tmp_path / "study-config.json", {"preset": "quick", "x": 1})
+    with pytest.raises(ValueError, match="different config .*differs in x"):
+        _same_or_fail(tmp_path / "study-config.json", {"preset": "quick", "x": 2})
+
+
+def test_cli_usage_errors_exit_2_with_one_line(tmp_path):
+    for args in (["--preset", "fast"], ["--seeds", "a,b"], ["--epochs", "0"], ["--device", "tpu"]):
+        r = subprocess.run([sys.executable, "-m", "resgrad", "study", *args, "--out", str(tmp_path / "x")],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 2, (args, r.stderr)
+        assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
