@@ -63,7 +63,8 @@ def test_seeds_average_in_the_table(tmp_path):
 
 
 def test_warmup_applies_to_the_named_depth_only(tmp_path):
-    res = run_degradation(tiny(depths=(8, 14), warmup=((14, 3),)), tmp_path, log=lambda _: None, progress=False)
+    cfg = tiny(depths=(8, 14), warmup=((14, 3),), n_train=64, monitor=False, train=TrainConfig(epochs=1, batch_size=64))
+    res = run_degradation(cfg, tmp_path, log=lambda _: None, progress=False)
     cfgs = {r["model"]: json.loads((tmp_path / "runs" / f"{r['model']}-s0" / "config.json").read_text())
             for r in res["runs"]}
     assert cfgs["resnet14"]["config"]["warmup_iters"] == 3
