@@ -5,8 +5,8 @@ The grid: family {mlp, he2015} x arch {plain, residual} x norm {none, batch} x a
 batch of data goes forward and backward (in float64; optionally after ``train_steps``
 SGD steps) and the gradient of the loss w.r.t. the input of every block is measured with
 :func:`resgrad.probes.block_gradient_profile`, which renormalises at every block and sums
-logs, so nothing under- or overflows (a depth-256 sigmoid plain net reports ~1e-100, not
-0). The He et al. 2015 family's variants (no BN, other activations, Xavier init) are
+logs, so nothing under- or overflows (a depth-256 sigmoid plain net reports a ratio near
+1e-130, not 0). The He et al. 2015 family's variants (no BN, other activations, Xavier init) are
 the registered nets with BatchNorm swapped for Identity, ReLU for the activation, and the
 convolutions re-initialised.
 

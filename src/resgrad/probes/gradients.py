@@ -139,7 +139,14 @@ class GradientMonitor(Callback):
 
     Manual use: call :meth:`step` once per training step, after ``backward()`` and before
     ``optimizer.step()``. As a ``resgrad.fit`` callback it measures in
-    ``on_before_optimizer_step`` (Lightning's convention: gradients final, unscaled).
+    ``on_before_optimizer_step`` (Lightning's convention: gradients final, unscaled); it
+    attaches in ``on_train_start`` and detaches in ``on_train_end``, which ``fit`` skips
+    when it raises, so wrap the call (``with GradientMonitor(...) as mon: fit(...,
+    callbacks=[mon])``) to have the hooks removed whatever happens.
+
+    Cost (benchmarks/monitor_overhead.py, ResNet-20, batch 128, one CPU thread): parameter
+    norms and block norms are within the noise of a plain step; every leaf module's
+    activation norm adds one reduction per activation, about 1.03-1.08x.
     """
 
     def __init__(
