@@ -278,3 +278,24 @@ def test_callback_state_that_cannot_load_is_refused_at_save(tmp_path):
 
     with pytest.raises(TypeError, match=r"Bad.state_dict\(\)\['when'\].*weights_only"):
         fit(net(), data(), cfg(epochs=1), callbacks=[Bad()], out_dir=tmp_path / "r", progress=False)
+
+
+def test_a_failed_fit_leaves_no_monitor_hook_behind():
+    """fit raising (here: a non-finite loss) calls on_exception; the monitor detaches."""
+    from resgrad import GradientMonitor
+
+    model = resgrad.build("resmlp", depth=2, width=8, in_features=8, num_classes=3)
+    mon = GradientMonitor(model, activations=True)
+    seen = []
+
+    class Spy(resgrad.Callback):
+        def on_exception(self, model, exception):
+            seen.append(type(exception).__name__)
+
+    data = synthetic((8,), num_classes=3, n_train=64, n_test=16)
+    with pytest.raises(NonFiniteLoss):
+        fit(model, data, TrainConfig(epochs=2, lr=1e30, batch_size=16, device="cpu"),
+            callbacks=[mon, Spy()], progress=False)
+    assert seen == ["NonFiniteLoss"] and not mon.attached
+    for m in model.modules():
+        assert not m._forward_hooks and not m._forward_pre_hooks and not m._backward_hooks

@@ -3,7 +3,8 @@
 Every hook is a no-op here; probes and experiments override the ones they need, so an
 optional Lightning callback can be a thin subclass. ``fit`` calls, in order:
 ``on_train_start``, then per step ``on_after_backward`` and ``on_before_optimizer_step``,
-``on_train_epoch_end`` per epoch, ``on_train_end``. ``state_dict``/``load_state_dict``
+``on_train_epoch_end`` per epoch, ``on_train_end`` — or ``on_exception`` if training
+raised (a non-finite loss, Ctrl-C), so a callback can release its hooks either way. ``state_dict``/``load_state_dict``
 are saved in and restored from the run's checkpoint, so a resumed run continues them.
 """
 
@@ -29,6 +30,8 @@ class Callback:
     def on_train_epoch_end(self, model: nn.Module, epoch: int, metrics: dict[str, Any]) -> None: ...
 
     def on_train_end(self, model: nn.Module) -> None: ...
+
+    def on_exception(self, model: nn.Module, exception: BaseException) -> None: ...
 
     def state_dict(self) -> dict[str, Any]:
         return {}

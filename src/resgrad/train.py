@@ -299,6 +299,10 @@ def fit(
                     last_ckpt = epoch
         for cb in cbs:
             cb.on_train_end(model)
+    except BaseException as exc:
+        for cb in cbs:  # let callbacks release what they hold (hooks, files); Lightning's name
+            cb.on_exception(model, exc)
+        raise
     finally:
         bar.close()
         if metrics_file is not None:

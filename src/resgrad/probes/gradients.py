@@ -140,9 +140,8 @@ class GradientMonitor(Callback):
     Manual use: call :meth:`step` once per training step, after ``backward()`` and before
     ``optimizer.step()``. As a ``resgrad.fit`` callback it measures in
     ``on_before_optimizer_step`` (Lightning's convention: gradients final, unscaled); it
-    attaches in ``on_train_start`` and detaches in ``on_train_end``, which ``fit`` skips
-    when it raises, so wrap the call (``with GradientMonitor(...) as mon: fit(...,
-    callbacks=[mon])``) to have the hooks removed whatever happens.
+    attaches in ``on_train_start`` and detaches in ``on_train_end``, or in
+    ``on_exception`` when ``fit`` raises, so no hook outlives the training call.
 
     Cost (benchmarks/monitor_overhead.py, ResNet-20, batch 128, one CPU thread): parameter
     norms and block norms are within the noise of a plain step; every leaf module's
@@ -273,6 +272,11 @@ class GradientMonitor(Callback):
     def on_train_end(self, model: nn.Module) -> None:
         self._finish_update()
         if self._self_attached:
+            self.detach()
+            self._self_attached = False
+
+    def on_exception(self, model: nn.Module, exception: BaseException) -> None:
+        if self._self_attached:  # fit failed: remove the hooks this monitor put on
             self.detach()
             self._self_attached = False
 
