@@ -97,11 +97,12 @@ CASES = [("post", "A"), ("post", "B"), ("pre", "A"), ("pre", "B")]
 
 @pytest.mark.parametrize("unit,shortcut", CASES)
 @pytest.mark.parametrize("training", [False, True], ids=["eval", "train"])
-def test_decomposition_equals_all_paths_multiplied_out(unit, shortcut, training):
+@pytest.mark.parametrize("vjp", ["batched", "loop"])
+def test_decomposition_equals_all_paths_multiplied_out(unit, shortcut, training, vjp):
     m = tiny_he(3, unit, shortcut)  # 9 blocks, 512 paths
     m.train(training)
     x = torch.randn(3, 1, 4, dtype=torch.float64)
-    dec = decompose(m, x, loss_fn)
+    dec = decompose(m, x, loss_fn, vjp=vjp, chunk=4 if vjp == "batched" else None)
     assert dec.n == 9 and dec.training is training
     ref = jacobian_reference(m, x)
     assert rel(dec.grads, ref) < TOL
@@ -183,6 +184,11 @@ def test_non_residual_model_names_adapt():
         decompose(nn.Sequential(nn.Linear(3, 3)), torch.randn(2, 3), lambda o: o.sum())
 
 
+def test_bad_vjp_mode():
+    with pytest.raises(ValueError, match="vjp must be one of"):
+        decompose(build("resmlp", depth=2, width=4, in_features=3), torch.randn(2, 3), lambda o: o.sum(), vjp="x")
+
+
 def test_bad_loss_says_what_it_received():
     m = build("resmlp", depth=2, width=4, in_features=3)
     with pytest.raises(ValueError, match="scalar"):
@@ -195,3 +201,10 @@ def test_gated_model_is_refused():
     m = build("resmlp", depth=2, width=4, in_features=3)
     with resgrad.gates(m, lesion=[0]), pytest.raises(ValueError, match="gates"):
         decompose(m, torch.randn(2, 3), lambda o: o.sum())
+
+
+def test_frozen_parameters_still_decompose():
+    torch.manual_seed(0)
+    m = build("resmlp", depth=4, width=6, in_features=3).double().requires_grad_(False)
+    dec = decompose(m, torch.randn(5, 3, dtype=torch.float64), loss_fn)
+    assert dec.n == 4 and dec.rel_error < TOL

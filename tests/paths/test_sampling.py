@@ -26,11 +26,13 @@ def data(n: int = 40, seed: int = 1):
     return torch.randn(n, 5, generator=g), torch.randint(10, (n,), generator=g)
 
 
-def test_vectorised_and_loop_agree_in_distribution():
+@pytest.mark.parametrize("method,vjp", [("graph", "loop"), ("graph", "batched"), ("gates", "auto")])
+def test_vectorised_and_loop_agree_in_distribution(method, vjp):
     m = net()
     x, y = data()
     lengths = [1, 3, 5]
-    vec = sample(m, x, targets=y, lengths=lengths, samples=300, batch_size=128, seed=0)
+    vec = sample(m, x, targets=y, lengths=lengths, samples=300, batch_size=16, rows=64, seed=0, method=method,
+                 vjp=vjp)
     ref = sample_loop(m, x, targets=y, lengths=lengths, samples=300, seed=1)
     assert vec.values.shape == ref.values.shape == (3, 300)
     for j in range(3):
@@ -43,13 +45,14 @@ def test_vectorised_and_loop_agree_in_distribution():
     assert vec.mean[0] > vec.mean[2] and ref.mean[0] > ref.mean[2]
 
 
-def test_unique_paths_match_the_loop_exactly():
+@pytest.mark.parametrize("method", ["graph", "gates"])
+def test_unique_paths_match_the_loop_exactly(method):
     # k = 0 (all skips) and k = n (all branches) are one path each: with every example the
     # same, every sample must be the same number in both methods.
     m = net(dtype=torch.float64)
     x, y = data(1)
     xs, ys = x.repeat(16, 1), y.repeat(16)
-    vec = sample(m, xs, targets=ys, lengths=[0, 6], samples=20, batch_size=16)
+    vec = sample(m, xs, targets=ys, lengths=[0, 6], samples=20, batch_size=16, method=method)
     ref = sample_loop(m, x, targets=y, lengths=[0, 6], samples=2)
     for j in range(2):
         torch.testing.assert_close(vec.values[j], ref.values[j, :1].expand(20), rtol=1e-12, atol=0)
@@ -94,6 +97,8 @@ def test_bad_inputs():
         sample(net(), x, targets=y, lengths=[7])
     with pytest.raises(ValueError, match="samples"):
         sample(net(), x, targets=y, samples=0)
+    with pytest.raises(ValueError, match="method"):
+        sample(net(), x, targets=y, method="magic")
     s = sample(net(), x, targets=y, lengths=[1, 2], samples=3)
     with pytest.raises(ValueError, match="every length"):
         s.effective_range()

@@ -70,13 +70,19 @@ def _f(x: Any, spec: str = ".3g") -> str:
     return "n/a" if x is None else format(float(x), spec)
 
 
+def share(x: float) -> str:
+    """A share of paths: 0.454%, or 3.6e-05% when tiny (54 blocks: 2^54 paths)."""
+    return f"{x:.3%}" if x == 0 or x >= 1e-4 else f"{100 * x:.2g}%"
+
+
 def _print_paths(r: dict[str, Any]) -> None:
     n, counts, ex, sa = r["n"], r["counts"], r["exact"], r["sampled"]
     total_ex = sum(v for v in ex["norms"] if v is not None) or 1.0
     sampled_at = dict(zip(sa["lengths"], range(len(sa["lengths"])), strict=True))
     total_sa = sum(v for v in sa["total"] if v is not None) or 1.0
-    t = Table("k", "paths", "share", "exact ‖g_k‖", "%", "sampled", "± std", "count×mean", "%",
-              title=f"{r['model']}: gradient at the first block's input by path length (n = {n})", box=None)
+    t = Table("k", "paths", "share", "exact ‖g_k‖", "%", "1 path: mean", "± std", "count×mean", "%",
+              title=f"{r['model']}: gradient at the first block's input by path length (n = {n}; exact: "
+              f"batch of {ex['examples']}, sampled: per example)", box=None)
     eff_e, eff_s = r["effective"]["exact"], r["effective"]["sampled"]
     for k in range(n + 1):
         j = sampled_at.get(k)
@@ -86,7 +92,7 @@ def _print_paths(r: dict[str, Any]) -> None:
         ]
         mark = "".join(inside)
         t.add_row(
-            f"{k}{' ' + mark if mark else ''}", f"{counts[k]:.3g}", f"{counts[k] / 2**n:.2%}",
+            f"{k}{' ' + mark if mark else ''}", f"{counts[k]:.3g}", share(counts[k] / 2**n),
             _f(ex["norms"][k]), f"{ex['norms'][k] / total_ex:.1%}",
             "" if j is None else _f(sa["mean"][j]), "" if j is None else _f(sa["std"][j]),
             "" if j is None else _f(sa["total"][j]),
@@ -100,10 +106,10 @@ def _print_paths(r: dict[str, Any]) -> None:
               title="effective paths", box=None)
     for name, eff in (("exact", eff_e), ("sampled (Veit's method)", eff_s)):
         if eff:
-            w.add_row(name, f"{eff['lo']}–{eff['hi']} of {n}", f"{eff['held']:.1%}", f"{eff['share_of_paths']:.3%}")
+            w.add_row(name, f"{eff['lo']}–{eff['hi']} of {n}", f"{eff['held']:.1%}", share(eff["share_of_paths"]))
     re = ref["effective"]
     w.add_row("Veit et al. 2016 §5 (CIFAR-10)", f"{re['lo']}–{re['hi']} of {ref['n']}", "'almost all'",
-              f"{re['share_of_paths']:.3%}")
+              share(re["share_of_paths"]))
     console.print(w)
     console.print(f"sum check: ‖Σ_k g_k − autograd‖ / ‖autograd‖ = {ex['rel_error']:.2g} ({ex['dtype']}, "
                   f"BatchNorm {ex['batchnorm']} mode, {ex['examples']} examples)", highlight=False)
@@ -123,11 +129,15 @@ def plot_paths(r: dict[str, Any], path: Path) -> Path:
     fig, ax = plt.subplots(1, 3, figsize=(13, 3.6))
     ax[0].bar(ks, r["path_fraction"], color="0.6")
     ax[0].set(title=f"path lengths, n = {n}", xlabel="path length k", ylabel="share of 2^n paths")
-    ax[1].semilogy(ks, ex["example_norms"], "o-", ms=3, label="exact ‖g_k‖ (per example)")
-    ax[1].errorbar(sa["lengths"], sa["mean"], yerr=sa["std"], fmt=".", ms=3, label="sampled single path")
-    ax[1].set(title="gradient magnitude per length", xlabel="path length k")
+    floor = 1e-3 * min((v for v in sa["mean"] if v and v > 0), default=1e-300)  # a log axis needs > 0
+    lo = [max(v or 0.0, floor) for v in sa["q10"]]
+    ax[1].fill_between(sa["lengths"], lo, sa["q90"], color="C1", alpha=0.2, label="sampled, 10-90%")
+    ax[1].semilogy(sa["lengths"], sa["mean"], ".-", color="C1", ms=3, label="sampled mean (Veit Fig. 6a)")
+    per_path = [e / c for e, c in zip(ex["example_norms"], r["counts"], strict=True)]
+    ax[1].semilogy(ks, per_path, "--", color="C0", lw=1, label="exact ‖g_k‖ / count")
+    ax[1].set(title="one path's gradient magnitude", xlabel="path length k")
     ax[1].legend(fontsize=8)
-    ax[2].semilogy(ks, ex["example_norms"], "o-", ms=3, label="exact ‖Σ paths‖")
+    ax[2].semilogy(ks, ex["example_norms"], "o-", ms=3, label="exact ‖Σ paths‖ (per example)")
     ax[2].semilogy(sa["lengths"], sa["total"], ".-", ms=3, label="count × mean (Veit)")
     for eff, c in ((r["effective"]["exact"], "C0"), (r["effective"]["sampled"], "C1")):
         if eff:

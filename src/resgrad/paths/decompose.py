@@ -118,25 +118,48 @@ class Decomposition:
         return d
 
 
-def _vjp(out: Tensor, inp: Tensor, grads: Tensor, chunk: int | None) -> Tensor:
+VJP_MODES = ("auto", "batched", "loop")
+
+
+@dataclass(frozen=True)
+class _Batching:
+    """How the VJP of many cotangents at once is taken."""
+
+    batched: bool  # one vmapped call (is_grads_batched) or a loop of plain VJPs
+    chunk: int | None = None  # most cotangents per vmapped call (bounds memory)
+
+    @classmethod
+    def choose(cls, mode: str, device: torch.device, chunk: int | None = None) -> _Batching:
+        if mode not in VJP_MODES:
+            raise ValueError(f"vjp must be one of {', '.join(VJP_MODES)}, received {mode!r}")
+        # "auto": vmapped on accelerators (one launch per op for all lengths); a loop on
+        # CPU, where each VJP over the batch is already compute-bound and vmap's batching
+        # rules added ~20% (ResNet-110 1-D, benchmarks/paths.py).
+        return cls(mode == "batched" or (mode == "auto" and device.type != "cpu"), chunk)
+
+
+def _vjp(out: Tensor, inp: Tensor, grads: Tensor, how: _Batching) -> Tensor:
     """``grads[j]^T d out / d inp`` for every ``j``: (K, *out.shape) -> (K, *inp.shape)."""
     if out is inp:
         return grads
     k = grads.shape[0]
-    step = k if not chunk else max(1, int(chunk))
-    parts = []
-    for j in range(0, k, step):
-        g = grads[j : j + step]
-        try:
-            (r,) = torch.autograd.grad(
-                out, inp, g, retain_graph=True, allow_unused=True, is_grads_batched=True
-            )
-        except RuntimeError:
-            # An op without a batching rule: fall back to one VJP per length.
-            rs = [torch.autograd.grad(out, inp, gi, retain_graph=True, allow_unused=True)[0] for gi in g]
-            r = None if rs[0] is None else torch.stack(rs)
-        parts.append(torch.zeros(len(g), *inp.shape, dtype=inp.dtype, device=inp.device) if r is None else r)
-    return parts[0] if len(parts) == 1 else torch.cat(parts)
+    if how.batched:
+        step = k if not how.chunk else max(1, int(how.chunk))
+        parts = []
+        for j in range(0, k, step):
+            g = grads[j : j + step]
+            try:
+                (r,) = torch.autograd.grad(out, inp, g, retain_graph=True, allow_unused=True, is_grads_batched=True)
+            except RuntimeError:  # an op without a batching rule: loop instead
+                r = _vjp(out, inp, g, _Batching(False))
+            parts.append(torch.zeros(len(g), *inp.shape, dtype=inp.dtype, device=inp.device) if r is None else r)
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+    res = torch.zeros(k, *inp.shape, dtype=inp.dtype, device=inp.device)
+    for j in range(k):
+        (r,) = torch.autograd.grad(out, inp, grads[j], retain_graph=True, allow_unused=True)
+        if r is not None:
+            res[j] = r
+    return res
 
 
 class _Recorder:
@@ -198,24 +221,28 @@ def decompose(
     training: bool | None = None,
     input_grads: bool = False,
     chunk: int | None = None,
+    vjp: str = "auto",
 ) -> Decomposition:
     """Split the gradient at the first block's input exactly by path length.
 
     ``loss(output) -> scalar`` (or ``loss(output, targets)``; default summed
     cross-entropy against ``targets``). ``training``: BatchNorm/dropout mode for the
     measurement (None keeps the model's). ``input_grads``: also split the gradient at
-    the model input. ``chunk``: most lengths per batched VJP (bounds memory).
+    the model input. ``chunk``: most lengths per batched VJP (bounds memory). ``vjp``:
+    ``"batched"`` (``is_grads_batched``), ``"loop"``, or ``"auto"`` (batched except on CPU).
     A net of only Plain blocks has one path (``n = 0``).
     """
     res, every = chain(model)
     x_in = as_input(model, inputs)
+    how = _Batching.choose(vjp, x_in.device, chunk)
     t0 = time.perf_counter()
     first = res[0] if res else every[0]
     with preserved(model, training), _Recorder(res, first) as rec, torch.enable_grad():
         training_now = model.training
-        if input_grads:
-            if not x_in.is_floating_point():
-                raise ValueError(f"input_grads needs floating-point inputs, received dtype {x_in.dtype}")
+        if input_grads and not x_in.is_floating_point():
+            raise ValueError(f"input_grads needs floating-point inputs, received dtype {x_in.dtype}")
+        if x_in.is_floating_point():
+            # So the first block's input needs grad even when every parameter is frozen.
             x_in = x_in.detach().requires_grad_(True)
         out = model(x_in)
         value = call_loss(loss, out, targets)
@@ -239,16 +266,16 @@ def decompose(
             r = rec.rec[i]
             if i + 1 < len(res):
                 # Between two blocks (usually nothing): the recorded graph carries every length.
-                g = _vjp(rec.rec[i + 1]["x"], r["y"], g, chunk)
-            p = g if "z" not in r else _vjp(r["y"], r["z"], g, chunk)  # post VJP first
-            sg = _vjp(r["s"], r["x"], p, chunk)  # (m+1, *x.shape)  lengths 0..m
-            fg = _vjp(r["f"], r["x"], p, chunk)  # (m+1, *x.shape)  lengths 1..m+1
+                g = _vjp(rec.rec[i + 1]["x"], r["y"], g, how)
+            p = g if "z" not in r else _vjp(r["y"], r["z"], g, how)  # post VJP first
+            sg = _vjp(r["s"], r["x"], p, how)  # (m+1, *x.shape)  lengths 0..m
+            fg = _vjp(r["f"], r["x"], p, how)  # (m+1, *x.shape)  lengths 1..m+1
             g = torch.cat([sg[:1], sg[1:] + fg[:-1], fg[-1:]])
         if res and rec.rec[0]["x"] is not x0:
-            g = _vjp(rec.rec[0]["x"], x0, g, chunk)
+            g = _vjp(rec.rec[0]["x"], x0, g, how)
         gin = None
         if input_grads:
-            gin = _vjp(x0, x_in, g, chunk)
+            gin = _vjp(x0, x_in, g, how)
     dec = Decomposition(
         g.detach(), ref.detach(), training_now,
         None if gin is None else gin.detach(), time.perf_counter() - t0,

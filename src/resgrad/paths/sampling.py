@@ -7,11 +7,20 @@ through the skips of the others, and record the norm of the gradient at the inpu
 ``count_k x mean_k`` (a sum of single-path magnitudes: it ignores the cancellation
 between paths that the exact decomposition keeps).
 
-Vectorised: every example in a batch carries its own random path (per-sample backward
-routing, :func:`resgrad.gates`), so one forward and one backward give a whole batch of
-samples. That needs examples not to interact, so BatchNorm runs in eval mode (running
-statistics) and dropout is off; the per-path loop (:func:`sample_loop`, one example and
-one path per backward) is the reference it is tested and benchmarked against.
+Vectorised: every example in a batch carries its own random path, a bool route mask
+``(n_blocks, B)``, so one backward gives a whole batch of samples. Two ways:
+
+- ``method="gates"``: per-sample backward routing (:func:`resgrad.gates`), one forward
+  and one backward per batch (DESIGN.md);
+- ``method="graph"`` (default): one forward per batch of examples records the graph (as
+  :func:`resgrad.paths.decompose` does), then many rounds of paths go back through it at
+  once, the cotangent sent at each block to the branch VJP or the shortcut VJP by the
+  mask; no forward is repeated (about 1.5x faster on a CPU, benchmarks/paths.py).
+
+Either needs examples not to interact, so BatchNorm runs in eval mode (running
+statistics) and dropout is off. The per-path loop (:func:`sample_loop`, one example and
+one path per forward and backward) is the reference both are tested and benchmarked
+against.
 
 A sample is ``||dL/dx_0[b]||`` for example ``b`` and its path, ``x_0`` the first
 block's input. Use a loss that sums over examples (the default, summed cross-entropy):
@@ -30,6 +39,7 @@ from torch import Tensor, nn
 from ..nets.blocks import Residual, gates
 from ._common import LossFn, as_input, call_loss, chain, preserved
 from .counting import EffectiveRange, counts
+from .decompose import _Batching, _Recorder, _vjp
 
 __all__ = ["Sampled", "sample", "sample_loop", "NOTE"]
 
@@ -137,6 +147,84 @@ def _row_norms(
     return g.flatten(1).double().norm(dim=1)
 
 
+def _random_paths(kb: Tensor, n: int, g: torch.Generator) -> Tensor:
+    """(len(kb), n) bool: row j goes through the branches of a uniform ``kb[j]``-subset of blocks."""
+    # The kb[j] smallest of n uniform keys: every k-subset equally likely.
+    rank = torch.rand(len(kb), n, generator=g).argsort(1).argsort(1)
+    return rank < kb[:, None]
+
+
+def _sample_gates(model, res, x, loss, targets, want, n, per, g, got) -> None:
+    """One forward and one backward per batch; each row routed by its own gates."""
+    with _FirstInput(res[0]) as first:
+        for start in range(0, len(want), per):
+            kb = want[start : start + per]  # (m,) the lengths this batch samples
+            m = len(kb)
+            if targets is None:
+                xb, tb = x, None
+                kb = torch.cat([kb, torch.zeros(per - m, dtype=kb.dtype)])  # unused rows: length 0
+            else:
+                idx = torch.randint(len(x), (m,), generator=g)
+                xb, tb = x[idx], targets.to(x.device)[idx]
+            route = _random_paths(kb, n, g).T.contiguous().to(x.device)  # (n, B): True = branch
+            norms = _row_norms(model, res, first, xb, tb, loss, route)[:m].cpu()
+            for k in got:
+                got[k].append(norms[kb[:m] == k])
+
+
+def _sample_graph(model, res, x, loss, targets, want, n, per, rows, g, got, how) -> None:
+    """One forward per chunk of examples; then batched backward passes through the recorded
+    graph, each row (round r, example b) with its own path: at block i the cotangent goes to
+    the branch VJP where the path takes the branch and to the shortcut VJP where it skips.
+    The same routing as the gates, without running the forward again for every path."""
+    chunks = [torch.arange(i, min(i + per, len(x))) for i in range(0, len(x), per)]
+    if targets is not None:
+        order = torch.randperm(len(x), generator=g)
+        chunks = [order[c] for c in chunks]
+    # Each chunk samples in proportion to its size; rounds of one path per example.
+    sizes = [len(c) for c in chunks]
+    bounds = [0]
+    for sz in sizes:
+        bounds.append(bounds[-1] + round(len(want) * sz / len(x)))
+    bounds[-1] = len(want)
+    for c, idx in enumerate(chunks):
+        part = want[bounds[c] : bounds[c + 1]]
+        if not len(part):
+            continue
+        b = len(idx)
+        pad = (-len(part)) % b
+        kb = torch.cat([part, torch.zeros(pad, dtype=part.dtype)]).view(-1, b)  # (rounds, b)
+        live = torch.cat([torch.ones(len(part), dtype=torch.bool), torch.zeros(pad, dtype=torch.bool)]).view(-1, b)
+        xb = x if targets is None else x[idx.to(x.device)]
+        tb = None if targets is None else targets.to(x.device)[idx.to(targets.device)]
+        xb = xb.detach().requires_grad_(True) if xb.is_floating_point() else xb
+        with _Recorder(res, res[0]) as rec:
+            value = call_loss(loss, model(xb), tb)
+            x0 = rec.first_input[0]
+            (gy,) = torch.autograd.grad(value, rec.rec[-1]["y"], retain_graph=True)
+            # Rounds per batched VJP: ``rows`` paths, by default ~2^24 numbers per cotangent stack.
+            step = max(1, (rows or 2**24 // max(1, x0[0].numel())) // b)
+            for r0 in range(0, len(kb), step):
+                ks_r = kb[r0 : r0 + step]  # (R, b)
+                m = _random_paths(ks_r.flatten(), n, g).view(*ks_r.shape, n).to(x.device)  # (R, b, n)
+                grad = gy.expand(len(ks_r), *gy.shape)  # (R, b, ...) same output gradient every round
+                for i in reversed(range(n)):
+                    r = rec.rec[i]
+                    if i + 1 < n:
+                        grad = _vjp(rec.rec[i + 1]["x"], r["y"], grad, how)
+                    p = grad if "z" not in r else _vjp(r["y"], r["z"], grad, how)
+                    mi = m[..., i].view(*m.shape[:2], *([1] * (p.dim() - 2)))  # (R, b, 1, ...)
+                    sg = _vjp(r["s"], r["x"], torch.where(mi, 0.0, p), how)
+                    fg = _vjp(r["f"], r["x"], torch.where(mi, p, 0.0), how) if bool(mi.any()) else 0.0
+                    grad = sg + fg
+                if rec.rec[0]["x"] is not x0:
+                    grad = _vjp(rec.rec[0]["x"], x0, grad, how)
+                norms = grad.flatten(2).double().norm(dim=2).cpu()  # (R, b)
+                keep = live[r0 : r0 + step]
+                for k in got:
+                    got[k].append(norms[keep & (ks_r == k)])
+
+
 def sample(
     model: nn.Module,
     inputs: Tensor,
@@ -146,40 +234,43 @@ def sample(
     lengths: Sequence[int] | None = None,
     samples: int = 1000,
     batch_size: int = 500,
+    rows: int | None = None,
     seed: int = 0,
+    method: str = "graph",
+    vjp: str = "auto",
 ) -> Sampled:
-    """Veit's sampled path magnitudes, one random path per example, a batch per backward.
+    """Veit's sampled path magnitudes, vectorised: every example carries its own random path.
 
     ``lengths``: which path lengths (default all ``0..n``); ``samples`` per length.
-    With ``targets``, each batch draws ``batch_size`` examples at random and calls
-    ``loss(output, targets[batch])`` (default summed cross-entropy); without, every
-    batch is all of ``inputs`` and ``loss(output)``.
+    With ``targets``, batches of ``batch_size`` examples call ``loss(output,
+    targets[batch])`` (default summed cross-entropy); without, every batch is all of
+    ``inputs`` and ``loss(output)``.
+
+    ``method="graph"`` (default): one forward per batch of examples, then backward passes
+    through the recorded graph with ``rows`` (round x example) paths per batched VJP
+    (default: about 2^24 numbers per stack of cotangents).
+    ``method="gates"``: one forward and one backward per batch, each example routed by
+    per-sample gates (``resgrad.gates(route=(n, B) mask)``). Both compute the same samples'
+    distribution; "graph" skips the repeated forward passes. ``vjp``: as in
+    :func:`resgrad.paths.decompose`.
     """
+    if method not in ("graph", "gates"):
+        raise ValueError(f"method must be 'graph' or 'gates', received {method!r}")
     res, n, ks, x = _setup(model, inputs, lengths, samples)
     g = torch.Generator().manual_seed(seed)
     want = torch.tensor(ks).repeat_interleave(samples)
     want = want[torch.randperm(len(want), generator=g)]  # mix lengths across batches
-    per = len(x) if targets is None else max(1, min(int(batch_size), len(want)))
+    per = len(x) if targets is None else max(1, min(int(batch_size), len(x) if method == "graph" else len(want)))
     got: dict[int, list[Tensor]] = {k: [] for k in ks}
     t0 = time.perf_counter()
-    with preserved(model, training=False), torch.enable_grad(), _FirstInput(res[0]) as first:
-        for start in range(0, len(want), per):
-            kb = want[start : start + per]  # (m,) the lengths this batch samples
-            m = len(kb)
-            if targets is None:
-                idx, xb, tb = None, x, None
-                kb = torch.cat([kb, torch.zeros(per - m, dtype=kb.dtype)])  # unused rows: length 0
-            else:
-                idx = torch.randint(len(x), (m,), generator=g)
-                xb, tb = x[idx], targets.to(x.device)[idx]
-            # A uniform k-subset per row: the k smallest of n uniform keys.
-            rank = torch.rand(len(kb), n, generator=g).argsort(1).argsort(1)
-            route = (rank < kb[:, None]).T.contiguous().to(x.device)  # (n, B): True = branch
-            norms = _row_norms(model, res, first, xb, tb, loss, route)[:m].cpu()
-            for k in ks:
-                got[k].append(norms[kb[:m] == k])
+    with preserved(model, training=False), torch.enable_grad():
+        if method == "gates":
+            _sample_gates(model, res, x, loss, targets, want, n, per, g, got)
+        else:
+            _sample_graph(model, res, x, loss, targets, want, n, per, None if rows is None else max(1, int(rows)), g, got,
+                          _Batching.choose(vjp, x.device))
     values = torch.stack([torch.cat(got[k]) for k in ks])  # (len(ks), samples)
-    return Sampled(n, ks, values, "vectorised", time.perf_counter() - t0, len(x))
+    return Sampled(n, ks, values, f"vectorised ({method})", time.perf_counter() - t0, len(x))
 
 
 def sample_loop(
