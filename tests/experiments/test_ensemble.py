@@ -82,6 +82,23 @@ def test_registry_names_are_trained_through_fit_and_reused_as_run_folders(data, 
     assert "exact" not in r2 and len(r2["lesion"]["residual"]["blocks"]) == 6
 
 
+def test_short_path_training_uses_active_blocks(data, tmp_path):
+    cfg = EnsembleConfig.preset("quick", residual="resnet14", plain=None, short_path=2,
+                                train=resgrad.TrainConfig(epochs=1, max_steps=2, device="cpu"))
+    r = run_ensemble(cfg, tmp_path, data=data, parts=("short",))
+    sp = r["short_path"]
+    assert sp["active_blocks"] == 2 and sp["n"] == 6 and 0 <= sp["test_error"] <= 1
+    assert sp["full_test_error"] == r["models"]["residual"]["test_error"]
+    cfg_run = read_json(tmp_path / "runs" / "resnet14-short2-synthetic-s0" / "config.json")["config"]
+    assert cfg_run["active_blocks"] == 2
+    assert r["reference"]["short_path"]["active_blocks"] == 23
+    res, _ = nets(data)
+    with pytest.raises(ValueError, match="registry name or a run"):
+        run_ensemble(cfg, residual=res, data=data, parts=("short",))
+    with pytest.raises(ValueError, match="short_path"):
+        EnsembleConfig(short_path=0)
+
+
 def test_untrained_names_say_so(data):
     r = run_ensemble(EnsembleConfig.preset("quick", residual="resnet8", plain=None, samples=2), data=data,
                      parts=("paths",))

@@ -14,7 +14,10 @@ it for the lesions:
 - ``effective``: the shortest window of lengths holding ``mass`` of the magnitude, from
   both views, with its share of paths; they differ by cancellation (``explanation``);
 - ``lesion`` / ``deletion`` / ``reorder``: test error with single blocks deleted, with
-  ``k`` random blocks deleted, and after ``k`` random swaps (vs Kendall tau).
+  ``k`` random blocks deleted, and after ``k`` random swaps (vs Kendall tau);
+- ``short_path`` (when ``config.short_path = k``): a copy of the residual net trained
+  with only ``k`` random blocks' branches active per batch (``TrainConfig.active_blocks``,
+  Veit §5.2), tested with all blocks, beside the fully trained net.
 
 Models come as objects, run folders (:func:`resgrad.load_run`) or registry names; a name
 is trained first through :func:`resgrad.fit` when ``config.train`` is set (else it is
@@ -43,12 +46,14 @@ results.json (``experiment: "ensemble"``; errors are fractions, norms floats)::
     deletion: {residual|plain: {model, k: [...], mean: [...], std: [...], errors: [[per trial]], trials}}
     reorder: {model, swaps: [...], kendall_tau: [mean per k], mean: [error], std: [...],
               trials: [[{tau, error}]], plain: {same keys for the plain twin}}
-    notes: [strings]      timing: {paths, lesion, total} seconds
+    short_path: {active_blocks, n, test_error, full_test_error, epochs, run_dir}   # when asked
+    notes: [strings]      timing: {paths, lesion, short, total} seconds
 
     WINDOW = {lo, hi, mass (requested share of magnitude), held (share actually inside),
               share_of_paths (of all 2^n paths), n}
 
-Parts not run (``parts``) are absent; ``plain`` parts are absent without a plain twin.
+Parts not run (``parts``) are absent; ``plain`` parts are absent without a plain twin;
+``short_path`` needs ``config.short_path`` and a residual net given by name or run folder.
 """
 
 from __future__ import annotations
@@ -66,13 +71,13 @@ from torch import nn
 from .. import paths
 from ..data import DataBundle
 from ..data import load as load_data
-from ..io import environment, write_json
+from ..io import environment, read_json, write_json
 from ..nets import blocks, build_for, residual_blocks
 from ..train import TrainConfig, evaluate, fit, load_run
 
 __all__ = ["EnsembleConfig", "run_ensemble", "VEIT2016", "PARTS"]
 
-PARTS = ("paths", "lesion")
+PARTS = ("paths", "lesion", "short")
 
 # Veit et al. 2016 (arXiv 1605.06431): ResNet-110 (54 blocks) on CIFAR-10.
 VEIT2016: dict[str, Any] = {
@@ -81,6 +86,8 @@ VEIT2016: dict[str, Any] = {
     "n": 54,
     "effective": {"lo": 5, "hi": 17, "quoted": "0.45%", "where": "§5: effective paths 5-17 modules long"},
     "paths_95": {"lo": 19, "hi": 35, "where": "§3: more than 95% of paths go through 19 to 35 modules"},
+    "short_path": {"active_blocks": 23, "n": 54, "test_error": 0.0596, "full_test_error": 0.0610,
+                   "where": "§5.2: training only 23 random blocks per batch, CIFAR-10 error 5.96% vs 6.10%"},
     "lesion": [
         "§4.2: deleting any single block other than a downsampling block causes no noticeable change; "
         "deleting a layer of VGG sends the error to chance",
@@ -110,6 +117,7 @@ class EnsembleConfig:
     swap_ks: tuple[int, ...] | None = None  # numbers of random swaps; None: 0, 1, 2, 4, ... up to n
     trials: int = 5  # random draws per k (deletion and reorder)
     eval_examples: int | None = None  # test examples for lesion errors; None: the whole test split
+    short_path: int | None = None  # k: also train a copy with k random blocks active per batch (Veit §5.2: 23)
     seed: int = 0  # sampling, deletion and swap draws
     device: str = "cpu"  # where models run ("cpu", "cuda", ...)
     size: str = "default"  # the preset this came from (recorded only)
@@ -121,6 +129,9 @@ class EnsembleConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be an integer >= 1, received {v!r}")
+        if self.short_path is not None and (isinstance(self.short_path, bool) or not isinstance(self.short_path, int)
+                                            or self.short_path < 1):
+            raise ValueError(f"short_path must be None or an integer >= 1 (active blocks), received {self.short_path!r}")
         if not 0.0 < float(self.mass) <= 1.0:
             raise ValueError(f"mass must be in (0, 1], received {self.mass!r}")
         for name in ("lengths", "delete_ks", "swap_ks"):
@@ -311,6 +322,42 @@ def _analyse_lesions(model: nn.Module, name: str, data: DataBundle, config: Ense
     return out
 
 
+def _short_path(
+    spec: nn.Module | str, info: dict[str, Any], data: DataBundle, config: EnsembleConfig, out: Path | None,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    """Train a copy of the residual net with ``config.short_path`` active blocks (Veit §5.2)."""
+    k = int(config.short_path)
+    if isinstance(spec, nn.Module):
+        raise ValueError(
+            "short-path training rebuilds the residual net from scratch: give it as a registry name or a run "
+            "folder, not a model object (or set short_path=None)"
+        )
+    if info["source"] == "run":
+        record = read_json(Path(spec) / "config.json")
+        model_spec = record["model_spec"]
+        known = {f.name for f in fields(TrainConfig)}
+        recorded = {k: v for k, v in record["config"].items() if k in known}
+        train = config.train or TrainConfig(**{**recorded, "device": config.device})
+    else:
+        model_spec = {"name": info["name"], "input_shape": list(data.input_shape), "num_classes": data.num_classes,
+                      "kwargs": {}}
+        train = config.train
+    if train is None:
+        raise ValueError("short-path training needs a recipe: set EnsembleConfig.train (a TrainConfig)")
+    train = TrainConfig(**{**asdict(train), "active_blocks": k})
+    name = model_spec["name"]
+    run = None if out is None else out / "runs" / f"{name}-short{k}-{data.name}-s{train.seed}"
+    log(f"short-path training: {name} with {k} random blocks active per batch, {train.epochs} epochs")
+    torch.manual_seed(train.seed)
+    model = build_for(name, tuple(model_spec["input_shape"]), int(model_spec["num_classes"]),
+                      **(model_spec.get("kwargs") or {}))
+    fitted = fit(model, data, train, out_dir=run, model_spec=model_spec, progress=False).model
+    return {"active_blocks": k, "n": len(residual_blocks(fitted)), "test_error": evaluate(fitted, data)["error"],
+            "full_test_error": info.get("test_error"), "epochs": train.epochs,
+            "run_dir": None if run is None else str(run)}
+
+
 def run_ensemble(
     config: EnsembleConfig | None = None,
     out_dir: str | Path | None = None,
@@ -327,7 +374,7 @@ def run_ensemble(
     ``residual``/``plain``: model objects, run folders or registry names (default: the
     config's). ``data``: a DataBundle (default: the run folder's dataset or
     ``config.data``). ``names``: display names for the two models. ``parts``: any of
-    ``"paths"`` and ``"lesion"``.
+    ``"paths"``, ``"lesion"`` and ``"short"`` (the last only when ``config.short_path``).
     """
     config = EnsembleConfig() if config is None else config
     if not isinstance(config, EnsembleConfig):
@@ -381,6 +428,11 @@ def run_ensemble(
                 results["reorder"]["plain"] = les["plain"]["reorder"]
         results.setdefault("reference", _reference(len(residual_blocks(res_model))))
         timing["lesion"] = time.perf_counter() - t
+    if "short" in parts and config.short_path is not None:
+        t = time.perf_counter()
+        results["short_path"] = _short_path(residual, res_info, data, config, out, log)
+        results.setdefault("reference", _reference(len(residual_blocks(res_model))))
+        timing["short"] = time.perf_counter() - t
     timing["total"] = time.perf_counter() - t0
     results["notes"] = notes
     results["timing"] = timing
