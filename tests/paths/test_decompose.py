@@ -208,3 +208,21 @@ def test_frozen_parameters_still_decompose():
     m = build("resmlp", depth=4, width=6, in_features=3).double().requires_grad_(False)
     dec = decompose(m, torch.randn(5, 3, dtype=torch.float64), loss_fn)
     assert dec.n == 4 and dec.rel_error < TOL
+
+
+def test_a_shortcut_shared_by_every_block():
+    torch.manual_seed(0)
+    shared, post = nn.Identity(), nn.Tanh()
+    blocks = [resgrad.Residual(nn.Sequential(nn.Linear(4, 4), nn.Tanh()), shortcut=shared, post=post) for _ in range(5)]
+    m = nn.Sequential(nn.Linear(3, 4), *blocks, nn.Linear(4, 2)).double()
+    x = torch.randn(6, 3, dtype=torch.float64)
+    dec = decompose(m, x, loss_fn)
+    assert dec.n == 5 and dec.rel_error < TOL
+    h0 = m[0](x).detach()
+    ref = torch.zeros_like(dec.grads)
+    for bits in itertools.product((0, 1), repeat=5):  # one backward per path, routed by gates
+        h = h0.clone().requires_grad_(True)
+        with resgrad.gates(blocks, route={i: "branch" if b else "skip" for i, b in enumerate(bits)}):
+            (gi,) = torch.autograd.grad(loss_fn(m[1:](h)), h)
+        ref[sum(bits)] += gi
+    assert rel(dec.grads, ref) < TOL

@@ -163,7 +163,11 @@ def _vjp(out: Tensor, inp: Tensor, grads: Tensor, how: _Batching) -> Tensor:
 
 
 class _Recorder:
-    """Forward hooks that capture, per block, x, shortcut(x), branch(x), the sum and y."""
+    """Forward hooks that capture, per block, x, shortcut(x), branch(x), the sum and y.
+
+    The block's own pre-hook marks it current, so a submodule shared between blocks
+    (one ``nn.Identity`` passed to all of them) is recorded for the block running it.
+    """
 
     def __init__(self, res: list[nets.Residual], first: nn.Module) -> None:
         self.res = res
@@ -171,18 +175,25 @@ class _Recorder:
         self.first_input: list[Tensor] = []
         self.handles: list = []
         self._first = first
+        self._current = -1
 
     def __enter__(self) -> _Recorder:
         h = self.handles
         h.append(self._first.register_forward_pre_hook(lambda m, a: self.first_input.append(a[0])))
+        seen: set[int] = set()
+
+        def once(module: nn.Module, register: str, hook) -> None:
+            if id(module) not in seen:
+                seen.add(id(module))
+                h.append(getattr(module, register)(hook))
+
         for i, b in enumerate(self.res):
-            r = self.rec[i]
-            h.append(b.register_forward_pre_hook(self._put(r, "x", pre=True)))
-            h.append(b.register_forward_hook(self._put(r, "y")))
-            h.append(b.shortcut.register_forward_hook(self._put(r, "s")))
-            h.append(b.branch.register_forward_hook(self._put(r, "f")))
+            h.append(b.register_forward_pre_hook(self._enter(i)))
+            h.append(b.register_forward_hook(lambda m, a, o, i=i: self._put(i, "y", o, m)))
+            once(b.shortcut, "register_forward_hook", lambda m, a, o: self._put(self._current, "s", o, m))
+            once(b.branch, "register_forward_hook", lambda m, a, o: self._put(self._current, "f", o, m))
             if not isinstance(b.post, nn.Identity):
-                h.append(b.post.register_forward_pre_hook(self._sum_hook(r)))
+                once(b.post, "register_forward_pre_hook", self._sum_hook)
         return self
 
     def __exit__(self, *exc) -> None:
@@ -190,26 +201,29 @@ class _Recorder:
             handle.remove()
         self.handles.clear()
 
-    @staticmethod
-    def _put(r: dict, key: str, pre: bool = False):
-        def hook(module, args, out=None):
-            if key in r:
-                raise NotImplementedError(
-                    f"a {type(module).__name__} ran twice in one forward (shared weights); "
-                    "the path decomposition needs each block to run once"
-                )
-            r[key] = args[0] if pre else out
-
-        return (lambda m, a: hook(m, a)) if pre else (lambda m, a, o: hook(m, a, o))
-
-    @staticmethod
-    def _sum_hook(r: dict):
-        def hook(module, args):
-            r["z"] = args[0]
-            # An in-place post (ReLU(inplace=True)) would overwrite the recorded sum.
-            return (args[0].clone(), *args[1:])
+    def _enter(self, i: int):
+        def hook(module, args) -> None:
+            self._current = i
+            self._put(i, "x", args[0], module)
 
         return hook
+
+    def _put(self, i: int, key: str, value: Tensor, module: nn.Module) -> None:
+        if i < 0:
+            return  # a shared submodule running outside any residual block
+        if key in self.rec[i]:
+            raise NotImplementedError(
+                f"residual block {i} ran its {key!r} twice in one forward ({type(module).__name__}); "
+                "the path decomposition needs each block to run once"
+            )
+        self.rec[i][key] = value
+
+    def _sum_hook(self, module, args):
+        if self._current < 0:
+            return None
+        self.rec[self._current]["z"] = args[0]
+        # An in-place post (ReLU(inplace=True)) would overwrite the recorded sum.
+        return (args[0].clone(), *args[1:])
 
 
 def decompose(
@@ -255,8 +269,8 @@ def decompose(
         x0 = rec.first_input[0]  # (B, ...) the first block's input
         if not x0.requires_grad:
             raise ValueError(
-                "the first block's input does not require grad; call decompose without "
-                "torch.no_grad() and with a floating-point model"
+                "the first block's input does not require grad (integer inputs into frozen "
+                "parameters?); unfreeze the layers before the first block"
             )
         last = rec.rec[-1]["y"] if res else x0
         gy, ref = torch.autograd.grad(value, [last, x0], retain_graph=True, allow_unused=True, materialize_grads=True)
