@@ -88,6 +88,7 @@ def test_short_path_training_uses_active_blocks(data, tmp_path):
     r = run_ensemble(cfg, tmp_path, data=data, parts=("short",))
     sp = r["short_path"]
     assert sp["active_blocks"] == 2 and sp["n"] == 6 and 0 <= sp["test_error"] <= 1
+    assert sp["bn_recalibrated"] and 0 <= sp["test_error_as_trained"] <= 1
     assert sp["full_test_error"] == r["models"]["residual"]["test_error"]
     cfg_run = read_json(tmp_path / "runs" / "resnet14-short2-synthetic-s0" / "config.json")["config"]
     assert cfg_run["active_blocks"] == 2

@@ -46,7 +46,9 @@ results.json (``experiment: "ensemble"``; errors are fractions, norms floats)::
     deletion: {residual|plain: {model, k: [...], mean: [...], std: [...], errors: [[per trial]], trials}}
     reorder: {model, swaps: [...], kendall_tau: [mean per k], mean: [error], std: [...],
               trials: [[{tau, error}]], plain: {same keys for the plain twin}}
-    short_path: {active_blocks, n, test_error, full_test_error, epochs, run_dir}   # when asked
+    short_path: {active_blocks, n, test_error (all blocks, BatchNorm statistics re-estimated with all
+                 blocks on), test_error_as_trained (running statistics of the k-block training),
+                 bn_recalibrated, full_test_error, epochs, run_dir}            # when asked
     notes: [strings]      timing: {paths, lesion, short, total} seconds
 
     WINDOW = {lo, hi, mass (requested share of magnitude), held (share actually inside),
@@ -353,9 +355,36 @@ def _short_path(
     model = build_for(name, tuple(model_spec["input_shape"]), int(model_spec["num_classes"]),
                       **(model_spec.get("kwargs") or {}))
     fitted = fit(model, data, train, out_dir=run, model_spec=model_spec, progress=False).model
-    return {"active_blocks": k, "n": len(residual_blocks(fitted)), "test_error": evaluate(fitted, data)["error"],
+    as_trained = evaluate(fitted, data)["error"]
+    recal = _bn_recalibrated(fitted, data)
+    return {"active_blocks": k, "n": len(residual_blocks(fitted)),
+            "test_error": evaluate(recal, data)["error"] if recal is not None else as_trained,
+            "test_error_as_trained": as_trained, "bn_recalibrated": recal is not None,
             "full_test_error": info.get("test_error"), "epochs": train.epochs,
             "run_dir": None if run is None else str(run)}
+
+
+def _bn_recalibrated(model: nn.Module, data: DataBundle, batch_size: int = 500) -> nn.Module | None:
+    """A copy whose BatchNorm statistics are re-estimated with every block active.
+
+    Training with k of n blocks leaves running statistics of the k-block nets; with all
+    blocks on, the activations differ, so the statistics are re-estimated over the
+    training set (a cumulative average) before testing. None when there is no BatchNorm.
+    """
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return None
+    copy_ = copy.deepcopy(model)
+    device = next(copy_.parameters()).device
+    for m in copy_.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
+            m.momentum = None  # cumulative moving average over the pass
+    copy_.train()
+    with torch.no_grad():
+        for i in range(0, len(data.x_train), batch_size):
+            copy_(data.x_train[i : i + batch_size].to(device))
+    return copy_.eval()
 
 
 def run_ensemble(
