@@ -71,6 +71,18 @@ def read_json(path: str | os.PathLike) -> Any:
         return json.load(f)
 
 
+def _cpu_name() -> str:
+    # platform.processor() is often just "x86_64"; Linux names the model in /proc/cpuinfo.
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith(("model name", "hardware")):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def environment(device: str | None = None) -> dict[str, Any]:
     """Versions and hardware, recorded in every run (STYLE.md 12)."""
     import numpy
@@ -84,7 +96,7 @@ def environment(device: str | None = None) -> dict[str, Any]:
         "torch": torch.__version__,
         "numpy": numpy.__version__,
         "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
+        "processor": _cpu_name(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "hostname": socket.gethostname(),

@@ -1,7 +1,7 @@
 """The ensemble view of a trained residual net and its plain twin (Veit et al. 2016).
 
 Veit, Wilber, Belongie 2016 (arXiv 1605.06431): ``n`` residual blocks unroll into
-``2^n`` paths with Binomial(n, 1/2) lengths (§3); almost all gradient comes from short
+``2^n`` paths with Binomial(n, 1/2) lengths (§3, §5); almost all gradient comes from short
 paths, 5-17 of 54 blocks in ResNet-110 on CIFAR-10, 0.45% of all paths (§5); deleting a
 single block barely matters, deleting or reordering many degrades smoothly (§4). This
 experiment measures all of it on one trained residual net, with its plain twin beside
@@ -87,14 +87,14 @@ VEIT2016: dict[str, Any] = {
     "setting": "ResNet-110 (54 blocks) on CIFAR-10; sampled path magnitudes, 1,000 samples per length",
     "n": 54,
     "effective": {"lo": 5, "hi": 17, "quoted": "0.45%", "where": "§5: effective paths 5-17 modules long"},
-    "paths_95": {"lo": 19, "hi": 35, "where": "§3: more than 95% of paths go through 19 to 35 modules"},
+    "paths_95": {"lo": 19, "hi": 35, "where": "§5: more than 95% of paths go through 19 to 35 modules"},
     "short_path": {"active_blocks": 23, "n": 54, "test_error": 0.0596, "full_test_error": 0.0610,
                    "where": "§5.2: training only 23 random blocks per batch, CIFAR-10 error 5.96% vs 6.10%"},
     "lesion": [
-        "§4.2: deleting any single block other than a downsampling block causes no noticeable change; "
+        "§4: deleting any single block other than a downsampling block causes no noticeable change; "
         "deleting a layer of VGG sends the error to chance",
-        "§4.3: error rises smoothly with the number of deleted blocks (about 0.2 at 10 deleted; 20 is severe)",
-        "§4.4: error rises smoothly as blocks are reordered (error vs Kendall tau)",
+        "§4: error rises smoothly with the number of deleted blocks (about 0.2 at 10 deleted; 20 is severe)",
+        "§4: error rises smoothly as blocks are reordered (error vs Kendall tau)",
     ],
 }
 
