@@ -54,6 +54,13 @@ class ShortcutA(nn.Module):
         return f"{self.cin}->{self.cout}, stride={self.stride}"
 
 
+def _relu() -> nn.Module:
+    # In place: inside a branch (and the stem) a ReLU always follows a fresh BN output, so
+    # nothing else holds the value it overwrites. The block's ``post`` ReLU stays out of
+    # place: its input is the sum that hooks and the path decomposition address.
+    return nn.ReLU(inplace=True)
+
+
 def _shortcut(cin: int, cout: int, stride: int, dims: int, option: Shortcut, unit: Unit) -> nn.Module:
     if cin == cout and stride == 1:
         return nn.Identity()
@@ -70,24 +77,24 @@ def _branch(
     if kind == "basic":
         if unit == "post":
             return nn.Sequential(
-                _conv(dims, cin, cout, 3, stride), _bn(dims, cout), nn.ReLU(),
+                _conv(dims, cin, cout, 3, stride), _bn(dims, cout), _relu(),
                 _conv(dims, cout, cout, 3), _bn(dims, cout),
             )
         return nn.Sequential(
-            _bn(dims, cin), nn.ReLU(), _conv(dims, cin, cout, 3, stride),
-            _bn(dims, cout), nn.ReLU(), _conv(dims, cout, cout, 3),
+            _bn(dims, cin), _relu(), _conv(dims, cin, cout, 3, stride),
+            _bn(dims, cout), _relu(), _conv(dims, cout, cout, 3),
         )
     mid = cout // 4
     if unit == "post":
         return nn.Sequential(
-            _conv(dims, cin, mid, 1), _bn(dims, mid), nn.ReLU(),
-            _conv(dims, mid, mid, 3, stride), _bn(dims, mid), nn.ReLU(),
+            _conv(dims, cin, mid, 1), _bn(dims, mid), _relu(),
+            _conv(dims, mid, mid, 3, stride), _bn(dims, mid), _relu(),
             _conv(dims, mid, cout, 1), _bn(dims, cout),
         )
     return nn.Sequential(
-        _bn(dims, cin), nn.ReLU(), _conv(dims, cin, mid, 1),
-        _bn(dims, mid), nn.ReLU(), _conv(dims, mid, mid, 3, stride),
-        _bn(dims, mid), nn.ReLU(), _conv(dims, mid, cout, 1),
+        _bn(dims, cin), _relu(), _conv(dims, cin, mid, 1),
+        _bn(dims, mid), _relu(), _conv(dims, mid, mid, 3, stride),
+        _bn(dims, mid), _relu(), _conv(dims, mid, cout, 1),
     )
 
 
@@ -123,7 +130,7 @@ class HeNet(nn.Module):
         stem_c = widths[0]
         stem: list[nn.Module] = [_conv(dims, in_channels, stem_c, 3)]
         if unit == "post":
-            stem += [_bn(dims, stem_c), nn.ReLU()]
+            stem += [_bn(dims, stem_c), _relu()]
         self.stem = nn.Sequential(*stem)
 
         stages: list[nn.Module] = []
@@ -143,7 +150,7 @@ class HeNet(nn.Module):
                 cin = cout
             stages.append(nn.Sequential(*layer))
         self.stages = nn.Sequential(*stages)
-        self.final = nn.Sequential(_bn(dims, cin), nn.ReLU()) if unit == "pre" else nn.Identity()
+        self.final = nn.Sequential(_bn(dims, cin), _relu()) if unit == "pre" else nn.Identity()
         self.pool = nn.AdaptiveAvgPool1d(1) if dims == 1 else nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(cin, num_classes)
 
