@@ -125,6 +125,20 @@ def test_residual_degradation_contradicts_he2015(study, copy_of):
     assert f["relation"] == "contradicts" and "also degrade" in f["sentence"]
 
 
+def test_k_deletion_wobble_on_the_chance_plateau_is_not_a_dip(study, copy_of):
+    plateau = copy_of(study)
+    d = plateau["ensemble"]["deletion"]["residual"]
+    d["k"] = [0, 2, 5, 10, 20, 30, 40]
+    d["mean"] = [0.05, 0.2, 0.6, 0.89, 0.9, 0.86, 0.9]  # saturates at chance, then trial noise
+    d["std"] = [0.0] * 7
+    f = _by_id(plateau)["ensemble.deletion"]
+    assert f["relation"] == "agrees" and f["numbers"]["plateau_k"] == 10
+    assert "levels off near 90% from k=10" in f["sentence"]
+    d["mean"] = [0.05, 0.4, 0.2, 0.89, 0.9, 0.86, 0.9]  # a real dip before the plateau
+    f = _by_id(plateau)["ensemble.deletion"]
+    assert f["relation"] == "contradicts" and "does not rise smoothly" in f["sentence"]
+
+
 def test_veit_window_contradicted_when_long_paths_carry_the_gradient(study, copy_of):
     other = copy_of(study)
     ens = other["ensemble"]
