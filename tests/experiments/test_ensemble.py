@@ -11,13 +11,7 @@ import resgrad
 from resgrad.experiments.ensemble import EnsembleConfig, run_ensemble
 from resgrad.io import read_json
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small nets: see tests/conftest.py
 
 
 @pytest.fixture(scope="module")

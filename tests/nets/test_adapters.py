@@ -12,13 +12,7 @@ from resgrad.nets import Residual, adapt, residual_blocks
 tvr = pytest.importorskip("torchvision.models.resnet")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Small convolutions: two intra-op threads on a shared 2-core machine ran 100x slower.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small nets: see tests/conftest.py
 
 
 def shares_everything(view: nn.Module, orig: nn.Module) -> bool:

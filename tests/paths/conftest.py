@@ -1,12 +1,8 @@
-"""Small nets: one intra-op thread is faster than two, and fairer on a shared machine."""
+"""Small nets throughout: every test here runs on one intra-op thread."""
 
 import pytest
-import torch
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_thread):
     yield
-    torch.set_num_threads(before)
