@@ -10,7 +10,18 @@ from typing import Annotated, Any
 import typer
 from rich.table import Column, Table
 
-from ._common import CheckFailed, DeviceOpt, OutOpt, SeedOpt, UsageError, console, guarded, resolve_device
+from ._common import (
+    CheckFailed,
+    DeviceOpt,
+    OutOpt,
+    SeedOpt,
+    UsageError,
+    console,
+    guarded,
+    pyplot,
+    resolve_device,
+    save_figure,
+)
 from ._spec import SPEC_HELP, parse_shape
 
 __all__ = ["command", "diagnose"]
@@ -223,10 +234,7 @@ def _blocks(records: list[dict[str, Any]], step: int, n_blocks: int, threshold: 
 
 
 def _figure(layers: list[dict[str, Any]], spec: str, path: Path, threshold: float) -> Path | None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     pts = [(i, math.log10(r["grad_rms"]), r) for i, r in enumerate(layers)
            if r["grad_rms"] and math.isfinite(r["grad_rms"]) and r["grad_rms"] > 0]
@@ -244,9 +252,7 @@ def _figure(layers: list[dict[str, Any]], spec: str, path: Path, threshold: floa
     ax.set_ylabel("log10 rms ∂L/∂output")
     ax.set_title(f"resgrad diagnose {spec}", fontsize=9)
     ax.legend(fontsize=7)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110, tight=True)
 
 
 def _print(result: dict[str, Any], max_rows: int) -> None:

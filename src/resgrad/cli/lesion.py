@@ -9,7 +9,18 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from ._common import DataDirOpt, DeviceOpt, OutOpt, SeedOpt, UsageError, console, guarded, resolve_device
+from ._common import (
+    DataDirOpt,
+    DeviceOpt,
+    OutOpt,
+    SeedOpt,
+    UsageError,
+    console,
+    guarded,
+    pyplot,
+    resolve_device,
+    save_figure,
+)
 from .paths import _run_record, default_out, resolve
 
 __all__ = ["command"]
@@ -79,10 +90,7 @@ def _print_lesions(r: dict[str, Any]) -> None:
 
 
 def plot_lesions(r: dict[str, Any], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(1, 3, figsize=(13, 3.6))
     for key, c in (("residual", "C0"), ("plain", "C3")):
@@ -109,11 +117,7 @@ def plot_lesions(r: dict[str, Any], path: Path) -> Path:
         ax[2].invert_xaxis()
         ax[2].legend(fontsize=8)
     ax[2].set(title="blocks reordered", xlabel="Kendall τ", ylabel="test error")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 @guarded

@@ -14,7 +14,18 @@ if TYPE_CHECKING:
 
     from resgrad.data import DataBundle
 
-from ._common import DataDirOpt, DeviceOpt, OutOpt, SeedOpt, UsageError, console, guarded, resolve_device
+from ._common import (
+    DataDirOpt,
+    DeviceOpt,
+    OutOpt,
+    SeedOpt,
+    UsageError,
+    console,
+    guarded,
+    pyplot,
+    resolve_device,
+    save_figure,
+)
 
 __all__ = ["command", "resolve", "plot_paths"]
 
@@ -119,10 +130,7 @@ def _print_paths(r: dict[str, Any]) -> None:
 
 def plot_paths(r: dict[str, Any], path: Path) -> Path:
     """Path counts, exact and sampled magnitude per length (Veit et al. Fig. 6), log scale."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     n, ks = r["n"], r["lengths"]
     ex, sa = r["exact"], r["sampled"]
@@ -144,11 +152,7 @@ def plot_paths(r: dict[str, Any], path: Path) -> Path:
             ax[2].axvspan(eff["lo"] - 0.5, eff["hi"] + 0.5, color=c, alpha=0.12)
     ax[2].set(title="total per length (shaded: effective paths)", xlabel="path length k")
     ax[2].legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 @guarded
