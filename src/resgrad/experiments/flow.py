@@ -70,7 +70,7 @@ from torch import nn
 
 from ..data import DataBundle
 from ..data import load as load_data
-from ..io import environment, jsonable, read_json, write_json
+from ..io import atomic_write, environment, jsonable, read_json, write_json
 from ..nets.blocks import blocks as _blocks
 from ..nets.he2015 import he_net
 from ..nets.mlp import ACTIVATIONS, MLP
@@ -482,7 +482,8 @@ def _figures(results: dict[str, Any], out: Path, formats: tuple[str, ...] = ("pn
 
     def save(fig: Any, stem: str) -> None:
         for ext in formats:
-            fig.savefig(out / f"{stem}.{ext}", dpi=110 if ext == "png" else None, bbox_inches="tight")
+            atomic_write(out / f"{stem}.{ext}", lambda f, ext=ext: fig.savefig(
+                f, format=ext, dpi=110 if ext == "png" else None, bbox_inches="tight"), mode="wb")
             names.append(f"{stem}.{ext}")
         plt.close(fig)
 
