@@ -38,7 +38,7 @@ from ..nets import build_for
 from ..probes import GradientMonitor
 from ..train import TrainConfig, fit
 
-__all__ = ["DegradationConfig", "run_degradation", "twin_names"]
+__all__ = ["DegradationConfig", "load_for", "run_degradation", "twin_names"]
 
 # Families whose twins differ only by the skip: (plain, residual).
 _TWINS = {"post": ("plain", "resnet"), "pre": ("preplain", "preresnet")}
@@ -95,7 +95,8 @@ class _EpochProfile(GradientMonitor):
         metrics["grad_ratio_first_last"] = first / last if first is not None and last else None
 
 
-def _load(config: DegradationConfig) -> DataBundle:
+def load_for(config: DegradationConfig) -> DataBundle:
+    """The dataset of ``config``, cut to ``n_train``/``n_test`` when they are set."""
     data = load_data(config.data, **config.data_kwargs)
     if config.n_train is not None or config.n_test is not None:
         data = data.subset(config.n_train, config.n_test)
@@ -119,7 +120,7 @@ def run_degradation(
 ) -> dict[str, Any]:
     """Train every (depth, plain|residual, seed) with one recipe; return the results dict."""
     out = Path(out_dir)
-    data = _load(config) if data is None else data
+    data = load_for(config) if data is None else data
     spe = data.num_batches(config.train.batch_size)
     runs = []
     jobs = [(d, arch, name, s) for d in config.depths

@@ -23,10 +23,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ..data import load as load_data
 from ..io import environment, jsonable, read_json, write_json
 from ..train import TrainConfig, load_run
-from .degradation import DegradationConfig, run_degradation, twin_names
+from .degradation import DegradationConfig, load_for, run_degradation, twin_names
 from .ensemble import EnsembleConfig, run_ensemble
 from .flow import FlowConfig, run_flow
 
@@ -144,9 +143,7 @@ def run_study(
     deg = config.degradation
     log(f"2/3 degradation: plain vs residual, depths {', '.join(map(str, deg.depths))}, "
         f"{deg.train.epochs} epochs on {deg.data}")
-    data = load_data(deg.data, **deg.data_kwargs)
-    if deg.n_train is not None or deg.n_test is not None:
-        data = data.subset(deg.n_train, deg.n_test)
+    data = load_for(deg)  # the same examples train the nets and measure their paths
     degradation = run_degradation(deg, out / "degradation", data=data, log=log, progress=progress)
     write_json(out / "degradation" / "results.json", degradation)
     seconds["degradation"] = time.perf_counter() - t
