@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import pickle
 import random
 import sys
 import time
@@ -40,8 +39,9 @@ from torch import Tensor, nn
 
 from .callbacks import Callback
 from .data import DataBundle
-from .io import atomic_write, environment, jsonable, read_json, write_json
+from .io import environment, jsonable
 from .nets import blocks, build, build_for, gates
+from .rundir import RunDir
 
 __all__ = ["TrainConfig", "FitResult", "NonFiniteLoss", "fit", "evaluate", "load_run"]
 
@@ -209,23 +209,24 @@ def fit(
     # Stepped once per iteration, not per epoch, so warm-up and milestones fall on steps.
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
-    out = Path(out_dir) if out_dir is not None else None
+    run = RunDir(out_dir) if out_dir is not None else None
+    out = run.path if run is not None else None
     epoch0, step, history = 0, 0, []
     metrics_file = None
-    if out is not None:
-        state = _open_run(out, _run_record(config, device, model, data, model_spec, schedule), resume)
+    if run is not None:
+        state = _open_run(run, _run_record(config, device, model, data, model_spec, schedule), resume)
         if state is not None:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
             epoch0, step = int(state["epoch"]), int(state["step"])
-            history = _truncate_metrics(_paths(out)[2], epoch0)
+            history = run.keep_metrics(epoch0)
             if state["finished"]:
                 final = history[-1] if history else {}
                 return FitResult(model, history, final, out, epoch0, schedule)
             _set_rng_state(state["rng"])
             _load_callback_states(cbs, state.get("callbacks", {}))
-        metrics_file = open(_paths(out)[2], "a")  # noqa: SIM115 - closed in the finally below
+        metrics_file = run.open_metrics()  # closed in the finally below
     if epoch0 == 0:
         _seed_all(config.seed)
 
@@ -290,12 +291,12 @@ def fit(
             metrics = jsonable(metrics)  # in memory exactly as metrics.jsonl will give it back
             history.append(metrics)
             bar.epoch_end(metrics)
-            if out is not None:
+            if run is not None:
                 assert metrics_file is not None
-                _append_line(metrics_file, metrics)
+                run.append_metrics(metrics_file, metrics)
                 done = step >= total
                 if done or epoch % config.checkpoint_every == 0:
-                    _save_checkpoint(out, model, optimizer, scheduler, epoch, step, done, cbs)
+                    _save_checkpoint(run, model, optimizer, scheduler, epoch, step, done, cbs)
                     last_ckpt = epoch
         for cb in cbs:
             cb.on_train_end(model)
@@ -333,7 +334,7 @@ def _epoch_train_metrics(
 def _keeps(out: Path | None, last: int) -> str:
     if out is None:
         return "no run folder was written"
-    if not _paths(out)[1].is_file():
+    if not RunDir(out).has_checkpoint():
         return f"the run folder {out} has no checkpoint yet (it stopped before the first one)"
     return f"the run folder {out} keeps the last good checkpoint (epoch {last})"
 
@@ -373,55 +374,35 @@ def load_run(run_dir: str | os.PathLike, *, device: str | torch.device = "cpu") 
 
     Returns ``(model in eval mode on device, the config.json dict)``.
     """
-    run = Path(run_dir)
-    record = _read_record(run)
+    run = RunDir(run_dir)
+    record = run.read_config(RUN_KIND)
     spec = record.get("model_spec")
     if not spec:
-        raise ValueError(f"{run} records no model_spec, so its model cannot be rebuilt; train with "
+        raise ValueError(f"{run.path} records no model_spec, so its model cannot be rebuilt; train with "
                          "`resgrad train` or pass fit(..., model_spec={'name': ..., 'kwargs': {...}})")
-    ckpt = _paths(run)[1]
-    if not ckpt.is_file():
-        raise FileNotFoundError(f"{run} has no checkpoints/last.pt yet: the run stopped before its first "
+    if not run.has_checkpoint():
+        raise FileNotFoundError(f"{run.path} has no checkpoint yet: the run stopped before its first "
                                 "checkpoint; rerun the same train command to resume it")
     with torch.random.fork_rng(devices=[]):  # building initialises weights: keep the caller's RNG
         model = _build_from_spec(spec)
-    model.load_state_dict(_load_checkpoint(ckpt)["model"])
+    model.load_state_dict(_load_checkpoint(run)["model"])
     return model.to(device).eval(), record
 
 
 # ---- run folder -----------------------------------------------------------------------
 
 
-def _paths(out: Path) -> tuple[Path, Path, Path]:
-    return out / "config.json", out / "checkpoints" / "last.pt", out / "metrics.jsonl"
-
-
-def _open_run(out: Path, record: dict[str, Any], resume: bool) -> dict[str, Any] | None:
+def _open_run(run: RunDir, record: dict[str, Any], resume: bool) -> dict[str, Any] | None:
     """Check and prepare the run folder; return the checkpoint to resume from, if any."""
-    cfg_path, ckpt_path, metrics_path = _paths(out)
-    if resume and cfg_path.is_file():
-        _check_same(out, _read_record(out), record)
-        if ckpt_path.is_file():
-            return _load_checkpoint(ckpt_path)
+    if resume and run.has_config():
+        run.claim(record, compare=lambda r: _comparable(r, record.get("model_spec") is not None))
+        if run.has_checkpoint():
+            return _load_checkpoint(run)
     # A fresh start: resume=False, or a run killed before its first checkpoint.
-    ckpt_path.unlink(missing_ok=True)
-    write_json(cfg_path, record)
-    _rewrite_metrics(metrics_path, [])
+    run.remove_checkpoint()
+    run.claim(record, fresh=True)
+    run.rewrite_metrics([])
     return None
-
-
-def _read_record(run: Path) -> dict[str, Any]:
-    cfg = run / "config.json"
-    if not cfg.is_file():
-        raise FileNotFoundError(f"{run} is not a resgrad run folder (no config.json); pass a folder written "
-                                "by `resgrad train`, e.g. runs/resnet20-mnist1d-s0")
-    try:
-        record = read_json(cfg)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{cfg} is not valid JSON ({e}); remove the folder to start over") from None
-    if not isinstance(record, dict) or record.get("kind") != RUN_KIND:
-        raise ValueError(f"{cfg} is not a resgrad training run's config; use a new --out folder")
-    return record
 
 
 def _run_record(
@@ -448,51 +429,10 @@ def _run_record(
 
 
 def _comparable(record: dict[str, Any], spec: bool) -> dict[str, Any]:
-    cfg = {f"config.{k}": v for k, v in record.get("config", {}).items() if k not in _FREE_FIELDS}
-    data = {f"data.{k}": v for k, v in record.get("data", {}).items() if k != "info"}  # info: local paths
-    both = {**cfg, **data, **({"model_spec": record.get("model_spec")} if spec else {})}
-    return jsonable(both)
-
-
-def _check_same(out: Path, old: dict[str, Any], new: dict[str, Any]) -> None:
-    spec = new.get("model_spec") is not None  # fit() without a spec: the weights' shapes still must match
-    a, b = _comparable(old, spec), _comparable(new, spec)
-    diff = [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
-    if diff:
-        raise ValueError(f"{out} holds a run with a different config ({'; '.join(diff)}); "
-                         f"use a new --out folder, or remove {out} to start over")
-
-
-def _append_line(f, metrics: dict[str, Any]) -> None:
-    f.write(json.dumps(metrics, allow_nan=False) + "\n")
-    f.flush()
-    os.fsync(f.fileno())  # a kill -9 right after the epoch still finds the line on disk
-
-
-def _read_metrics(path: Path) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
-    if not path.is_file():
-        return rows
-    for raw in path.read_text().splitlines():
-        try:
-            row = json.loads(raw)
-        except json.JSONDecodeError:
-            break  # a line torn by a kill; everything after it is newer still
-        if isinstance(row, dict) and isinstance(row.get("epoch"), int):
-            rows.append(row)
-    return rows
-
-
-def _rewrite_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
-    atomic_write(path, lambda f: f.writelines(json.dumps(r) + "\n" for r in rows))
-
-
-def _truncate_metrics(path: Path, epochs_done: int) -> list[dict[str, Any]]:
-    """Keep each checkpointed epoch once: lines after the checkpoint are redone."""
-    by_epoch = {r["epoch"]: r for r in _read_metrics(path) if r["epoch"] <= epochs_done}
-    rows = [by_epoch[e] for e in sorted(by_epoch)]
-    _rewrite_metrics(path, rows)
-    return rows
+    # fit() without a spec: the weights' shapes still must match, checked on load.
+    cfg = {k: v for k, v in record.get("config", {}).items() if k not in _FREE_FIELDS}
+    data = {k: v for k, v in record.get("data", {}).items() if k != "info"}  # info: local paths
+    return {"config": cfg, "data": data, **({"model_spec": record.get("model_spec")} if spec else {})}
 
 
 # ---- checkpoints ------------------------------------------------------------------
@@ -526,7 +466,7 @@ def _check_loadable(obj: Any, where: str) -> None:
 
 
 def _save_checkpoint(
-    out: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+    run: RunDir, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
     epoch: int, step: int, finished: bool, cbs: Sequence[Callback],
 ) -> None:
     cb_states = {}
@@ -539,18 +479,14 @@ def _save_checkpoint(
         "model": model.state_dict(), "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(), "rng": _rng_state(), "callbacks": cb_states,
     }
-    # Temp file in the same folder + os.replace: a kill leaves the old checkpoint or the new one.
-    atomic_write(_paths(out)[1], lambda f: torch.save(state, f), mode="wb")
+    run.save_checkpoint(state)
 
 
-def _load_checkpoint(path: Path) -> dict[str, Any]:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"cannot read checkpoint {path} ({first}); remove the run folder to start over") from None
-    if not isinstance(state, dict) or state.get("format") != _FORMAT:
-        raise ValueError(f"{path} is not a resgrad checkpoint of format {_FORMAT}; use a new --out folder")
+def _load_checkpoint(run: RunDir) -> dict[str, Any]:
+    state = run.load_checkpoint()
+    if state.get("format") != _FORMAT:
+        raise ValueError(f"{run.checkpoint_path} is not a resgrad checkpoint of format {_FORMAT}; "
+                         "use a new --out folder")
     return state
 
 

@@ -1,0 +1,35 @@
+"""StudyResult: the main job, the three experiments in one file (``resgrad study``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ._schema import Record, Result
+from .degradation import DegradationResult
+from .ensemble import EnsembleResult
+from .flow import FlowResult
+
+__all__ = ["StudyResult", "Timing"]
+
+
+@dataclass
+class Timing(Record):
+    started: str  # ISO 8601, UTC
+    finished: str
+    seconds: dict[str, float]  # per stage and "total"
+
+
+@dataclass
+class StudyResult(Result):
+    SCHEMA = "resgrad.study"
+    VERSION = 1
+    EXPERIMENT = "study"
+
+    preset: str
+    config: dict[str, Any]  # the StudyConfig as a dict
+    environment: dict[str, Any]
+    timing: Timing
+    flow: FlowResult
+    degradation: DegradationResult
+    ensemble: EnsembleResult

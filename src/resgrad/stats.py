@@ -1,0 +1,103 @@
+"""The few statistics resgrad reports, in one place: slopes, confidence intervals, summaries.
+
+Pure Python over lists of floats (no torch), so the experiments and the report share
+them. Non-finite inputs give NaN (slopes, correlations) or None (intervals) rather
+than an exception: a diverged run is a result to report, not a crash.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+__all__ = ["Summary", "summary", "mean", "std", "slope", "t_interval", "pearson", "median"]
+
+
+def _finite(xs: Sequence[float | None]) -> list[float]:
+    return [float(x) for x in xs if x is not None and math.isfinite(x)]
+
+
+def mean(xs: Sequence[float]) -> float:
+    """Arithmetic mean; NaN for an empty or non-finite input."""
+    if not xs or not all(x is not None and math.isfinite(x) for x in xs):
+        return float("nan")
+    return math.fsum(xs) / len(xs)
+
+
+def std(xs: Sequence[float]) -> float:
+    """Sample standard deviation (n - 1); 0 for one value, NaN for none or a non-finite one."""
+    m = mean(xs)
+    if not math.isfinite(m):
+        return float("nan")
+    if len(xs) < 2:
+        return 0.0
+    return math.sqrt(math.fsum((x - m) ** 2 for x in xs) / (len(xs) - 1))
+
+
+def median(xs: Sequence[float]) -> float:
+    """Median of the finite values (NaN when there are none)."""
+    v = sorted(_finite(xs))
+    if not v:
+        return float("nan")
+    mid = len(v) // 2
+    return v[mid] if len(v) % 2 else (v[mid - 1] + v[mid]) / 2
+
+
+def slope(xs: Sequence[float], ys: Sequence[float]) -> float:
+    """Least-squares slope of ``ys`` on ``xs``; NaN with fewer than two points, a non-finite
+    value or no spread in ``xs``."""
+    if len(xs) != len(ys):
+        raise ValueError(f"slope needs as many x as y values, received {len(xs)} and {len(ys)}")
+    if len(xs) < 2 or not all(v is not None and math.isfinite(v) for v in (*xs, *ys)):
+        return float("nan")
+    xm, ym = mean(xs), mean(ys)
+    sxx = math.fsum((x - xm) ** 2 for x in xs)
+    if sxx == 0:
+        return float("nan")
+    return math.fsum((x - xm) * (y - ym) for x, y in zip(xs, ys, strict=True)) / sxx
+
+
+def t_interval(xs: Sequence[float], level: float = 0.95) -> tuple[float, float] | None:
+    """Student-t confidence interval for the mean of ``xs``; None with fewer than two values
+    or a non-finite one (one seed has no spread to build an interval from)."""
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), received {level!r}")
+    n = len(xs)
+    if n < 2 or not all(x is not None and math.isfinite(x) for x in xs):
+        return None
+    from scipy import stats
+
+    m, s = mean(xs), std(xs)
+    h = float(stats.t.ppf(0.5 + level / 2, n - 1)) * s / math.sqrt(n)
+    return (m - h, m + h)
+
+
+def pearson(xs: Sequence[float], ys: Sequence[float]) -> float:
+    """Pearson correlation; NaN when either side has no spread or a non-finite value."""
+    if len(xs) != len(ys):
+        raise ValueError(f"pearson needs as many x as y values, received {len(xs)} and {len(ys)}")
+    if len(xs) < 2 or not all(v is not None and math.isfinite(v) for v in (*xs, *ys)):
+        return float("nan")
+    xm, ym = mean(xs), mean(ys)
+    sxx = math.fsum((x - xm) ** 2 for x in xs)
+    syy = math.fsum((y - ym) ** 2 for y in ys)
+    if sxx == 0 or syy == 0:
+        return float("nan")
+    return math.fsum((x - xm) * (y - ym) for x, y in zip(xs, ys, strict=True)) / math.sqrt(sxx * syy)
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Mean and spread of the finite values among ``n`` given."""
+
+    mean: float  # NaN when no value is finite
+    std: float  # sample std (n - 1) of the finite values; 0 for one
+    n: int  # values given (finite or not)
+    n_finite: int  # values that were finite
+
+
+def summary(xs: Sequence[float | None]) -> Summary:
+    """Mean and sample std of the finite values of ``xs`` (a diverged seed is left out, and counted)."""
+    v = _finite(xs)
+    return Summary(mean(v) if v else float("nan"), std(v) if v else float("nan"), len(xs), len(v))
