@@ -43,7 +43,7 @@ def test_diagnose_registry_model_writes_json_and_figure(tmp_path):
     out = _ok(runner.invoke(app, ["diagnose", "plainmlp-16x64", "--data", "synthetic", "--steps", "2",
                                   "--batch-size", "8", "--device", "cpu", "--out", str(tmp_path)]))
     assert "blocks:" in out and "layers flagged" in out
-    res = json.loads((tmp_path / "diagnose.json").read_text())
+    res = json.loads((tmp_path / "results.json").read_text())
     assert res["steps"] == 2 and res["blocks"]["verdict"] in ("vanishing", "healthy", "exploding")
     names = [r["name"] for r in res["layers"]]
     assert names[0] == "stem.1" and "head.2" in names  # stem.0 (Flatten) sees the input: no gradient
@@ -67,7 +67,7 @@ def test_diagnose_torchvision_and_factory(tmp_path, monkeypatch):
     pytest.importorskip("torchvision")
     out = _ok(runner.invoke(app, ["diagnose", "torchvision:resnet18", "--input-shape", "3,32,32", "--batch-size", "2",
                                   "--device", "cpu", "--out", str(tmp_path / "tv")]))
-    names = [r["name"] for r in json.loads((tmp_path / "tv" / "diagnose.json").read_text())["layers"]]
+    names = [r["name"] for r in json.loads((tmp_path / "tv" / "results.json").read_text())["layers"]]
     assert "layer1.0.conv1" in names and "layer1.0.relu#1" in names and "fc" in out
     (tmp_path / "mynets.py").write_text(
         "import torch.nn as nn\n"

@@ -6,6 +6,7 @@ import pytest
 
 from resgrad.experiments.degradation import DegradationConfig, run_degradation, twin_names
 from resgrad.nets import blocks, build_for
+from resgrad.results import DegradationResult
 from resgrad.train import TrainConfig
 
 
@@ -23,21 +24,21 @@ def test_twin_names():
 def test_runs_both_twins_and_records_profiles(tmp_path):
     logs = []
     res = run_degradation(tiny(), tmp_path, log=logs.append, progress=False)
-    assert json.loads(json.dumps(res)) == res  # JSON-able as promised
-    assert [(r["model"], r["arch"]) for r in res["runs"]] == [("plain8", "plain"), ("resnet8", "residual")]
+    assert DegradationResult.from_json(json.loads(json.dumps(res.to_json()))) == res  # round-trips through JSON
+    assert [(r.model, r.arch) for r in res.runs] == [("plain8", "plain"), ("resnet8", "residual")]
     n_blocks = len(blocks(build_for("resnet8", (1, 16), 10)))
-    for r in res["runs"]:
-        assert r["params"] == res["runs"][0]["params"]  # option A: identical parameter counts
-        assert [h["epoch"] for h in r["history"]] == [1, 2]
-        assert len(r["grad"]) == 2
-        for g in r["grad"]:
-            assert len(g["block_norms"]) == n_blocks and all(v > 0 for v in g["block_norms"])
-            assert g["ratio_first_last"] == pytest.approx(g["block_norms"][0] / g["block_norms"][-1])
-        assert 0 <= r["final"]["train_error"] <= 1
-    row = res["table"][0]
-    assert row["depth"] == 8
-    assert row["plain"]["train_error"] == res["runs"][0]["final"]["train_error"]
-    assert row["residual"]["n_seeds"] == 1
+    for r in res.runs:
+        assert r.params == res.runs[0].params  # option A: identical parameter counts
+        assert [h["epoch"] for h in r.history] == [1, 2]
+        assert len(r.grad) == 2
+        for g in r.grad:
+            assert len(g.block_norms) == n_blocks and all(v > 0 for v in g.block_norms)
+            assert g.ratio_first_last == pytest.approx(g.block_norms[0] / g.block_norms[-1])
+        assert 0 <= r.final.train_error <= 1
+    row = res.table[0]
+    assert row.depth == 8
+    assert row.plain.train_error == res.runs[0].final.train_error
+    assert row.residual.n_seeds == 1
     assert any("resnet8" in line for line in logs)
 
 
@@ -50,23 +51,23 @@ def test_rerun_reuses_finished_runs(tmp_path):
     # No training step ran: the checkpoint was not rewritten, each epoch is there once.
     assert (run / "checkpoints" / "last.pt").stat().st_mtime_ns == ckpt_mtime
     assert (run / "metrics.jsonl").read_text() == before
-    assert again["table"] == first["table"]
-    assert again["runs"][1]["grad"] == first["runs"][1]["grad"]
+    assert again.table == first.table
+    assert again.runs[1].grad == first.runs[1].grad
 
 
 def test_seeds_average_in_the_table(tmp_path):
     res = run_degradation(tiny(seeds=(0, 1)), tmp_path, log=lambda _: None, progress=False)
-    assert len(res["runs"]) == 4
-    plain = [r["final"]["train_error"] for r in res["runs"] if r["arch"] == "plain"]
-    assert res["table"][0]["plain"]["train_error"] == pytest.approx(sum(plain) / 2)
-    assert res["table"][0]["plain"]["n_seeds"] == 2
+    assert len(res.runs) == 4
+    plain = [r.final.train_error for r in res.runs if r.arch == "plain"]
+    assert res.table[0].plain.train_error == pytest.approx(sum(plain) / 2)
+    assert res.table[0].plain.n_seeds == 2
 
 
 def test_warmup_applies_to_the_named_depth_only(tmp_path):
     cfg = tiny(depths=(8, 14), warmup=((14, 3),), n_train=64, monitor=False, train=TrainConfig(epochs=1, batch_size=64))
     res = run_degradation(cfg, tmp_path, log=lambda _: None, progress=False)
-    cfgs = {r["model"]: json.loads((tmp_path / "runs" / f"{r['model']}-s0" / "config.json").read_text())
-            for r in res["runs"]}
+    cfgs = {r.model: json.loads((tmp_path / "runs" / f"{r.model}-s0" / "config.json").read_text())
+            for r in res.runs}
     assert cfgs["resnet14"]["config"]["warmup_iters"] == 3
     assert cfgs["resnet8"]["config"]["warmup_iters"] == 0
 

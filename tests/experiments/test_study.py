@@ -87,13 +87,22 @@ def test_presets_and_their_errors():
         preset("fast")
 
 
-def test_a_different_config_in_the_same_folder_is_refused(tmp_path):
-    from resgrad.experiments.study import _same_or_fail
+def test_a_different_config_in_the_same_folder_is_refused(tmp_path, monkeypatch):
+    from resgrad.experiments import study
 
-    _same_or_fail(tmp_path / "study-config.json", {"preset": "quick", "x": 1})
-    _same_or_fail(tmp_path / "study-config.json", {"preset": "quick", "x": 1})
-    with pytest.raises(ValueError, match="different config .*differs in x"):
-        _same_or_fail(tmp_path / "study-config.json", {"preset": "quick", "x": 2})
+    class Stop(Exception):
+        pass
+
+    def stop(*a, **k):
+        raise Stop
+
+    monkeypatch.setattr(study._flow, "run", stop)  # claim the folder, then stop before any stage
+    with pytest.raises(Stop):
+        study.run(preset("quick"), tmp_path, log=lambda _: None)
+    with pytest.raises(Stop):  # the same config again: the same study
+        study.run(preset("quick"), tmp_path, log=lambda _: None)
+    with pytest.raises(ValueError, match=r"different config \(degradation\.train\.epochs: 3 -> 4\)"):
+        study.run(preset("quick", epochs=4), tmp_path, log=lambda _: None)
 
 
 def test_cli_usage_errors_exit_2_with_one_line(tmp_path):

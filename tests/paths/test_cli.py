@@ -70,4 +70,4 @@ def test_usage_errors_exit_2_in_one_line(args, needle, tmp_path):
 
 def test_a_folder_that_is_not_a_run(tmp_path):
     r = runner.invoke(app, ["lesion", str(tmp_path), "--device", "cpu"])
-    assert r.exit_code == 2 and "not a run folder" in r.output
+    assert r.exit_code == 2 and "not a resgrad run folder" in r.output

@@ -5,12 +5,15 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
 from ._common import DeviceOpt, OutOpt, UsageError, console, err_console, guarded, resolve_device
+
+if TYPE_CHECKING:
+    from resgrad.results import FlowResult
 
 __all__ = ["command"]
 
@@ -80,8 +83,15 @@ def command(
 
     res = run_flow(config, out_dir, reuse=reuse, progress=progress)
     _print(res)
-    console.print(f"wall time {res.get('wall_time_s', 0):.1f} s; results: {out_dir / 'results.json'}",
-                  highlight=False, soft_wrap=True)
+    figures = _write_figures(res, out_dir, config.figure_formats)
+    console.print(f"wall time {res.wall_time_s or 0:.1f} s; results: {out_dir / 'results.json'}"
+                  + (f"; figures: {', '.join(figures)}" if figures else ""), highlight=False, soft_wrap=True)
+
+
+def _write_figures(res: FlowResult, out_dir: Path, formats: tuple[str, ...]) -> list[str]:
+    from resgrad.experiments.flow import _figures
+
+    return _figures(res.to_json(), out_dir, formats) if formats else []
 
 
 def _fmt_ratio(log10: float | None) -> str:
@@ -90,20 +100,18 @@ def _fmt_ratio(log10: float | None) -> str:
     return f"1e{log10:+.0f}" if abs(log10) >= 3 else f"{10 ** log10:.3g}"
 
 
-def _print(res: dict[str, Any]) -> None:
-    t = res["thresholds"]
+def _print(res: FlowResult) -> None:
+    t = res.thresholds
     table = Table("family", "blocks", "norm", "act", "init", "plain", "residual", box=None,
-                  title=f"‖∂L/∂x_first‖/‖∂L/∂x_last‖ of the deepest nets (verdict: ±{t['decades']:g} decades, "
-                        f"CI {t['ci_level']:.0%})")
+                  title=f"‖∂L/∂x_first‖/‖∂L/∂x_last‖ of the deepest nets (verdict: ±{t.decades:g} decades, "
+                        f"CI {t.ci_level:.0%})")
     colour = {"vanishing": "blue", "exploding": "red", "healthy": "green", "non-finite": "magenta"}
-    for r in res["summary"]["largest_depth"]:
+    for r in res.summary.largest_depth:
         cells = []
-        for arch in ("plain", "residual"):
-            a = r.get(arch)
+        for a in (r.plain, r.residual):
             if a is None:
                 cells.append("")
                 continue
-            v = a["verdict"]
-            cells.append(f"{_fmt_ratio(a['log10_ratio'])} [{colour.get(v, 'white')}]{v}[/]")
-        table.add_row(r["family"], str(r["depth"]), r["norm"], r["act"], r["init"], *cells)
+            cells.append(f"{_fmt_ratio(a.log10_ratio)} [{colour.get(a.verdict, 'white')}]{a.verdict}[/]")
+        table.add_row(r.family, str(r.depth), r.norm, r.act, r.init, *cells)
     console.print(table)

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -23,68 +22,72 @@ from ._common import (
 )
 from .paths import _run_record, default_out, resolve
 
+if TYPE_CHECKING:
+    from resgrad.results import EnsembleResult
+
 __all__ = ["command"]
 
 
 def find_twin(run_dir: str) -> str | None:
     """The plain twin's run folder beside ``run_dir`` (resnet110-... -> plain110-...), if any."""
+    from resgrad.nets.registry import plain_twin
+    from resgrad.rundir import RunDir
+
     p = Path(run_dir)
-    try:
-        name = json.loads((p / "config.json").read_text())["model_spec"]["name"]
-    except (OSError, KeyError, TypeError, ValueError):
+    name = _run_record(p)[0]
+    if name is None:
         return None
-    for res, plain in (("preresnet", "preplain"), ("resnet", "plain"), ("resmlp", "plainmlp")):
-        if name.startswith(res) and p.name.startswith(name):
-            twin = p.with_name(plain + name[len(res):] + p.name[len(name):])
-            return str(twin) if (twin / "config.json").is_file() else None
-    return None
+
+    plain = plain_twin(name)
+    if plain is None or not p.name.startswith(name):
+        return None
+    twin = RunDir(p.with_name(plain + p.name[len(name):]))
+    return str(twin.path) if twin.has_config() else None
 
 
 def _pm(mean: Any, std: Any) -> str:
     return "n/a" if mean is None else f"{mean:.1%} ± {(std or 0):.1%}"
 
 
-def _print_lesions(r: dict[str, Any]) -> None:
-    les = r["lesion"]
-    res, plain = les["residual"], les.get("plain")
-    t = Table("block", "stage", "", f"{res['model']} error", *( [f"{plain['model']} error"] if plain else []),
+def _print_lesions(r: EnsembleResult) -> None:
+    assert r.lesion is not None and r.deletion is not None
+    res, plain = r.lesion["residual"], r.lesion.get("plain")
+    t = Table("block", "stage", "", f"{res.model} error", *([f"{plain.model} error"] if plain else []),
               title="test error with one block deleted (Veit et al. 2016 §4.2)", box=None)
-    t.add_row("none", "", "", f"{res['baseline']:.1%}", *([f"{plain['baseline']:.1%}"] if plain else []),
-              style="bold")
-    for i, b in enumerate(res["blocks"]):
-        row = [str(b["block"]), str(b["stage"]), "downsampling" if b["downsample"] else "", f"{b['error']:.1%}"]
+    t.add_row("none", "", "", f"{res.baseline:.1%}", *([f"{plain.baseline:.1%}"] if plain else []), style="bold")
+    for i, b in enumerate(res.blocks):
+        row = [str(b.block), str(b.stage), "downsampling" if b.downsample else "", f"{b.error:.1%}"]
         if plain:
-            row.append(f"{plain['blocks'][i]['error']:.1%}")
+            row.append(f"{plain.blocks[i].error:.1%}")
         t.add_row(*row)
     console.print(t)
-    others = [b["error"] for b in res["blocks"] if not b["downsample"]]
+    others = [b.error for b in res.blocks if not b.downsample]
     if others:
-        worst = max(others)
-        console.print(f"{res['model']}: non-downsampling deletions raise error by at most "
-                      f"{worst - res['baseline']:+.1%} (mean {sum(others) / len(others) - res['baseline']:+.1%})",
+        console.print(f"{res.model}: non-downsampling deletions raise error by at most "
+                      f"{max(others) - res.baseline:+.1%} (mean {sum(others) / len(others) - res.baseline:+.1%})",
                       highlight=False)
     if plain:
-        po = [b["error"] for b in plain["blocks"] if not b["downsample"]]
-        console.print(f"{plain['model']}: deleting one block gives {min(po):.1%}–{max(po):.1%} error "
-                      f"(baseline {plain['baseline']:.1%})", highlight=False)
-    dl = r["deletion"]
-    d = Table("k deleted", *(f"{v['model']} error" for v in dl.values()),
-              title=f"k random blocks deleted ({dl['residual']['trials']} trials; §4.3)", box=None)
-    for j, k in enumerate(dl["residual"]["k"]):
+        po = [b.error for b in plain.blocks if not b.downsample]
+        console.print(f"{plain.model}: deleting one block gives {min(po):.1%}–{max(po):.1%} error "
+                      f"(baseline {plain.baseline:.1%})", highlight=False)
+    dl = r.deletion
+    d = Table("k deleted", *(f"{v.model} error" for v in dl.values()),
+              title=f"k random blocks deleted ({dl['residual'].trials} trials; §4.3)", box=None)
+    for j, k in enumerate(dl["residual"].k):
         cells = []
         for v in dl.values():
-            cells.append(_pm(v["mean"][j], v["std"][j]) if j < len(v["k"]) and v["k"][j] == k else "")
+            cells.append(_pm(v.mean[j], v.std[j]) if j < len(v.k) and v.k[j] == k else "")
         d.add_row(str(k), *cells)
     console.print(d)
-    ro = r.get("reorder")
+    ro = r.reorder
     if ro:
-        o = Table("swaps", "Kendall τ", f"{ro['model']} error", *(["plain τ", f"{ro['plain']['model']} error"]
-                  if "plain" in ro else []), title="k random swaps within a stage (§4.4)", box=None)
-        for j, k in enumerate(ro["swaps"]):
-            row = [str(k), f"{ro['kendall_tau'][j]:.3f}", _pm(ro["mean"][j], ro["std"][j])]
-            if "plain" in ro and j < len(ro["plain"]["swaps"]):
-                p = ro["plain"]
-                row += [f"{p['kendall_tau'][j]:.3f}", _pm(p["mean"][j], p["std"][j])]
+        o = Table("swaps", "Kendall τ", f"{ro.model} error", *(["plain τ", f"{ro.plain.model} error"]
+                  if ro.plain else []), title="k random swaps within a stage (§4.4)", box=None)
+        for j, k in enumerate(ro.swaps):
+            row = [str(k), f"{ro.kendall_tau[j]:.3f}", _pm(ro.mean[j], ro.std[j])]
+            if ro.plain and j < len(ro.plain.swaps):
+                p = ro.plain
+                row += [f"{p.kendall_tau[j]:.3f}", _pm(p.mean[j], p.std[j])]
             o.add_row(*row)
         console.print(o)
 
@@ -162,5 +165,5 @@ def command(
     r = run_ensemble(cfg, out_dir, residual=model, plain=twin, data=bundle, names=(name, twin_name),
                      parts=("lesion",), log=lambda s: console.print(f"· {s}", style="dim", highlight=False))
     _print_lesions(r)
-    fig = plot_lesions(r, Path(out_dir) / "lesion.png")
+    fig = plot_lesions(r.to_json(), Path(out_dir) / "lesion.png")
     console.print(f"results: {Path(out_dir) / 'results.json'}  figure: {fig}", highlight=False, soft_wrap=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -13,6 +12,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from resgrad.data import DataBundle
+    from resgrad.results import EnsembleResult
 
 from ._common import (
     DataDirOpt,
@@ -31,12 +31,12 @@ __all__ = ["command", "resolve", "plot_paths"]
 
 
 def _run_record(folder: Path) -> tuple[str | None, str | None]:
-    """(model name, dataset name) recorded in a run folder's config.json."""
-    try:
-        rec = json.loads((folder / "config.json").read_text())
-        return (rec.get("model_spec") or {}).get("name"), (rec.get("data") or {}).get("name")
-    except (OSError, ValueError, AttributeError):
-        return None, None
+    """(model name, dataset name) recorded in a training run folder's config.json."""
+    from resgrad.rundir import RunDir
+    from resgrad.train import RUN_KIND
+
+    rec = RunDir(folder).read_config(RUN_KIND)
+    return (rec.get("model_spec") or {}).get("name"), (rec.get("data") or {}).get("name")
 
 
 def resolve(spec: str, data: str | None, data_dir: Path | None) -> tuple[nn.Module | str, str, bool, DataBundle]:
@@ -53,9 +53,6 @@ def resolve(spec: str, data: str | None, data_dir: Path | None) -> tuple[nn.Modu
 
     folder = Path(spec).expanduser()
     if folder.is_dir():
-        if not (folder / "config.json").is_file():
-            raise UsageError(f"{spec} is a folder but not a run folder (no config.json); give a folder "
-                             "written by `resgrad train` or a model SPEC")
         model_name, data_name = _run_record(folder)
         name = data or data_name or "mnist1d"
         return str(folder), model_name or folder.name, True, resgrad.load_data(name, **data_kwargs(name, data_dir))
@@ -86,46 +83,48 @@ def share(x: float) -> str:
     return f"{x:.3%}" if x == 0 or x >= 1e-4 else f"{100 * x:.2g}%"
 
 
-def _print_paths(r: dict[str, Any]) -> None:
-    n, counts, ex, sa = r["n"], r["counts"], r["exact"], r["sampled"]
-    total_ex = sum(v for v in ex["norms"] if v is not None) or 1.0
-    sampled_at = dict(zip(sa["lengths"], range(len(sa["lengths"])), strict=True))
-    total_sa = sum(v for v in sa["total"] if v is not None) or 1.0
+def _print_paths(r: EnsembleResult) -> None:
+    assert r.exact is not None and r.sampled is not None and r.effective is not None and r.counts is not None
+    n, counts, ex, sa = r.n, r.counts, r.exact, r.sampled
+    total_ex = sum(v for v in ex.norms if v is not None) or 1.0
+    sampled_at = dict(zip(sa.lengths, range(len(sa.lengths)), strict=True))
+    total_sa = sum(v for v in sa.total if v is not None) or 1.0
     t = Table("k", "paths", "share", "exact ‖g_k‖", "%", "1 path: mean", "± std", "count×mean", "%",
-              title=f"{r['model']}: gradient at the first block's input by path length (n = {n}; exact: "
-              f"batch of {ex['examples']}, sampled: per example)", box=None)
-    eff_e, eff_s = r["effective"]["exact"], r["effective"]["sampled"]
+              title=f"{r.model}: gradient at the first block's input by path length (n = {n}; exact: "
+              f"batch of {ex.examples}, sampled: per example)", box=None)
+    eff_e, eff_s = r.effective.exact, r.effective.sampled
     for k in range(n + 1):
         j = sampled_at.get(k)
         inside = [
-            "e" if eff_e and eff_e["lo"] <= k <= eff_e["hi"] else "",
-            "s" if eff_s and eff_s["lo"] <= k <= eff_s["hi"] else "",
+            "e" if eff_e and eff_e.lo <= k <= eff_e.hi else "",
+            "s" if eff_s and eff_s.lo <= k <= eff_s.hi else "",
         ]
         mark = "".join(inside)
         t.add_row(
             f"{k}{' ' + mark if mark else ''}", f"{counts[k]:.3g}", share(counts[k] / 2**n),
-            _f(ex["norms"][k]), f"{ex['norms'][k] / total_ex:.1%}",
-            "" if j is None else _f(sa["mean"][j]), "" if j is None else _f(sa["std"][j]),
-            "" if j is None else _f(sa["total"][j]),
-            "" if j is None else f"{sa['total'][j] / total_sa:.1%}",
+            _f(ex.norms[k]), f"{(ex.norms[k] or 0.0) / total_ex:.1%}",
+            "" if j is None else _f(sa.mean[j]), "" if j is None else _f(sa.std[j]),
+            "" if j is None else _f(sa.total[j]),
+            "" if j is None else f"{(sa.total[j] or 0.0) / total_sa:.1%}",
         )
     console.print(t)
     console.print("e / s: inside the exact / sampled effective window", style="dim")
-    mass = r["effective"]["mass"]
-    ref = r["reference"]
+    mass = r.effective.mass
+    ref = r.reference or {}
     w = Table("view", "window (lengths)", f"holds (≥{mass:.0%})", "share of 2^n paths",
               title="effective paths", box=None)
     for name, eff in (("exact", eff_e), ("sampled (Veit's method)", eff_s)):
         if eff:
-            w.add_row(name, f"{eff['lo']}–{eff['hi']} of {n}", f"{eff['held']:.1%}", share(eff["share_of_paths"]))
-    re = ref["effective"]
-    w.add_row("Veit et al. 2016 §5 (CIFAR-10)", f"{re['lo']}–{re['hi']} of {ref['n']}", "'almost all'",
-              share(re["share_of_paths"]))
+            w.add_row(name, f"{eff.lo}–{eff.hi} of {n}", f"{eff.held or 0:.1%}", share(eff.share_of_paths or 0.0))
+    re = ref.get("effective")
+    if re:
+        w.add_row("Veit et al. 2016 §5 (CIFAR-10)", f"{re['lo']}–{re['hi']} of {ref['n']}", "'almost all'",
+                  share(re["share_of_paths"]))
     console.print(w)
-    console.print(f"sum check: ‖Σ_k g_k − autograd‖ / ‖autograd‖ = {ex['rel_error']:.2g} ({ex['dtype']}, "
-                  f"BatchNorm {ex['batchnorm']} mode, {ex['examples']} examples)", highlight=False)
-    console.print(f"sampled: {sa['samples']} paths per length; {sa['note']}", style="dim", highlight=False)
-    console.print(r["effective"]["explanation"], style="dim", highlight=False)
+    console.print(f"sum check: ‖Σ_k g_k − autograd‖ / ‖autograd‖ = {_f(ex.rel_error, '.2g')} ({ex.dtype}, "
+                  f"BatchNorm {ex.batchnorm} mode, {ex.examples} examples)", highlight=False)
+    console.print(f"sampled: {sa.samples} paths per length; {sa.note}", style="dim", highlight=False)
+    console.print(r.effective.explanation, style="dim", highlight=False)
 
 
 def plot_paths(r: dict[str, Any], path: Path) -> Path:
@@ -202,8 +201,8 @@ def command(
     r = run_ensemble(cfg, out_dir, residual=model, data=bundle, names=(name, None), parts=("paths",),
                      log=lambda s: console.print(f"· {s}", style="dim", highlight=False))
     _print_paths(r)
-    for note in r["notes"]:
+    for note in r.notes:
         if "untrained" in note:
             console.print(f"note: {note}", style="yellow", highlight=False)
-    fig = plot_paths(r, Path(out_dir) / "paths.png")
+    fig = plot_paths(r.to_json(), Path(out_dir) / "paths.png")
     console.print(f"results: {Path(out_dir) / 'results.json'}  figure: {fig}", highlight=False, soft_wrap=True)

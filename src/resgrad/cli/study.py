@@ -62,4 +62,7 @@ def command(
     def log(msg: str) -> None:
         console.print(msg, highlight=False, soft_wrap=True)
 
-    run_study(config, run_dir, log=log)
+    from resgrad.report import render
+
+    result = run_study(config, run_dir, log=log)
+    log(f"report: {render(result.to_json(), run_dir / 'report.html')}")

@@ -9,39 +9,31 @@ rerun skips finished runs and resumes the interrupted one from its checkpoint.
 Per epoch, a :class:`~resgrad.probes.GradientMonitor` also records the gradient norm at
 every block's input on the epoch's first step (the first is the net at initialisation).
 
-Results (JSON-able; docs/results-schema.md)::
-
-    {"experiment": "degradation", "config": {...}, "environment": {...},
-     "runs": [{"model", "arch": "plain"|"residual", "depth", "seed", "params", "run_dir",
-               "history": [per-epoch metrics], "final": {...},
-               "grad": [{"epoch", "block_norms": [...input side first], "ratio_first_last"}]}],
-     "table": [{"depth", "plain": {"train_error", "test_error", "train_error_std",
-                "test_error_std", "n_seeds"}, "residual": {...}}]}
+The result is a :class:`resgrad.results.DegradationResult` (results/degradation.py).
 """
 
 from __future__ import annotations
 
-import math
-import statistics
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from .. import stats
 from ..data import DataBundle
 from ..data import load as load_data
 from ..io import environment, jsonable
 from ..nets import build_for
+from ..nets.registry import TWIN_UNITS, twin_names
 from ..probes import GradientMonitor
+from ..results import DegradationResult
+from ..rundir import RunDir
 from ..train import TrainConfig, fit
 
-__all__ = ["DegradationConfig", "load_for", "run_degradation", "twin_names"]
-
-# Families whose twins differ only by the skip: (plain, residual).
-_TWINS = {"post": ("plain", "resnet"), "pre": ("preplain", "preresnet")}
+__all__ = ["DegradationConfig", "load_for", "run", "run_degradation", "twin_names"]
 
 
 @dataclass
@@ -69,14 +61,8 @@ class DegradationConfig:
         self.warmup = tuple((int(d), int(n)) for d, n in self.warmup)
         if not self.depths:
             raise ValueError("depths is empty; give at least one depth, e.g. (20, 56)")
-        if self.unit not in _TWINS:
+        if self.unit not in TWIN_UNITS:
             raise ValueError(f"unit must be 'post' or 'pre', received {self.unit!r}")
-
-
-def twin_names(depth: int, unit: str = "post") -> tuple[str, str]:
-    """Registry names of the (plain, residual) twins of ``depth`` layers."""
-    plain, res = _TWINS[unit]
-    return f"{plain}{depth}", f"{res}{depth}"
 
 
 class _EpochProfile(GradientMonitor):
@@ -103,23 +89,16 @@ def load_for(config: DegradationConfig) -> DataBundle:
     return data
 
 
-def _summary(values: list[float]) -> tuple[float, float]:
-    vals = [v for v in values if v is not None and math.isfinite(v)]
-    if not vals:
-        return float("nan"), float("nan")
-    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
-
-
-def run_degradation(
+def run(
     config: DegradationConfig,
-    out_dir: str | Path,
+    out: str | Path | RunDir,
     *,
     data: DataBundle | None = None,
     log: Callable[[str], None] = print,
     progress: bool | None = None,
-) -> dict[str, Any]:
-    """Train every (depth, plain|residual, seed) with one recipe; return the results dict."""
-    out = Path(out_dir)
+) -> DegradationResult:
+    """Train every (depth, plain|residual, seed) with one recipe (``out/runs/<model>-s<seed>``)."""
+    out = out.path if isinstance(out, RunDir) else Path(out)
     data = load_for(config) if data is None else data
     spe = data.num_batches(config.train.batch_size)
     runs = []
@@ -127,12 +106,12 @@ def run_degradation(
             for arch, name in zip(("plain", "residual"), twin_names(d, config.unit), strict=True)
             for s in config.seeds]
     for i, (depth, arch, name, seed) in enumerate(jobs, 1):
-        run_dir = out / "runs" / f"{name}-s{seed}"
+        run_dir = RunDir(out / "runs" / f"{name}-s{seed}")
         torch.manual_seed(seed)  # initial weights are part of the run's seed
         model = build_for(name, data.input_shape, data.num_classes)
         spec = {"name": name, "kwargs": {}, "input_shape": list(data.input_shape), "num_classes": data.num_classes}
         warm = dict(config.warmup).get(depth, config.train.warmup_iters)
-        train = TrainConfig(**{**asdict(config.train), "seed": seed, "warmup_iters": warm})
+        train = replace(config.train, seed=seed, warmup_iters=warm)
         cbs = [_EpochProfile(model, spe)] if config.monitor else []
         log(f"[{i}/{len(jobs)}] {name} seed {seed}: {sum(p.numel() for p in model.parameters()):,} parameters")
         res = fit(model, data, train, callbacks=cbs, out_dir=run_dir, model_spec=spec, progress=progress)
@@ -142,7 +121,7 @@ def run_degradation(
         runs.append({
             "model": name, "arch": arch, "depth": depth, "seed": seed,
             "params": sum(p.numel() for p in model.parameters()),
-            "run_dir": str(run_dir),
+            "run_dir": str(run_dir.path),
             "history": [{k: v for k, v in h.items() if not k.startswith("grad_")} for h in res.history],
             "final": {k: final.get(k) for k in ("train_loss", "train_error", "test_loss", "test_error")},
             "grad": [{"epoch": h["epoch"], "block_norms": h["grad_block_norms"],
@@ -154,17 +133,22 @@ def run_degradation(
         row: dict[str, Any] = {"depth": depth}
         for arch in ("plain", "residual"):
             rs = [r for r in runs if r["depth"] == depth and r["arch"] == arch]
-            tr, tr_sd = _summary([r["final"]["train_error"] for r in rs])
-            te, te_sd = _summary([r["final"]["test_error"] for r in rs])
-            row[arch] = {"model": rs[0]["model"], "train_error": tr, "test_error": te,
-                         "train_error_std": tr_sd, "test_error_std": te_sd, "n_seeds": len(rs)}
+            tr = stats.summary([r["final"]["train_error"] for r in rs])
+            te = stats.summary([r["final"]["test_error"] for r in rs])
+            row[arch] = {"model": rs[0]["model"], "train_error": tr.mean, "test_error": te.mean,
+                         "train_error_std": tr.std, "test_error_std": te.std, "n_seeds": len(rs)}
         table.append(row)
-    return jsonable({
-        "experiment": "degradation",
+    return DegradationResult.of(jsonable({
         "config": asdict(config),
         "data": {"name": data.name, "input_shape": list(data.input_shape), "num_classes": data.num_classes,
                  "n_train": len(data.x_train), "n_test": len(data.x_test)},
         "environment": environment(config.train.device),
         "runs": runs,
         "table": table,
-    })
+    }))
+
+
+def run_degradation(config: DegradationConfig, out_dir: str | Path, *, data: DataBundle | None = None,
+                    log: Callable[[str], None] = print, progress: bool | None = None) -> DegradationResult:
+    """The degradation experiment (the name of resgrad 0.1; same as :func:`run`)."""
+    return run(config, out_dir, data=data, log=log, progress=progress)

@@ -23,38 +23,8 @@ Models come as objects, run folders (:func:`resgrad.load_run`) or registry names
 is trained first through :func:`resgrad.fit` when ``config.train`` is set (else it is
 measured at initialisation, and the results say so).
 
-results.json (``experiment: "ensemble"``; errors are fractions, norms floats)::
-
-    experiment: "ensemble", schema_version: 1
-    config: EnsembleConfig as a dict         environment: resgrad.io.environment()
-    model, plain_model: names                data: dataset name
-    models: {residual|plain: {name, source ("object"|"run"|"trained"|"initialisation"),
-             run_dir, params, blocks, residual_blocks, test_error}}
-    n: residual blocks   lengths: [0..n]   counts: [C(n,k)]   path_fraction: [C(n,k)/2^n]
-    exact: {n, lengths, counts, norms [||g_k|| over the batch], example_norms [mean_b ||g_k[b]||],
-            total_norm, rel_error (||sum_k g_k - autograd|| / ||autograd||), batchnorm ("eval"|"train"),
-            examples, dtype, seconds, effective: WINDOW}
-    exact_plain: {norm, example_norm, examples}   # the plain twin's single path, same inputs
-    sampled: {n, lengths, counts, mean, std, q10, median, q90, total [count x mean], samples
-              (per length), examples, method: "vectorised", batchnorm: "eval", seconds, note,
-              effective: WINDOW}
-    effective: {mass, exact: WINDOW, sampled: WINDOW, explanation}
-    reference: {source, n: 54, effective: WINDOW-like (5-17, share_of_paths 0.00454, quoted "0.45%"),
-                paths_95: {lo: 19, hi: 35, share_of_paths}, smallest_95: {lo, hi, share_of_paths}
-                (for this net's n), lesion: [quotes]}
-    lesion: {residual|plain: {model, baseline, blocks: [{block, stage, kind, downsample, error, delta}]}}
-    deletion: {residual|plain: {model, k: [...], mean: [...], std: [...], errors: [[per trial]], trials}}
-    reorder: {model, swaps: [...], kendall_tau: [mean per k], mean: [error], std: [...],
-              trials: [[{tau, error}]], plain: {same keys for the plain twin}}
-    short_path: {active_blocks, n, test_error (all blocks, BatchNorm statistics re-estimated with all
-                 blocks on), test_error_as_trained (running statistics of the k-block training),
-                 bn_recalibrated, full_test_error, epochs, run_dir}            # when asked
-    notes: [strings]      timing: {paths, lesion, short, total} seconds
-
-    WINDOW = {lo, hi, mass (requested share of magnitude), held (share actually inside),
-              share_of_paths (of all 2^n paths), n}
-
-Parts not run (``parts``) are absent; ``plain`` parts are absent without a plain twin;
+The result is a :class:`resgrad.results.EnsembleResult` (results/ensemble.py defines every
+field). Parts not run (``parts``) are None; ``plain`` parts are absent without a plain twin;
 ``short_path`` needs ``config.short_path`` and a residual net given by name or run folder.
 """
 
@@ -63,7 +33,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -73,11 +43,15 @@ from torch import nn
 from .. import paths
 from ..data import DataBundle
 from ..data import load as load_data
-from ..io import environment, read_json, write_json
+from ..io import environment, jsonable
 from ..nets import blocks, build_for, residual_blocks
-from ..train import TrainConfig, evaluate, fit, load_run
+from ..results import EnsembleResult
+from ..rundir import RunDir
+from ..train import RUN_KIND, TrainConfig, evaluate, fit, load_run
 
-__all__ = ["EnsembleConfig", "run_ensemble", "VEIT2016", "PARTS"]
+__all__ = ["EnsembleConfig", "run", "run_ensemble", "VEIT2016", "PARTS", "KIND"]
+
+KIND = "resgrad.ensemble"  # config.json's kind for an ensemble run folder
 
 PARTS = ("paths", "lesion", "short")
 
@@ -336,7 +310,7 @@ def _short_path(
             "folder, not a model object (or set short_path=None)"
         )
     if info["source"] == "run":
-        record = read_json(Path(spec) / "config.json")
+        record = RunDir(spec).read_config(RUN_KIND)
         model_spec = record["model_spec"]
         known = {f.name for f in fields(TrainConfig)}
         recorded = {k: v for k, v in record["config"].items() if k in known}
@@ -347,7 +321,7 @@ def _short_path(
         train = config.train
     if train is None:
         raise ValueError("short-path training needs a recipe: set EnsembleConfig.train (a TrainConfig)")
-    train = TrainConfig(**{**asdict(train), "active_blocks": k})
+    train = replace(train, active_blocks=k)
     name = model_spec["name"]
     run = None if out is None else out / "runs" / f"{name}-short{k}-{data.name}-s{train.seed}"
     log(f"short-path training: {name} with {k} random blocks active per batch, {train.epochs} epochs")
@@ -387,9 +361,9 @@ def _bn_recalibrated(model: nn.Module, data: DataBundle, batch_size: int = 500) 
     return copy_.eval()
 
 
-def run_ensemble(
+def run(
     config: EnsembleConfig | None = None,
-    out_dir: str | Path | None = None,
+    out: str | Path | RunDir | None = None,
     *,
     residual: nn.Module | str | None = None,
     plain: nn.Module | str | None = None,
@@ -397,8 +371,8 @@ def run_ensemble(
     names: tuple[str | None, str | None] | None = None,
     parts: Sequence[str] = PARTS,
     log: Callable[[str], None] | None = None,
-) -> dict[str, Any]:
-    """Measure the ensemble view; write ``out_dir/results.json`` when ``out_dir`` is given.
+) -> EnsembleResult:
+    """Measure the ensemble view; with ``out``, a run folder (``config.json``, ``results.json``).
 
     ``residual``/``plain``: model objects, run folders or registry names (default: the
     config's). ``data``: a DataBundle (default: the run folder's dataset or
@@ -412,7 +386,13 @@ def run_ensemble(
     if bad or not parts:
         raise ValueError(f"parts must be a non-empty subset of {', '.join(PARTS)}, received {list(parts)}")
     log = log or (lambda s: None)
-    out = Path(out_dir) if out_dir is not None else None
+    run_dir = None if out is None else out if isinstance(out, RunDir) else RunDir(out)
+    out = None if run_dir is None else run_dir.path
+    if run_dir is not None:
+        # Model objects and data come from the caller, so a used folder is recomputed, never
+        # refused: it records what was measured, and the results overwrite it.
+        run_dir.claim({"kind": KIND, "config": jsonable(config.to_dict()), "environment": environment(config.device)},
+                      fresh=True)
     t0 = time.perf_counter()
     res_name, plain_name = names or (None, None)
     residual = config.residual if residual is None else residual
@@ -432,7 +412,7 @@ def run_ensemble(
             notes.append(f"{info['name']} is untrained (weights at initialisation); Veit et al. measured trained "
                          "nets: give a run folder, or train it first (EnsembleConfig.train, `--epochs`)")
     results: dict[str, Any] = {
-        "experiment": "ensemble", "schema_version": 1, "config": config.to_dict(),
+        "config": config.to_dict(),
         "environment": environment(config.device), "model": res_info["name"],
         "plain_model": None if pl_info is None else pl_info["name"], "data": data.name,
         "models": {"residual": res_info, **({"plain": pl_info} if pl_info else {})},
@@ -465,6 +445,12 @@ def run_ensemble(
     timing["total"] = time.perf_counter() - t0
     results["notes"] = notes
     results["timing"] = timing
-    if out is not None:
-        write_json(out / "results.json", results)
-    return results
+    result = EnsembleResult.of(jsonable(results))
+    if run_dir is not None:
+        run_dir.write_results(result)
+    return result
+
+
+def run_ensemble(config: EnsembleConfig | None = None, out_dir: str | Path | None = None, **kw: Any) -> EnsembleResult:
+    """The ensemble experiment (the name of resgrad 0.1; same as :func:`run`)."""
+    return run(config, out_dir, **kw)

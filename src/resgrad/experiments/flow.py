@@ -27,33 +27,7 @@ He et al. 2015 (§4.1) report "healthy" backward norms in BN plain nets; Philipp
 2018 (arXiv 1712.05577) report exploding gradients in BN plain MLPs. The grid measures
 both; nothing here assumes an answer.
 
-results.json schema (``experiment: "flow"``, ``schema_version: 1``)::
-
-    experiment, schema_version, config (FlowConfig as a dict), environment, data
-      ({name, input_shape, num_classes, batch_size: {mlp, he2015}}), wall_time_s,
-    conventions: {profile, ratio, slope, decades, verdict}   # the sentences above
-    thresholds: {decades: 2.0, ci_level: 0.95}
-    configs: [ {                                 # one per (group, seed)
-        family, arch, norm, act, init, depth (blocks), layers, seed, group (index),
-        train_steps, dtype (float32, or float64 where float32 overflowed), loss, finite,
-        profile: {names, numel, log10_norm, log10_rms, norm, rms},   # per block, block 0 first
-        log10_ratio, ratio_first_last, slope,
-        slope_ci, decades, verdict }             # copied from the config's group
-    ]
-    groups: [ {                                  # one per config over seeds
-        family, arch, norm, act, init, depth, layers, seeds,
-        slope (mean over seeds), slope_ci [lo, hi] | null, decades, log10_ratio (mean),
-        ratio_first_last (geometric mean), verdict,
-        profile_log10_rms (mean over seeds, per block) }
-    ]
-    summary: {
-      largest_depth: [ {family, norm, act, init, depth, plain: {log10_ratio, decades, verdict},
-                        residual: {...}} ],      # plain vs residual at the deepest setting
-      bn_plain: [ {family, act, init, depth, log10_ratio, decades, verdict} ],  # He §4.1 vs Philipp
-      depth_trend: [ {family, arch, norm, act, init, depths, decades, rate_per_block} ],
-                                                 # rate: LSQ slope of decades vs depth-1 (decades/block)
-      verdict_counts: {arch: {verdict: n}} }
-    figures: [file names in out_dir]             # log-scale profiles, ratio vs depth (png, svg)
+The result is a :class:`resgrad.results.FlowResult` (results/flow.py defines every field).
 """
 
 from __future__ import annotations
@@ -68,17 +42,20 @@ from typing import Any
 import torch
 from torch import nn
 
+from .. import stats
 from ..data import DataBundle
 from ..data import load as load_data
-from ..io import atomic_write, environment, jsonable, read_json, write_json
+from ..io import environment, jsonable
 from ..nets.blocks import blocks as _blocks
 from ..nets.he2015 import he_net
 from ..nets.mlp import ACTIVATIONS, MLP
 from ..probes.gradients import block_gradient_profile
+from ..results import FlowResult
+from ..rundir import RunDir
 
-__all__ = ["FlowConfig", "run_flow", "fit_slope", "verdict", "SIZES", "FAMILIES", "SCHEMA_VERSION"]
+__all__ = ["FlowConfig", "run_flow", "run", "fit_slope", "verdict", "SIZES", "FAMILIES", "KIND"]
 
-SCHEMA_VERSION = 1
+KIND = "resgrad.flow"  # config.json's kind for a flow run folder
 FAMILIES = ("mlp", "he2015")
 VERDICTS = ("vanishing", "healthy", "exploding", "non-finite")
 
@@ -109,7 +86,7 @@ class FlowConfig:
     #                  shared machine a spinning second thread costs 10x (restored afterwards)
     threshold_decades: float = 2.0  # verdict: |fitted log10(first/last)| at least this (100x) ...
     ci_level: float = 0.95  # ... and the slope's CI across seeds excludes 0 in that direction
-    figure_formats: tuple[str, ...] = ("png", "svg")  # figures written beside results.json (none: ())
+    figure_formats: tuple[str, ...] = ("png", "svg")  # figures `resgrad flow` writes beside results.json (none: ())
     size: str = "custom"  # preset this config came from ("quick", "default", "full") or "custom"
 
     def __post_init__(self) -> None:
@@ -217,19 +194,7 @@ def fit_slope(log10_rms: list[float]) -> float:
     L = len(log10_rms)
     if L < 2:
         return float("nan")
-    return _lsq(list(range(L)), list(reversed(log10_rms)))  # index k: k blocks from the loss end
-
-
-def _ci(values: list[float], level: float) -> tuple[float, float] | None:
-    n = len(values)
-    if n < 2 or not all(math.isfinite(v) for v in values):
-        return None
-    from scipy import stats
-
-    m = sum(values) / n
-    sd = math.sqrt(sum((v - m) ** 2 for v in values) / (n - 1))
-    h = float(stats.t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
-    return (m - h, m + h)
+    return stats.slope(list(range(L)), list(reversed(log10_rms)))  # index k: k blocks from the loss end
 
 
 def verdict(slope: float, ci: tuple[float, float] | None, depth: int, threshold_decades: float = 2.0) -> str:
@@ -310,41 +275,54 @@ def _take(it, n: int):
             return
 
 
-def run_flow(config: FlowConfig | None = None, out_dir: str | Path | None = None, *,
-             reuse: bool = True, progress: Callable[[int, int, dict], None] | None = None) -> dict[str, Any]:
-    """Run the grid; return the results dict (schema in the module docstring).
+def run(config: FlowConfig | None = None, out: str | Path | RunDir | None = None, *,
+        reuse: bool = True, progress: Callable[[int, int, dict], None] | None = None) -> FlowResult:
+    """Run the grid and return its :class:`~resgrad.results.FlowResult`.
 
-    With ``out_dir``: writes ``config.json``, ``results.json`` (atomic) and the figures;
-    a folder whose results.json has the same config is reused, not recomputed.
+    With ``out``: a run folder (``config.json``, ``results.json``); a folder that finished
+    this same config is reused, not recomputed (``reuse=False`` recomputes), and one that
+    holds another config is refused, naming the fields that differ.
     ``progress(i, n, config_row)`` is called after each measured config.
     """
     config = config or FlowConfig()
-    cfg = asdict(config)
-    out = Path(out_dir) if out_dir is not None else None
-    if out is not None and reuse and (out / "results.json").exists():
-        try:
-            old = read_json(out / "results.json")
-            if old.get("experiment") == "flow" and old.get("config") == jsonable(cfg):
-                return old
-        except (OSError, ValueError):
-            pass
+    cfg = jsonable(asdict(config))
+    run_dir = None if out is None else out if isinstance(out, RunDir) else RunDir(out)
+    if run_dir is not None:
+        run_dir.claim({"kind": KIND, "config": cfg, "environment": environment(config.device)},
+                      compare=lambda r: _comparable(r.get("config") or {}))
+        if reuse and (done := run_dir.finished(FlowResult, cfg)) is not None:
+            return done
     threads = torch.get_num_threads()
     if config.threads:
         torch.set_num_threads(config.threads)
     try:
         with torch.random.fork_rng(devices=[]):  # seeds per config; the caller's RNG is left as it was
-            return _run(config, out, progress)
+            result = _run(config, progress)
     finally:
         torch.set_num_threads(threads)
+    if run_dir is not None:
+        run_dir.write_results(result)
+    return result
 
 
-def _run(config: FlowConfig, out: Path | None, progress: Callable[[int, int, dict], None] | None) -> dict[str, Any]:
+def run_flow(config: FlowConfig | None = None, out_dir: str | Path | None = None, *,
+             reuse: bool = True, progress: Callable[[int, int, dict], None] | None = None) -> FlowResult:
+    """The flow experiment (the name of resgrad 0.1; same as :func:`run`)."""
+    return run(config, out_dir, reuse=reuse, progress=progress)
+
+
+# Fields that change where or how the grid is computed, not what it measures.
+_FREE = ("device", "threads", "figure_formats")
+
+
+def _comparable(cfg: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in cfg.items() if k not in _FREE}
+
+
+def _run(config: FlowConfig, progress: Callable[[int, int, dict], None] | None) -> FlowResult:
     cfg = asdict(config)
     t0 = time.perf_counter()
     data = load_data(config.data)
-    if out is not None:
-        write_json(out / "config.json", {"experiment": "flow", "config": cfg, "environment": environment(config.device)})
-
     grid = [(f, a, n, act, i, d) for f in config.families for n in config.norms for act in config.activations
             for i in config.inits for d in (config.he_depths if f == "he2015" else config.depths)
             for a in config.archs]
@@ -364,11 +342,11 @@ def _run(config: FlowConfig, out: Path | None, progress: Callable[[int, int, dic
         slopes = [r["slope"] for r in seeds_rows]
         L = seeds_rows[0]["depth"]
         finite = all(r["finite"] for r in seeds_rows)
-        slope = sum(slopes) / len(slopes) if finite else float("nan")
-        ci = _ci(slopes, config.ci_level) if finite else None
+        slope = stats.mean(slopes) if finite else float("nan")
+        ci = stats.t_interval(slopes, config.ci_level) if finite else None
         v = verdict(slope, ci, L, config.threshold_decades)
         lrs = [r["log10_ratio"] for r in seeds_rows]
-        log_ratio = sum(lrs) / len(lrs) if finite else float("nan")
+        log_ratio = stats.mean(lrs) if finite else float("nan")
         prof = [sum(c) / len(c) for c in zip(*(r["profile"]["log10_rms"] for r in seeds_rows), strict=True)]
         grp = {
             "family": family, "arch": arch, "norm": norm, "act": act, "init": init, "depth": L,
@@ -384,8 +362,6 @@ def _run(config: FlowConfig, out: Path | None, progress: Callable[[int, int, dic
         rows.extend(seeds_rows)
 
     results: dict[str, Any] = {
-        "experiment": "flow",
-        "schema_version": SCHEMA_VERSION,
         "config": cfg,
         "environment": environment(config.device),
         "data": {"name": data.name, "input_shape": list(data.input_shape),
@@ -396,14 +372,9 @@ def _run(config: FlowConfig, out: Path | None, progress: Callable[[int, int, dic
         "configs": rows,
         "groups": groups,
         "summary": _summary(groups),
-        "figures": [],
+        "wall_time_s": time.perf_counter() - t0,
     }
-    if out is not None and config.figure_formats:
-        results["figures"] = _figures(results, out, config.figure_formats)
-    results["wall_time_s"] = time.perf_counter() - t0
-    if out is not None:
-        write_json(out / "results.json", results)
-    return results
+    return FlowResult.of(jsonable(results))
 
 
 CONVENTIONS = {
@@ -449,17 +420,8 @@ def _summary(groups: list[dict[str, Any]]) -> dict[str, Any]:
         gs = sorted(gs, key=lambda g: g["depth"])
         xs, ys = [g["depth"] - 1 for g in gs], [g["decades"] for g in gs]
         trend.append({"family": family, "arch": arch, "norm": norm, "act": act, "init": init,
-                      "depths": [g["depth"] for g in gs], "decades": ys, "rate_per_block": _lsq(xs, ys)})
+                      "depths": [g["depth"] for g in gs], "decades": ys, "rate_per_block": stats.slope(xs, ys)})
     return {"largest_depth": largest, "bn_plain": bn_plain, "depth_trend": trend, "verdict_counts": counts}
-
-
-def _lsq(xs: list[float], ys: list[float]) -> float:
-    """Least-squares slope of ys on xs (NaN with fewer than two points or a non-finite y)."""
-    if len(xs) < 2 or not all(math.isfinite(y) for y in ys):
-        return float("nan")
-    xm, ym = sum(xs) / len(xs), sum(ys) / len(ys)
-    sxx = sum((x - xm) ** 2 for x in xs)
-    return sum((x - xm) * (y - ym) for x, y in zip(xs, ys, strict=True)) / sxx if sxx else float("nan")
 
 
 # ---- figures ----------------------------------------------------------------------------
@@ -468,6 +430,8 @@ def _lsq(xs: list[float], ys: list[float]) -> float:
 def _figures(results: dict[str, Any], out: Path, formats: tuple[str, ...] = ("png", "svg")) -> list[str]:
     """Log-scale profiles at the largest depth and log10 ratio vs depth, PNG + SVG."""
     import matplotlib
+
+    from ..io import atomic_write
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

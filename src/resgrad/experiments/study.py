@@ -1,35 +1,42 @@
 """The main job: gradient flow, degradation and the ensemble view, in one results.json.
 
-``run_study(preset("default"), "runs/study-default")`` runs three stages into one folder::
+``run(preset("default"), "runs/study-default")`` runs three stages into one run folder::
 
-    study-config.json        the resolved StudyConfig (a rerun must match it)
+    config.json              the resolved StudyConfig (a rerun must match it)
     flow/                    experiments/flow.py: the grid at initialisation
     degradation/runs/...     one resumable training run per (depth, plain|residual, seed)
     ensemble/                experiments/ensemble.py on the deepest trained pair
-    results.json             everything (docs/results-schema.md), written atomically
-    report.html              rendered from results.json only
+    results.json             the StudyResult (results/study.py), written atomically
 
 Each stage reuses what a previous (killed) invocation finished: flow and ensemble by their
-results.json, training runs through ``fit``'s checkpoints. A finished study rerun only
-re-renders the report.
+validated results.json, training runs through ``fit``'s checkpoints. A finished study
+returns its result; the command (``resgrad study``) renders report.html from it.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ..io import environment, jsonable, read_json, write_json
+from ..io import environment, jsonable
+from ..results import DegradationResult, EnsembleResult, StudyResult
+from ..results.study import Timing
+from ..rundir import RunDir
 from ..train import TrainConfig, load_run
-from .degradation import DegradationConfig, load_for, run_degradation, twin_names
-from .ensemble import EnsembleConfig, run_ensemble
-from .flow import FlowConfig, run_flow
+from . import degradation as _degradation
+from . import ensemble as _ensemble
+from . import flow as _flow
+from .degradation import DegradationConfig, load_for, twin_names
+from .ensemble import EnsembleConfig
+from .flow import FlowConfig
 
-__all__ = ["StudyConfig", "PRESETS", "preset", "run_study"]
+__all__ = ["StudyConfig", "PRESETS", "preset", "run", "run_study", "KIND"]
+
+KIND = "resgrad.study"  # config.json's kind for a study folder
 
 PRESETS = ("quick", "default", "he2015-cifar10")
 
@@ -89,54 +96,43 @@ def preset(
     if seeds is not None:
         deg.seeds = tuple(int(s) for s in seeds)
     if epochs is not None:
-        deg.train = TrainConfig(**{**asdict(deg.train), "epochs": int(epochs)})
+        deg.train = replace(deg.train, epochs=int(epochs))
     # The ensemble stage measures the deepest trained pair (recorded under these names).
     ens.plain, ens.residual = twin_names(max(deg.depths), deg.unit)
     ens.data, ens.data_kwargs = deg.data, dict(data_kwargs)
     return StudyConfig(preset=name, flow=flow, degradation=deg, ensemble=ens, device=device)
 
 
-def _same_or_fail(path: Path, cfg: dict[str, Any]) -> None:
-    if path.is_file():
-        old = read_json(path)
-        if old != cfg:
-            diff = sorted(k for k in set(old) | set(cfg) if old.get(k) != cfg.get(k))
-            raise ValueError(
-                f"{path.parent} holds a study with a different config (differs in {', '.join(diff)}); "
-                f"use a new --out folder, or remove {path.parent} to start over"
-            )
-    else:
-        write_json(path, cfg)
+def _comparable(record: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in (record.get("config") or {}).items() if k != "device"}  # any device, same study
 
 
-def run_study(
+def run(
     config: StudyConfig,
-    out_dir: str | Path,
+    out: str | Path | RunDir,
     *,
     log: Callable[[str], None] = print,
     progress: bool | None = None,
-) -> dict[str, Any]:
-    """Run (or resume) the study in ``out_dir``; write results.json and report.html."""
-    from ..report import render  # the report reads results only; imported late to keep startup light
-
-    out = Path(out_dir)
+) -> StudyResult:
+    """Run (or resume) the study in ``out``; write and return its StudyResult."""
+    run_dir = out if isinstance(out, RunDir) else RunDir(out)
+    root = run_dir.path
+    if (root / "study-config.json").is_file() and not run_dir.has_config():
+        raise ValueError(f"{root} holds a study of resgrad 0.1, whose stages this version does not reuse; use a new "
+                         f"--out folder (its report still opens: {run_dir.report_path})")
     cfg = config.to_dict()
-    cfg_for_check = {k: v for k, v in cfg.items() if k != "device"}
-    _same_or_fail(out / "study-config.json", cfg_for_check)
-    final = out / "results.json"
-    if final.is_file():
-        results = read_json(final)
-        log(f"study already finished in {out}; re-rendering the report")
-        path = render(results, out / "report.html")
-        log(f"report: {path}")
-        return results
+    run_dir.claim({"kind": KIND, "config": cfg, "environment": environment(config.device)}, compare=_comparable)
+    done = run_dir.finished(StudyResult)
+    if done is not None and _comparable({"config": done.config}) == _comparable({"config": cfg}):
+        log(f"study already finished in {root}")
+        return done
 
     started = datetime.now(timezone.utc)
     seconds: dict[str, float] = {}
 
     t = time.perf_counter()
     log("1/3 gradient flow at initialisation")
-    flow = run_flow(config.flow, out / "flow")
+    flow = _flow.run(config.flow, run_dir.sub("flow"))
     seconds["flow"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -144,8 +140,9 @@ def run_study(
     log(f"2/3 degradation: plain vs residual, depths {', '.join(map(str, deg.depths))}, "
         f"{deg.train.epochs} epochs on {deg.data}")
     data = load_for(deg)  # the same examples train the nets and measure their paths
-    degradation = run_degradation(deg, out / "degradation", data=data, log=log, progress=progress)
-    write_json(out / "degradation" / "results.json", degradation)
+    deg_dir = run_dir.sub("degradation")
+    degradation: DegradationResult = _degradation.run(deg, deg_dir, data=data, log=log, progress=progress)
+    deg_dir.write_results(degradation)
     seconds["degradation"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -153,30 +150,28 @@ def run_study(
     plain_name, res_name = twin_names(deepest, deg.unit)
     seed = deg.seeds[0]
     log(f"3/3 ensemble view on {res_name} and {plain_name} (seed {seed})")
-    ens_dir = out / "ensemble"
-    if (ens_dir / "results.json").is_file():  # finished before an interruption
-        ensemble = read_json(ens_dir / "results.json")
-    else:
-        residual, _ = load_run(out / "degradation" / "runs" / f"{res_name}-s{seed}", device=config.device)
-        plain, _ = load_run(out / "degradation" / "runs" / f"{plain_name}-s{seed}", device=config.device)
-        ensemble = run_ensemble(config.ensemble, residual=residual, plain=plain, data=data, out_dir=ens_dir,
-                                names=(res_name, plain_name), log=log)
+    ens_dir = run_dir.sub("ensemble")
+    ensemble = ens_dir.finished(EnsembleResult, jsonable(config.ensemble.to_dict()))  # finished before a kill
+    if ensemble is None:
+        runs = deg_dir.sub("runs")
+        residual, _ = load_run(runs.sub(f"{res_name}-s{seed}"), device=config.device)
+        plain, _ = load_run(runs.sub(f"{plain_name}-s{seed}"), device=config.device)
+        ensemble = _ensemble.run(config.ensemble, ens_dir, residual=residual, plain=plain, data=data,
+                                 names=(res_name, plain_name), log=log)
     seconds["ensemble"] = time.perf_counter() - t
     seconds["total"] = sum(seconds.values())
 
-    results = {
-        "experiment": "study",
-        "preset": config.preset,
-        "config": cfg,
-        "environment": environment(config.device),
-        "timing": {"started": started.isoformat(timespec="seconds"),
-                   "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                   "seconds": seconds},
-        "flow": flow,
-        "degradation": degradation,
-        "ensemble": ensemble,
-    }
-    write_json(final, results)
-    path = render(results, out / "report.html")
-    log(f"report: {path}")
-    return results
+    result = StudyResult(
+        preset=config.preset, config=cfg, environment=environment(config.device),
+        timing=Timing(started=started.isoformat(timespec="seconds"),
+                      finished=datetime.now(timezone.utc).isoformat(timespec="seconds"), seconds=seconds),
+        flow=flow, degradation=degradation, ensemble=ensemble,
+    )
+    run_dir.write_results(result)
+    return result
+
+
+def run_study(config: StudyConfig, out_dir: str | Path, *, log: Callable[[str], None] = print,
+              progress: bool | None = None) -> StudyResult:
+    """The study (the name of resgrad 0.1; same as :func:`run`; ``resgrad study`` also renders the report)."""
+    return run(config, out_dir, log=log, progress=progress)

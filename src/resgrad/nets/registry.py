@@ -17,7 +17,29 @@ from torch import nn
 from .he2015 import he_net
 from .mlp import MLP
 
-__all__ = ["register_model", "build", "build_for", "list_models", "family_of", "describe"]
+__all__ = ["register_model", "build", "build_for", "list_models", "family_of", "describe", "twin_names",
+           "plain_twin", "TWIN_UNITS"]
+
+# Residual families and their plain twins (same layers and parameters, no skip), longest prefix first.
+_TWIN_PREFIXES = (("preresnet", "preplain"), ("resnet", "plain"), ("resmlp", "plainmlp"))
+# He et al. unit -> (plain, residual) family: "post" is the 2015 net, "pre" the 2016 pre-activation one.
+TWIN_UNITS = {"post": ("plain", "resnet"), "pre": ("preplain", "preresnet")}
+
+
+def twin_names(depth: int, unit: str = "post") -> tuple[str, str]:
+    """Registry names of the (plain, residual) twins of ``depth`` layers."""
+    if unit not in TWIN_UNITS:
+        raise ValueError(f"unit must be one of {', '.join(TWIN_UNITS)}, received {unit!r}")
+    plain, res = TWIN_UNITS[unit]
+    return f"{plain}{depth}", f"{res}{depth}"
+
+
+def plain_twin(name: str) -> str | None:
+    """``resnet110`` -> ``plain110``, ``resmlp-16x64`` -> ``plainmlp-16x64``; None for other names."""
+    for res, plain in _TWIN_PREFIXES:
+        if name.startswith(res):
+            return plain + name[len(res):]
+    return None
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 # Families take an explicit depth: build("resnet", depth=74).

@@ -22,6 +22,7 @@ import json
 import os
 import types
 import typing
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar, Union
@@ -173,6 +174,14 @@ class Record:
             raise _fail(source, "", f"holds {_show(d)}, expected an object ({cls.__name__})", _FIX)
         return cls._from_dict(d, "", source)
 
+    def __getitem__(self, key: str) -> Any:
+        # resgrad 0.1 returned dicts; keep ``result["field"]`` working for a while, loudly.
+        if key not in self._fields():
+            raise KeyError(key)
+        warnings.warn(f"indexing a {type(self).__name__} like a dict is deprecated; use .{key}",
+                      DeprecationWarning, stacklevel=2)
+        return getattr(self, key)
+
     def to_json(self) -> dict[str, Any]:
         """Plain JSON: nested records as objects, tuples as lists, non-finite floats as null."""
         return jsonable({f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)})
@@ -236,6 +245,13 @@ class Result(Record):
             body = step(body)
             version += 1
         return super()._from_dict(body, where, source)
+
+    @classmethod
+    def of(cls: type[R], body: dict[str, Any], *, source: str | None = None) -> R:
+        """Validate an experiment's freshly computed fields (no envelope) into this type."""
+        assert issubclass(cls, Result)
+        return cls.from_json({"schema": cls.SCHEMA, "schema_version": cls.VERSION, **body},
+                             source=source or f"{cls.EXPERIMENT} experiment")
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write this result atomically as indented JSON."""

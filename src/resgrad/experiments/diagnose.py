@@ -1,0 +1,210 @@
+"""Diagnose any model: per-layer gradient norms on a few batches, flagged against their median.
+
+``run(config, out, model=...)`` measures every module's output gradient and its
+parameters' gradients with :class:`~resgrad.probes.GradientMonitor` on ``config.steps``
+batches (SGD steps, lr 0.01, between them) and flags layers whose gradient RMS lies
+``config.threshold`` decades or more from the median layer's: *vanishing* / *exploding*,
+*zero*, *non-finite*, *no grad*. For models with resgrad blocks it also gives the per-block
+input-gradient profile and the flow experiment's verdict. The result is a
+:class:`resgrad.results.DiagnoseResult`; ``resgrad diagnose`` resolves the SPEC to a model
+and prints it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data import DataBundle
+from ..io import environment, jsonable
+from ..nets import blocks as _model_blocks
+from ..probes import GradientMonitor
+from ..results import DiagnoseResult
+from ..rundir import RunDir
+from .flow import fit_slope, verdict
+
+__all__ = ["DiagnoseConfig", "run", "KIND"]
+
+KIND = "resgrad.diagnose"  # config.json's kind for a diagnose run folder
+
+
+@dataclass
+class DiagnoseConfig:
+    """What to measure (every field is recorded in the run folder's config.json)."""
+
+    spec: str  # the model as the user named it (registry name, torchvision:NAME, module:factory, run folder)
+    input_shape: tuple[int, ...] | None = None  # one example's shape (random inputs); None: from the data
+    data: str | None = None  # dataset whose training batches are used; None: random inputs
+    steps: int = 1  # measured steps (SGD, lr 0.01, between them); 1 = at initialisation
+    batch_size: int = 16  # examples per step
+    threshold: float = 2.0  # flag layers this many decades from the median gradient RMS (100x)
+    seed: int = 0  # the inputs and the SGD steps
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.input_shape is not None:
+            self.input_shape = tuple(int(s) for s in self.input_shape)
+        if self.steps < 1 or self.batch_size < 1:
+            raise ValueError(f"steps and batch_size must be >= 1, received {self.steps} and {self.batch_size}")
+        if not (isinstance(self.threshold, (int, float)) and math.isfinite(self.threshold) and self.threshold > 0):
+            raise ValueError(f"threshold must be a number > 0 (decades), received {self.threshold!r}")
+
+
+def run(config: DiagnoseConfig, out: str | Path | RunDir | None = None, *, model: nn.Module,
+        data: DataBundle | None = None, source: str = "object") -> DiagnoseResult:
+    """Diagnose ``model`` (named ``config.spec``; ``source``: how the SPEC resolved) on ``data``'s
+    batches, or on random inputs of ``config.input_shape``."""
+    shape = tuple(data.input_shape) if data is not None else config.input_shape
+    if shape is None:
+        raise ValueError(f"cannot tell the input shape of {config.spec!r}: pass --input-shape (e.g. 3,32,32) or --data")
+    torch.manual_seed(config.seed)
+    device = config.device
+    model = model.to(device).train()
+    g = torch.Generator().manual_seed(config.seed)
+    batches = data.batches(config.batch_size, generator=g) if data is not None else None
+    x0 = _batch(data, batches, shape, config.batch_size, g)[0].to(device)
+    try:
+        with torch.no_grad():
+            probe = model(x0)
+    except Exception as e:  # the model's own complaint, in one line
+        raise ValueError(
+            f"{config.spec} failed on input of shape {tuple(x0.shape)}: {_one_line(e)}; pass --input-shape matching "
+            "the model (one example, no batch dim)"
+        ) from None
+    if not isinstance(probe, torch.Tensor):
+        raise ValueError(f"{config.spec} returned {type(probe).__name__}; diagnose needs a model returning one tensor")
+    n_classes = probe.shape[1] if probe.dim() == 2 else None
+
+    def loss_of(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if n_classes is not None:
+            return F.cross_entropy(out, y % n_classes)
+        return 0.5 * out.float().pow(2).mean()  # not a classifier: a quadratic loss on the output
+
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    losses = []
+    with GradientMonitor(model, activations=True, weights=True) as mon:
+        for step in range(config.steps):
+            xb, yb = _batch(data, batches, shape, config.batch_size, g, n_classes)
+            opt.zero_grad(set_to_none=True)
+            loss = loss_of(model(xb.to(device)), yb.to(device))
+            loss.backward()
+            losses.append(float(loss.detach()))
+            mon.step(step, optimizer=opt)
+            if step < config.steps - 1:
+                opt.step()
+    records = mon.records
+    last = config.steps - 1
+    result = DiagnoseResult.of(jsonable({
+        "spec": config.spec, "kind": source, "model": type(model).__name__,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "input_shape": list(shape), "num_classes": n_classes, "data": data.name if data is not None else "random",
+        "batch_size": config.batch_size, "steps": config.steps, "seed": config.seed, "losses": losses,
+        "thresholds": {"decades": config.threshold, "reference": "median gradient RMS over layers at the last step"},
+        "layers": _layers(records, last, config.threshold),
+        "blocks": _blocks(records, last, len(_model_blocks(model)), config.threshold),
+        "records": records, "environment": environment(device),
+    }))
+    if out is not None:
+        run_dir = out if isinstance(out, RunDir) else RunDir(out)
+        run_dir.claim({"kind": KIND, "config": jsonable(asdict(config)), "environment": result.environment},
+                      fresh=True)
+        run_dir.write_results(result)
+    return result
+
+
+def _batch(bundle, batches, shape, batch_size, g, n_classes=None):
+    import torch
+
+    if bundle is not None:
+        try:
+            return next(batches)
+        except StopIteration:
+            pass
+        xb = bundle.x_train[:batch_size]
+        return xb, bundle.y_train[: len(xb)]
+    x = torch.randn(batch_size, *shape, generator=g)
+    y = torch.randint(0, n_classes or 10, (batch_size,), generator=g)
+    return x, y
+
+
+def _layers(records: list[dict[str, Any]], step: int, threshold: float) -> list[dict[str, Any]]:
+    """One row per module at ``step``, in forward order: activation gradient, its params' gradients."""
+    rows: dict[str, dict[str, Any]] = {}
+    for r in records:
+        if r["step"] != step or r["kind"] != "activation":
+            continue
+        rows[r["name"]] = {"name": r["name"], "block": r["block"], "grad_norm": r["norm"], "grad_rms": r["rms"],
+                           "numel": r["numel"], "nonfinite": r["nonfinite"] or 0, "param_grad_norm": None,
+                           "weight_norm": None, "params": 0, "flags": []}
+    sq: dict[str, float] = {}
+    wsq: dict[str, float] = {}
+    missing: dict[str, int] = {}
+    for r in records:
+        if r["step"] != step or r["kind"] not in ("param", "weight"):
+            continue
+        owner = r["name"].rsplit(".", 1)[0] if "." in r["name"] else "<model>"
+        row = rows.setdefault(owner, {"name": owner, "block": r["block"], "grad_norm": None, "grad_rms": None,
+                                      "numel": None, "nonfinite": 0, "param_grad_norm": None,
+                                      "weight_norm": None, "params": 0, "flags": []})
+        if r["kind"] == "weight":
+            wsq[owner] = wsq.get(owner, 0.0) + (r["norm"] or 0.0) ** 2
+            continue
+        row["params"] += r["numel"]
+        if r["norm"] is None:
+            missing[owner] = missing.get(owner, 0) + 1
+        else:
+            sq[owner] = sq.get(owner, 0.0) + r["norm"] ** 2
+            row["nonfinite"] += r["nonfinite"] or 0
+    for owner, row in rows.items():
+        if owner in sq:
+            row["param_grad_norm"] = math.sqrt(sq[owner])
+        if owner in wsq:
+            row["weight_norm"] = math.sqrt(wsq[owner])
+        if missing.get(owner) and owner not in sq:
+            row["flags"].append("no grad")
+    logs = [math.log10(r["grad_rms"]) for r in rows.values()
+            if r["grad_rms"] is not None and math.isfinite(r["grad_rms"]) and r["grad_rms"] > 0]
+    median = sorted(logs)[len(logs) // 2] if logs else None
+    for row in rows.values():
+        rms = row["grad_rms"]
+        if row["nonfinite"]:
+            row["flags"].append("non-finite")
+        if rms == 0:
+            row["flags"].append("zero")
+        elif rms is not None and median is not None and math.isfinite(rms):
+            row["decades_from_median"] = math.log10(rms) - median
+            if row["decades_from_median"] <= -threshold:
+                row["flags"].append("vanishing")
+            elif row["decades_from_median"] >= threshold:
+                row["flags"].append("exploding")
+    return list(rows.values())
+
+
+def _blocks(records: list[dict[str, Any]], step: int, n_blocks: int, threshold: float) -> dict[str, Any] | None:
+    """For models with resgrad blocks: the per-block input gradient, ratio, slope, verdict."""
+    if not n_blocks:
+        return None
+    prof: list[float | None] = [None] * n_blocks
+    for r in records:
+        if r["step"] == step and r["kind"] == "input" and r["block"] is not None and "#" not in r["name"]:
+            prof[r["block"]] = r["rms"]
+    if any(v is None or not v > 0 or not math.isfinite(v) for v in prof):
+        return {"profile_rms": prof, "verdict": "non-finite"}
+    logs = [math.log10(v) for v in prof]  # type: ignore[arg-type]
+    slope = fit_slope(logs)
+    return {"profile_rms": prof, "ratio_first_last": prof[0] / prof[-1],  # type: ignore[operator]
+            "slope": slope, "decades": slope * (n_blocks - 1),
+            "verdict": verdict(slope, None, n_blocks, threshold) if n_blocks > 1 else "healthy"}
+
+
+
+
+def _one_line(e: BaseException) -> str:
+    s = " ".join(str(e).split())
+    return (s[:300] + "...") if len(s) > 300 else s or type(e).__name__
