@@ -40,7 +40,8 @@ Results (JSON-able; floats, None where non-finite)::
                    examples and seeds of sigma_max/sigma_min), log10_mean (mean log10 sigma), q10, median,
                    q90 (quantiles of all singular values), hist_edges (log10 sigma, shared by all rows),
                    hist (fraction of singular values per bin, sums to 1; mean over seeds)} ]
-    fits: {shattering: fit_shattering(shattering)}
+    fits: {shattering: fit_shattering(shattering, fit_floor)}: per (family, arch, norm) series
+           {family, arch, norm, act, init, depths, neighbor, used, floor, log2_slope, power}
 """
 
 from __future__ import annotations
@@ -84,6 +85,8 @@ class SignalConfig:
     max_lag: int = 16  # autocorrelation recorded at lags 0..max_lag (points along the line)
     bn_batch: int = 128  # examples whose statistics become BN's running statistics (flow's batch size)
     spectrum_examples: int = 16  # examples (the first of the BN batch) whose Jacobians are decomposed
+    fit_floor: float = 0.02  # fits use only neighbor correlations above this: white-noise gradients
+    #                          (10 x 40 entries, 127 neighbour pairs) average about 0 +- 1/sqrt(400 * 127) = 0.004
     hist_bins: int = 40  # bins of the log10 singular-value histogram
     hist_range: tuple[float, float] | None = None  # log10 sigma range of the bins; None: every measured
     #                                                value, rounded out to whole decades (values outside clip)
@@ -109,6 +112,8 @@ class SignalConfig:
             v = getattr(self, name)
             if not _is_int(v) or v < lo:
                 raise ValueError(f"{name} must be an integer >= {lo}, received {v!r}")
+        if not isinstance(self.fit_floor, (int, float)) or not 0 <= self.fit_floor < 1:
+            raise ValueError(f"fit_floor must be a number in [0, 1), received {self.fit_floor!r}")
         if self.max_lag >= self.line_points:
             raise ValueError(f"max_lag must be < line_points ({self.line_points}), received {self.max_lag}")
         if self.spectrum_examples > self.bn_batch:
@@ -279,15 +284,16 @@ def _slope(xs: list[float], ys: list[float]) -> float | None:
     return _f(float(xc @ (y - y.mean()) / (xc @ xc)))
 
 
-def fit_shattering(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def fit_shattering(rows: list[dict[str, Any]], floor: float = 0.0) -> list[dict[str, Any]]:
     """Depth trends of the neighbour correlation, one per (family, arch, norm, act, init) series.
 
     ``log2_slope``: slope of log2(neighbor) against depth in blocks. Balduzzi et al.'s 2^-L for
     plain ReLU nets is -1 per layer; an MLP block here is one Linear + ReLU layer, so -1 per
     block (he2015 blocks hold two layers: -2). ``power``: slope of ln(neighbor) against
     ln(depth); their 1/sqrt(L) for residual nets with BN is -0.5. Only depths >= 1 whose
-    neighbor correlation is positive and finite enter the logs (``used`` counts them);
-    a fit with fewer than two is None. Pure Python + numpy, no torch.
+    neighbor correlation is finite and above ``floor`` (> 0) enter the logs (``used``
+    counts them): values at the noise floor of white-noise gradients carry no trend and
+    would set the slope at random. A fit with fewer than two is None. Numpy only, no torch.
     """
     series: dict[tuple, list[dict[str, Any]]] = {}
     for r in rows:
@@ -296,12 +302,12 @@ def fit_shattering(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for (family, arch, norm, act, init), rs in series.items():
         rs = sorted(rs, key=lambda r: r["depth"])
         ok = [r for r in rs if r["depth"] > 0 and r["neighbor"] is not None
-              and math.isfinite(r["neighbor"]) and r["neighbor"] > 0]
+              and math.isfinite(r["neighbor"]) and r["neighbor"] > max(floor, 0.0)]
         d = [float(r["depth"]) for r in ok]
         n = [float(r["neighbor"]) for r in ok]
         fits.append({
             "family": family, "arch": arch, "norm": norm, "act": act, "init": init,
-            "depths": [r["depth"] for r in rs], "neighbor": [r["neighbor"] for r in rs], "used": len(ok),
+            "depths": [r["depth"] for r in rs], "neighbor": [r["neighbor"] for r in rs], "used": len(ok), "floor": floor,
             "log2_slope": _slope(d, [math.log2(v) for v in n]),
             "power": _slope([math.log(v) for v in d], [math.log(v) for v in n]),
         })
@@ -334,7 +340,7 @@ def measure_signal(config: SignalConfig | None = None, data: DataBundle | None =
     edges = _edges([s for _, svs in spectra for s in svs], config)
     spectrum = [{**head, **_spectrum_row(svs, edges)} for head, svs in spectra]
     return {"config": _jsonable(asdict(config)), "seconds": time.perf_counter() - t0,
-            "shattering": shattering, "spectrum": spectrum, "fits": {"shattering": fit_shattering(shattering)}}
+            "shattering": shattering, "spectrum": spectrum, "fits": {"shattering": fit_shattering(shattering, config.fit_floor)}}
 
 
 def _grid(config: SignalConfig, data: DataBundle) -> tuple[list[dict[str, Any]], list[tuple[dict, list]]]:
