@@ -237,6 +237,7 @@ def test_results_shape_json_rng_threads(data):
     json.dumps(res, allow_nan=False)
     assert set(res) == {"config", "seconds", "shattering", "spectrum", "fits"}
     assert res["config"]["depths"] == [3] and res["seconds"] > 0
+    assert SignalConfig(**json.loads(json.dumps(res["config"]))) == cfg  # the results say how to rerun them
     assert len(res["shattering"]) == len(res["spectrum"]) == 2 * 2 * 2  # families x norms x archs
     for s in res["shattering"]:
         assert set(s) == {"family", "arch", "norm", "act", "init", "depth", "layers", "seeds", "neighbor",
