@@ -13,7 +13,7 @@ from resgrad.experiments import flow as flow_mod
 from resgrad.experiments.flow import fit_slope, verdict
 from resgrad.results import FlowResult, load
 
-TINY = dict(families=("mlp", "he2015"), activations=("relu", "sigmoid"), inits=("he",), depths=(4, 8),
+TINY = dict(families=("mlp", "he2015"), activations=("relu", "sigmoid"), inits=("he",), depths=(4, 8), signal=None,
             he_depths=(4,), seeds=(0, 1), batch_size=16, he_batch_size=8, data="synthetic")
 
 

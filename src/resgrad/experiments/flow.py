@@ -35,7 +35,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -47,16 +47,16 @@ from ..data import DataBundle
 from ..data import load as load_data
 from ..io import environment, jsonable
 from ..nets.blocks import blocks as _blocks
-from ..nets.he2015 import he_net
-from ..nets.mlp import ACTIVATIONS, MLP
+from ..nets.mlp import ACTIVATIONS
 from ..probes.gradients import block_gradient_profile
 from ..results import FlowResult
 from ..rundir import RunDir
+from ._nets import FAMILIES, _he_n, build_net
+from .signal import SignalConfig
 
 __all__ = ["FlowConfig", "run_flow", "run", "fit_slope", "verdict", "SIZES", "FAMILIES", "KIND"]
 
 KIND = "resgrad.flow"  # config.json's kind for a flow run folder
-FAMILIES = ("mlp", "he2015")
 VERDICTS = ("vanishing", "healthy", "exploding", "non-finite")
 
 
@@ -88,8 +88,12 @@ class FlowConfig:
     ci_level: float = 0.95  # ... and the slope's CI across seeds excludes 0 in that direction
     figure_formats: tuple[str, ...] = ("png", "svg")  # figures `resgrad flow` writes beside results.json (none: ())
     size: str = "custom"  # preset this config came from ("quick", "default", "full") or "custom"
+    # Shattering and the Jacobian spectrum of plain/residual twins (experiments/signal.py); None: skip.
+    signal: SignalConfig | None = field(default_factory=lambda: SignalConfig())
 
     def __post_init__(self) -> None:
+        if isinstance(self.signal, dict):
+            self.signal = SignalConfig(**self.signal)
         for name in ("families", "archs", "norms", "activations", "inits", "depths", "he_depths", "seeds",
                      "figure_formats"):
             setattr(self, name, tuple(getattr(self, name)))
@@ -122,6 +126,8 @@ class FlowConfig:
         if size not in SIZES:
             raise ValueError(f"size must be one of {', '.join(SIZES)}, received {size!r}")
         kw = {**SIZES[size], "size": size, **overrides}
+        if size == "quick" and "signal" not in overrides:
+            kw["signal"] = SignalConfig(depths=(2, 8, 32), seeds=(0,), line_points=64, spectrum_examples=8)
         return cls(**kw)
 
     @classmethod
@@ -139,51 +145,14 @@ def _check_sub(name: str, got: tuple, allowed: tuple) -> None:
 SIZES: dict[str, dict[str, Any]] = {
     # A few seconds: the grid's corners (relu/sigmoid, with/without BN, shallow/deep).
     "quick": {"activations": ("relu", "sigmoid"), "inits": ("he",), "depths": (4, 16), "he_depths": (4, 16),
-              "seeds": (0, 1), "batch_size": 64, "he_batch_size": 16, "figure_formats": ("png",)},
+              "seeds": (0, 1), "batch_size": 64, "he_batch_size": 16, "figure_formats": ("png",),
+              "signal": None},  # set in FlowConfig.preset: a SignalConfig is not a shared constant
     # The full grid, log-spaced depths (MLP 4..256, he2015 4..128), 3 seeds: under 3 minutes on 2 CPU cores.
     "default": {},
     # More seeds and depth 512, for a tighter CI.
     "full": {"depths": (4, 8, 16, 32, 64, 128, 256, 512), "he_depths": (4, 8, 16, 32, 64, 128, 256),
              "seeds": (0, 1, 2, 3, 4)},
 }
-
-
-# ---- building the nets ----------------------------------------------------------------
-
-
-def _he_n(blocks: int) -> int:
-    return max(1, round(blocks / 3))
-
-
-def build_net(family: str, arch: str, norm: str, act: str, init: str, depth: int,
-              input_shape: tuple[int, ...], num_classes: int, width: int = 64) -> nn.Module:
-    """One grid point; ``depth`` in blocks (he2015: 3 stages of round(depth/3) blocks)."""
-    residual = arch == "residual"
-    if family == "mlp":
-        return MLP(depth, width, residual=residual, activation=act, norm=norm, init=init,
-                   in_features=math.prod(input_shape), num_classes=num_classes)
-    if len(input_shape) not in (2, 3):
-        raise ValueError(f"the he2015 family needs inputs (C, L) or (C, H, W), received {input_shape}")
-    n = _he_n(depth)
-    net = he_net(6 * n + 2, residual=residual, unit="post", shortcut="A", dims=len(input_shape) - 1,
-                 in_channels=input_shape[0], num_classes=num_classes)
-    if act != "relu":
-        _swap(net, lambda m: isinstance(m, nn.ReLU), lambda m: ACTIVATIONS[act]())
-    if norm == "none":
-        _swap(net, lambda m: isinstance(m, nn.modules.batchnorm._BatchNorm), lambda m: nn.Identity())
-    if init == "xavier":
-        gain = nn.init.calculate_gain(act if act != "gelu" else "relu")
-        for m in net.modules():
-            if isinstance(m, (nn.Conv1d, nn.Conv2d)):
-                nn.init.xavier_normal_(m.weight, gain=gain)
-    return net
-
-
-def _swap(root: nn.Module, match: Callable[[nn.Module], bool], make: Callable[[nn.Module], nn.Module]) -> None:
-    for _, parent in list(root.named_modules()):
-        for cname, child in list(parent.named_children()):
-            if match(child):
-                setattr(parent, cname, make(child))
 
 
 # ---- statistics -------------------------------------------------------------------------
@@ -372,8 +341,13 @@ def _run(config: FlowConfig, progress: Callable[[int, int, dict], None] | None) 
         "configs": rows,
         "groups": groups,
         "summary": _summary(groups),
-        "wall_time_s": time.perf_counter() - t0,
     }
+    if config.signal is not None:
+        from .signal import measure_signal
+
+        sig = measure_signal(config.signal, data)
+        results["signal"] = {**sig, "fits": sig["fits"]["shattering"]}
+    results["wall_time_s"] = time.perf_counter() - t0
     return FlowResult.of(jsonable(results))
 
 

@@ -57,11 +57,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .. import stats
 from ..data import DataBundle
+from ..io import jsonable
 from ..nets.blocks import blocks as _blocks
 from ..probes.jacobian import jacobian_spectrum
 from ..probes.shattering import gradient_correlation
-from .flow import FAMILIES, build_net
+from ._nets import FAMILIES, build_net
 
 __all__ = ["SignalConfig", "measure_signal", "fit_shattering", "calibrate_batchnorm", "signal_line"]
 
@@ -276,12 +278,8 @@ def _spectrum_row(svs: list[np.ndarray], edges: np.ndarray) -> dict[str, Any]:
 
 
 def _slope(xs: list[float], ys: list[float]) -> float | None:
-    """Ordinary least-squares slope of ys on xs; None with fewer than two distinct xs."""
-    x, y = np.asarray(xs, float), np.asarray(ys, float)
-    if x.size < 2 or np.ptp(x) == 0:
-        return None
-    xc = x - x.mean()
-    return _f(float(xc @ (y - y.mean()) / (xc @ xc)))
+    """Least-squares slope of ys on xs; None with fewer than two distinct xs."""
+    return _f(stats.slope(xs, ys))
 
 
 def fit_shattering(rows: list[dict[str, Any]], floor: float = 0.0) -> list[dict[str, Any]]:
@@ -339,7 +337,7 @@ def measure_signal(config: SignalConfig | None = None, data: DataBundle | None =
         torch.set_num_threads(threads)
     edges = _edges([s for _, svs in spectra for s in svs], config)
     spectrum = [{**head, **_spectrum_row(svs, edges)} for head, svs in spectra]
-    return {"config": _jsonable(asdict(config)), "seconds": time.perf_counter() - t0,
+    return {"config": jsonable(asdict(config)), "seconds": time.perf_counter() - t0,
             "shattering": shattering, "spectrum": spectrum, "fits": {"shattering": fit_shattering(shattering, config.fit_floor)}}
 
 
@@ -361,10 +359,3 @@ def _grid(config: SignalConfig, data: DataBundle) -> tuple[list[dict[str, Any]],
                     spectra.append((dict(head), [p["sv"] for p in per]))
     return shattering, spectra
 
-
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, dict):
-        return {k: _jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
-    return v

@@ -188,8 +188,12 @@ class ShatteringFit(Record):
     family: str
     arch: str
     norm: str
+    act: str
+    init: str
     depths: list[int]
     neighbor: list[Num]
+    used: int  # depths whose correlation lies above the floor and entered the fits
+    floor: float  # the white-noise floor below which a correlation carries no trend
     log2_slope: Num  # least-squares slope of log2(neighbor) on depth (plain nets, Balduzzi: about -1)
     power: Num  # least-squares slope of ln(neighbor) on ln(depth) (skips + BN, Balduzzi: about -1/2)
 
@@ -200,7 +204,7 @@ class Signal(Record):
 
     config: dict[str, Any]
     seconds: float
-    shattering: list[ShatteringRow]
+    shattering: list[ShatteringRow]  # experiments/signal.py says how each number is measured
     spectrum: list[SpectrumRow]
     fits: list[ShatteringFit]
 
