@@ -175,3 +175,26 @@ def test_report_package_reads_results_only():
                     names = [f"resgrad.{node.module or ''}"] + [f"resgrad.{a.name}" for a in node.names]
             for n in names:
                 assert not any(n == b or n.startswith(b + ".") for b in banned), f"{py.name} imports {n}"
+
+
+def test_signal_figures_are_drawn_where_figures_signal_exists(study, signal, monkeypatch):
+    from resgrad.report import html as H
+
+    svg = '<svg xmlns="http://www.w3.org/2000/svg" width="200pt" height="100pt"></svg>'
+    seen = {}
+    monkeypatch.setattr(H, "shattering_figure", lambda rows, fits: seen.update(rows=rows, fits=fits) or svg)
+    monkeypatch.setattr(H, "spectrum_figure", lambda rows: svg)
+    out = to_html(dataclasses.replace(study.flow, signal=signal))
+    assert len(_svgs(out)) == 4  # the two flow figures and the two signal figures
+    assert seen["rows"][0]["neighbor"] == signal.shattering[0].neighbor and len(seen["fits"]) == len(signal.fits)
+
+
+def test_a_diagnose_result_has_no_report():
+    from resgrad.results import DiagnoseResult
+
+    d = DiagnoseResult(spec="resnet20", kind="registry", model="HeResNet", parameters=1, input_shape=[1, 40],
+                       num_classes=10, data="random", batch_size=2, steps=1, seed=0, losses=[2.3],
+                       thresholds={"decades": 2.0}, layers=[], blocks=None, records=[], environment={})
+    for given in (d, d.to_json()):
+        with pytest.raises(ResultError, match="resgrad.diagnose result has no report"):
+            to_html(given)
