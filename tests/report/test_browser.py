@@ -119,13 +119,13 @@ def test_full_report_in_headless_chromium(browser, study_report, tmp_path):
 
 
 def test_partial_report_in_headless_chromium(browser, study, tmp_path):
-    html = render({"flow": study["flow"]}, tmp_path / "report.html")
+    html = render(study.flow, tmp_path / "report.html")
     _check(browser, html, min_figures=2, shot=tmp_path / "partial.png")
 
 
-def test_real_report_in_headless_chromium(browser, real_report, tmp_path):
+def test_real_report_in_headless_chromium(browser, study_report, tmp_path):
     given = os.environ.get("RESGRAD_REPORT")
     if given and not Path(given).is_file():
         pytest.fail(f"RESGRAD_REPORT={given} is not a file; point it at a run's report.html")
-    _check(browser, Path(given) if given else real_report, min_figures=1 if given else 7,
+    _check(browser, Path(given) if given else study_report, min_figures=1 if given else 7,
            shot=tmp_path / "real.png", keep=True)

@@ -38,10 +38,13 @@ def test_missing_folder_and_bad_json_exit_2(tmp_path):
     (tmp_path / "results.json").write_text("{truncated")
     result = runner.invoke(app, ["report", str(tmp_path)])
     assert result.exit_code == 2 and "not valid JSON" in result.output
+    write_json(tmp_path / "results.json", {"flow": {}})  # no envelope: a one-line error, not a guess
+    result = runner.invoke(app, ["report", str(tmp_path)])
+    assert result.exit_code == 2 and "not a resgrad results" in result.output
 
 
 def test_rerenders_report_html(tmp_path, study):
-    write_json(tmp_path / "results.json", {"flow": study["flow"], "environment": study["environment"]})
+    study.flow.save(tmp_path / "results.json")
     result = runner.invoke(app, ["report", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert str(tmp_path / "report.html") in result.output.replace("\n", "")

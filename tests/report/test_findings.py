@@ -1,260 +1,265 @@
-"""Findings are computed from the numbers: recompute them independently and find them in the sentences."""
+"""Findings word verdict records: recompute the verdicts independently from a real result's raw
+fields, then check the records (values, relations) and a few sentences."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 
+import numpy as np
 import pytest
+from scipy import stats as sps
 
 from resgrad.report import findings
+from resgrad.results import ResultError
 
 
-def _by_id(results):
-    return {f["id"]: f for f in findings(results)}
+def _by_id(result):
+    return {f["id"]: f for f in findings(result)}
 
 
-def _e(x: float) -> str:
-    """3 significant digits written independently of report._fmt: 63900000.0 -> '6.39e7'."""
-    if 1e-3 <= abs(x) < 1e5:
-        return f"{float(f'{x:.3g}'):g}"
-    mant, exp = f"{x:.2e}".split("e")
-    return f"{mant.rstrip('0').rstrip('.')}e{int(exp)}"
+def _lsq(x, y) -> float:
+    return float(np.polyfit(np.asarray(x, float), np.asarray(y, float), 1)[0])
 
 
 def _p(frac: float) -> str:
+    """A percentage to 3 significant digits, written independently of report._fmt."""
     return f"{float(f'{100 * frac:.3g}'):g}%"
 
 
-def test_every_finding_has_id_sentence_and_numbers(study):
+def test_every_finding_has_its_shape(study):
     found = findings(study)
     assert found[0]["id"] == "answer"
     ids = [f["id"] for f in found]
     assert len(ids) == len(set(ids))
     for f in found:
+        assert set(f) >= {"id", "section", "sentence", "numbers", "paper", "claim", "relation", "verdict"}
         assert f["sentence"].strip() and f["sentence"].endswith(".")
-        assert isinstance(f["numbers"], dict) and f["numbers"]
         assert f["relation"] in (None, "agrees", "contradicts", "partly")
+        if f["id"] != "answer":
+            assert dataclasses.is_dataclass(f["verdict"])
+        if f["verdict"] is not None and hasattr(f["verdict"], "relation"):
+            assert f["relation"] == f["verdict"].relation  # the badge is the record's
 
 
-def test_deepest_bn_plain_ratio_is_recomputed_from_the_profiles(study):
-    # Independently, from the per-seed profiles: the deepest BN plain ReLU net's first/last ratio
-    # (geometric mean over seeds of ||dL/dx_0|| / ||dL/dx_{L-1}||) and its residual twin's.
-    def ratio(arch: str) -> tuple[float, dict]:
-        rows = [c for c in study["flow"]["configs"]
-                if c["arch"] == arch and c["norm"] == "batch" and c["act"] == "relu"]
-        deepest = max(c["depth"] for c in rows)
-        seeds = [c for c in rows if c["depth"] == deepest]
-        logs = [c["profile"]["log10_norm"][0] - c["profile"]["log10_norm"][-1] for c in seeds]
-        return 10 ** (sum(logs) / len(logs)), seeds[0]
-
-    r_plain, plain = ratio("plain")
-    r_res, _ = ratio("residual")
-    f = _by_id(study)["flow.deepest.he2015.batch"]
-    assert f"plain-{plain['layers']} with BN ({plain['depth']} blocks)" in f["sentence"]
-    assert f"{_e(r_plain)}× the last" in f["sentence"]
-    assert f"ResNet-{plain['layers']}: {_e(r_res)}×" in f["sentence"]
-    assert f"verdict: {plain['verdict']}" in f["sentence"]
+# -- recomputed from the raw numbers of the real quick study -------------------------------
 
 
-def test_plain_degradation_is_recomputed_from_the_runs(study):
-    runs = study["degradation"]["runs"]
-    means = {}
-    for d in (20, 56, 110):
-        finals = [r["final"]["train_error"] for r in runs if r["arch"] == "plain" and r["depth"] == d]
-        means[d] = sum(finals) / len(finals)
-    f = _by_id(study)["degradation.plain"]
-    for d, m in means.items():
-        assert f"{_p(m)} at depth {d}" in f["sentence"]
-    assert (means[110] - means[20] > 0.01) == f["numbers"]["degraded"]
-    assert f["relation"] == "agrees" and "degradation problem" in f["sentence"]
+def test_flow_verdicts_recomputed_from_the_per_seed_profiles(study):
+    flow = study.flow
+    thr, level = flow.thresholds.decades, flow.thresholds.ci_level
+    checked = 0
+    for i, g in enumerate(flow.groups):
+        seeds = [c for c in flow.configs if c.group == i]
+        profiles = [c.profile.log10_rms for c in seeds]
+        if any(v is None for p in profiles for v in p):
+            continue
+        # decades per block crossed backward: fit log10 rms against k = L-1-l
+        slopes = [_lsq(range(len(p)), p[::-1]) for p in profiles]
+        slope = sum(slopes) / len(slopes)
+        if len(slopes) > 1:
+            h = sps.t.ppf(0.5 + level / 2, len(slopes) - 1) * np.std(slopes, ddof=1) / math.sqrt(len(slopes))
+            ci = (slope - h, slope + h)
+        else:
+            ci = None
+        decades = slope * (g.depth - 1)
+        expect = ("vanishing" if decades <= -thr and (ci is None or ci[1] < 0) else
+                  "exploding" if decades >= thr and (ci is None or ci[0] > 0) else "healthy")
+        assert g.slope == pytest.approx(slope, rel=1e-6, abs=1e-9)
+        assert g.verdict == expect, (g, expect)
+        checked += 1
+    assert checked == len(flow.groups)
+
+    from resgrad.verdicts import flow_verdict  # the rule the experiment will import
+
+    for g in flow.groups:
+        assert flow_verdict(g.slope, g.slope_ci, g.depth, thr) == g.verdict
 
 
-def test_effective_window_is_recomputed_from_the_exact_norms(study):
-    ens = study["ensemble"]
-    norms, n = ens["exact"]["norms"], ens["n_blocks"]
-    total = sum(norms)
-    best = None  # shortest contiguous window holding >= 90% of the gradient magnitude
-    for lo in range(n + 1):
-        acc = 0.0
-        for hi in range(lo, n + 1):
-            acc += norms[hi]
-            if acc >= 0.9 * total:
-                if best is None or hi - lo < best[1] - best[0]:
-                    best = (lo, hi)
-                break
-    share = sum(math.comb(n, k) for k in range(best[0], best[1] + 1)) / 2**n
-    f = _by_id(study)["ensemble.window.exact"]
-    assert f"paths {best[0]}–{best[1]} blocks long" in f["sentence"]
-    assert _p(share) in f["sentence"]
-    assert "5–17 of 54" in f["sentence"] and "0.45%" in f["sentence"]  # Veit's, cited beside it
-
-
-def test_sentences_follow_the_numbers_not_a_template(study, copy_of):
-    other = copy_of(study)
-    for g in other["flow"]["groups"]:
-        if g["arch"] == "plain" and g["norm"] == "batch" and g["act"] == "relu" and g["depth"] == 54:
-            g["ratio_first_last"], g["log10_ratio"] = 1234.5, math.log10(1234.5)
-    assert "1230×" in _by_id(other)["flow.deepest.he2015.batch"]["sentence"]
-    assert "1230×" not in _by_id(study)["flow.deepest.he2015.batch"]["sentence"]
-
-
-def test_he2015_section_4_1_is_contradicted_when_bn_plain_explodes(study):
+def test_he2015_bn_plain_relation_recomputed(study):
+    bn = [g for g in study.flow.groups
+          if (g.family, g.arch, g.norm, g.act, g.init) == ("he2015", "plain", "batch", "relu", "he")]
+    off = [g for g in bn if g.verdict in ("vanishing", "exploding")]
     f = _by_id(study)["flow.he2015-4.1"]
-    assert f["relation"] == "contradicts"
-    assert "contradicts §4.1" in f["sentence"] and "Philipp" in f["sentence"]
+    v = f["verdict"]
+    assert f["relation"] == ("contradicts" if off else "agrees")
+    assert [g.depth for g in v.off] == [g.depth for g in off] and v.philipp == any(g.verdict == "exploding" for g in off)
     assert "arXiv 1512.03385" in f["paper"]
 
 
-def test_he2015_section_4_1_agrees_when_bn_plain_is_healthy(study, copy_of):
-    healthy = copy_of(study)
-    for g in healthy["flow"]["groups"]:
-        if g["arch"] == "plain" and g["norm"] == "batch":
-            g["ratio_first_last"], g["log10_ratio"], g["verdict"] = 2.0, math.log10(2.0), "healthy"
-    f = _by_id(healthy)["flow.he2015-4.1"]
-    assert f["relation"] == "agrees" and "agrees with §4.1" in f["sentence"]
-    assert "contradicts" not in f["sentence"]
+def test_degradation_recomputed_from_the_runs(study):
+    runs = study.degradation.runs
+    found = _by_id(study)
+    for arch in ("plain", "residual"):
+        by: dict[int, list[float]] = {}
+        for r in runs:
+            if r.arch == arch:
+                by.setdefault(r.depth, []).append(r.final.train_error)
+        d0, d1 = min(by), max(by)
+        m0, m1 = np.mean(by[d0]), np.mean(by[d1])
+        sd = math.hypot(*(np.std(by[d], ddof=1) if len(by[d]) > 1 else 0.0 for d in (d0, d1)))
+        degraded = m1 - m0 > max(0.01, 2 * sd)  # 1 point, and 2 sd of the difference
+        f = found[f"degradation.{arch}"]
+        v = f["verdict"]
+        assert (v.first, v.last) == (pytest.approx(m0), pytest.approx(m1)) and v.degraded == degraded
+        assert f["relation"] == (("agrees" if degraded else "contradicts") if arch == "plain" else
+                                 ("contradicts" if degraded else "agrees"))
+        for d in sorted(by):
+            assert f"{_p(np.mean(by[d]))} at depth {d}" in f["sentence"]
 
 
-def test_residual_degradation_contradicts_he2015(study, copy_of):
-    bad = copy_of(study)
-    for row in bad["degradation"]["table"]:
-        if row["depth"] == 110:
-            row["residual"]["train_error"] = 0.4
-    f = _by_id(bad)["degradation.residual"]
-    assert f["relation"] == "contradicts" and "also degrade" in f["sentence"]
+def test_ensemble_verdicts_recomputed(study):
+    ens = study.ensemble
+    found = _by_id(study)
+    # The effective window: magnitude-weighted mean length against Binomial(n, 1/2).
+    norms, n = ens.exact.norms, ens.n
+    wl = sum(k * v for k, v in enumerate(norms)) / sum(norms)
+    mid, sd = n / 2, math.sqrt(n) / 2
+    w = found["ensemble.window.exact"]
+    assert w["verdict"].weighted_length == pytest.approx(wl)
+    assert w["relation"] == ("contradicts" if wl >= mid else "agrees" if wl < mid - 2 * sd else "partly")
+    eff = ens.exact.effective
+    assert f"paths {eff.lo}–{eff.hi} blocks long" in w["sentence"] and _p(eff.share_of_paths) in w["sentence"]
+
+    # Single-block lesions: the worst non-downsampling deletion against +2 points.
+    les = ens.lesion["residual"]
+    worst = max(b.error for b in les.blocks if not b.downsample)
+    f = found["ensemble.lesion"]
+    assert f["verdict"].rise == pytest.approx(worst - les.baseline)
+    assert f["relation"] == ("agrees" if worst - les.baseline <= 0.02 else "contradicts")
+
+    # Per-path decay: log-linear fit of the sampled mean magnitudes.
+    sa = ens.sampled
+    pts = [(k, m) for k, m in zip(sa.lengths, sa.mean, strict=True) if m and m > 0]
+    factor = 10 ** -_lsq([k for k, _ in pts], [math.log10(m) for _, m in pts])
+    assert found["ensemble.decay"]["verdict"].factor_per_block == pytest.approx(factor)
+
+    # Reordering: Pearson of error with Kendall tau below -0.5.
+    ro = ens.reorder
+    corr = float(np.corrcoef(ro.kendall_tau, ro.mean)[0, 1])
+    f = found["ensemble.reorder"]
+    assert f["verdict"].correlation == pytest.approx(corr) and f["relation"] == ("agrees" if corr < -0.5 else "contradicts")
+
+    # k deletions: rises (no drop over 2 points) until within 5 points of its maximum.
+    d = ens.deletion["residual"]
+    top = max(d.mean)
+    cut = next(i for i, m in enumerate(d.mean) if m >= top - 0.05)
+    smooth = all(b >= a - 0.02 for a, b in zip(d.mean[:cut + 1], d.mean[1:cut + 1], strict=False))
+    assert found["ensemble.deletion"]["verdict"].smooth == smooth
 
 
-def test_k_deletion_wobble_on_the_chance_plateau_is_not_a_dip(study, copy_of):
-    plateau = copy_of(study)
-    d = plateau["ensemble"]["deletion"]["residual"]
-    d["k"] = [0, 2, 5, 10, 20, 30, 40]
-    d["mean"] = [0.05, 0.2, 0.6, 0.89, 0.9, 0.86, 0.9]  # saturates at chance, then trial noise
-    d["std"] = [0.0] * 7
-    f = _by_id(plateau)["ensemble.deletion"]
-    assert f["relation"] == "agrees" and f["numbers"]["plateau_k"] == 10
+# -- situations made by editing typed records ----------------------------------------------
+
+
+def _with_table(study, depth, arch, **cell):
+    table = [dataclasses.replace(t, **{arch: dataclasses.replace(getattr(t, arch), **cell)}) if t.depth == depth else t
+             for t in study.degradation.table]
+    return dataclasses.replace(study, degradation=dataclasses.replace(study.degradation, table=table))
+
+
+def test_a_plain_net_that_does_not_degrade(study):
+    first = min(study.degradation.table, key=lambda t: t.depth).plain.train_error
+    deepest = max(t.depth for t in study.degradation.table)
+    flat = _with_table(study, deepest, "plain", train_error=first + 0.005)  # +0.5 points: under the margin
+    found = _by_id(flat)
+    v = found["degradation.plain"]["verdict"]
+    assert not v.degraded and v.change == pytest.approx(0.005) and v.margin == 0.01
+    assert found["degradation.plain"]["relation"] == "contradicts"
+    assert "change +0.5 points, margin +1 points" in found["degradation.plain"]["sentence"]
+    assert "the deep plain nets trained as well as the shallow ones here" in found["answer"]["sentence"]
+
+
+def test_residual_degradation_contradicts_he2015(study):
+    deepest = max(t.depth for t in study.degradation.table)
+    f = _by_id(_with_table(study, deepest, "residual", train_error=0.9))["degradation.residual"]
+    assert f["relation"] == "contradicts" and f["verdict"].degraded and "also degrade" in f["sentence"]
+
+
+def test_the_headline_says_the_windows_mass(study):
+    ens = study.ensemble
+    exact = dataclasses.replace(ens.exact, effective=dataclasses.replace(ens.exact.effective, mass=0.5))
+    a = _by_id(dataclasses.replace(study, ensemble=dataclasses.replace(ens, exact=exact)))["answer"]
+    assert "50% of the trained residual net's gradient magnitude" in a["sentence"]
+    assert "90% of the trained" in _by_id(study)["answer"]["sentence"]
+
+
+def test_k_deletion_wobble_on_the_plateau_is_not_a_dip(study):
+    ens = study.ensemble
+    d = ens.deletion["residual"]
+
+    def with_curve(mean):
+        curve = dataclasses.replace(d, k=[0, 2, 5, 10, 20, 30, 40], mean=mean, std=[0.0] * 7)
+        e = dataclasses.replace(ens, deletion={**ens.deletion, "residual": curve})
+        return _by_id(dataclasses.replace(study, ensemble=e))["ensemble.deletion"]
+
+    f = with_curve([0.05, 0.2, 0.6, 0.89, 0.9, 0.86, 0.9])  # saturates at chance, then trial noise
+    assert f["relation"] == "agrees" and f["verdict"].plateau_k == 10
     assert "levels off near 90% from k=10" in f["sentence"]
-    d["mean"] = [0.05, 0.4, 0.2, 0.89, 0.9, 0.86, 0.9]  # a real dip before the plateau
-    f = _by_id(plateau)["ensemble.deletion"]
+    f = with_curve([0.05, 0.4, 0.2, 0.89, 0.9, 0.86, 0.9])  # a real dip before the plateau
     assert f["relation"] == "contradicts" and "does not rise smoothly" in f["sentence"]
 
 
-def test_veit_window_contradicted_when_long_paths_carry_the_gradient(study, copy_of):
-    other = copy_of(study)
-    ens = other["ensemble"]
-    ens["exact"]["norms"] = [float(c) for c in ens["counts"]]  # every path carries the same gradient
-    ens["exact"]["effective"] = {"lo": 20, "hi": 34, "mass": 0.9, "share_of_paths": 0.95}
-    f = _by_id(other)["ensemble.window.exact"]
-    assert f["relation"] == "contradicts" and "20–34" in f["sentence"] and "contradicts Veit" in f["sentence"]
-    assert "mean path length is 27 blocks" in f["sentence"]
+def test_sentences_follow_the_numbers(study, copy_groups):
+    def bn_plain_deep(g):
+        return (g.family, g.arch, g.norm, g.act) == ("he2015", "plain", "batch", "relu") and g.depth == 15
+
+    other = copy_groups(study, bn_plain_deep, ratio_first_last=1234.5, log10_ratio=math.log10(1234.5))
+    assert "1230× the last" in _by_id(other)["flow.deepest.he2015.batch"]["sentence"]
+    huge = copy_groups(study, bn_plain_deep, ratio_first_last=None, log10_ratio=412.3)  # the float overflowed
+    assert "2e412× the last" in _by_id(huge)["flow.deepest.he2015.batch"]["sentence"]
 
 
-def test_measured_answer_combines_the_three_kinds_of_evidence(study):
-    a = _by_id(study)["answer"]
-    s = a["sentence"]
-    assert s.startswith("Measured answer (mnist1d, 30 epochs × 2 seeds of training)")
-    assert "exploded" in s and "plain-110 with BN" in s and "vanished" in s  # gradient flow
-    assert "degrade with depth" in s  # optimisation
-    assert "short paths" in s  # ensemble view
-    assert "not in general" in s  # hedged
-    assert a["evidence"] and a["verdict"] in s
+def test_bn_plain_nets_healthy_agree_with_section_4_1(study, copy_groups):
+    healthy = copy_groups(study, lambda g: g.arch == "plain" and g.norm == "batch", verdict="healthy")
+    f = _by_id(healthy)["flow.he2015-4.1"]
+    assert f["relation"] == "agrees" and not f["verdict"].off and "agrees with §4.1" in f["sentence"]
 
 
-def test_answer_counts_vanishing_plain_nets_and_their_twins(study, copy_of):
-    groups = study["flow"]["groups"]
-    vanishing = [g for g in groups if g["arch"] == "plain" and g["verdict"] == "vanishing"]
-    assert vanishing  # the fixture has sigmoid plain nets without BN
-    twins = [next(t for t in groups if t["arch"] == "residual" and all(t[k] == g[k] for k in
-                                                                   ("family", "norm", "act", "init", "depth")))
-             for g in vanishing]
-    rescued = sum(t["verdict"] != "vanishing" for t in twins)
-    a = _by_id(study)["answer"]
-    assert f"in all {len(vanishing)} configurations where a plain net's gradient vanished" in a["sentence"]
-    assert (a["numbers"]["plain_vanishing"], a["numbers"]["rescued"]) == (len(vanishing), rescued)
-
-    # If the twins vanish too, the answer turns to "no".
-    other = copy_of(study)
-    for t in other["flow"]["groups"]:
-        if t["arch"] == "residual" and t["act"] == "sigmoid" and t["norm"] == "none":
-            t["verdict"], t["log10_ratio"], t["ratio_first_last"] = "vanishing", -20.0, 1e-20
-    s = _by_id(other)["answer"]["sentence"]
-    assert f"No: in all {len(vanishing)} configurations where a plain net's gradient vanished, its residual twin's vanished too" in s
-    assert "1e-20×" in _by_id(other)["flow.vanishing-twins"]["sentence"]
+def test_answer_turns_to_no_when_the_twins_vanish_too(study, copy_groups):
+    found = _by_id(study)
+    tw = found["flow.vanishing-twins"]["verdict"]
+    assert (tw.with_twin, tw.rescued, tw.answer) == (3, 2, "some")
+    other = copy_groups(study, lambda g: g.arch == "residual" and g.act == "sigmoid" and g.norm == "none",
+                        verdict="vanishing")
+    a = _by_id(other)["answer"]
+    assert a["sentence"].startswith("Measured answer (mnist1d, 3 epochs × 1 seed of training): No: in all 3 "
+                                    "configurations where a plain net's gradient vanished, its residual twin's "
+                                    "vanished too")
 
 
-def test_only_flow_gives_only_flow_findings(study):
-    found = findings({"flow": study["flow"]})
-    assert {f["section"] for f in found} <= {"flow", "answer"}
-    assert any(f["section"] == "flow" for f in found)
-
-
-def test_a_single_experiment_file_is_read_as_its_section(study):
-    found = findings(study["ensemble"])  # {"experiment": "ensemble", ...} at the top level
-    assert any(f["id"] == "ensemble.window.exact" for f in found)
-
-
-def test_empty_results_give_no_findings():
-    assert findings({}) == []
-    with pytest.raises(TypeError, match="results dict"):
-        findings([])  # type: ignore[arg-type]
-
-
-def test_non_finite_values_are_reported_not_crashed_on(study, copy_of):
-    bad = copy_of(study)
-    for g in bad["flow"]["groups"]:
-        g["ratio_first_last"] = g["log10_ratio"] = g["slope"] = g["decades"] = None
-        g["slope_ci"] = None
-        g["profile_log10_rms"][0] = None
-        g["verdict"] = "non-finite"
-    for c in bad["flow"]["configs"]:
-        c["ratio_first_last"] = c["log10_ratio"] = None
-    for run in bad["degradation"]["runs"]:
-        run["final"]["test_error"] = None
-    for row in bad["degradation"]["table"]:
-        row["plain"]["test_error"] = None
-    bad["ensemble"]["sampled"]["mean"][3] = None
-    bad["ensemble"]["exact"]["norms"][5] = None
+def test_non_finite_values_are_reported_not_crashed_on(study, copy_groups):
+    bad = copy_groups(study, lambda g: True, ratio_first_last=None, log10_ratio=None, slope=None, decades=None,
+                      slope_ci=None, verdict="non-finite")
     found = _by_id(bad)
     assert "not finite" in found["flow.deepest.he2015.batch"]["sentence"]
-    assert "non-finite" in found["flow.verdicts"]["sentence"]
-    assert "plain test error n/a" in found["degradation.gap"]["sentence"]
-    assert found["ensemble.decay"]["numbers"]["factor_per_block"] > 1
+    assert found["flow.verdicts"]["verdict"].counts["plain"]["non-finite"] == 16
+    assert found["flow.he2015-4.1"]["relation"] is None
     for f in found.values():
-        assert not re.search(r"\b(nan|inf|None)\b", f["sentence"]), f["sentence"]  # formatted values
+        assert not re.search(r"\b(nan|inf|None)\b", f["sentence"]), f["sentence"]
 
 
-def test_ratios_beyond_float_range_are_written_from_their_log10(study, copy_of):
-    other = copy_of(study)
-    for g in other["flow"]["groups"]:
-        if g["arch"] == "plain" and g["norm"] == "batch" and g["act"] == "relu" and g["depth"] == 54:
-            g["ratio_first_last"], g["log10_ratio"] = None, 412.3  # JSON null: the float overflowed
-    assert "2e412×" in _by_id(other)["flow.deepest.he2015.batch"]["sentence"]
+def test_only_one_experiment_gives_only_its_findings(study):
+    assert {f["section"] for f in findings(study.flow)} == {"flow", "answer"}
+    assert {f["section"] for f in findings(study.ensemble)} == {"ensemble", "answer"}
 
 
-def test_real_flow_finding_is_recomputed(real_flow):
-    found = _by_id(real_flow)
-    groups = real_flow["groups"]
-    g = max((g for g in groups if (g["family"], g["arch"], g["norm"], g["act"]) == ("he2015", "plain", "batch", "relu")),
-            key=lambda g: g["depth"])
-    f = found["flow.deepest.he2015.batch"]
-    assert f"{_e(10 ** g['log10_ratio'])}× the last" in f["sentence"] and g["verdict"] in f["sentence"]
-    assert "answer" in found and "flow.verdicts" in found
+def test_a_dict_is_validated_not_guessed(study):
+    d = study.ensemble.to_json()
+    assert [f["sentence"] for f in findings(d)] == [f["sentence"] for f in findings(study.ensemble)]
+    d["n_blocks"] = d.pop("n")
+    with pytest.raises(ResultError, match="n_blocks"):
+        findings(d)
 
 
-def test_real_degradation_finding_is_recomputed(real_results):
-    runs = real_results["degradation"]["runs"]
-    f = _by_id(real_results)["degradation.plain"]
-    for d in sorted({r["depth"] for r in runs}):
-        finals = [r["final"]["train_error"] for r in runs if r["arch"] == "plain" and r["depth"] == d]
-        assert f"{_p(sum(finals) / len(finals))} at depth {d}" in f["sentence"]
-
-
-def test_real_effective_window_is_recomputed(real_results):
-    ens = real_results["ensemble"]
-    norms = ens["exact"]["norms"]
-    wl = sum(k * v for k, v in enumerate(norms)) / sum(norms)
-    w = ens["exact"]["effective"]
-    f = _by_id(real_results)["ensemble.window.exact"]
-    assert f"paths {w['lo']}–{w['hi']} blocks long" in f["sentence"]
-    assert f"mean path length is {_e(wl)} blocks, against {ens['n'] / 2:g}" in f["sentence"]
-    assert _p(w["share_of_paths"]) in f["sentence"]
+def test_signal_findings_word_their_records(study, signal):
+    found = _by_id(dataclasses.replace(study.flow, signal=signal))
+    plain = found["flow.shattering.mlp.plain.none"]
+    assert plain["relation"] == "agrees" and plain["verdict"].log2_slope == -1.0
+    assert "log2 slope -1 per block" in plain["sentence"] and "Balduzzi" in plain["sentence"]
+    res = found["flow.shattering.mlp.residual.batch"]
+    assert res["relation"] == "agrees" and res["verdict"].power == -0.5
+    assert "flow.shattering.mlp.residual.none" not in found  # Balduzzi et al. give no rate to judge it by
+    spec = found["flow.spectrum.mlp.plain.batch.relu"]
+    assert spec["relation"] == "agrees" and spec["verdict"].isometric is False
+    assert "median 0.6, 10–90% 0.05 to 3" in spec["sentence"]

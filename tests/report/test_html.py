@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import ast
 import base64
+import dataclasses
 import json
 import os
 import re
+import shutil
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
-from resgrad.io import write_json
 from resgrad.report import render, render_run, to_html
+from resgrad.results import ResultError
 
 REPORT_SRC = Path(__file__).resolve().parents[2] / "src" / "resgrad" / "report"
 _ATTR = re.compile(r"""\b(src|href|action|poster|data)\s*=\s*["']([^"']*)["']""", re.I)
@@ -61,6 +63,7 @@ def test_citations_are_present(study_html):
     for arxiv in ("1512.03385", "1603.05027", "1605.06431", "1712.05577"):
         assert f'href="https://arxiv.org/abs/{arxiv}"' in html
     assert "§4.1" in html and "Table 6" in html and "Eq. 5" in html and "5–17" in html and "0.45%" in html
+    assert "ResNet-20" in html and "plain-20" in html
 
 
 def test_numbers_have_at_most_3_significant_digits(study_html):
@@ -72,43 +75,43 @@ def test_numbers_have_at_most_3_significant_digits(study_html):
     assert decimals and not long, long[:5]
 
 
-@pytest.mark.parametrize("keep", [["flow"], ["degradation"], ["ensemble"], []])
-def test_missing_sections_are_said_to_be_missing(study, keep):
-    results = {k: v for k, v in study.items() if k in keep}
-    html = to_html(results)
+@pytest.mark.parametrize("keep", ["flow", "degradation", "ensemble"])
+def test_a_single_experiment_result_renders_the_others_as_missing(study, keep):
+    html = to_html(getattr(study, keep))  # what `resgrad flow` (etc.) writes on its own
     for name in ("flow", "degradation", "ensemble"):
-        if name in keep:
-            assert f"no <code>{name}</code> section" not in html
-        else:
-            assert f"Not measured: this results file has no <code>{name}</code> section" in html
-    assert html.count("(missing)") == 3 - len(keep)
-    if not keep:
-        assert "No measured answer" in html
+        said = f"Not measured: this results file has no <code>{name}</code> section" in html
+        assert said == (name != keep)
+    assert html.count("(missing)") == 2 and "Measured answer" in html
+    assert len(_svgs(html)) == {"flow": 2, "degradation": 2, "ensemble": 3}[keep]
 
 
-def test_a_flow_results_file_renders_on_its_own(study):
-    html = to_html(study["flow"])  # what `resgrad flow` writes: {"experiment": "flow", ...}
-    assert "plain-110 with BN" in html and len(_svgs(html)) == 2
+def test_a_parsed_dict_is_validated_first(study):
+    d = study.flow.to_json()
+    assert to_html(d) == to_html(study.flow)
+    d["groups"][0]["n_blocks"] = 3  # an alias no experiment writes: an error, not a guess
+    with pytest.raises(ResultError, match=r"groups\[0\]\.n_blocks.*is not a field of FlowGroup"):
+        to_html(d)
+    with pytest.raises(ResultError, match="not a resgrad results object"):
+        to_html({"flow": d})  # no envelope
+    with pytest.raises(TypeError, match="received list"):
+        to_html([])  # type: ignore[arg-type]
 
 
-def test_non_finite_values_render_as_na(study, copy_of):
-    bad = copy_of(study)
-    for r in bad["flow"]["configs"]:
-        r["ratio_first_last"] = None
-        r["profile"] = [None] * len(r["profile"])
-        r["slope_ci"] = [None, None]
-    for run in bad["degradation"]["runs"]:
-        for h in run["history"]:
-            h["test_error"] = None
-    bad["ensemble"]["exact"]["norms"] = [None] * 55
-    bad["ensemble"]["lesion"]["residual"]["baseline_test_error"] = None
+def test_non_finite_values_render_as_na(study):
+    groups = [dataclasses.replace(g, ratio_first_last=None, log10_ratio=None, slope=None, decades=None,
+                                  slope_ci=None, verdict="non-finite",
+                                  profile_log10_rms=[None] * len(g.profile_log10_rms)) for g in study.flow.groups]
+    ens = study.ensemble
+    exact = dataclasses.replace(ens.exact, norms=[None] * len(ens.exact.norms))
+    bad = dataclasses.replace(study, flow=dataclasses.replace(study.flow, groups=groups),
+                              ensemble=dataclasses.replace(ens, exact=exact))
     html = to_html(bad)
-    assert "n/a" in html
+    assert "n/a" in html and "non-finite" in html
     assert not re.search(r">\s*(nan|inf|-inf|None)\s*<", html)
-    json.dumps(bad, allow_nan=False)  # the fixture itself is valid JSON (null, not NaN)
+    json.dumps(bad.to_json(), allow_nan=False)  # still valid JSON (null, not NaN)
 
 
-def test_render_writes_atomically(tmp_path, monkeypatch):
+def test_render_writes_atomically(tmp_path, monkeypatch, study):
     out = tmp_path / "report.html"
     out.write_text("old report")
 
@@ -117,40 +120,50 @@ def test_render_writes_atomically(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "replace", fail)
     with pytest.raises(OSError, match="disk full"):
-        render({}, out)
+        render(study.flow, out)
     assert out.read_text() == "old report"  # the reader still sees the old file, whole
     assert [p.name for p in tmp_path.iterdir()] == ["report.html"]  # no temp file left behind
     monkeypatch.undo()
-    assert render({}, out) == out
+    assert render(study.flow, out) == out
     assert out.read_text(encoding="utf-8").startswith("<!doctype html>")
 
 
-def test_render_run_reads_results_json(tmp_path, study):
-    write_json(tmp_path / "results.json", {"flow": study["flow"]})
+def test_render_run_reads_results_json(tmp_path, study, study_file):
+    study.flow.save(tmp_path / "results.json")
     path = render_run(tmp_path)
-    assert path == tmp_path / "report.html" and "plain-110 with BN" in path.read_text(encoding="utf-8")
+    assert path == tmp_path / "report.html" and "plain-32 with BN" in path.read_text(encoding="utf-8")
+    # The saved resgrad 0.1 file loads through its migration.
+    shutil.copy(study_file, tmp_path / "results.json")
+    assert "ResNet-20" in render_run(tmp_path, tmp_path / "r.html").read_text(encoding="utf-8")
 
 
-def test_render_run_without_results_json_says_so(tmp_path):
+def test_render_run_errors_are_one_line_naming_the_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="has no results.json"):
         render_run(tmp_path)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         render_run(tmp_path / "nope")
-    (tmp_path / "results.json").write_text("{not json")
-    with pytest.raises(ValueError, match="not valid JSON"):
-        render_run(tmp_path)
+    src = tmp_path / "results.json"
+    for text, pattern in (("{not json", "not valid JSON"), ('{"experiment": "flow", "schema_version": 9}', "newer"),
+                          ('{"experiment": "flow"}', "is missing"), ('{"experiment": "nope"}', "not a resgrad")):
+        src.write_text(text)
+        with pytest.raises(ResultError, match=pattern) as e:
+            render_run(tmp_path)
+        assert str(src) in str(e.value) and "\n" not in str(e.value)
+    assert not (tmp_path / "report.html").exists()
 
 
-def test_real_results_render(real_report):
-    html = real_report.read_text(encoding="utf-8")
-    assert len(_svgs(html)) == 7 and "Not measured" not in html
-    assert "ResNet-20" in html and "plain-20" in html
+def test_signal_section_shows_tables_beside_the_papers(study, signal):
+    html = to_html(dataclasses.replace(study.flow, signal=signal))
+    assert "Shattering and the Jacobian spectrum" in html
+    assert "1702.08591" in html and "1711.04735" in html  # Balduzzi et al. 2017, Pennington et al. 2017
+    assert '<td class="n">0.0625</td>' in html  # plain, 4 blocks: 2^-4
+    assert "Shattering and the Jacobian spectrum" not in to_html(study.flow)  # old files: no section
 
 
 def test_report_package_reads_results_only():
     # DESIGN.md: report never imports torch or the measuring packages.
     banned = ("torch", "resgrad.train", "resgrad.probes", "resgrad.paths", "resgrad.experiments")
-    for py in REPORT_SRC.rglob("*.py"):
+    for py in [*REPORT_SRC.rglob("*.py"), REPORT_SRC.parent / "verdicts.py"]:  # verdicts.py: torch-free too
         tree = ast.parse(py.read_text(), filename=str(py))
         for node in ast.walk(tree):
             names = []
@@ -162,3 +175,26 @@ def test_report_package_reads_results_only():
                     names = [f"resgrad.{node.module or ''}"] + [f"resgrad.{a.name}" for a in node.names]
             for n in names:
                 assert not any(n == b or n.startswith(b + ".") for b in banned), f"{py.name} imports {n}"
+
+
+def test_signal_figures_are_drawn_where_figures_signal_exists(study, signal, monkeypatch):
+    from resgrad.report import html as H
+
+    svg = '<svg xmlns="http://www.w3.org/2000/svg" width="200pt" height="100pt"></svg>'
+    seen = {}
+    monkeypatch.setattr(H, "shattering_figure", lambda rows, fits: seen.update(rows=rows, fits=fits) or svg)
+    monkeypatch.setattr(H, "spectrum_figure", lambda rows: svg)
+    out = to_html(dataclasses.replace(study.flow, signal=signal))
+    assert len(_svgs(out)) == 4  # the two flow figures and the two signal figures
+    assert seen["rows"][0]["neighbor"] == signal.shattering[0].neighbor and len(seen["fits"]) == len(signal.fits)
+
+
+def test_a_diagnose_result_has_no_report():
+    from resgrad.results import DiagnoseResult
+
+    d = DiagnoseResult(spec="resnet20", kind="registry", model="HeResNet", parameters=1, input_shape=[1, 40],
+                       num_classes=10, data="random", batch_size=2, steps=1, seed=0, losses=[2.3],
+                       thresholds={"decades": 2.0}, layers=[], blocks=None, records=[], environment={})
+    for given in (d, d.to_json()):
+        with pytest.raises(ResultError, match="resgrad.diagnose result has no report"):
+            to_html(given)

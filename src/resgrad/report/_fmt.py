@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["num", "sig", "pct", "times", "pow10", "finite", "fin_list", "NA"]
+__all__ = ["num", "sig", "pct", "times", "pow10", "NA"]
 
 NA = "n/a"
 
@@ -19,18 +19,6 @@ def num(x: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return v if math.isfinite(v) else None
-
-
-def finite(*xs: Any) -> bool:
-    """True when every argument is a finite number."""
-    return all(num(x) is not None for x in xs)
-
-
-def fin_list(xs: Any) -> list[float | None]:
-    """A list of floats with non-finite entries (JSON null) as None; [] for a non-list."""
-    if not isinstance(xs, (list, tuple)):
-        return []
-    return [num(x) for x in xs]
 
 
 def sig(x: Any, digits: int = 3) -> str:

@@ -15,6 +15,8 @@ PAPERS: dict[str, tuple[str, int, str, str]] = {
     "philipp2018": ("Philipp, Song, Carbonell", 2018,
                     "Gradients explode - Deep Networks are shallow - ResNet explained", "1712.05577"),
     "balduzzi2017": ("Balduzzi et al.", 2017, "The Shattered Gradients Problem", "1702.08591"),
+    "pennington2017": ("Pennington, Schoenholz, Ganguli", 2017,
+                       "Resurrecting the sigmoid in deep learning through dynamical isometry", "1711.04735"),
     "greydanus2020": ("Greydanus", 2020, "Scaling down Deep Learning (MNIST-1D)", "2011.14439"),
 }
 

@@ -1,7 +1,7 @@
 """Figures as SVG text, drawn with matplotlib's object API (no pyplot, no global state).
 
-Each function takes the shapes of ``_read`` and returns one SVG document as a string, or
-None when there is nothing to draw. Colours are fixed across the report: plain nets red,
+Each function takes typed records (or the rows ``_read`` maps them to) and returns one SVG
+document as a string, or None when there is nothing to draw. Colours are fixed across the report: plain nets red,
 residual nets blue; with BN solid, without normalisation dashed.
 """
 
@@ -16,6 +16,9 @@ import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
+
+from resgrad.results.degradation import TrainedRun
+from resgrad.results.flow import FlowThresholds
 
 from ._read import FlowRow, pretty_model
 from ._refs import PUBLISHED
@@ -74,19 +77,9 @@ def _norm_title(norm: str) -> str:
     return "with BatchNorm" if norm == "batch" else "without normalisation" if norm == "none" else norm
 
 
-def ratio_band(thresholds: dict[str, Any]) -> tuple[float | None, float | None]:
-    """The healthy band of the first/last ratio, when flow.py states its thresholds on the ratio."""
-    def first(*keys: str) -> float | None:
-        for k in keys:
-            v = thresholds.get(k)
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0:
-                return float(v)
-        return None
-
-    d = first("decades")
-    if d is not None:  # flow.py: verdicts at +-d decades of fitted change across the net
-        return 10.0**-d, 10.0**d
-    return first("vanishing_below", "ratio_low"), first("exploding_above", "ratio_high")
+def ratio_band(thresholds: FlowThresholds) -> tuple[float, float]:
+    """The healthy band of the first/last ratio: flow.py's verdicts sit at +-``decades`` of fitted change."""
+    return 10.0**-thresholds.decades, 10.0**thresholds.decades
 
 
 # -- gradient flow ------------------------------------------------------------------------
@@ -142,7 +135,7 @@ def flow_profiles(rows: list[FlowRow]) -> str | None:
     return to_svg(fig)
 
 
-def flow_ratio(rows: list[FlowRow], thresholds: dict[str, Any]) -> str | None:
+def flow_ratio(rows: list[FlowRow], thresholds: FlowThresholds) -> str | None:
     """First/last gradient ratio vs depth, plain vs residual, with/without BN; one panel per
     activation and init present."""
     rows = [r for r in rows if r["depth"] and r["ratio"] is not None and r["ratio"] > 0]
@@ -191,10 +184,10 @@ def flow_ratio(rows: list[FlowRow], thresholds: dict[str, Any]) -> str | None:
 # -- degradation --------------------------------------------------------------------------
 
 
-def _mean_curve(runs: list[dict[str, Any]], key: str) -> tuple[np.ndarray, np.ndarray]:
+def _mean_curve(runs: list[TrainedRun], key: str) -> tuple[np.ndarray, np.ndarray]:
     by: dict[int, list[float]] = {}
     for r in runs:
-        for h in r.get("history") or []:
+        for h in r.history:
             v = h.get(key)
             if isinstance(v, (int, float)) and math.isfinite(v) and h.get("epoch") is not None:
                 by.setdefault(int(h["epoch"]), []).append(float(v))
@@ -202,9 +195,9 @@ def _mean_curve(runs: list[dict[str, Any]], key: str) -> tuple[np.ndarray, np.nd
     return ep, np.array([np.mean(by[int(e)]) for e in ep], dtype=float)
 
 
-def degradation_curves(runs: list[dict[str, Any]]) -> str | None:
+def degradation_curves(runs: list[TrainedRun]) -> str | None:
     """Train (solid) and test (dashed) error per epoch, plain vs residual, one panel per depth."""
-    depths = sorted({int(r["depth"]) for r in runs if r.get("depth") is not None and r.get("history")})
+    depths = sorted({r.depth for r in runs if r.history})
     if not depths:
         return None
     ncols = min(len(depths), 3)
@@ -216,7 +209,7 @@ def degradation_curves(runs: list[dict[str, Any]]) -> str | None:
         for i, d in enumerate(depths):
             ax = axes[i // ncols][i % ncols]
             for arch in ("plain", "residual"):
-                sel = [r for r in runs if r.get("depth") == d and r.get("arch") == arch]
+                sel = [r for r in runs if r.depth == d and r.arch == arch]
                 if not sel:
                     continue
                 for key, ls in (("train_error", "-"), ("test_error", "--")):
@@ -241,28 +234,27 @@ def degradation_curves(runs: list[dict[str, Any]]) -> str | None:
     return to_svg(fig)
 
 
-def degradation_grad(runs: list[dict[str, Any]]) -> str | None:
+def degradation_grad(runs: list[TrainedRun]) -> str | None:
     """The first/last block gradient ratio during training (the gradient monitor, once per epoch)."""
-    sel = [r for r in runs if r.get("grad")]
+    sel = [r for r in runs if r.grad]
     if not sel:
         return None
     fig, axes = _fig(6.2, 3.4)
     ax = axes[0][0]
-    depths = sorted({int(r["depth"]) for r in sel if r.get("depth") is not None})
+    depths = sorted({r.depth for r in sel})
     shades = dict(zip(depths, np.linspace(0.45, 1.0, len(depths)), strict=False))
     drawn = set()
     with matplotlib.rc_context(_STYLE):
-        for r in sorted(sel, key=lambda r: (r.get("arch", ""), r.get("depth") or 0)):
-            pts = [(g.get("epoch"), g.get("ratio_first_last")) for g in r["grad"]]
-            pts = [(e, v) for e, v in pts if isinstance(e, (int, float)) and isinstance(v, (int, float)) and v > 0]
+        for r in sorted(sel, key=lambda r: (r.arch, r.depth)):
+            pts = [(g.epoch, g.ratio_first_last) for g in r.grad
+                   if g.ratio_first_last is not None and g.ratio_first_last > 0]
             if not pts:
                 continue
-            key = (r.get("arch"), r.get("depth"))
-            name = "plain" if r.get("arch") == "plain" else "ResNet"
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], color=_color(r.get("arch", "")),
-                    alpha=float(shades.get(r.get("depth"), 1.0)), lw=1.4,
-                    ls="-" if r.get("arch") == "plain" else "--",
-                    label=None if key in drawn else f"{name}-{r.get('depth')}")
+            key = (r.arch, r.depth)
+            name = "plain" if r.arch == "plain" else "ResNet"
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], color=_color(r.arch),
+                    alpha=float(shades.get(r.depth, 1.0)), lw=1.4, ls="-" if r.arch == "plain" else "--",
+                    label=None if key in drawn else f"{name}-{r.depth}")
             drawn.add(key)
         ax.set_yscale("log")
         ax.axhline(1.0, color=REF, lw=0.8)

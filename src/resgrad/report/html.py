@@ -1,9 +1,10 @@
-"""One self-contained HTML report from a results dict: figures inline, no network.
+"""One self-contained HTML report from a typed result: figures inline, no network.
 
-``render(results, out_path)`` writes it atomically; ``render_run(run_dir)`` re-renders
-``run_dir/report.html`` from ``run_dir/results.json``. Whatever sections the results hold
-are shown; a missing one is said to be missing. The report reads results only: it never
-trains or measures (DESIGN.md).
+``render(result, out_path)`` writes it atomically; ``render_run(run_dir)`` re-renders
+``run_dir/report.html`` from ``run_dir/results.json`` (read with ``resgrad.results.load``).
+``result`` is a StudyResult, FlowResult, DegradationResult or EnsembleResult, or its parsed
+JSON (validated first). Whatever sections it holds are shown; a missing one is said to be
+missing. The report reads results only: it never trains or measures (DESIGN.md).
 """
 
 from __future__ import annotations
@@ -18,23 +19,29 @@ from pathlib import Path
 from typing import Any
 
 from resgrad.io import atomic_write
+from resgrad.results import DegradationResult, EnsembleResult, FlowResult, StudyResult, load
+from resgrad.results.flow import FlowThresholds, Signal
 
 from . import figures as F
 from ._fmt import NA, num, pct, sig
 from ._read import (
-    data_name,
-    degradation_runs,
-    degradation_table,
+    Reportable,
+    Sections,
+    as_result,
     ensemble_view,
     flow_rows,
-    flow_thresholds,
-    headline_rows,
+    headline_groups,
     pretty_model,
-    section,
+    sections,
 )
 from ._refs import PAPERS, PUBLISHED, cite
 from ._style import CSS
 from .findings import Finding, findings
+
+try:  # drawn by report/figures_signal.py where it is installed; without it the section shows its tables only
+    from .figures_signal import shattering_figure, spectrum_figure
+except ImportError:  # pragma: no cover - depends on the checkout
+    shattering_figure = spectrum_figure = None  # type: ignore[assignment]
 
 __all__ = ["render", "render_run", "to_html"]
 
@@ -49,27 +56,25 @@ _HOW = {
 }
 
 
-def render(results: dict[str, Any], out_path: str | os.PathLike) -> Path:
-    """Write the report for ``results`` to ``out_path`` atomically; return the path."""
-    text = to_html(results)
+def render(result: Reportable | dict[str, Any], out_path: str | os.PathLike) -> Path:
+    """Write the report for ``result`` to ``out_path`` atomically; return the path."""
+    text = to_html(result)
     return atomic_write(out_path, lambda f: f.write(text.encode("utf-8")), mode="wb")
 
 
 def render_run(run_dir: str | os.PathLike, out_path: str | os.PathLike | None = None) -> Path:
-    """Re-render ``run_dir/report.html`` (or ``out_path``) from ``run_dir/results.json``."""
+    """Re-render ``run_dir/report.html`` (or ``out_path``) from ``run_dir/results.json``.
+
+    A missing folder or file is a FileNotFoundError, a bad file a one-line ResultError naming it.
+    """
     run_dir = Path(run_dir)
     src = run_dir / "results.json"
     if not src.is_file():
         what = "does not exist" if not run_dir.exists() else "has no results.json"
         raise FileNotFoundError(
             f"{run_dir} {what}; pass the folder a run wrote (e.g. runs/study), or run `resgrad study --out {run_dir}`")
-    try:
-        results = json.loads(src.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{src} is not valid JSON ({e.msg} at line {e.lineno}); rerun the experiment to rewrite it") from None
-    if not isinstance(results, dict):
-        raise ValueError(f"{src} holds a {type(results).__name__}, expected a results object")
-    return render(results, out_path if out_path is not None else run_dir / "report.html")
+    result = as_result(load(src), source=str(src))
+    return render(result, out_path if out_path is not None else run_dir / "report.html")
 
 
 # -- pieces -------------------------------------------------------------------------------
@@ -124,12 +129,12 @@ def _missing(name: str) -> str:
             f"Run {_HOW[name]} to measure it.</p>")
 
 
-def _comparison(found: list[Finding], sec: str) -> str:
+def _comparison(found: list[Finding], sec: str, title: str = "The papers beside what was measured") -> str:
     rows = [[_linkify(escape(f["paper"])), escape(f["claim"] or ""), _linkify(escape(f["sentence"])), _badge(f["relation"])]
             for f in found if f["section"] == sec and f.get("paper")]
     if not rows:
         return ""
-    return "<h3>The papers beside what was measured</h3>" + _table(
+    return (f"<h3>{title}</h3>" if title else "") + _table(
         ["source", "the paper says", "measured here", ""], rows, cls="cmp")
 
 
@@ -168,23 +173,22 @@ and the path decomposition and lesions of a trained residual net (<a href="#ense
 Every sentence in <a href="#findings">Findings</a> is generated from the measured numbers.</p>"""
 
 
-def _flow(flow: dict[str, Any] | None, found: list[Finding]) -> str:
-    if not flow:
+def _flow(flow: FlowResult | None, found: list[Finding]) -> str:
+    if flow is None:
         return _missing("flow")
-    rows = flow_rows(flow)
-    if not rows:
+    if not flow.groups:
         return '<p class="missing">The <code>flow</code> section holds no configurations.</p>'
-    head = headline_rows(rows)
-    th = flow_thresholds(flow)
+    rows = flow_rows(flow)
+    head = flow_rows(flow, headline_groups(flow.groups))
+    th = flow.thresholds
     lo, hi = F.ratio_band(th)
     out = ["<p>Each net is measured at initialisation: one forward and backward pass per seed, and the norm of the "
            "gradient of the loss with respect to each block's input, ‖∂L/∂x<sub>l</sub>‖. The summary is the ratio of the "
            "first block's to the last block's: above 1 the gradient grows toward the input, below 1 it shrinks.</p>"]
     out.append(f"<p class='muted'>{_thresholds_text(th)}</p>")
-    conv = flow.get("conventions")
-    if isinstance(conv, dict) and conv:
+    if flow.conventions:
         out.append("<details><summary>Definitions, as the flow experiment states them</summary><ul>" +
-                   "".join(f"<li><b>{escape(str(k))}</b>: {escape(str(v))}</li>" for k, v in conv.items()) +
+                   "".join(f"<li><b>{escape(str(k))}</b>: {escape(str(v))}</li>" for k, v in flow.conventions.items()) +
                    "</ul></details>")
     h0 = head[0] if head else rows[0]
     setting = escape(F.panel_title(h0["family"], h0["activation"], h0["init"]))
@@ -193,15 +197,14 @@ def _flow(flow: dict[str, Any] | None, found: list[Finding]) -> str:
                     "block 0 nearest the input. "
                     "<span class='plain'>Plain</span> solid, <span class='res'>residual</span> dashed; darker = deeper. "
                     "A straight line on this axis is exponential growth or decay with depth."))
-    band = f" Shaded: {sig(lo)}× to {sig(hi)}×, the verdict threshold." if lo and hi else ""
     out.append(_img(F.flow_ratio(rows, th), "first/last gradient ratio vs depth",
                     "First-block / last-block gradient norm vs depth in blocks, <span class='plain'>plain</span> vs "
                     "<span class='res'>residual</span>, with BN (solid) and without normalisation (dashed); "
-                    f"vertical bars span the seeds.{band}"))
-    out.append(_comparison(found, "flow"))
+                    f"vertical bars span the seeds. Shaded: {sig(lo)}× to {sig(hi)}×, the verdict threshold."))
+    out.append(_comparison([f for f in found if not f["id"].startswith(_SIGNAL_IDS)], "flow"))
     out.append(_section_findings(found, "flow"))
     trs = []
-    for r in sorted(rows, key=lambda r: (r["family"], r["activation"], r["init"], r["norm"], r["depth"] or 0, r["arch"])):
+    for r in sorted(rows, key=lambda r: (r["family"], r["activation"], r["init"], r["norm"], r["depth"], r["arch"])):
         lo_ci, hi_ci = r["slope_ci"]
         trs.append([escape(str(x)) for x in (r["family"], r["activation"], r["init"], r["norm"])] + [
             f"<span class='{'plain' if r['arch'] == 'plain' else 'res'}'>{escape(str(r['arch']))}</span>",
@@ -210,31 +213,69 @@ def _flow(flow: dict[str, Any] | None, found: list[Finding]) -> str:
     out.append(f"<details{' open' if len(rows) <= 16 else ''}><summary>All {len(rows)} configurations</summary>" +
                _table(["family", "activation", "init", "norm", "arch", "depth", "first/last", "slope", "slope CI",
                        "verdict"], trs, tall=True) + "</details>")
+    if flow.signal is not None:
+        out.append(_signal(flow.signal, found))
     return "\n".join(out)
 
 
-def _thresholds_text(th: dict[str, Any]) -> str:
+_SIGNAL_IDS = ("flow.shattering.", "flow.spectrum.")
+
+
+def _signal(sg: Signal, found: list[Finding]) -> str:
+    """Shattering (Balduzzi et al. 2017) and the Jacobian spectrum (Pennington et al. 2017) beside the papers."""
+    out = ["<h3>Shattering and the Jacobian spectrum</h3>",
+           f"<p>Two more views of the backward signal at initialisation. <b>Shattering</b> "
+           f"({cite('balduzzi2017')}): the correlation between the input gradients at neighbouring inputs along a line; "
+           "they find it decays about as 2<sup>−L</sup> with depth in plain nets and about as 1/√L with skip "
+           "connections and batch normalisation. <b>The Jacobian spectrum</b> "
+           f"({cite('pennington2017')}): the singular values of the input-output Jacobian; dynamical isometry means "
+           "they all sit near 1, which ReLU nets cannot reach.</p>"]
+    rows = sorted(sg.shattering, key=lambda r: (r.family, r.act, r.init, r.norm, r.depth))
+    cells: dict[tuple, dict[str, Any]] = {}
+    for r in rows:
+        cells.setdefault((r.family, r.act, r.init, r.norm, r.depth), {})[r.arch] = r
+    trs = [[escape(f), escape(a), escape(i), escape(nm), _n(str(d)),
+            _n(sig(c["plain"].neighbor) if "plain" in c else NA),
+            _n(sig(c["residual"].neighbor) if "residual" in c else NA)]
+           for (f, a, i, nm, d), c in cells.items()]
+    if trs:
+        out.append("<p>Gradient correlation between neighbouring inputs (lag 1, mean over seeds):</p>" + _table(
+            ["family", "activation", "init", "norm", "depth", "plain", "residual"], trs))
+    if shattering_figure is not None:
+        out.append(_img(shattering_figure([r.to_json() for r in sg.shattering], [f.to_json() for f in sg.fits]),
+                        "gradient correlation vs depth",
+                        f"Neighbour gradient correlation vs depth, <span class='plain'>plain</span> vs "
+                        f"<span class='res'>residual</span> ({cite('balduzzi2017')})."))
+    srows = sorted(sg.spectrum, key=lambda r: (r.family, r.act, r.init, r.norm, r.depth, r.arch))
+    trs = [[escape(r.family), escape(r.act), escape(r.norm),
+            f"<span class='{'plain' if r.arch == 'plain' else 'res'}'>{escape(r.arch)}</span>", _n(str(r.depth)),
+            _n(sig(r.median)), _n(f"{sig(r.q10)} to {sig(r.q90)}"), _n(sig(r.condition))] for r in srows]
+    if trs:
+        out.append("<p>Singular values of the input-output Jacobian (all examples and seeds):</p>" + _table(
+            ["family", "activation", "norm", "arch", "depth", "median", "10–90%", "condition (median)"], trs))
+    if spectrum_figure is not None:
+        out.append(_img(spectrum_figure([r.to_json() for r in sg.spectrum]), "Jacobian singular value spectrum",
+                        f"Distribution of the Jacobian's singular values, log axis ({cite('pennington2017')})."))
+    out.append(_comparison([f for f in found if f["id"].startswith(_SIGNAL_IDS)], "flow", title=""))
+    return "\n".join(out)
+
+
+def _thresholds_text(th: FlowThresholds) -> str:
     """The verdict rule in words, from the thresholds the flow experiment wrote."""
-    d, level = num(th.get("decades")), num(th.get("ci_level"))
-    if d is not None:
-        ci = f"the slope's {pct(level)} confidence interval across seeds" if level else "the slope's confidence interval"
-        unit = "decade" if d == 1 else "decades"
-        return (f"Verdict per configuration (flow experiment): <b>vanishing</b> when the fitted change of the gradient "
-                f"across the net is at most −{sig(d)} {unit} ({sig(10 ** d)}×) and {ci} lies below 0; "
-                f"<b>exploding</b> when it is at least +{sig(d)} {unit} and the interval lies above 0; "
-                f"<b>healthy</b> otherwise.")
-    if th:
-        return "Verdict thresholds (flow experiment): " + ", ".join(
-            f"{escape(str(k))} = {escape(sig(v) if num(v) is not None else str(v))}" for k, v in th.items()) + "."
-    return "The flow results state no verdict thresholds."
+    d = th.decades
+    unit = "decade" if d == 1 else "decades"
+    return (f"Verdict per configuration (flow experiment): <b>vanishing</b> when the fitted change of the gradient "
+            f"across the net is at most −{sig(d)} {unit} ({sig(10 ** d)}×) and the slope's {pct(th.ci_level)} "
+            f"confidence interval across seeds lies below 0; <b>exploding</b> when it is at least +{sig(d)} {unit} and "
+            f"the interval lies above 0; <b>healthy</b> otherwise.")
 
 
-def _degradation(deg: dict[str, Any] | None, found: list[Finding]) -> str:
-    if not deg:
+def _degradation(deg: DegradationResult | None, found: list[Finding]) -> str:
+    if deg is None:
         return _missing("degradation")
-    runs = degradation_runs(deg)
-    table = degradation_table(deg)
-    data = data_name(deg) or ""
+    runs = deg.runs
+    table = sorted(deg.table, key=lambda t: t.depth)
+    data = deg.data.name
     out = [f"<p>Plain and residual twins — the same layers and parameter count, differing only by the skip — trained "
            f"with the same recipe and seeds{' on ' + escape(data) if data else ''}. {cite('he2015', 'Fig. 1, Fig. 6 left')}: "
            "\"The deep plain nets suffer from increased depth, and exhibit higher training error when going deeper\"; "
@@ -246,14 +287,12 @@ def _degradation(deg: dict[str, Any] | None, found: list[Finding]) -> str:
     cifar = "cifar" in data.lower()
     trs = []
     for t in table:
-        row = [_n(str(t.get("depth")))]
-        for arch in ("plain", "residual"):
-            c = t.get(arch) if isinstance(t.get(arch), dict) else {}
-            for key in ("train_error", "test_error"):
-                v, s = c.get(key), c.get(f"{key}_std")
+        row = [_n(str(t.depth))]
+        for c in (t.plain, t.residual):
+            for v, s in ((c.train_error, c.train_error_std), (c.test_error, c.test_error_std)):
                 row.append(_n(pct(v) + (f" ± {pct(s)}" if num(s) is not None and num(s) > 0 else "")))
-            row.append(_n(str(c.get("n_seeds", "")) if c else NA))
-        ref = PUBLISHED["he2015_table6"].get(int(num(t.get("depth")) or 0))
+            row.append(_n(str(c.n_seeds)))
+        ref = PUBLISHED["he2015_table6"].get(t.depth)
         row.append(_n(pct(ref) if ref is not None else "—"))
         trs.append(row)
     if trs:
@@ -264,7 +303,7 @@ def _degradation(deg: dict[str, Any] | None, found: list[Finding]) -> str:
                                  "column is for orientation, not a like-for-like comparison.")
         out.append(f"<p class='muted'>Errors as mean ± standard deviation over seeds. Table 6: "
                    f"{cite('he2015', 'Table 6')}.{note}</p>")
-    if any(r.get("grad") for r in runs):
+    if any(r.grad for r in runs):
         out.append(_img(F.degradation_grad(runs), "gradient ratio during training",
                         "The first/last block gradient ratio during training (gradient monitor, once per epoch).",
                         cls="half"))
@@ -273,10 +312,10 @@ def _degradation(deg: dict[str, Any] | None, found: list[Finding]) -> str:
     return "\n".join(out)
 
 
-def _ensemble(ens: dict[str, Any] | None, found: list[Finding]) -> str:
-    v = ensemble_view(ens)
-    if not v:
+def _ensemble(ens: EnsembleResult | None, found: list[Finding]) -> str:
+    if ens is None:
         return _missing("ensemble")
+    v = ensemble_view(ens)
     n = v["n"]
     model = escape(pretty_model(v["model"])) if v["model"] else "the trained residual net"
     out = []
@@ -287,14 +326,14 @@ def _ensemble(ens: dict[str, Any] | None, found: list[Finding]) -> str:
             if m:
                 src = {"initialisation": "untrained (measured at initialisation)", "object": "trained by the study",
                        "run": "a trained run folder", "trained": "trained for this experiment"}.get(
-                    str(m.get("source")), escape(str(m.get("source") or "")))
-                rows.append([escape(role), escape(pretty_model(m.get("name"))), _n(f"{int(num(m.get('params')) or 0):,}"),
-                             _n(str(m.get("blocks", NA))), _n(pct(m.get("test_error"))), src])
+                    m.source, escape(m.source))
+                rows.append([escape(role), escape(pretty_model(m.name)), _n(f"{m.params:,}"),
+                             _n(str(m.blocks)), _n(pct(m.test_error)), src])
         out.append("<h3>The nets</h3>" + _table(["", "model", "parameters", "blocks", "test error", "source"], rows))
-        if any(str(m.get("source")) == "initialisation" for m in v["models"].values()):
+        if any(m.source == "initialisation" for m in v["models"].values()):
             out.append("<p class='missing'>These nets were not trained: the path and lesion results describe an "
                        "untrained net, whereas Veit et al. measured a trained one.</p>")
-    untrained = any(str(m.get("source")) == "initialisation" for m in v["models"].values())
+    untrained = any(m.source == "initialisation" for m in v["models"].values())
     out += [f"<p>The {'untrained' if untrained else 'trained'} {model} ({n} blocks) unrolled into its "
             f"2<sup>{n}</sup> paths. "
            "<b>Exact</b>: the gradient at the first block's input is split by dynamic programming into the parts "
@@ -368,40 +407,34 @@ def _rounded(o: Any) -> Any:
     return o
 
 
-def _setup(results: dict[str, Any]) -> str:
-    env = results.get("environment")
-    if not isinstance(env, dict):
-        env = next((s["environment"] for s in (section(results, m) for m in _MEASURED)
-                    if s and isinstance(s.get("environment"), dict)), None)
+def _setup(r: Reportable, s: Sections) -> str:
     out = []
-    timing = results.get("timing") if isinstance(results.get("timing"), dict) else {}
-    secs = timing.get("seconds") if isinstance(timing.get("seconds"), dict) else {}
-    if not secs:  # a single experiment's file: its own wall time
-        for m in _MEASURED:
-            sec = section(results, m) or {}
-            t = sec.get("wall_time_s", (sec.get("timing") or {}).get("total") if isinstance(sec.get("timing"), dict) else None)
-            if num(t) is not None:
-                secs[m] = t
-        timing = timing or ({"seconds": secs} if secs else {})
-    if timing:
+    secs: dict[str, float | None] = {}
+    started = finished = None
+    if isinstance(r, StudyResult):
+        secs, started, finished = dict(r.timing.seconds), r.timing.started, r.timing.finished
+    elif isinstance(r, FlowResult) and r.wall_time_s is not None:  # a single experiment's file: its own wall time
+        secs["flow"] = r.wall_time_s
+    elif isinstance(r, EnsembleResult) and r.timing.get("total") is not None:
+        secs["ensemble"] = r.timing["total"]
+    if secs or started or finished:
         rows = [[escape(k), _n(f"{sig(v)} s" if num(v) is not None else NA)] for k, v in secs.items()]
-        meta = " ".join(f"{escape(k)}: {escape(str(timing[k]))}." for k in ("started", "finished") if timing.get(k))
+        meta = " ".join(f"{k}: {escape(v)}." for k, v in (("started", started), ("finished", finished)) if v)
         out.append(f"<h3>Time</h3><p>{meta}</p>" + (_table(["stage", "wall time"], rows) if rows else ""))
-    if env:
+    if r.environment:
         out.append("<h3>Versions and hardware</h3>" + _table(
-            ["", ""], [[escape(str(k)), escape("—" if v is None else str(v))] for k, v in env.items()]))
+            ["", ""], [[escape(str(k)), escape("—" if v is None else str(v))] for k, v in r.environment.items()]))
     else:
         out.append("<p class='muted'>The results file records no environment.</p>")
-    configs = {"study": results.get("config")} if isinstance(results.get("config"), dict) else {}
-    for m in _MEASURED:
-        s = section(results, m)
-        if s and s is not results and isinstance(s.get("config"), dict):
-            configs[m] = s["config"]
+    configs = {r.EXPERIMENT: r.config}
+    for part in (s.flow, s.degradation, s.ensemble):
+        if part is not None and part is not r:
+            configs[part.EXPERIMENT] = part.config
     for name, cfg in configs.items():
         text = escape(json.dumps(cfg, indent=2, default=str, ensure_ascii=False))
         out.append(f"<details><summary>{escape(name)} config</summary><pre>{text}</pre></details>")
-    if results.get("preset"):
-        out.insert(0, f"<p>Preset: <code>{escape(str(results['preset']))}</code>.</p>")
+    if isinstance(r, StudyResult):
+        out.insert(0, f"<p>Preset: <code>{escape(r.preset)}</code>.</p>")
     return "\n".join(out)
 
 
@@ -414,43 +447,41 @@ def _references() -> str:
 # -- the page -----------------------------------------------------------------------------
 
 
-def to_html(results: dict[str, Any]) -> str:
-    """The whole report as one HTML string (pure: reads ``results`` only)."""
-    if not isinstance(results, dict):
-        raise TypeError(f"render() needs a results dict, received {type(results).__name__}")
-    found = findings(results)
-    present = {m: section(results, m) for m in _MEASURED}
+def to_html(result: Reportable | dict[str, Any]) -> str:
+    """The whole report as one HTML string (pure: reads ``result`` only; a dict is validated first)."""
+    r = as_result(result)
+    s = sections(r)
+    found = findings(r)
+    present = {"flow": s.flow, "degradation": s.degradation, "ensemble": s.ensemble}
     bodies: dict[str, Callable[[], str]] = {
         "question": _question,
-        "flow": lambda: _flow(present["flow"], found),
-        "degradation": lambda: _degradation(present["degradation"], found),
-        "ensemble": lambda: _ensemble(present["ensemble"], found),
+        "flow": lambda: _flow(s.flow, found),
+        "degradation": lambda: _degradation(s.degradation, found),
+        "ensemble": lambda: _ensemble(s.ensemble, found),
         "findings": lambda: _findings(found),
-        "setup": lambda: _setup(results),
+        "setup": lambda: _setup(r, s),
         "references": _references,
     }
     toc, secs = [], []
     for i, (sid, title) in enumerate(_SECTIONS, 1):
-        miss = sid in _MEASURED and not present[sid]
+        miss = sid in _MEASURED and present[sid] is None
         toc.append(f'<li><a href="#{sid}">{escape(title)}</a>{" <span class=miss>(missing)</span>" if miss else ""}</li>')
         secs.append(f'<section id="{sid}"><h2>{i}. {escape(title)}</h2>\n{bodies[sid]()}\n</section>')
     answer = next((f for f in found if f["id"] == "answer"), None)
     answer_html = (f'<div class="answer"><p><span class="label">{escape(answer["lead"])}:</span> '
-                   f'{escape(answer["verdict"])}.</p><ul>'
+                   f'{escape(answer["verdict_text"])}.</p><ul>'
                    + "".join(f"<li>{_linkify(escape(c))}</li>" for c in answer["evidence"])
                    + f'</ul><p class="muted">{escape(answer["hedge"])} See <a href="#findings">Findings</a>.</p></div>'
                    if answer else
                    '<div class="answer"><p>No measured answer: the results hold no gradient-flow, degradation or '
                    'ensemble measurements.</p></div>')
-    missing = [m for m in _MEASURED if not present[m]]
+    missing = [m for m in _MEASURED if present[m] is None]
     sub = []
-    if results.get("preset"):
-        sub.append(f"preset {escape(str(results['preset']))}")
-    if results.get("experiment"):
-        sub.append(f"experiment {escape(str(results['experiment']))}")
-    timing = results.get("timing") if isinstance(results.get("timing"), dict) else {}
-    if timing.get("finished"):
-        sub.append(f"finished {escape(str(timing['finished']))}")
+    if isinstance(r, StudyResult):
+        sub.append(f"preset {escape(r.preset)}")
+    sub.append(f"experiment {escape(r.EXPERIMENT)}")
+    if isinstance(r, StudyResult) and r.timing.finished:
+        sub.append(f"finished {escape(r.timing.finished)}")
     if missing:
         sub.append("not measured: " + ", ".join(missing))
     return f"""<!doctype html>

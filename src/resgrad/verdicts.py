@@ -1,0 +1,535 @@
+"""Judgements on measured numbers: plain functions with named thresholds -> small verdict records.
+
+DESIGN.md ("Runs and results"): judgements (vanishing / healthy / exploding, degraded,
+agrees / contradicts a paper) are functions with named thresholds returning verdict
+records; the report only words them. Every threshold is a module constant with the
+reason for its value. Torch-free: the experiments, the CLI and the report all import it.
+
+A record's ``relation`` is "agrees", "partly", "contradicts" (with the paper named in
+its docstring) or None where no comparison can be made (non-finite numbers, too few
+points). Records hold the numbers they were judged on, so a sentence needs nothing else.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from . import stats
+from .results.degradation import DepthRow
+from .results.ensemble import Deletion, Lesion, Reorder, Window
+from .results.flow import FlowGroup, ShatteringFit, SpectrumRow
+
+__all__ = [
+    "FLOW_THRESHOLD_DECADES", "FLOW_CI_LEVEL", "GROWTH_REDUCED", "DEGRADE_MARGIN", "DEGRADE_SDS",
+    "TABLE6_TOLERANCE", "WINDOW_SDS", "WEAK_TEST_BLOCKS", "MIN_FIT_POINTS", "LESION_NOTICEABLE",
+    "DELETION_PLATEAU", "DELETION_DIP", "REORDER_CORRELATION", "SHATTER_PLAIN_LOG2_SLOPE",
+    "SHATTER_POWER", "SHATTER_POWER_TOLERANCE", "ISOMETRY_FACTOR",
+    "Relation", "FlowLabel", "flow_verdict",
+    "SkipEffect", "skip_effect", "DeepestFlow", "deepest", "VerdictCounts", "verdict_counts",
+    "BnPlainVerdict", "he2015_bn_plain", "Eq5Verdict", "he2016_eq5", "TwinsVerdict", "vanishing_twins",
+    "DegradationVerdict", "degradation_verdict", "Table6Verdict", "table6_verdict",
+    "WindowVerdict", "window_verdict", "DecayVerdict", "decay_verdict", "LesionVerdict", "lesion_verdict",
+    "DeletionVerdict", "deletion_verdict", "ReorderVerdict", "reorder_verdict",
+    "ShatteringVerdict", "shattering_verdict", "SpectrumVerdict", "spectrum_verdict",
+]
+
+Relation = Literal["agrees", "partly", "contradicts"]
+FlowLabel = Literal["vanishing", "healthy", "exploding", "non-finite"]
+
+# -- thresholds ---------------------------------------------------------------------------
+
+# A gradient whose fitted change across the net is at least 2 decades (100x) is called
+# vanishing/exploding: the default of experiments/flow.py, large against the seed-to-seed
+# spread of a quick grid, small against the tens of decades a sigmoid plain net loses.
+FLOW_THRESHOLD_DECADES = 2.0
+# The slope's Student-t interval across seeds must exclude 0 at this level (flow.py's default).
+FLOW_CI_LEVEL = 0.95
+# "The skip reduced the growth": the residual twin's |log10 ratio| is at most this share of
+# the plain net's, i.e. at least half the decades of growth are gone (a coarse, visible change).
+GROWTH_REDUCED = 0.5
+# Degradation: the deepest net's train error exceeds the shallowest's by more than 1 point
+# (the resolution of a 1,000-example MNIST-1D evaluation is 0.1 point; 1 point is well above it) ...
+DEGRADE_MARGIN = 0.01
+# ... and by more than 2 standard deviations of that difference over seeds (about a 95% margin).
+DEGRADE_SDS = 2.0
+# Table 6: a ResNet's CIFAR-10 test error within 2 points of He et al. 2015's counts as a
+# reproduction (their ResNet-110 varied by 0.16 std over 5 runs; recipes differ in detail).
+TABLE6_TOLERANCE = 0.02
+# Effective paths: the magnitude-weighted mean path length must lie more than 2 sd below a
+# random path's mean (Binomial(n, 1/2): n/2 ± sqrt(n)/2) to "agree" with Veit et al. 2016.
+WINDOW_SDS = 2.0
+# With fewer blocks, path lengths barely spread (sd sqrt(n)/2 < 2.3): the window test is weak.
+WEAK_TEST_BLOCKS = 20
+# Fewest points a log-linear fit or a correlation is drawn from (two points always fit a line).
+MIN_FIT_POINTS = 3
+# A single block's deletion "noticeably" changes test error above +2 points (Veit et al. 2016
+# §4 call changes of this order "no noticeable change"; a VGG layer's deletion gives chance).
+LESION_NOTICEABLE = 0.02
+# The k-deletion curve: its plateau starts where it first comes within 5 points of its
+# maximum (typically chance); wobbles on the plateau are trial noise, not a dip ...
+DELETION_PLATEAU = 0.05
+# ... and before the plateau it "rises smoothly" if no step falls by more than 2 points
+# (the spread of a few random deletion trials at one k).
+DELETION_DIP = 0.02
+# Reordering: error "tracks the corruption" when its Pearson correlation with Kendall tau is
+# below -0.5 (a strong negative association; Veit et al. 2016 §4 show a smooth monotone rise).
+REORDER_CORRELATION = -0.5
+# Shattering, plain nets: the lag-1 gradient correlation decays exponentially when its log2
+# falls by more than 0.25 per block (Balduzzi et al. 2017: about 2^-L, -1 per layer; a quarter
+# of that per block leaves room for finite width and blocks of one or two layers).
+SHATTER_PLAIN_LOG2_SLOPE = -0.25
+# Shattering, residual nets with BN: correlation about L^(-1/2) (Balduzzi et al. 2017) ...
+SHATTER_POWER = -0.5
+# ... "close to" meaning a fitted power within 0.25 of -1/2 (halfway to 1/L or to a constant).
+SHATTER_POWER_TOLERANCE = 0.25
+# Dynamical isometry (Pennington et al. 2017): the Jacobian's singular values all near 1;
+# here the 10th and 90th percentiles within a factor 2 of 1.
+ISOMETRY_FACTOR = 2.0
+
+
+def _fin(x: float | None) -> bool:
+    return x is not None and math.isfinite(x)
+
+
+# -- gradient flow ------------------------------------------------------------------------
+
+
+def flow_verdict(slope: float | None, ci: tuple[float, float] | None, depth: int,
+                 threshold_decades: float = FLOW_THRESHOLD_DECADES) -> FlowLabel:
+    """vanishing / healthy / exploding / non-finite for one config over its seeds.
+
+    ``slope``: decades per block crossed backward (negative: the gradient shrinks toward
+    the input); the fitted change is ``slope * (depth - 1)`` decades. Vanishing when that
+    is at most ``-threshold_decades`` and the CI lies below 0; exploding when at least
+    ``+threshold_decades`` and the CI lies above 0 (``ci`` None: one seed, the point
+    estimate decides); healthy otherwise.
+    """
+    if not _fin(slope):
+        return "non-finite"
+    assert slope is not None
+    decades = slope * (depth - 1)
+    if decades <= -threshold_decades and (ci is None or ci[1] < 0):
+        return "vanishing"
+    if decades >= threshold_decades and (ci is None or ci[0] > 0):
+        return "exploding"
+    return "healthy"
+
+
+def _twin(groups: Sequence[FlowGroup], g: FlowGroup) -> FlowGroup | None:
+    """The same config with the other architecture (the nets differ only by the skip)."""
+    other = "residual" if g.arch == "plain" else "plain"
+    return next((t for t in groups if t.arch == other and (t.family, t.norm, t.act, t.init, t.depth)
+                 == (g.family, g.norm, g.act, g.init, g.depth)), None)
+
+
+@dataclass(frozen=True)
+class SkipEffect:
+    """What the skip did to a plain net's gradient, judged on the twins' verdicts and log10 ratios."""
+
+    kind: Literal["tamed", "reduced", "not-tamed", "neither", "other"]
+    plain_log10_ratio: float | None
+    residual_log10_ratio: float | None
+    reduced_share: float  # GROWTH_REDUCED
+
+
+def skip_effect(plain: FlowGroup, residual: FlowGroup) -> SkipEffect:
+    """tamed (plain explodes, residual healthy), reduced (both explode, the residual by at most
+    GROWTH_REDUCED of the plain decades), not-tamed, neither (both healthy), other."""
+    pl, rl = plain.log10_ratio, residual.log10_ratio
+    if plain.verdict == "exploding" and residual.verdict == "healthy":
+        kind = "tamed"
+    elif (plain.verdict == "exploding" and residual.verdict == "exploding" and _fin(pl) and _fin(rl)
+          and abs(rl) <= GROWTH_REDUCED * abs(pl)):  # type: ignore[arg-type]
+        kind = "reduced"
+    elif plain.verdict == "exploding":
+        kind = "not-tamed"
+    elif plain.verdict == "healthy" and residual.verdict == "healthy":
+        kind = "neither"
+    else:
+        kind = "other"
+    return SkipEffect(kind, pl, rl, GROWTH_REDUCED)
+
+
+@dataclass(frozen=True)
+class DeepestFlow:
+    """The deepest plain net of a setting and its residual twin (verdicts from the experiment)."""
+
+    plain: FlowGroup
+    residual: FlowGroup | None
+    skip: SkipEffect | None
+
+
+def deepest(groups: Sequence[FlowGroup], norm: str) -> DeepestFlow | None:
+    """The deepest plain net with normalisation ``norm`` among ``groups``, with its twin."""
+    plain = [g for g in groups if g.arch == "plain" and g.norm == norm and g.depth]
+    if not plain:
+        return None
+    p = max(plain, key=lambda g: g.depth)
+    t = _twin(groups, p)
+    return DeepestFlow(p, t, skip_effect(p, t) if t is not None else None)
+
+
+@dataclass(frozen=True)
+class VerdictCounts:
+    counts: dict[str, dict[str, int]]  # arch -> verdict -> configs
+    n: int
+    depths: tuple[int, ...]
+    vanishing: tuple[FlowGroup, ...]
+
+
+def verdict_counts(groups: Sequence[FlowGroup]) -> VerdictCounts:
+    """Verdicts per architecture over the whole grid ("non-finite" only where one occurs)."""
+    kinds = ["vanishing", "healthy", "exploding"] + (["non-finite"] if any(g.verdict == "non-finite" for g in groups)
+                                                     else [])
+    counts = {a: {v: sum(1 for g in groups if g.arch == a and g.verdict == v) for v in kinds}
+              for a in ("plain", "residual")}
+    return VerdictCounts(counts, len(groups), tuple(sorted({g.depth for g in groups if g.depth})),
+                         tuple(g for g in groups if g.verdict == "vanishing"))
+
+
+@dataclass(frozen=True)
+class BnPlainVerdict:
+    """He et al. 2015 §4.1: BN plain nets' "backward propagated gradients exhibit healthy norms"."""
+
+    relation: Relation | None  # contradicts if any BN plain net vanishes or explodes
+    groups: tuple[FlowGroup, ...]  # every BN plain net judged, shallow first
+    healthy: tuple[FlowGroup, ...]
+    off: tuple[FlowGroup, ...]  # vanishing or exploding
+    kinds: tuple[str, ...]  # the verdicts among ``off``
+    worst: FlowGroup | None  # the largest |log10 ratio| among ``off``
+    philipp: bool  # one explodes: agrees with Philipp et al. 2018 (BN does not stop explosion)
+
+
+def he2015_bn_plain(groups: Sequence[FlowGroup]) -> BnPlainVerdict | None:
+    """Judge §4.1 on the BN plain nets among ``groups`` (None when there are none)."""
+    bn = tuple(sorted((g for g in groups if g.arch == "plain" and g.norm == "batch"), key=lambda g: g.depth))
+    if not bn:
+        return None
+    off = tuple(g for g in bn if g.verdict in ("vanishing", "exploding"))
+    ok = tuple(g for g in bn if g.verdict == "healthy")
+    worst = max(off, key=lambda g: abs(g.log10_ratio) if _fin(g.log10_ratio) else math.inf) if off else None
+    kinds = tuple(sorted({g.verdict for g in off}))
+    relation: Relation | None = "contradicts" if off else "agrees" if ok else None
+    return BnPlainVerdict(relation, bn, ok, off, kinds, worst, "exploding" in kinds)
+
+
+@dataclass(frozen=True)
+class Eq5Verdict:
+    """He et al. 2016 Eq. 5: the identity term keeps a residual net's gradient from vanishing."""
+
+    relation: Relation  # contradicts: one vanishes; partly: none vanishes but one explodes; agrees
+    groups: tuple[FlowGroup, ...]
+    vanishing: tuple[FlowGroup, ...]
+    exploding: tuple[FlowGroup, ...]
+
+
+def he2016_eq5(groups: Sequence[FlowGroup]) -> Eq5Verdict | None:
+    """Judge Eq. 5 on the residual nets among ``groups`` (None when there are none)."""
+    res = tuple(g for g in groups if g.arch == "residual")
+    if not res:
+        return None
+    van = tuple(g for g in res if g.verdict == "vanishing")
+    exp = tuple(g for g in res if g.verdict == "exploding")
+    relation: Relation = "contradicts" if van else "partly" if exp else "agrees"
+    return Eq5Verdict(relation, res, van, exp)
+
+
+@dataclass(frozen=True)
+class TwinsVerdict:
+    """Where a plain net's gradient vanished, did its residual twin's?"""
+
+    pairs: tuple[tuple[FlowGroup, FlowGroup | None], ...]  # every vanishing plain net, its twin
+    with_twin: int
+    rescued: int  # twins that did not vanish
+    answer: Literal["all", "some", "none", "no-vanishing", "no-twins"]
+
+
+def vanishing_twins(groups: Sequence[FlowGroup]) -> TwinsVerdict:
+    """Count the vanishing plain nets whose residual twin did not vanish."""
+    pairs = tuple((g, _twin(groups, g)) for g in groups if g.arch == "plain" and g.verdict == "vanishing")
+    with_twin = [(p, t) for p, t in pairs if t is not None]
+    rescued = sum(1 for _, t in with_twin if t.verdict != "vanishing")
+    answer: Literal["all", "some", "none", "no-vanishing", "no-twins"] = (
+        "no-vanishing" if not pairs else "no-twins" if not with_twin else
+        "all" if rescued == len(with_twin) else "some" if rescued else "none")
+    return TwinsVerdict(pairs, len(with_twin), rescued, answer)
+
+
+# -- degradation --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DegradationVerdict:
+    """Does the deepest net train worse than the shallowest (He et al. 2015 Fig. 1, Fig. 6)?
+
+    ``relation``: for plain nets "agrees" when they degrade; for residual nets "agrees"
+    when they do not.
+    """
+
+    arch: str
+    depths: tuple[int, ...]
+    train_errors: tuple[float, ...]  # mean over seeds, per depth
+    seeds: int
+    first: float
+    last: float
+    change: float  # last - first
+    std: float  # std of that difference: hypot of the two seed stds
+    margin: float  # max(DEGRADE_MARGIN, DEGRADE_SDS * std)
+    degraded: bool  # change > margin
+    relation: Relation
+
+
+def degradation_verdict(table: Sequence[DepthRow], arch: Literal["plain", "residual"]) -> DegradationVerdict | None:
+    """Judge degradation on the finite train errors of ``arch`` (None with fewer than two depths)."""
+    cells = [(t.depth, getattr(t, arch)) for t in sorted(table, key=lambda t: t.depth)
+             if _fin(getattr(t, arch).train_error)]
+    if len(cells) < 2:
+        return None
+    (_, c0), (_, c1) = cells[0], cells[-1]
+    e0, e1 = float(c0.train_error), float(c1.train_error)
+    sd = math.hypot(c0.train_error_std if _fin(c0.train_error_std) else 0.0,
+                    c1.train_error_std if _fin(c1.train_error_std) else 0.0)
+    margin = max(DEGRADE_MARGIN, DEGRADE_SDS * sd)
+    degraded = e1 - e0 > margin
+    relation: Relation = ("agrees" if degraded else "contradicts") if arch == "plain" else (
+        "contradicts" if degraded else "agrees")
+    return DegradationVerdict(arch, tuple(d for d, _ in cells), tuple(float(c.train_error) for _, c in cells),
+                              c1.n_seeds, e0, e1, e1 - e0, sd, margin, degraded, relation)
+
+
+@dataclass(frozen=True)
+class Table6Verdict:
+    """A ResNet's test error beside He et al. 2015 Table 6 (CIFAR-10 only)."""
+
+    depth: int
+    measured: float | None
+    published: float | None
+    difference: float | None  # measured - published
+    tolerance: float  # TABLE6_TOLERANCE
+    relation: Relation | None  # None: not CIFAR-10, no published figure, or non-finite
+
+
+def table6_verdict(depth: int, measured: float | None, published: float | None, cifar10: bool) -> Table6Verdict:
+    """agrees when within TABLE6_TOLERANCE of the published error; compared on CIFAR-10 only."""
+    if not (cifar10 and published is not None and _fin(measured)):
+        return Table6Verdict(depth, measured, published, None, TABLE6_TOLERANCE, None)
+    assert measured is not None
+    diff = measured - published
+    return Table6Verdict(depth, measured, published, diff, TABLE6_TOLERANCE,
+                         "agrees" if abs(diff) <= TABLE6_TOLERANCE else "contradicts")
+
+
+# -- the ensemble view (Veit et al. 2016) -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WindowVerdict:
+    """Veit et al. 2016 §5: the gradient comes from paths much shorter than a typical path."""
+
+    n: int
+    lo: int
+    hi: int
+    mass: float  # share of the magnitude the window was asked to hold
+    held: float | None
+    share_of_paths: float | None
+    weighted_length: float | None  # mean path length weighted by gradient magnitude per length
+    random_mean: float  # n / 2 (Binomial(n, 1/2))
+    random_sd: float  # sqrt(n) / 2
+    sds: float  # WINDOW_SDS
+    weak: bool  # n < WEAK_TEST_BLOCKS
+    relation: Relation | None  # agrees: below mean - sds*sd; partly: below the mean; None: non-finite
+
+
+def weighted_length(per_length: Sequence[float | None]) -> float | None:
+    """The mean path length weighted by gradient magnitude per length (index = length)."""
+    pts = [(k, v) for k, v in enumerate(per_length) if _fin(v) and v >= 0]  # type: ignore[operator]
+    total = math.fsum(v for _, v in pts)  # type: ignore[misc]
+    return math.fsum(k * v for k, v in pts) / total if total > 0 else None  # type: ignore[operator]
+
+
+def window_verdict(n: int, per_length: Sequence[float | None], window: Window) -> WindowVerdict:
+    """Judge the effective window from the magnitude per path length 0..n."""
+    wl = weighted_length(per_length)
+    mid, sd = n / 2, math.sqrt(n) / 2
+    relation: Relation | None = (None if wl is None else "contradicts" if wl >= mid else
+                                 "agrees" if wl < mid - WINDOW_SDS * sd else "partly")
+    return WindowVerdict(n, window.lo, window.hi, window.mass, window.held, window.share_of_paths, wl, mid, sd,
+                         WINDOW_SDS, n < WEAK_TEST_BLOCKS, relation)
+
+
+@dataclass(frozen=True)
+class DecayVerdict:
+    """Veit et al. 2016 Fig. 6: a single path's gradient magnitude falls exponentially with its length."""
+
+    lengths: tuple[int, ...]  # the lengths fitted (finite, positive means)
+    log10_slope: float  # least-squares slope of log10(mean magnitude) on length
+    factor_per_block: float  # 10 ** -slope: the magnitude divides by this per extra block
+    relation: Relation  # agrees when factor_per_block > 1
+
+
+def decay_verdict(lengths: Sequence[int], means: Sequence[float | None]) -> DecayVerdict | None:
+    """Fit the per-length mean magnitudes (None with fewer than MIN_FIT_POINTS usable ones)."""
+    pts = [(k, m) for k, m in zip(lengths, means, strict=False) if _fin(m) and m > 0]  # type: ignore[operator]
+    if len(pts) < MIN_FIT_POINTS:
+        return None
+    s = stats.slope([float(k) for k, _ in pts], [math.log10(m) for _, m in pts])  # type: ignore[arg-type]
+    factor = 10.0 ** (-s)
+    return DecayVerdict(tuple(k for k, _ in pts), s, factor, "agrees" if factor > 1 else "contradicts")
+
+
+@dataclass(frozen=True)
+class LesionVerdict:
+    """Veit et al. 2016 §4: deleting one (non-downsampling) residual block causes no noticeable change."""
+
+    model: str | None
+    baseline: float
+    worst: float  # the largest error after deleting one non-downsampling block
+    rise: float  # worst - baseline
+    median: float
+    downsample_block: int | None  # the downsampling block whose deletion hurts most
+    downsample_error: float | None
+    noticeable: float  # LESION_NOTICEABLE
+    relation: Relation  # agrees when rise <= noticeable
+    plain_model: str | None
+    plain_baseline: float | None
+    plain_median: float | None  # median error after deleting one block of the plain twin
+
+
+def lesion_verdict(residual: Lesion, plain: Lesion | None = None) -> LesionVerdict | None:
+    """Judge the single-block lesions (None without non-downsampling blocks)."""
+    normal = [b.error for b in residual.blocks if not b.downsample and _fin(b.error)]
+    if not normal or not _fin(residual.baseline):
+        return None
+    worst = max(normal)
+    down = [b for b in residual.blocks if b.downsample and _fin(b.error)]
+    wd = max(down, key=lambda b: b.error) if down else None
+    pe = [b.error for b in plain.blocks if _fin(b.error)] if plain is not None else []
+    rise = worst - residual.baseline
+    return LesionVerdict(residual.model, residual.baseline, worst, rise, stats.median(normal),
+                         wd.block if wd else None, wd.error if wd else None, LESION_NOTICEABLE,
+                         "agrees" if rise <= LESION_NOTICEABLE else "contradicts",
+                         plain.model if plain is not None else None,
+                         plain.baseline if plain is not None and pe else None, stats.median(pe) if pe else None)
+
+
+@dataclass(frozen=True)
+class DeletionVerdict:
+    """Veit et al. 2016 §4: error rises smoothly as more random blocks are deleted."""
+
+    k: tuple[int, ...]
+    error: tuple[float, ...]  # mean over trials per k
+    top: float  # the curve's maximum
+    plateau_k: int | None  # first k within DELETION_PLATEAU of the maximum (None: only at the last k)
+    smooth: bool  # no drop of more than DELETION_DIP before the plateau
+    relation: Relation
+    at10: float | None
+    at20: float | None
+    plateau: float  # DELETION_PLATEAU
+    dip: float  # DELETION_DIP
+
+
+def deletion_verdict(d: Deletion) -> DeletionVerdict | None:
+    """Judge the k-deletion curve (None with fewer than two finite points)."""
+    pts = [(int(k), float(m)) for k, m in zip(d.k, d.mean, strict=False) if _fin(m)]  # type: ignore[arg-type]
+    if len(pts) < 2:
+        return None
+    top = max(m for _, m in pts)
+    cut = next(i for i, (_, m) in enumerate(pts) if m >= top - DELETION_PLATEAU)
+    rising = pts[: cut + 1]
+    smooth = all(b[1] >= a[1] - DELETION_DIP for a, b in zip(rising, rising[1:], strict=False))
+    at = dict(pts)
+    return DeletionVerdict(tuple(k for k, _ in pts), tuple(m for _, m in pts), top,
+                           pts[cut][0] if cut < len(pts) - 1 else None, smooth,
+                           "agrees" if smooth else "contradicts", at.get(10), at.get(20), DELETION_PLATEAU,
+                           DELETION_DIP)
+
+
+@dataclass(frozen=True)
+class ReorderVerdict:
+    """Veit et al. 2016 §4: error rises smoothly with the corruption of the block order (Kendall tau)."""
+
+    tau: tuple[float, ...]
+    error: tuple[float, ...]
+    correlation: float | None  # Pearson of error with tau (None: no spread or non-finite)
+    threshold: float  # REORDER_CORRELATION
+    relation: Relation  # agrees when correlation < threshold
+
+
+def reorder_verdict(r: Reorder) -> ReorderVerdict | None:
+    """Judge the reordering curve (None with fewer than MIN_FIT_POINTS finite points)."""
+    pts = [(float(t), float(m)) for t, m in zip(r.kendall_tau, r.mean, strict=False)
+           if _fin(t) and _fin(m)]  # type: ignore[arg-type]
+    if len(pts) < MIN_FIT_POINTS:
+        return None
+    c = stats.pearson([t for t, _ in pts], [m for _, m in pts])
+    corr = c if math.isfinite(c) else None
+    ok = corr is not None and corr < REORDER_CORRELATION
+    return ReorderVerdict(tuple(t for t, _ in pts), tuple(m for _, m in pts), corr, REORDER_CORRELATION,
+                          "agrees" if ok else "contradicts")
+
+
+# -- shattering and the Jacobian spectrum -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ShatteringVerdict:
+    """Balduzzi et al. 2017: gradient correlation decays about as 2^-L in plain nets and about as
+    L^(-1/2) in residual nets with BN. Only those two settings are judged."""
+
+    family: str
+    arch: str
+    norm: str
+    depths: tuple[int, ...]
+    log2_slope: float | None  # per block
+    power: float | None  # fitted exponent of the depth
+    rule: Literal["exponential", "power-law"] | None  # what was checked
+    threshold: float | None  # SHATTER_PLAIN_LOG2_SLOPE, or SHATTER_POWER
+    tolerance: float | None  # SHATTER_POWER_TOLERANCE for the power law
+    relation: Relation | None  # None: a setting Balduzzi et al. give no rate for, or non-finite
+
+
+def shattering_verdict(fit: ShatteringFit) -> ShatteringVerdict:
+    """Plain nets: agrees when log2_slope < SHATTER_PLAIN_LOG2_SLOPE. Residual + BN: agrees when
+    |power - SHATTER_POWER| <= SHATTER_POWER_TOLERANCE."""
+    depths = tuple(fit.depths)
+    ls = fit.log2_slope if _fin(fit.log2_slope) else None
+    pw = fit.power if _fin(fit.power) else None
+    if fit.arch == "plain":
+        rel: Relation | None = None if ls is None else "agrees" if ls < SHATTER_PLAIN_LOG2_SLOPE else "contradicts"
+        return ShatteringVerdict(fit.family, fit.arch, fit.norm, depths, ls, pw, "exponential",
+                                 SHATTER_PLAIN_LOG2_SLOPE, None, rel)
+    if fit.arch == "residual" and fit.norm == "batch":
+        rel = None if pw is None else "agrees" if abs(pw - SHATTER_POWER) <= SHATTER_POWER_TOLERANCE else "contradicts"
+        return ShatteringVerdict(fit.family, fit.arch, fit.norm, depths, ls, pw, "power-law", SHATTER_POWER,
+                                 SHATTER_POWER_TOLERANCE, rel)
+    return ShatteringVerdict(fit.family, fit.arch, fit.norm, depths, ls, pw, None, None, None, None)
+
+
+@dataclass(frozen=True)
+class SpectrumVerdict:
+    """Pennington et al. 2017: ReLU nets cannot reach dynamical isometry (all singular values near 1)."""
+
+    family: str
+    arch: str
+    norm: str
+    act: str
+    depth: int
+    q10: float | None
+    median: float | None
+    q90: float | None
+    factor: float  # ISOMETRY_FACTOR
+    isometric: bool | None  # q10 >= 1/factor and q90 <= factor (None: non-finite)
+    relation: Relation | None  # ReLU nets only: agrees when not isometric
+
+
+def spectrum_verdict(row: SpectrumRow) -> SpectrumVerdict:
+    """Judge one spectrum row against dynamical isometry."""
+    q10 = row.q10 if _fin(row.q10) else None
+    q90 = row.q90 if _fin(row.q90) else None
+    iso = None if q10 is None or q90 is None else (q10 >= 1 / ISOMETRY_FACTOR and q90 <= ISOMETRY_FACTOR)
+    rel: Relation | None = None if iso is None or row.act != "relu" else "contradicts" if iso else "agrees"
+    return SpectrumVerdict(row.family, row.arch, row.norm, row.act, row.depth, q10,
+                           row.median if _fin(row.median) else None, q90, ISOMETRY_FACTOR, iso, rel)
