@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 
 __all__ = ["console", "err_console", "DeviceOpt", "SeedOpt", "OutOpt", "DataDirOpt",
-           "resolve_device", "UsageError", "CheckFailed", "guarded", "pyplot", "save_figure"]
+           "resolve_device", "UsageError", "CheckFailed", "guarded"]
 
 console = Console()
 err_console = Console(stderr=True)
@@ -48,31 +48,6 @@ def resolve_device(device: str) -> str:
     if d in ("cpu", "mps"):
         return d
     raise UsageError(f"--device must be cpu, cuda, cuda:N or auto, received {device!r}")
-
-
-def pyplot():
-    """matplotlib.pyplot on the Agg backend (no display needed), imported on first use."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def save_figure(fig, path: Path, *, dpi: int = 120, tight: bool = False) -> Path:
-    """Write ``fig`` to ``path`` atomically (format from the suffix) and close it."""
-    from resgrad.io import atomic_write
-
-    if not tight:
-        fig.tight_layout()
-    fmt = path.suffix.lstrip(".") or "png"
-    try:
-        atomic_write(path, lambda f: fig.savefig(f, format=fmt, dpi=dpi,
-                                                 bbox_inches="tight" if tight else None), mode="wb")
-    finally:
-        pyplot().close(fig)
-    return path
 
 
 F = TypeVar("F", bound=Callable)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -18,9 +17,7 @@ from ._common import (
     UsageError,
     console,
     guarded,
-    pyplot,
     resolve_device,
-    save_figure,
 )
 from ._spec import SPEC_HELP, parse_shape
 
@@ -63,7 +60,11 @@ def command(
     result, out_dir = diagnose(spec, input_shape=parse_shape(input_shape), data=data, steps=steps,
                                batch_size=batch_size, threshold=threshold, seed=seed, device=resolve_device(device),
                                out=out)
-    fig = _figure(result, out_dir / "diagnose.png")
+    from resgrad.report import diagnose_figure, save_figure
+
+    fig = diagnose_figure(result)
+    if fig is not None:
+        fig = save_figure(fig, out_dir / "diagnose.png", dpi=110, tight=True)
     _print(result, max_rows, [out_dir / "results.json"] + ([fig] if fig else []))
     bad = [r.name for r in result.layers if r.nonfinite]
     if bad:
@@ -94,30 +95,6 @@ def diagnose(spec: str, *, input_shape: tuple[int, ...] | None = None, data: str
         config.input_shape = tuple(rm.input_shape)
     out_dir = Path(out) if out is not None else Path("runs") / f"diagnose-{_slug(spec)}"
     return run(config, out_dir, model=rm.model, data=bundle, source=rm.kind), out_dir
-
-
-def _figure(result: DiagnoseResult, path: Path) -> Path | None:
-    plt = pyplot()
-    layers = [r.to_json() for r in result.layers]
-    spec, threshold = result.spec, result.thresholds["decades"]
-
-    pts = [(i, math.log10(r["grad_rms"]), r) for i, r in enumerate(layers)
-           if r["grad_rms"] and math.isfinite(r["grad_rms"]) and r["grad_rms"] > 0]
-    if not pts:
-        return None
-    fig, ax = plt.subplots(figsize=(max(6.0, min(16.0, len(layers) * 0.12)), 3.2))
-    ax.plot([p[0] for p in pts], [p[1] for p in pts], "-o", ms=2.5, lw=0.8, label="activation gradient rms")
-    bad = [p for p in pts if {"vanishing", "exploding", "non-finite"} & set(p[2]["flags"])]
-    if bad:
-        ax.plot([p[0] for p in bad], [p[1] for p in bad], "o", color="C3", ms=5, label="flagged")
-    med = sorted(p[1] for p in pts)[len(pts) // 2]
-    for d in (-threshold, threshold):
-        ax.axhline(med + d, color="grey", lw=0.6, ls="--")
-    ax.set_xlabel("layer (forward order)")
-    ax.set_ylabel("log10 rms ∂L/∂output")
-    ax.set_title(f"resgrad diagnose {spec}", fontsize=9)
-    ax.legend(fontsize=7)
-    return save_figure(fig, path, dpi=110, tight=True)
 
 
 def _print(result: DiagnoseResult, max_rows: int, files: list[Path]) -> None:

@@ -89,9 +89,16 @@ def command(
 
 
 def _write_figures(res: FlowResult, out_dir: Path, formats: tuple[str, ...]) -> list[str]:
-    from resgrad.experiments.flow import _figures
+    """Log-scale profiles at the largest depth and the ratio against depth, in each format."""
+    from resgrad.report import flow_figures, save_figure
 
-    return _figures(res.to_json(), out_dir, formats) if formats else []
+    names = []
+    for stem, fig in flow_figures(res).items():
+        for i, ext in enumerate(formats):
+            save_figure(fig, out_dir / f"{stem}.{ext}", dpi=110 if ext == "png" else None, tight=True,
+                        close=i == len(formats) - 1)
+            names.append(f"{stem}.{ext}")
+    return names
 
 
 def _fmt_ratio(log10: float | None) -> str:

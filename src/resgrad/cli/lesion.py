@@ -16,9 +16,7 @@ from ._common import (
     UsageError,
     console,
     guarded,
-    pyplot,
     resolve_device,
-    save_figure,
 )
 from .paths import _run_record, default_out, resolve
 
@@ -92,37 +90,6 @@ def _print_lesions(r: EnsembleResult) -> None:
         console.print(o)
 
 
-def plot_lesions(r: dict[str, Any], path: Path) -> Path:
-    plt = pyplot()
-
-    fig, ax = plt.subplots(1, 3, figsize=(13, 3.6))
-    for key, c in (("residual", "C0"), ("plain", "C3")):
-        les = r["lesion"].get(key)
-        if not les:
-            continue
-        xs = [b["block"] for b in les["blocks"]]
-        ax[0].plot(xs, [b["error"] for b in les["blocks"]], ".-", color=c, label=les["model"])
-        ax[0].axhline(les["baseline"], color=c, ls=":", lw=1)
-        down = [b["block"] for b in les["blocks"] if b["downsample"]]
-        for x in down:
-            ax[0].axvline(x, color="0.7", lw=0.8)
-        d = r["deletion"][key]
-        ax[1].errorbar(d["k"], d["mean"], yerr=d["std"], fmt=".-", color=c, label=d["model"])
-    ax[0].set(title="one block deleted (grey: downsampling)", xlabel="block", ylabel="test error")
-    ax[0].legend(fontsize=8)
-    ax[1].set(title="k random blocks deleted", xlabel="k", ylabel="test error")
-    ax[1].legend(fontsize=8)
-    ro = r.get("reorder")
-    if ro:
-        for d, c in ((ro, "C0"), (ro.get("plain"), "C3")):
-            if d:
-                ax[2].errorbar(d["kendall_tau"], d["mean"], yerr=d["std"], fmt=".-", color=c, label=d["model"])
-        ax[2].invert_xaxis()
-        ax[2].legend(fontsize=8)
-    ax[2].set(title="blocks reordered", xlabel="Kendall τ", ylabel="test error")
-    return save_figure(fig, path)
-
-
 @guarded
 def command(
     run_dir: Annotated[str, typer.Argument(metavar="RUN_DIR", help="A run folder from `resgrad train` (or a model SPEC).")],
@@ -146,6 +113,7 @@ def command(
       resgrad lesion runs/resnet56-mnist1d-s0 runs/plain56-mnist1d-s0 --trials 10
     """
     from resgrad.experiments.ensemble import EnsembleConfig, run_ensemble
+    from resgrad.report import lesion_figure, save_figure
 
     if trials < 1:
         raise UsageError(f"--trials must be >= 1, received {trials}")
@@ -165,5 +133,5 @@ def command(
     r = run_ensemble(cfg, out_dir, residual=model, plain=twin, data=bundle, names=(name, twin_name),
                      parts=("lesion",), log=lambda s: console.print(f"· {s}", style="dim", highlight=False))
     _print_lesions(r)
-    fig = plot_lesions(r.to_json(), Path(out_dir) / "lesion.png")
+    fig = save_figure(lesion_figure(r), Path(out_dir) / "lesion.png")
     console.print(f"results: {Path(out_dir) / 'results.json'}  figure: {fig}", highlight=False, soft_wrap=True)

@@ -22,12 +22,10 @@ from ._common import (
     UsageError,
     console,
     guarded,
-    pyplot,
     resolve_device,
-    save_figure,
 )
 
-__all__ = ["command", "resolve", "plot_paths"]
+__all__ = ["command", "resolve"]
 
 
 def _run_record(folder: Path) -> tuple[str | None, str | None]:
@@ -127,33 +125,6 @@ def _print_paths(r: EnsembleResult) -> None:
     console.print(r.effective.explanation, style="dim", highlight=False)
 
 
-def plot_paths(r: dict[str, Any], path: Path) -> Path:
-    """Path counts, exact and sampled magnitude per length (Veit et al. Fig. 6), log scale."""
-    plt = pyplot()
-
-    n, ks = r["n"], r["lengths"]
-    ex, sa = r["exact"], r["sampled"]
-    fig, ax = plt.subplots(1, 3, figsize=(13, 3.6))
-    ax[0].bar(ks, r["path_fraction"], color="0.6")
-    ax[0].set(title=f"path lengths, n = {n}", xlabel="path length k", ylabel="share of 2^n paths")
-    floor = 1e-3 * min((v for v in sa["mean"] if v and v > 0), default=1e-300)  # a log axis needs > 0
-    lo = [max(v or 0.0, floor) for v in sa["q10"]]
-    ax[1].fill_between(sa["lengths"], lo, sa["q90"], color="C1", alpha=0.2, label="sampled, 10-90%")
-    ax[1].semilogy(sa["lengths"], sa["mean"], ".-", color="C1", ms=3, label="sampled mean (Veit Fig. 6a)")
-    per_path = [e / c for e, c in zip(ex["example_norms"], r["counts"], strict=True)]
-    ax[1].semilogy(ks, per_path, "--", color="C0", lw=1, label="exact ‖g_k‖ / count")
-    ax[1].set(title="one path's gradient magnitude", xlabel="path length k")
-    ax[1].legend(fontsize=8)
-    ax[2].semilogy(ks, ex["example_norms"], "o-", ms=3, label="exact ‖Σ paths‖ (per example)")
-    ax[2].semilogy(sa["lengths"], sa["total"], ".-", ms=3, label="count × mean (Veit)")
-    for eff, c in ((r["effective"]["exact"], "C0"), (r["effective"]["sampled"], "C1")):
-        if eff:
-            ax[2].axvspan(eff["lo"] - 0.5, eff["hi"] + 0.5, color=c, alpha=0.12)
-    ax[2].set(title="total per length (shaded: effective paths)", xlabel="path length k")
-    ax[2].legend(fontsize=8)
-    return save_figure(fig, path)
-
-
 @guarded
 def command(
     spec: Annotated[str, typer.Argument(metavar="RUN_DIR|SPEC", help="A run folder, or a model SPEC: "
@@ -184,6 +155,7 @@ def command(
     """
     import resgrad
     from resgrad.experiments.ensemble import EnsembleConfig, run_ensemble
+    from resgrad.report import paths_figure, save_figure
 
     if samples < 1 or examples < 1:
         raise UsageError(f"--samples and --examples must be >= 1, received {samples} and {examples}")
@@ -204,5 +176,5 @@ def command(
     for note in r.notes:
         if "untrained" in note:
             console.print(f"note: {note}", style="yellow", highlight=False)
-    fig = plot_paths(r.to_json(), Path(out_dir) / "paths.png")
+    fig = save_figure(paths_figure(r), Path(out_dir) / "paths.png")
     console.print(f"results: {Path(out_dir) / 'results.json'}  figure: {fig}", highlight=False, soft_wrap=True)

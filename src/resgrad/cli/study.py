@@ -65,4 +65,4 @@ def command(
     from resgrad.report import render
 
     result = run_study(config, run_dir, log=log)
-    log(f"report: {render(result.to_json(), run_dir / 'report.html')}")
+    log(f"report: {render(result, run_dir / 'report.html')}")

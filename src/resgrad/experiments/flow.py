@@ -51,6 +51,7 @@ from ..nets.mlp import ACTIVATIONS
 from ..probes.gradients import block_gradient_profile
 from ..results import FlowResult
 from ..rundir import RunDir
+from ..verdicts import flow_verdict as verdict
 from ._nets import FAMILIES, _he_n, build_net
 from .signal import SignalConfig
 
@@ -164,18 +165,6 @@ def fit_slope(log10_rms: list[float]) -> float:
     if L < 2:
         return float("nan")
     return stats.slope(list(range(L)), list(reversed(log10_rms)))  # index k: k blocks from the loss end
-
-
-def verdict(slope: float, ci: tuple[float, float] | None, depth: int, threshold_decades: float = 2.0) -> str:
-    """vanishing / healthy / exploding / non-finite, by the rule in the module docstring."""
-    if not math.isfinite(slope):
-        return "non-finite"
-    decades = slope * (depth - 1)
-    if decades <= -threshold_decades and (ci is None or ci[1] < 0):
-        return "vanishing"
-    if decades >= threshold_decades and (ci is None or ci[0] > 0):
-        return "exploding"
-    return "healthy"
 
 
 # ---- the experiment ---------------------------------------------------------------------
@@ -396,78 +385,3 @@ def _summary(groups: list[dict[str, Any]]) -> dict[str, Any]:
         trend.append({"family": family, "arch": arch, "norm": norm, "act": act, "init": init,
                       "depths": [g["depth"] for g in gs], "decades": ys, "rate_per_block": stats.slope(xs, ys)})
     return {"largest_depth": largest, "bn_plain": bn_plain, "depth_trend": trend, "verdict_counts": counts}
-
-
-# ---- figures ----------------------------------------------------------------------------
-
-
-def _figures(results: dict[str, Any], out: Path, formats: tuple[str, ...] = ("png", "svg")) -> list[str]:
-    """Log-scale profiles at the largest depth and log10 ratio vs depth, PNG + SVG."""
-    import matplotlib
-
-    from ..io import atomic_write
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    groups = results["groups"]
-    cfg = results["config"]
-    fams = [f for f in cfg["families"] if any(g["family"] == f for g in groups)]
-    panels = [(n, a) for n in cfg["norms"] for a in cfg["activations"]]
-    colors = {"he": "C0", "xavier": "C1"}
-    styles = {"plain": "-", "residual": "--"}
-    names: list[str] = []
-
-    def save(fig: Any, stem: str) -> None:
-        for ext in formats:
-            atomic_write(out / f"{stem}.{ext}", lambda f, ext=ext: fig.savefig(
-                f, format=ext, dpi=110 if ext == "png" else None, bbox_inches="tight"), mode="wb")
-            names.append(f"{stem}.{ext}")
-        plt.close(fig)
-
-    nr, nc = len(fams), len(panels)
-    fig, axes = plt.subplots(nr, nc, figsize=(2.6 * nc, 2.3 * nr), squeeze=False, sharex=True)
-    for r, fam in enumerate(fams):
-        for c, (norm, act) in enumerate(panels):
-            ax = axes[r][c]
-            for init in cfg["inits"]:
-                for arch in cfg["archs"]:
-                    gs = sorted((g for g in groups if (g["family"], g["norm"], g["act"], g["init"], g["arch"])
-                                 == (fam, norm, act, init, arch)), key=lambda g: g["depth"])
-                    if gs:
-                        ax.plot([g["depth"] for g in gs], [g["log10_ratio"] for g in gs], styles[arch],
-                                color=colors.get(init, "C2"), marker="o", ms=3, label=f"{arch}, {init}")
-            ax.axhline(0, color="grey", lw=0.6)
-            ax.set_xscale("log", base=2)
-            ax.set_title(f"{fam}: {act}, norm={norm}", fontsize=8)
-            if c == 0:
-                ax.set_ylabel("log10 ‖g_first‖/‖g_last‖", fontsize=7)
-            if r == nr - 1:
-                ax.set_xlabel("blocks", fontsize=7)
-            ax.tick_params(labelsize=6)
-    axes[0][0].legend(fontsize=6)
-    fig.suptitle("Gradient ratio first/last block vs depth (< 0: vanishing toward the input)", fontsize=9)
-    save(fig, "flow_ratio_vs_depth")
-
-    fig, axes = plt.subplots(nr, nc, figsize=(2.6 * nc, 2.3 * nr), squeeze=False)
-    for r, fam in enumerate(fams):
-        deep = max((g["depth"] for g in groups if g["family"] == fam), default=0)
-        for c, (norm, act) in enumerate(panels):
-            ax = axes[r][c]
-            for init in cfg["inits"]:
-                for arch in cfg["archs"]:
-                    g = next((g for g in groups if (g["family"], g["norm"], g["act"], g["init"], g["arch"],
-                                                    g["depth"]) == (fam, norm, act, init, arch, deep)), None)
-                    if g:
-                        ax.plot(range(len(g["profile_log10_rms"])), g["profile_log10_rms"], styles[arch],
-                                color=colors.get(init, "C2"), lw=1, label=f"{arch}, {init}")
-            ax.set_title(f"{fam} {deep} blocks: {act}, norm={norm}", fontsize=8)
-            if c == 0:
-                ax.set_ylabel("log10 rms ∂L/∂x_l", fontsize=7)
-            if r == nr - 1:
-                ax.set_xlabel("block l (0 = input side)", fontsize=7)
-            ax.tick_params(labelsize=6)
-    axes[0][0].legend(fontsize=6)
-    fig.suptitle("Per-block gradient profile at the largest depth (mean over seeds)", fontsize=9)
-    save(fig, "flow_profiles")
-    return names
