@@ -255,3 +255,33 @@ def test_cross_attention_is_refused():
     cfg = T.GPT2Config(n_layer=1, n_embd=E, n_head=2, vocab_size=V, add_cross_attention=True)
     with pytest.raises(NotImplementedError, match="cross-attention.*register_adapter"):
         adapt(T.GPT2Model(cfg))
+
+
+@pytest.mark.parametrize("name", ["llama", "bert"])
+def test_reordered_units_see_the_masks_and_positions_of_their_new_place(name):
+    orig = make(name).eval()
+    view = adapt(orig)
+    x, kw = batch(name)
+    full = view(x, **kw).logits
+    with resgrad.paths.reordered(view, [0, 1, 2, 3]):
+        assert_same(view(x, **kw).logits, full)
+    # The first layer's MLP and the second layer's attention trade places: a unit that moved
+    # out of its layer gets the new layer's context (rotary positions, masks) and still runs.
+    with resgrad.paths.reordered(view, [0, 2, 1, 3]):
+        got = view(x, **kw).logits
+    assert torch.isfinite(got).all() and not torch.allclose(got, full)
+    # By hand on the original: attention 0, attention 1, MLP 0, MLP 1 (Llama: pre-norm sublayers).
+    if name == "llama":
+        lay = orig.model.layers
+        h = orig.model.embed_tokens(x)
+        pos = torch.arange(S).unsqueeze(0)
+        mask = T.masking_utils.create_causal_mask(config=orig.config, inputs_embeds=h,
+                                                   attention_mask=kw["attention_mask"], cache=None,
+                                                   position_ids=pos)
+        rope = orig.model.rotary_emb(h, position_ids=pos)
+        for i in (0, 1):
+            h = h + lay[i].self_attn(lay[i].input_layernorm(h), attention_mask=mask, position_embeddings=rope)[0]
+            if i == 1:
+                for j in (0, 1):
+                    h = h + lay[j].mlp(lay[j].post_attention_layernorm(h))
+        assert_same(got, orig.lm_head(orig.model.norm(h)))

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Sequence
 from typing import Any
 
 from torch import Tensor, nn
 
-__all__ = ["Attention", "seq"]
+__all__ = ["Attention", "seq", "run_units"]
 
 
 class Attention(nn.Module):
@@ -33,3 +34,21 @@ class Attention(nn.Module):
 
 def seq(**mods: nn.Module | None) -> nn.Sequential:
     return nn.Sequential(OrderedDict((k, m) for k, m in mods.items() if m is not None))
+
+
+def run_units(units: Sequence[nn.Module], x: Tensor, context: dict[str, Any]) -> Tensor:
+    """Run ``units`` in order, every attention branch among them seeing ``context`` for this call.
+
+    The branches are looked up at call time, so a unit moved here by ``resgrad.paths.reordered``
+    gets this layer's masks and positions; the context is cleared afterwards, exceptions included.
+    """
+    attns = [u.branch for u in units if isinstance(getattr(u, "branch", None), Attention)]
+    for a in attns:
+        a.context = context
+    try:
+        for u in units:
+            x = u(x)
+    finally:
+        for a in attns:
+            a.context = {}
+    return x

@@ -33,7 +33,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from ..blocks import Residual
-from ._common import Attention, seq
+from ._common import Attention, run_units, seq
 from ._registry import _builtin
 
 __all__ = ["LayerView", "GPT2BlockView", "LlamaLayerView", "BertLayerView", "ViTLayerView"]
@@ -75,13 +75,7 @@ class LayerView(nn.Module):
             elif p.name not in a and p.default is not p.empty:
                 a[p.name] = p.default
         x = a.pop(list(self._signature.parameters)[1])  # after self: the hidden states
-        branch = self.attn.branch
-        branch.context = self._context(a)
-        try:
-            x = self.attn(x)
-        finally:
-            branch.context = {}
-        return self.mlp(x)
+        return run_units((self.attn, self.mlp), x, self._context(a))
 
 
 class GPT2BlockView(LayerView):

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from ..blocks import Residual
-from ._common import Attention, seq
+from ._common import Attention, run_units, seq
 from ._registry import _builtin
 
 __all__ = ["ConvNeXtBranch", "VitBlockView"]
@@ -74,13 +74,7 @@ class VitBlockView(nn.Module):
         self.mlp = Residual(seq(norm2=b.norm2, mlp=b.mlp, ls2=b.ls2, drop_path2=b.drop_path2))
 
     def forward(self, x: Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False) -> Tensor:
-        branch = self.attn.branch
-        branch.context = {"attn_mask": attn_mask, "is_causal": is_causal}  # as Block passes them
-        try:
-            x = self.attn(x)
-        finally:
-            branch.context = {}
-        return self.mlp(x)
+        return run_units((self.attn, self.mlp), x, {"attn_mask": attn_mask, "is_causal": is_causal})
 
 
 _builtin("timm.models.resnet.BasicBlock", _resnet)
