@@ -96,9 +96,9 @@ def shallow(m: nn.Module, drop: tuple[str, ...] = ()) -> nn.Module:
     return new
 
 
-# Set by a model once transformers installed its output-capturing hooks on its own layers; the
-# view must install its own (on the view's layers), so the flag is not carried over.
-_NOT_CARRIED = ("_output_capturing_hooks_installed",)
+# Run on the whole model before it is viewed (a family may need to settle the original's
+# state first, e.g. transformers' lazily installed output-capturing hooks).
+_PREPARE: list[Callable[[nn.Module], None]] = []
 
 
 def _adapt(m: nn.Module, memo: dict[int, nn.Module]) -> tuple[nn.Module, int]:
@@ -124,7 +124,7 @@ def _adapt(m: nn.Module, memo: dict[int, nn.Module]) -> tuple[nn.Module, int]:
                 if k:
                     children[name], n = v, n + k
         if n:
-            view = shallow(m, drop=_NOT_CARRIED)
+            view = shallow(m)
             for name, v in children.items():
                 view._modules[name] = v
         else:
@@ -144,6 +144,8 @@ def adapt(model: nn.Module) -> nn.Module:
         raise TypeError(
             f"adapt takes an nn.Module instance, received {model!r}; instantiate the model first"
         )
+    for prepare in _PREPARE:
+        prepare(model)
     view, n = _adapt(model, {})
     if n == 0:
         if blocks(model):

@@ -19,22 +19,29 @@ The view of a layer takes the original's call (its forward signature is bound
 argument by argument), so the model around it is unchanged. What the attention needs
 besides its input (attention mask, rotary ``position_embeddings``, ``position_ids``,
 a cache) is captured for the duration of each call, so each branch is a function of its
-unit's input alone, as the path decomposition requires. A view's class derives from the
-original layer class, so ``output_hidden_states`` (transformers records the outputs of
-instances of the layer class) still works. Cross-attention layers are not adapted.
+unit's input alone, as the path decomposition requires. Cross-attention layers are not
+adapted.
+
+``output_hidden_states`` / ``output_attentions`` work on the view: transformers records them
+through forward hooks it installs lazily, once per model, on instances of the layer and
+attention classes. ``adapt`` installs them on the original first (as its first such call
+would; they do nothing unless asked), the view's layers take the layer's hook (a view's
+class derives from the layer's class) and share the attention modules and their hooks, so
+neither model records anything twice.
 transformers is imported only by the code that handles its models.
 """
 
 from __future__ import annotations
 
 import inspect
+import sys
 from typing import Any
 
 from torch import Tensor, nn
 
 from ..blocks import Residual
 from ._common import Attention, run_units, seq
-from ._registry import _builtin
+from ._registry import _PREPARE, _builtin
 
 __all__ = ["LayerView", "GPT2BlockView", "LlamaLayerView", "BertLayerView", "ViTLayerView"]
 
@@ -163,10 +170,36 @@ def _adapter(family: type[LayerView]):
             _VIEW_CLASSES[cls] = view_cls
         view = view_cls.__new__(view_cls)
         view._init_view(layer)
+        for key, hook in layer._forward_hooks.items():  # transformers' hidden-state capture (see above)
+            if getattr(hook, "__name__", "") == "output_capturing_hook":
+                view._forward_hooks[key] = hook
         return view
 
     return fn
 
+
+def _install_output_capture(model: nn.Module) -> None:
+    """transformers' output-capturing hooks on the original, once, before its layers are viewed."""
+    if "transformers" not in sys.modules:  # no transformers model can be inside
+        return
+    try:
+        from transformers import PreTrainedModel
+        from transformers.utils.output_capturing import maybe_install_capturing_hooks
+    except ImportError:  # another transformers version: nothing to settle
+        return
+    # The innermost models (LlamaModel inside LlamaForCausalLM): the ones whose forward captures.
+    # An outer model's install would re-install on them, so only these, and only where no
+    # capturing hook is there yet.
+    pretrained = [m for m in model.modules() if isinstance(m, PreTrainedModel)]
+    for m in pretrained:
+        inner = any(isinstance(c, PreTrainedModel) for c in m.modules() if c is not m)
+        hooked = any(getattr(h, "__name__", "") == "output_capturing_hook"
+                     for c in m.modules() for h in c._forward_hooks.values())
+        if not inner and not hooked:
+            maybe_install_capturing_hooks(m)
+
+
+_PREPARE.append(_install_output_capture)
 
 _M = "transformers.models"
 _builtin(f"{_M}.gpt2.modeling_gpt2.GPT2Block", _adapter(GPT2BlockView))
