@@ -77,7 +77,7 @@ SMALL_LM = dict(num_hidden_layers=4, hidden_size=128, num_attention_heads=4, int
                 max_position_embeddings=128)
 CASES: dict[str, tuple[str, Callable]] = {
     "hf gpt2 4x128": ("transformers", _hf_causal("GPT2Config", n_layer=4, n_embd=128, n_head=4, vocab_size=512,
-                                                 n_positions=128)),
+                                                 n_positions=128, bos_token_id=0, eos_token_id=0)),
     "hf bert 4x128": ("transformers", _hf_causal("BertConfig", **SMALL_LM)),
     "hf llama 4x128": ("transformers", _hf_causal("LlamaConfig", num_key_value_heads=2, **SMALL_LM)),
     "hf vit 4x128": ("transformers", _images(_hf_vit, 32, 16)),

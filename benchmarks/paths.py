@@ -89,7 +89,8 @@ def bench_decoder(layers: int, width: int, batch: int, seq: int, reps: int, devi
     torch.manual_seed(0)
     vocab = 256
     cfg = transformers.GPT2Config(n_layer=layers, n_embd=width, n_head=max(1, width // 16), vocab_size=vocab,
-                                  n_positions=seq, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+                                  n_positions=seq, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+                                  bos_token_id=0, eos_token_id=0)
     model = resgrad.adapt(transformers.GPT2LMHeadModel(cfg).to(device).eval())
     n = len(resgrad.residual_blocks(model))
     ids = torch.randint(vocab, (batch, seq), generator=torch.Generator().manual_seed(1)).to(device)

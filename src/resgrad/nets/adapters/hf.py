@@ -47,10 +47,11 @@ __all__ = ["LayerView", "GPT2BlockView", "LlamaLayerView", "BertLayerView", "ViT
 
 
 class LayerView(nn.Module):
-    """Base of the layer views: ``attn`` then ``mlp``, the call's context set around ``attn``.
+    """Base of the layer views: units ``attn`` then ``mlp``; each call binds the original
+    forward's signature and hands the attention its keyword arguments for that call.
 
     Subclasses give ``_units(layer)`` and ``_context(args)``: the attention's keyword
-    arguments from the original forward's bound arguments (``hidden_states`` removed).
+    arguments from the bound arguments (hidden states removed, defaults filled in).
     """
 
     _signature: inspect.Signature  # of the original layer class's forward
