@@ -169,6 +169,16 @@ def test_cache_passes_through(name):
     assert view.step.cache.get_seq_length() == S
 
 
+@pytest.mark.parametrize("name", ["gpt2", "llama"])
+def test_generate_gives_the_same_tokens(name):
+    orig = make(name).eval()
+    orig.generation_config.pad_token_id = orig.generation_config.eos_token_id = 0
+    view = adapt(orig)
+    ids = batch(name)[0][:, :3]
+    want = orig.generate(ids, max_new_tokens=4, do_sample=False)
+    assert torch.equal(view.generate(ids, max_new_tokens=4, do_sample=False), want)
+
+
 class Call(nn.Module):
     """``decompose`` calls ``model(inputs)``: this carries the mask and picks the logits."""
 
