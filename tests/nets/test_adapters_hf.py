@@ -234,13 +234,14 @@ def test_decompose_sums_to_autograd(name):
     assert float(dec.grads[1:].norm()) > 1e-3 * float(ref.norm())  # the branches carry part of it
 
 
+# decompose's own float64 check may warn about the float32 round-off inside RMSNorm.
+@pytest.mark.filterwarnings("ignore:the path components sum:RuntimeWarning")
 @pytest.mark.parametrize("name", ["llama", "qwen2"])
 def test_decompose_with_stock_rmsnorm_is_exact_to_float32(name):
     view = adapt(make(name))
     ids, _ = batch(name)
-    with pytest.warns(RuntimeWarning, match="within"):  # resgrad's float64 check sees float32 round-off
-        dec = resgrad.paths.decompose(view, ids, lambda o: o.logits.square().sum())
-    assert dec.rel_error < 1e-6
+    dec = resgrad.paths.decompose(view, ids, lambda o: o.logits.square().sum())
+    assert dec.n == 2 * L and dec.rel_error < 1e-6
 
 
 @pytest.mark.parametrize("name", ["gpt2", "bert", "llama", "vit"])
