@@ -111,3 +111,15 @@ def test_adapting_torch_models_imports_no_optional_package():
                          env={"PYTHONPATH": str(src), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_adapting_works_when_the_optional_packages_cannot_be_imported(monkeypatch):
+    for name in ("transformers", "timm"):
+        monkeypatch.setitem(sys.modules, name, None)  # `import transformers` now raises ImportError
+    torch.manual_seed(0)
+    enc = nn.TransformerEncoder(nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True), 2,
+                                enable_nested_tensor=False)
+    view = adapt(enc)
+    x = torch.randn(2, 3, 8)
+    torch.testing.assert_close(view(x), enc(x), rtol=1e-5, atol=1e-6)
+    assert len(residual_blocks(view)) == 4
