@@ -15,9 +15,14 @@
    and multiplied by 1,000 samples at every length. The output says so; ``--full-loop``
    runs it all.
 
+3. The same exact decomposition for a 12-layer Hugging Face GPT-2 decoder viewed through
+   ``resgrad.adapt`` (24 units: one per attention and per MLP sublayer; width 64, batch
+   16 x 64 tokens, next-token cross-entropy, dropout off). Goal: <= 0.6 n backward passes.
+   Needs ``resgrad[hf]``; skipped without it.
+
 Weights are at initialisation (timing does not depend on training); BatchNorm is in eval
 mode for both parts (the sampling needs it). Timings interleave the compared methods and
-take medians. Run: ``python benchmarks/paths.py [--threads 1] [--device cpu]``.
+take medians. Run: ``python benchmarks/paths.py [--threads 1] [--device cpu] [--parts 1,2,3]``.
 """
 
 from __future__ import annotations
@@ -77,6 +82,53 @@ def bench_decompose(name: str, batch: int, reps: int, device: str, vjp: str) -> 
             "ratio_backward": dt / b, "ratio_fwd_bwd": dt / fb, "goal": 0.6 * n, "rel_error": d.rel_error}
 
 
+def bench_decoder(layers: int, width: int, batch: int, seq: int, reps: int, device: str, vjp: str) -> dict:
+    """Part 3: a GPT-2 decoder from a config (nothing downloads), adapted, decomposed."""
+    import transformers
+
+    torch.manual_seed(0)
+    vocab = 256
+    cfg = transformers.GPT2Config(n_layer=layers, n_embd=width, n_head=max(1, width // 16), vocab_size=vocab,
+                                  n_positions=seq, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+                                  bos_token_id=0, eos_token_id=0)
+    model = resgrad.adapt(transformers.GPT2LMHeadModel(cfg).to(device).eval())
+    n = len(resgrad.residual_blocks(model))
+    ids = torch.randint(vocab, (batch, seq), generator=torch.Generator().manual_seed(1)).to(device)
+
+    def loss(out) -> torch.Tensor:  # next-token prediction, summed
+        return F.cross_entropy(out.logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten(), reduction="sum")
+
+    bwd, fwd_bwd, dec = [], [], []
+    decompose(model, ids, loss, vjp=vjp)  # warm-up
+    for _ in range(reps):
+        model.zero_grad(set_to_none=True)
+        _sync(device)
+        t0 = time.perf_counter()
+        value = loss(model(ids))
+        _sync(device)
+        t1 = time.perf_counter()
+        value.backward()
+        _sync(device)
+        t2 = time.perf_counter()
+        bwd.append(t2 - t1)
+        fwd_bwd.append(t2 - t0)
+        t0 = time.perf_counter()
+        d = decompose(model, ids, loss, vjp=vjp)
+        _sync(device)
+        dec.append(time.perf_counter() - t0)
+    b, fb, dt = statistics.median(bwd), statistics.median(fwd_bwd), statistics.median(dec)
+    return {"model": f"gpt2-{layers}x{width}", "n": n, "vjp": vjp, "batch": f"{batch}x{seq}", "backward_s": b,
+            "fwd_bwd_s": fb, "decompose_s": dt, "ratio_backward": dt / b, "ratio_fwd_bwd": dt / fb,
+            "goal": 0.6 * n, "rel_error": d.rel_error}
+
+
+def _row(r: dict) -> str:
+    ok = "ok" if r["ratio_backward"] <= r["goal"] else "over"
+    return (f"{r['model'] + ' ' + r['vjp']:<18} {r['n']:>3} {r['backward_s']:>8.3f}s {r['fwd_bwd_s']:>8.3f}s "
+            f"{r['decompose_s']:>9.3f}s {r['ratio_backward']:>6.1f}x {r['ratio_fwd_bwd']:>8.1f}x {r['goal']:>8.1f}x  "
+            f"{r['rel_error']:.1e}  [{ok}: {r['ratio_backward'] / r['n']:.2f} n]")
+
+
 def bench_sampling(name: str, samples: int, batch: int, loop_lengths: list[int], loop_samples: int,
                    full_loop: bool, device: str) -> dict:
     torch.manual_seed(0)
@@ -123,22 +175,33 @@ def main() -> None:
     ap.add_argument("--sample-batch", type=int, default=500, help="examples per vectorised backward")
     ap.add_argument("--loop-samples", type=int, default=40, help="loop samples per measured length")
     ap.add_argument("--full-loop", action="store_true", help="run the whole per-path loop (hours on a CPU)")
+    ap.add_argument("--parts", default="1,2,3", help="which parts to run, e.g. 3 (default 1,2,3)")
     args = ap.parse_args()
+    parts = {p.strip() for p in args.parts.split(",")}
     torch.set_num_threads(args.threads)
     print(f"resgrad {resgrad.__version__}, torch {torch.__version__}, device {args.device}, "
           f"threads {torch.get_num_threads()}")
 
-    print("\n1. exact decomposition vs one plain backward (BatchNorm eval, batch "
-          f"{args.batch}, median of {args.reps})")
-    print(f"{'model, vjp':<18} {'n':>3} {'backward':>9} {'fwd+bwd':>9} {'decompose':>10} {'/ bwd':>7} "
-          f"{'/ fwd+bwd':>9} {'goal 0.6n':>9}  sum check")
-    for name, vjp in itertools.product(("resnet56", "resnet110"), ("loop", "batched")):
-        r = bench_decompose(name, args.batch, args.reps, args.device, vjp)
-        ok = "ok" if r["ratio_backward"] <= r["goal"] else "over"
-        print(f"{name + ' ' + vjp:<18} {r['n']:>3} {r['backward_s']:>8.3f}s {r['fwd_bwd_s']:>8.3f}s "
-              f"{r['decompose_s']:>9.3f}s "
-              f"{r['ratio_backward']:>6.1f}x {r['ratio_fwd_bwd']:>8.1f}x {r['goal']:>8.1f}x  "
-              f"{r['rel_error']:.1e}  [{ok}: {r['ratio_backward'] / r['n']:.2f} n]")
+    header = (f"{'model, vjp':<18} {'n':>3} {'backward':>9} {'fwd+bwd':>9} {'decompose':>10} {'/ bwd':>7} "
+              f"{'/ fwd+bwd':>9} {'goal 0.6n':>9}  sum check")
+    if "1" in parts:
+        print("\n1. exact decomposition vs one plain backward (BatchNorm eval, batch "
+              f"{args.batch}, median of {args.reps})")
+        print(header)
+        for name, vjp in itertools.product(("resnet56", "resnet110"), ("loop", "batched")):
+            print(_row(bench_decompose(name, args.batch, args.reps, args.device, vjp)))
+    if "3" in parts:
+        print(f"\n3. exact decomposition of an adapted 12-layer GPT-2 decoder (median of {args.reps})")
+        try:
+            import transformers  # noqa: F401
+        except ImportError:
+            print("   skipped: needs transformers (pip install 'resgrad[hf]')")
+        else:
+            print(header)
+            for vjp in ("loop", "batched"):
+                print(_row(bench_decoder(12, 64, 16, 64, args.reps, args.device, vjp)))
+    if "2" not in parts:
+        return
 
     print(f"\n2. Veit's sampling, {args.samples} samples per length: vectorised vs per-path loop")
     n = 54

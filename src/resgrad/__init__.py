@@ -26,6 +26,7 @@ from .nets import (
     build_for,
     gates,
     list_models,
+    register_adapter,
     register_model,
     residual_blocks,
 )
@@ -40,6 +41,6 @@ __all__ = [
     "DataBundle", "load_data",
     "Callback",
     "GradientMonitor", "jacobian_spectrum", "gradient_correlation",
-    "adapt", "paths",
+    "adapt", "register_adapter", "paths",
     "fit", "TrainConfig", "evaluate", "load_run",
 ]

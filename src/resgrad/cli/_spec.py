@@ -5,6 +5,13 @@ A SPEC is one of:
 - a registry name: ``resnet56``, ``plain20``, ``resmlp-16x64`` (``resgrad models`` lists them);
 - ``torchvision:NAME``: any torchvision classification model, built with ``weights=None``
   (needs torchvision; nothing is downloaded);
+- ``timm:NAME``: a timm model, ``timm.create_model(NAME, pretrained=False)`` (needs
+  ``resgrad[timm]``; nothing is downloaded);
+- ``hf:ARCH``: a Hugging Face transformers model built from
+  ``AutoConfig.for_model(ARCH, ...)`` with ``layers``/``width``/``vocab`` (small by default):
+  a masked-LM, causal-LM or image-classification head where the architecture has one;
+  ``hf:path/to/folder``: a saved model (its config and weights), loaded with
+  ``local_files_only=True`` (needs ``resgrad[hf]``; nothing is downloaded);
 - ``package.module:factory`` or ``path/to/file.py:factory``: **imports and runs your code**
   (the current folder is put on ``sys.path`` first); ``factory`` is an ``nn.Module``
   instance, or a class/function called with no arguments that returns one;
@@ -27,8 +34,11 @@ from torch import nn
 
 __all__ = ["ResolvedModel", "resolve_spec", "parse_shape", "SPEC_HELP"]
 
-SPEC_HELP = ("A registry name (resnet56), torchvision:NAME, package.module:factory (imports your code), "
-             "or a run folder.")
+SPEC_HELP = ("A registry name (resnet56), torchvision:NAME, timm:NAME, hf:ARCH or hf:path/to/folder, "
+             "package.module:factory (imports your code), or a run folder.")
+
+# hf:ARCH defaults: small enough for a CPU (2 layers, width 64, 256 tokens).
+HF_LAYERS, HF_WIDTH, HF_VOCAB = 2, 64, 256
 
 
 @dataclass
@@ -37,7 +47,7 @@ class ResolvedModel:
 
     model: nn.Module
     name: str  # the SPEC as given
-    kind: str  # "registry", "torchvision", "factory" or "run"
+    kind: str  # "registry", "torchvision", "timm", "hf", "factory" or "run"
     input_shape: tuple[int, ...] | None  # one example, no batch dim; None when unknown
     num_classes: int | None  # None when unknown (read it off the output)
     data: str | None = None  # the dataset a run was trained on
@@ -60,20 +70,29 @@ def resolve_spec(
     *,
     input_shape: tuple[int, ...] | None = None,
     num_classes: int | None = None,
+    layers: int | None = None,
+    width: int | None = None,
+    vocab: int | None = None,
 ) -> ResolvedModel:
     """Build (or load) the model a SPEC names; see the module docstring for the forms.
 
     ``input_shape``/``num_classes`` are needed to build registry models (default: MNIST-1D's
-    ``(1, 40)`` and 10) and set a torchvision model's class count (default 1000).
+    ``(1, 40)`` and 10) and set a torchvision or timm model's class count (default 1000).
+    ``layers``/``width`` (hidden size)/``vocab`` size an ``hf:ARCH`` model (default 2, 64, 256).
     """
     if not isinstance(spec, str) or not spec.strip():
-        raise ValueError(f"SPEC must be a model name, torchvision:NAME, module:factory or a run folder, received {spec!r}")
+        raise ValueError(f"SPEC must be a model name, torchvision:NAME, timm:NAME, hf:ARCH, module:factory or a run folder, "
+                         f"received {spec!r}")
     spec = spec.strip()
     path = Path(spec).expanduser()
     if path.is_dir():
         return _run_folder(spec, path)
     if spec.lower().startswith("torchvision:"):
         return _torchvision(spec, spec.split(":", 1)[1], input_shape, num_classes)
+    if spec.lower().startswith("timm:"):
+        return _timm(spec, spec.split(":", 1)[1].strip(), input_shape, num_classes)
+    if spec.lower().startswith("hf:"):
+        return _hf(spec, spec.split(":", 1)[1].strip(), input_shape, num_classes, layers, width, vocab)
     if ":" in spec:
         return _factory(spec, input_shape, num_classes)
     if os.sep in spec or spec.startswith("."):
@@ -112,6 +131,125 @@ def _torchvision(spec: str, name: str, input_shape: tuple[int, ...] | None,
     default = (3, 299, 299) if key.startswith("inception") else (3, 224, 224)
     shape = input_shape or default
     return ResolvedModel(model, spec, "torchvision", shape, num_classes or 1000, info={"torchvision": torchvision.__version__})
+
+
+def _needs(spec: str, package: str, extra: str):
+    try:
+        return importlib.import_module(package)
+    except ImportError as e:
+        raise ImportError(
+            f"SPEC {spec!r} needs {package}, which is not installed: pip install 'resgrad[{extra}]'"
+        ) from e
+
+
+def _timm(spec: str, name: str, input_shape: tuple[int, ...] | None, num_classes: int | None) -> ResolvedModel:
+    timm = _needs(spec, "timm", "timm")
+    if name.startswith(("hf-hub:", "hf_hub:", "local-dir:")) or "/" in name:
+        raise ValueError(f"SPEC {spec!r} names weights to fetch; resgrad builds timm models without downloading: "
+                         "pass an architecture name such as timm:resnet50")
+    base = name.split(".", 1)[0]  # resnet50.a1_in1k: the tag only names pretrained weights
+    names = timm.list_models()
+    if base not in names:
+        close = difflib.get_close_matches(base, names, n=4, cutoff=0.6)
+        hint = f"did you mean {', '.join(close)}?" if close else "see timm.list_models('pattern*')"
+        raise ValueError(f"timm has no model {name!r}; {hint}")
+    kw: dict[str, Any] = {"pretrained": False}
+    if num_classes is not None:
+        kw["num_classes"] = num_classes
+    model = timm.create_model(name, **kw)
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    shape = input_shape or tuple(cfg.get("input_size") or (3, 224, 224))
+    return ResolvedModel(model, spec, "timm", shape, num_classes or getattr(model, "num_classes", None),
+                         info={"timm": timm.__version__, "model": name})
+
+
+def _hf(spec: str, target: str, input_shape: tuple[int, ...] | None, num_classes: int | None,
+        layers: int | None, width: int | None, vocab: int | None) -> ResolvedModel:
+    T = _needs(spec, "transformers", "hf")
+    if not target:
+        raise ValueError(f"SPEC {spec!r}: write hf:ARCH (a model type such as gpt2) or hf:path/to/folder")
+    folder = Path(target).expanduser()
+    if folder.is_dir():
+        return _hf_folder(T, spec, folder, input_shape)
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    arch = target.lower()
+    if arch not in CONFIG_MAPPING:
+        if "/" in target or os.sep in target:
+            raise ValueError(
+                f"SPEC {spec!r}: no folder {target!r}, and a Hub repository would need the network, which resgrad "
+                "does not use; download it yourself and pass hf:path/to/folder, or name an architecture (hf:gpt2)"
+            )
+        known = list(CONFIG_MAPPING.keys())
+        close = difflib.get_close_matches(arch, known, n=4, cutoff=0.6)
+        hint = f"did you mean {', '.join(close)}?" if close else "see transformers' model types (gpt2, bert, llama, vit, ...)"
+        raise ValueError(f"transformers has no architecture {target!r}; {hint}")
+    layers, width, vocab = layers or HF_LAYERS, width or HF_WIDTH, vocab or HF_VOCAB
+    if min(layers, width, vocab) < 1:
+        raise ValueError(f"layers, width and vocab must be positive, received {layers}, {width}, {vocab}")
+    default = T.AutoConfig.for_model(arch)
+    heads = max(1, width // 16) if width % max(1, width // 16) == 0 else 1  # head size 16
+    wanted = {"num_hidden_layers": layers, "hidden_size": width, "num_attention_heads": heads,
+              "num_key_value_heads": heads, "intermediate_size": 4 * width, "vocab_size": vocab}
+    vision = hasattr(default, "image_size")
+    if vision:
+        c, size = (input_shape or (3, 32, 32))[0], (input_shape or (3, 32, 32))[-1]
+        wanted.update(image_size=size, num_channels=c, patch_size=4 if size <= 64 else 16)
+    kw = {k: v for k, v in wanted.items() if hasattr(default, k)}
+    for tok in ("bos_token_id", "eos_token_id", "pad_token_id"):  # ids of the full vocabulary
+        t = getattr(default, tok, None)
+        if isinstance(t, int) and t >= vocab:
+            kw[tok] = vocab - 1
+    if num_classes is not None:
+        kw["num_labels"] = num_classes
+    config = T.AutoConfig.for_model(arch, **kw)
+    model, head = _hf_model(T, config)
+    if vision:
+        shape = (config.num_channels, config.image_size, config.image_size)
+        classes = config.num_labels if head == "AutoModelForImageClassification" else None
+    else:
+        shape = input_shape or (16,)  # token ids: one sequence, no batch dim
+        classes = vocab if head in ("AutoModelForMaskedLM", "AutoModelForCausalLM") else None
+    info = {"transformers": T.__version__, "arch": arch, "head": head, "layers": layers, "width": width,
+            "inputs": "pixel_values" if vision else "input_ids"}
+    if not vision:
+        info["vocab"] = vocab
+    return ResolvedModel(model, spec, "hf", shape, classes, info=info)
+
+
+# Which head to put on an architecture built from its config: the first one it has.
+_HF_HEADS = ("AutoModelForMaskedLM", "AutoModelForCausalLM", "AutoModelForImageClassification", "AutoModel")
+
+
+def _hf_head(T: Any, config: Any) -> str:
+    for head in _HF_HEADS:
+        if type(config) in getattr(T, head)._model_mapping:
+            return head
+    raise ValueError(f"transformers has no model class for the {config.model_type!r} configuration")
+
+
+def _hf_model(T: Any, config: Any) -> tuple[nn.Module, str]:
+    head = _hf_head(T, config)
+    return getattr(T, head).from_config(config), head
+
+
+def _hf_folder(T: Any, spec: str, folder: Path, input_shape: tuple[int, ...] | None) -> ResolvedModel:
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"SPEC {spec!r}: {folder} holds no config.json; pass a folder written by save_pretrained")
+    try:
+        config = T.AutoConfig.from_pretrained(folder, local_files_only=True)
+        arch = (getattr(config, "architectures", None) or [None])[0]
+        cls = getattr(T, arch, None) if arch else None
+        head = arch if cls is not None else _hf_head(T, config)  # the class it was saved as, else a head
+        model = (cls or getattr(T, head)).from_pretrained(folder, local_files_only=True)
+    except OSError as e:
+        raise FileNotFoundError(f"SPEC {spec!r}: cannot load {folder} without the network: {_first_line(e)}") from e
+    vision = hasattr(config, "image_size")
+    shape = (config.num_channels, config.image_size, config.image_size) if vision else input_shape or (16,)
+    return ResolvedModel(model, spec, "hf", shape, getattr(config, "num_labels", None) if vision else
+                         getattr(config, "vocab_size", None),
+                         info={"transformers": T.__version__, "folder": str(folder), "head": head,
+                               "inputs": "pixel_values" if vision else "input_ids"})
 
 
 def _factory(spec: str, input_shape: tuple[int, ...] | None, num_classes: int | None) -> ResolvedModel:

@@ -1,13 +1,4 @@
-"""Views of foreign models as resgrad Residual blocks, sharing the original parameters.
-
-``adapt(model)`` returns a new module tree whose residual units are
-``Residual(branch, shortcut, post)`` (DESIGN.md, "The core contract") built from the
-*same* layer objects as the original: no parameter or buffer is copied, so the view
-computes what the original computes and every path tool, lesion and gate applies to it.
-The original model is not modified (its containers are shallow-copied, its layers
-shared; switching the view to eval mode therefore also switches the shared layers).
-
-Supported:
+"""Adapters for torchvision ResNets and PyTorch's own Transformer encoder.
 
 - torchvision ``BasicBlock`` / ``Bottleneck`` (ResNet, ResNeXt, Wide ResNet):
   branch = conv1..bn2 (bn3), shortcut = ``downsample`` or identity, post = ReLU
@@ -26,30 +17,10 @@ from collections import OrderedDict
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .blocks import Residual, blocks
+from ..blocks import Residual
+from ._registry import _builtin
 
-__all__ = ["adapt", "SUPPORTED", "EncoderLayerView", "EncoderView"]
-
-SUPPORTED = (
-    "torchvision BasicBlock and Bottleneck (ResNet, ResNeXt, Wide ResNet), "
-    "nn.TransformerEncoderLayer (norm_first True or False) and nn.TransformerEncoder"
-)
-
-
-def _torchvision_blocks() -> tuple[type, ...]:
-    try:  # torchvision is an optional extra; without it no such block can exist
-        from torchvision.models.resnet import BasicBlock, Bottleneck
-    except ImportError:
-        return ()
-    return (BasicBlock, Bottleneck)
-
-
-def _shallow(m: nn.Module) -> nn.Module:
-    """A new module object with the same attributes; its child/parameter dicts are copies,
-    so replacing a child in the view leaves the original alone."""
-    new = m.__class__.__new__(m.__class__)
-    new.__dict__.update({k: v.copy() if isinstance(v, (dict, set)) else v for k, v in m.__dict__.items()})
-    return new
+__all__ = ["EncoderLayerView", "EncoderView"]
 
 
 def _resnet_block(b: nn.Module) -> Residual:
@@ -166,51 +137,14 @@ class EncoderView(nn.Module):
         return self.norm(out) if self.norm is not None else out
 
 
-def _adapt(m: nn.Module, memo: dict[int, nn.Module]) -> tuple[nn.Module, int]:
-    """(view of ``m``, number of units adapted inside it)."""
-    if id(m) in memo:  # a module registered twice stays one module in the view
-        return memo[id(m)], 0
-    tv = _torchvision_blocks()
-    n = 0
-    if tv and isinstance(m, tv):
-        view, n = _resnet_block(m), 1
-    elif isinstance(m, nn.TransformerEncoderLayer):
-        view, n = EncoderLayerView(m), 1
-    elif isinstance(m, nn.TransformerEncoder):
-        layers = [_adapt(layer, memo)[0] for layer in m.layers]
-        view, n = EncoderView(m, layers), len(layers)
-    else:
-        children = {}
-        for name, child in m.named_children():
-            v, k = _adapt(child, memo)
-            if k:
-                children[name], n = v, n + k
-        if n:
-            view = _shallow(m)
-            for name, v in children.items():
-                view._modules[name] = v
-        else:
-            view = m
-    memo[id(m)] = view
-    return view, n
+def _encoder(m: nn.TransformerEncoder) -> EncoderView:
+    memo: dict[int, nn.Module] = {}  # a layer object listed twice stays one view
+    layers = [memo.setdefault(id(layer), EncoderLayerView(layer)) for layer in m.layers]
+    return EncoderView(m, layers)
 
 
-def adapt(model: nn.Module) -> nn.Module:
-    """A view of ``model`` whose residual units are resgrad Residual blocks (shared weights).
-
-    A model already built from resgrad blocks is returned as is; one with no supported
-    residual unit raises NotImplementedError naming what is supported.
-    """
-    if isinstance(model, type) or not isinstance(model, nn.Module):
-        raise TypeError(
-            f"adapt takes an nn.Module instance, received {model!r}; instantiate the model first"
-        )
-    view, n = _adapt(model, {})
-    if n == 0:
-        if blocks(model):
-            return model
-        raise NotImplementedError(
-            f"resgrad.adapt found no residual unit it supports in {type(model).__name__}; it supports "
-            f"{SUPPORTED}; wrap other units as resgrad.Residual(branch, shortcut, post)"
-        )
-    return view
+# Registered by class name: torchvision is an optional extra and is not imported here.
+for _cls in ("BasicBlock", "Bottleneck"):
+    _builtin(f"torchvision.models.resnet.{_cls}", _resnet_block)
+_builtin("torch.nn.modules.transformer.TransformerEncoderLayer", EncoderLayerView)
+_builtin("torch.nn.modules.transformer.TransformerEncoder", _encoder)

@@ -1,0 +1,20 @@
+"""Views of foreign models as resgrad Residual blocks, sharing the original parameters.
+
+``adapt(model)`` returns a new module tree whose residual units are
+``Residual(branch, shortcut, post)`` (DESIGN.md, "The core contract") built from the
+*same* layer objects as the original: no parameter or buffer is copied, so the view
+computes what the original computes and every path tool, lesion and gate applies to it.
+The original model is not modified (its containers are shallow-copied, its layers
+shared; switching the view to eval mode therefore also switches the shared layers).
+
+Which class is viewed how is a registry (``register_adapter(cls, fn)``); one module per
+family: ``_torch`` (torchvision ResNets, ``nn.TransformerEncoder``), ``hf`` (Hugging
+Face GPT-2, BERT, Llama/Mistral/Qwen2, ViT) and ``timm`` (ResNet/ResNeXt, ConvNeXt, ViT).
+The optional packages are never imported to adapt a model that does not use them.
+"""
+
+from . import _torch, hf, timm  # noqa: F401  (each registers its adapters)
+from ._registry import SUPPORTED, adapt, register_adapter, registered
+from ._torch import EncoderLayerView, EncoderView
+
+__all__ = ["adapt", "register_adapter", "registered", "SUPPORTED", "EncoderLayerView", "EncoderView"]
