@@ -132,7 +132,7 @@ def test_every_schema_is_registered_once():
     assert set(types) >= {"resgrad.flow", "resgrad.degradation", "resgrad.ensemble", "resgrad.diagnose",
                           "resgrad.study"}
     for name, cls in types.items():
-        assert cls.SCHEMA == name and cls.VERSION >= 1 and cls.EXPERIMENT
+        assert name == cls.SCHEMA and cls.VERSION >= 1 and cls.EXPERIMENT
         assert dataclasses.is_dataclass(cls)
 
 

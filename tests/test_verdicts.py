@@ -151,7 +151,8 @@ def test_deletion_plateau_and_dip_edges():
 
 
 def _fit(arch, norm, log2_slope, power) -> ShatteringFit:
-    return ShatteringFit(family="mlp", arch=arch, norm=norm, depths=[2, 4, 8], neighbor=[0.5, 0.25, 0.1],
+    return ShatteringFit(family="mlp", arch=arch, norm=norm, act="relu", init="he", depths=[2, 4, 8],
+                         neighbor=[0.5, 0.25, 0.1], used=3, floor=0.02,
                          log2_slope=log2_slope, power=power)
 
 

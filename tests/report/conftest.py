@@ -49,7 +49,8 @@ def make_signal() -> Signal:
                                             layers=d + 2, seeds=[0], examples=8, sigma_max=5.0, sigma_min=0.01,
                                             condition=500.0, log10_mean=-0.3, q10=0.05, median=0.6, q90=3.0,
                                             hist_edges=[-2.0, 0.0, 2.0], hist=[0.5, 0.5]))
-            fits.append(ShatteringFit(family="mlp", arch=arch, norm=norm, depths=depths, neighbor=nb,
+            fits.append(ShatteringFit(family="mlp", arch=arch, norm=norm, act="relu", init="he", depths=depths, neighbor=nb,
+                                      used=len(depths), floor=0.02,
                                       log2_slope=-1.0 if arch == "plain" else -0.1,
                                       power=-3.0 if arch == "plain" else -0.5))
     return Signal(config={"depths": depths}, seconds=1.0, shattering=rows, spectrum=spectrum, fits=fits)
