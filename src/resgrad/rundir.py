@@ -90,6 +90,7 @@ class RunDir:
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
+        self.read_only = False  # set by locked(read_only_ok=True) on storage that cannot be written
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
@@ -159,7 +160,11 @@ class RunDir:
             return
         fd = self._acquire(read_only_ok)
         if fd is None:
-            yield self
+            self.read_only = True
+            try:
+                yield self
+            finally:
+                self.read_only = False
             return
         with _HELD_GUARD:
             _HELD[key] = [fd, 1]
@@ -170,6 +175,12 @@ class RunDir:
             with _HELD_GUARD:
                 _HELD.pop(key, None)
             os.close(fd)  # releases the flock; the file stays (removing it would race a new taker)
+
+    def need_write(self) -> None:
+        """One line instead of a write that read-only storage would refuse half-way."""
+        if self.read_only:
+            raise OSError(errno.EROFS, f"cannot write the run folder {self.path}: it is on read-only storage; pass "
+                                       "an --out folder you can write to")
 
     def _acquire(self, read_only_ok: bool) -> int | None:
         try:

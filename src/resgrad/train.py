@@ -268,6 +268,7 @@ def _fit(
             _set_rng_state(state["rng"])
             _load_callback_states(cbs, state.get("callbacks", {}))
             partial = state.get("partial")
+        run.need_write()  # there is training left to do
         metrics_file = run.open_metrics()  # closed in the finally below
     if epoch0 == 0 and partial is None:
         _seed_all(config.seed)
@@ -341,7 +342,9 @@ def _fit(
                 bar.advance()
                 if step >= total:
                     break
-                if run is not None and i + 1 < spe and (
+                if i + 1 == spe:
+                    continue  # the epoch's last step: its end below checkpoints (and stops on a signal)
+                if run is not None and (
                         stop.signum is not None
                         or (config.checkpoint_steps and step % config.checkpoint_steps == 0)
                         or (config.checkpoint_minutes and time.monotonic() - saved_at >= 60 * config.checkpoint_minutes)):
@@ -526,6 +529,7 @@ def _open_run(run: RunDir, record: dict[str, Any], resume: bool, marks: list[int
         if run.has_checkpoint():
             return _load_checkpoint(run)
     # A fresh start: resume=False, or a run killed before its first checkpoint.
+    run.need_write()
     run.remove_checkpoint()
     run.claim(record, fresh=True)
     run.rewrite_metrics([])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -58,10 +59,10 @@ def popen(*args: str, env: dict | None = None) -> subprocess.Popen:
 
 
 def one_line(r: subprocess.CompletedProcess) -> str:
-    """The error a command printed: exactly one line, no traceback."""
-    err = r.stderr.strip()
-    assert "Traceback" not in err and len(err.splitlines()) == 1, err
-    return err
+    """The error a command printed: exactly one line besides its progress lines, no traceback."""
+    err = [line for line in r.stderr.strip().splitlines() if not re.match(r"epoch \d+/\d+ ", line)]
+    assert "Traceback" not in r.stderr and len(err) == 1, r.stderr
+    return err[0]
 
 
 @pytest.fixture(autouse=True)

@@ -78,7 +78,8 @@ def guarded(fn: F) -> F:
             code = 1 if isinstance(e, CheckFailed) else 2 if isinstance(
                 e, (ValueError, TypeError, FileNotFoundError, NotImplementedError, KeyError, ImportError)
             ) else 1
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            text = e.strerror if isinstance(e, OSError) and e.strerror and e.filename is None else str(e)
+            msg = text.strip().splitlines()[0] if text.strip() else type(e).__name__
             err_console.print(f"[bold red]error:[/] {escape(msg)}", highlight=False, soft_wrap=True)
             if code == 1 and not isinstance(e, (CheckFailed, OSError)):
                 err_console.print("(set RESGRAD_DEBUG=1 to see the traceback)", style="dim")
