@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
 import platform
+import shutil
 import socket
 import sys
 import tempfile
@@ -16,14 +18,25 @@ from typing import Any
 __all__ = ["atomic_write", "jsonable", "write_json", "read_json", "environment"]
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: str = "w") -> Path:
+TEMP_PATTERN = ".*.tmp"  # what atomic_write leaves behind when killed mid-write (a RunDir's writer removes them)
+
+
+def atomic_write(
+    path: str | os.PathLike, write: Callable[[Any], None], mode: str = "w", *,
+    before_replace: Callable[[Path], None] | None = None,
+) -> Path:
     """Write through ``write(fileobj)`` into a temp file beside ``path``, fsync, rename.
 
     A reader (or a resumed run) sees the old file or the new one, never half of one.
+    ``before_replace(tmp)`` runs on the complete temp file just before the rename (a checksum,
+    say). A full disk is one OSError naming the file; the old file is left intact.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise _os_error(e, path) from None
     try:
         # mkstemp creates 0600; give the file the mode a plain open() would (umask applies).
         umask = os.umask(0)
@@ -33,11 +46,34 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: st
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        if before_replace is not None:
+            before_replace(Path(tmp))
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) or (isinstance(e, RuntimeError) and _disk_full(path)):
+            raise _os_error(e, path) from None
         raise
     return path
+
+
+def _disk_full(path: Path) -> bool:
+    # torch.save reports a full disk as "[enforce fail at inline_container.cc] unexpected pos".
+    try:
+        return shutil.disk_usage(path.parent).free < 1 << 20
+    except OSError:
+        return False
+
+
+def _os_error(e: BaseException, path: Path) -> OSError:
+    """One line naming the file and what to do, for a full disk or a folder we may not write."""
+    code = getattr(e, "errno", None)
+    if code == errno.ENOSPC or (code is None and _disk_full(path)):
+        return OSError(errno.ENOSPC, f"the disk is full writing {path}; free some space and rerun the same "
+                                     f"command (the previous {path.name}, if any, is intact)")
+    if code in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return OSError(code, f"cannot write {path}: {os.strerror(code)}; pass an --out folder you can write to")
+    return e if isinstance(e, OSError) else OSError(str(e))
 
 
 def _clean(o: Any) -> Any:

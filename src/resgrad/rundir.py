@@ -6,27 +6,55 @@ else spells these names::
     config.json          {"kind": "resgrad.train" | "resgrad.flow" | ..., "config": {...}, ...}
     metrics.jsonl        one JSON line per finished epoch (training runs)
     checkpoints/last.pt  the last checkpoint (training runs), written atomically
+    checkpoints/last.pt.sha256   its checksum (and the previous one's, for a kill between the two renames)
     results.json         the run's typed Result (experiments), written atomically
     report.html          rendered from results.json (studies)
+    .lock                the writer's lock (fcntl.flock) and who holds it: pid, host, since, command
 
 "Does this config match?" is one check for all of them: :meth:`RunDir.claim` writes
 ``config.json`` into a fresh folder and, in a used one, compares what ``compare``
 extracts from the old and new records, naming the fields that differ.
+
+One writer per folder: :meth:`RunDir.locked` takes an exclusive ``flock`` on ``.lock``
+(released by the kernel when its holder dies, so a kill -9 never leaves a folder locked),
+a second writer gets :class:`RunLocked` naming the holder, and the taker removes the
+temp files a killed writer left. Readers take no lock: every file is replaced atomically.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
+import hashlib
 import json
 import os
-from collections.abc import Callable
+import socket
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
-from .io import atomic_write, jsonable, write_json
+from .io import TEMP_PATTERN, atomic_write, jsonable, write_json
 from .results import Result, ResultError, read_file
 
-__all__ = ["RunDir", "config_diff", "flatten"]
+__all__ = ["RunDir", "RunLocked", "DamagedRun", "config_diff", "flatten"]
+
+
+class RunLocked(ValueError):
+    """Another process is writing this run folder (exit 2 from the CLI: use another --out)."""
+
+
+class DamagedRun(ValueError):
+    """A file of the run does not hold what it should (a cut metrics file, a checkpoint that
+    fails its checksum); the message names the file and the way forward."""
+
+
+# Locks this process holds: resolved folder -> [fd, depth] (a study's stage, fit called twice).
+_HELD: dict[str, list[int]] = {}
+_HELD_GUARD = threading.Lock()
 
 R = TypeVar("R", bound=Result)
 
@@ -55,11 +83,14 @@ class RunDir:
     CONFIG = "config.json"
     METRICS = "metrics.jsonl"
     CHECKPOINT = "checkpoints/last.pt"
+    CHECKSUM = "checkpoints/last.pt.sha256"
     RESULTS = "results.json"
     REPORT = "report.html"
+    LOCK = ".lock"
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
+        self.read_only = False  # set by locked(read_only_ok=True) on storage that cannot be written
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
@@ -82,6 +113,14 @@ class RunDir:
         return self.path / self.CHECKPOINT
 
     @property
+    def checksum_path(self) -> Path:
+        return self.path / self.CHECKSUM
+
+    @property
+    def lock_path(self) -> Path:
+        return self.path / self.LOCK
+
+    @property
     def results_path(self) -> Path:
         return self.path / self.RESULTS
 
@@ -96,6 +135,80 @@ class RunDir:
     def sub(self, name: str) -> RunDir:
         """A run folder inside this one (a study's stages, an experiment's training runs)."""
         return RunDir(self.path / name)
+
+    # ---- one writer -----------------------------------------------------------------
+
+    @contextmanager
+    def locked(self, *, read_only_ok: bool = False) -> Iterator[RunDir]:
+        """Hold this folder's writer lock for the block (re-entrant within a process).
+
+        A second process gets :class:`RunLocked` naming the holder (pid, host, since,
+        command). ``read_only_ok``: on storage that cannot be written, go on without the lock
+        (a finished run can still be read); a write then fails naming the file.
+        """
+        key = str(self.path.resolve())
+        with _HELD_GUARD:
+            held = _HELD.get(key)
+            if held is not None:
+                held[1] += 1
+        if held is not None:
+            try:
+                yield self
+            finally:
+                with _HELD_GUARD:
+                    held[1] -= 1
+            return
+        fd = self._acquire(read_only_ok)
+        if fd is None:
+            self.read_only = True
+            try:
+                yield self
+            finally:
+                self.read_only = False
+            return
+        with _HELD_GUARD:
+            _HELD[key] = [fd, 1]
+        try:
+            self._remove_stale_temp()
+            yield self
+        finally:
+            with _HELD_GUARD:
+                _HELD.pop(key, None)
+            os.close(fd)  # releases the flock; the file stays (removing it would race a new taker)
+
+    def need_write(self) -> None:
+        """One line instead of a write that read-only storage would refuse half-way."""
+        if self.read_only:
+            raise OSError(errno.EROFS, f"cannot write the run folder {self.path}: it is on read-only storage; pass "
+                                       "an --out folder you can write to")
+
+    def _acquire(self, read_only_ok: bool) -> int | None:
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            if read_only_ok and e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+                return None
+            raise OSError(e.errno, f"cannot write the run folder {self.path}: {e.strerror}; pass an --out "
+                                   "folder you can write to") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _describe_holder(fd)
+            os.close(fd)
+            raise RunLocked(f"{self.path} is being written by {holder}; wait for it to finish, or use another "
+                            "--out folder") from None
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "since": _now(),
+                "command": " ".join([os.path.basename(sys.argv[0] or "python"), *sys.argv[1:]])[:300]}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
+        return fd
+
+    def _remove_stale_temp(self) -> None:
+        """Temp files of a writer that was killed mid-write (we hold the lock: nobody else writes)."""
+        for folder in (self.path, self.checkpoint_path.parent):
+            for tmp in folder.glob(TEMP_PATTERN):
+                tmp.unlink(missing_ok=True)
 
     # ---- config -------------------------------------------------------------------
 
@@ -151,25 +264,47 @@ class RunDir:
     # ---- metrics (one JSON line per finished epoch) ---------------------------------
 
     def read_metrics(self) -> list[dict[str, Any]]:
-        """Rows of ``metrics.jsonl`` up to the first torn line (a kill mid-write)."""
+        """Rows of ``metrics.jsonl``; a torn last line (a kill mid-write) is left out.
+
+        A bad line with good lines after it is not a kill's trace but damage: DamagedRun.
+        """
         rows: list[dict[str, Any]] = []
         if not self.metrics_path.is_file():
             return rows
-        for raw in self.metrics_path.read_text(errors="replace").splitlines():
+        lines = self.metrics_path.read_bytes().decode("utf-8", errors="replace").splitlines()
+        for i, raw in enumerate(lines):
             try:
                 row = json.loads(raw)
+                ok = isinstance(row, dict) and isinstance(row.get("epoch"), int) and not isinstance(row["epoch"], bool)
             except json.JSONDecodeError:
-                break  # a line torn by a kill; everything after it is newer still
-            if isinstance(row, dict) and isinstance(row.get("epoch"), int):
-                rows.append(row)
+                ok = False
+            if not ok:
+                if i == len(lines) - 1:
+                    break  # the line a kill tore: that epoch is redone from the checkpoint
+                raise DamagedRun(f"{self.metrics_path} line {i + 1} is not a metrics row (the file is damaged); "
+                                 "start over with --no-resume, or restore the file")
+            rows.append(row)
         return rows
 
     def rewrite_metrics(self, rows: list[dict[str, Any]]) -> None:
-        atomic_write(self.metrics_path, lambda f: f.writelines(json.dumps(r) + "\n" for r in rows))
+        text = "".join(json.dumps(r) + "\n" for r in rows)
+        if self.metrics_path.is_file() and self.metrics_path.read_bytes() == text.encode():
+            return  # unchanged: a finished run is read without writing (read-only storage)
+        atomic_write(self.metrics_path, lambda f: f.write(text))
 
     def keep_metrics(self, epochs_done: int) -> list[dict[str, Any]]:
-        """Keep each epoch up to ``epochs_done`` once (lines after a checkpoint are redone)."""
+        """Keep each epoch up to ``epochs_done`` once (lines after a checkpoint are redone).
+
+        Every epoch up to ``epochs_done`` must be there: a metrics file shorter than the
+        checkpoint is damage (DamagedRun naming both), never a result.
+        """
         by_epoch = {r["epoch"]: r for r in self.read_metrics() if r["epoch"] <= epochs_done}
+        missing = [e for e in range(1, epochs_done + 1) if e not in by_epoch]
+        if missing:
+            have = f"epochs {min(by_epoch)}-{max(by_epoch)}" if by_epoch else "no epoch"
+            raise DamagedRun(f"{self.metrics_path} holds {have} but the checkpoint {self.checkpoint_path} is at "
+                             f"epoch {epochs_done} (epoch {missing[0]} is missing): the metrics file is damaged; "
+                             "start over with --no-resume, or restore the file")
         rows = [by_epoch[e] for e in sorted(by_epoch)]
         self.rewrite_metrics(rows)
         return rows
@@ -191,27 +326,55 @@ class RunDir:
 
     def remove_checkpoint(self) -> None:
         self.checkpoint_path.unlink(missing_ok=True)
+        self.checksum_path.unlink(missing_ok=True)
 
     def save_checkpoint(self, state: dict[str, Any]) -> None:
-        """``torch.save`` into a temp file + ``os.replace``: a kill leaves the old checkpoint or the new."""
+        """``torch.save`` into a temp file, record its checksum, ``os.replace``.
+
+        A kill leaves the old checkpoint or the new one. The checksum file is written first
+        and accepts both the new digest and the current file's, so a kill between the two
+        renames still leaves a checkpoint that verifies.
+        """
         import torch
 
-        atomic_write(self.checkpoint_path, lambda f: torch.save(state, f), mode="wb")
+        def seal(tmp: Path) -> None:
+            current = [self._digest(self.checkpoint_path)] if self.has_checkpoint() else []
+            write_json(self.checksum_path, {"sha256": _sha256(tmp), "accept": [_sha256(tmp), *current],
+                                            "bytes": tmp.stat().st_size})
+
+        atomic_write(self.checkpoint_path, lambda f: torch.save(state, f), mode="wb", before_replace=seal)
+
+    def _digest(self, path: Path) -> str:
+        return _sha256(path)
+
+    def verify_checkpoint(self) -> None:
+        """DamagedRun when the checkpoint fails its recorded checksum (none recorded: resgrad 0.1, accepted)."""
+        if not self.checksum_path.is_file():
+            return
+        try:
+            accept = read_file(self.checksum_path)["accept"]
+        except (ResultError, KeyError, TypeError) as e:
+            raise DamagedRun(f"{self.checksum_path} is damaged ({str(e)[:120]}); start over with --no-resume") from None
+        if _sha256(self.checkpoint_path) not in accept:
+            raise DamagedRun(f"{self.checkpoint_path} fails its checksum ({self.checksum_path}): the file is damaged; "
+                             "start over with --no-resume (or restore the file from a copy)")
 
     def load_checkpoint(self) -> dict[str, Any]:
-        """The checkpoint's state (tensors on the CPU, ``weights_only``); one line when unreadable."""
+        """The checkpoint's state (tensors on the CPU, ``weights_only``), checksum verified; one line when not."""
         import pickle
 
         import torch
 
+        self.verify_checkpoint()
         try:
             state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ValueError(f"cannot read checkpoint {self.checkpoint_path} ({first[:200]}); remove the run "
-                             "folder to start over") from None
+        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as e:
+            # Never pass on torch's "weights_only=False will likely succeed": that runs arbitrary code.
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0].split(" (1)")[0]
+            raise DamagedRun(f"cannot read checkpoint {self.checkpoint_path} ({first[:160]}); start over with "
+                             "--no-resume") from None
         if not isinstance(state, dict):
-            raise ValueError(f"{self.checkpoint_path} is not a resgrad checkpoint; use a new --out folder")
+            raise DamagedRun(f"{self.checkpoint_path} is not a resgrad checkpoint; start over with --no-resume")
         return state
 
     # ---- results --------------------------------------------------------------------
@@ -244,6 +407,25 @@ class RunDir:
         if config is not None and jsonable(getattr(res, "config", None)) != jsonable(config):
             return None
         return res
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _describe_holder(fd: int) -> str:
+    try:
+        info = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
+    except (OSError, ValueError):
+        info = {}
+    if not isinstance(info, dict) or "pid" not in info:
+        return "another process"
+    return (f"pid {info['pid']} on {info.get('host', '?')} since {info.get('since', '?')}"
+            + (f" ({info['command']})" if info.get("command") else ""))
 
 
 def _now() -> str:

@@ -15,18 +15,29 @@ Rerunning ``fit`` on the folder continues from ``checkpoints/last.pt`` (kill -9 
 ``metrics.jsonl`` is cut back to the checkpointed epochs first, every source of randomness
 is restored or re-derived from ``(seed, epoch)``, so on CPU the final weights are bitwise
 those of an uninterrupted run. A finished run returns its recorded result.
+
+Preemption (Slurm sends SIGTERM, or SIGUSR1 with ``--signal``; people press Ctrl-C): on
+SIGTERM, SIGINT or SIGUSR1 the current step finishes, a mid-epoch checkpoint is written
+(the position in the epoch's data order, the epoch's partial losses, every RNG and callback
+state) and :class:`Preempted` is raised; the CLI prints one line and exits 128 + signal.
+The rerun continues at that step, bitwise. ``checkpoint_steps`` / ``checkpoint_minutes``
+write such checkpoints on a clock too, for epochs that take hours. Only one process writes
+a run folder at a time (:meth:`resgrad.rundir.RunDir.locked`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
 import random
+import signal
 import sys
+import threading
 import time
 from collections.abc import Iterable, Sequence
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -43,13 +54,14 @@ from .io import environment, jsonable
 from .nets import blocks, build, build_for, gates
 from .rundir import RunDir
 
-__all__ = ["TrainConfig", "FitResult", "NonFiniteLoss", "fit", "evaluate", "load_run"]
+__all__ = ["TrainConfig", "FitResult", "NonFiniteLoss", "Preempted", "fit", "evaluate", "load_run"]
 
 RUN_KIND = "resgrad.train"  # config.json["kind"]: what load_run recognises as a run folder
 _FORMAT = 1  # bump when the checkpoint or config.json layout changes
 
 # Fields that do not change what is trained: a resumed run may differ in them.
-_FREE_FIELDS = ("device", "checkpoint_every", "eval_batch_size")
+_FREE_FIELDS = ("device", "checkpoint_every", "checkpoint_steps", "checkpoint_minutes", "eval_batch_size")
+_SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR1")  # Slurm's SIGTERM, Ctrl-C, sbatch --signal=USR1@...
 
 
 @dataclass
@@ -69,6 +81,8 @@ class TrainConfig:
     seed: int = 0  # seeds the global RNGs at a fresh start, the data order and the block sampling
     device: str = "auto"  # "auto" (CUDA when present, else CPU), "cpu", "cuda", "cuda:N", "mps"
     checkpoint_every: int = 1  # epochs between checkpoints; the last epoch is always saved
+    checkpoint_steps: int | None = None  # also a mid-epoch checkpoint every this many steps (long epochs)
+    checkpoint_minutes: float | None = None  # ... or once this many minutes have passed since the last one
     eval_batch_size: int = 1000  # test examples per forward pass (memory only, same result)
     max_steps: int | None = None  # stop after this many SGD steps in all (smoke runs); the schedule fits them
     active_blocks: int | None = None  # k: per batch only k random blocks' branches train (Veit et al. 2016 §5.2)
@@ -107,6 +121,10 @@ def _validate(c: TrainConfig) -> None:
          c.checkpoint_every)
     need(is_int(c.eval_batch_size) and c.eval_batch_size >= 1, "eval_batch_size must be an integer >= 1",
          c.eval_batch_size)
+    need(c.checkpoint_steps is None or (is_int(c.checkpoint_steps) and c.checkpoint_steps >= 1),
+         "checkpoint_steps must be None or an integer >= 1", c.checkpoint_steps)
+    need(c.checkpoint_minutes is None or pos(c.checkpoint_minutes),
+         "checkpoint_minutes must be None or a number > 0", c.checkpoint_minutes)
     need(c.max_steps is None or (is_int(c.max_steps) and c.max_steps >= 1),
          "max_steps must be None or an integer >= 1", c.max_steps)
     need(c.active_blocks is None or (is_int(c.active_blocks) and c.active_blocks >= 1),
@@ -123,6 +141,16 @@ class FitResult:
     out_dir: Path | None = None  # the run folder, when one was written
     resumed_from: int = 0  # epochs already done when this call started (0: a fresh run)
     schedule: dict[str, Any] = field(default_factory=dict)  # steps_per_epoch, total_steps, milestone_steps
+
+
+class Preempted(RuntimeError):
+    """fit stopped on a signal after a mid-epoch checkpoint; rerun the same command to resume."""
+
+    def __init__(self, message: str, *, signum: int, epoch: int, step: int) -> None:
+        super().__init__(message)
+        self.signum = signum  # the signal that stopped it (exit code 128 + signum)
+        self.epoch = epoch  # 1-based epoch in progress
+        self.step = step  # global steps done
 
 
 class NonFiniteLoss(RuntimeError):
@@ -179,8 +207,9 @@ def fit(
     device = _resolve_device(config.device)
     spe = data.num_batches(config.batch_size)
     total = spe * config.epochs if config.max_steps is None else min(spe * config.epochs, config.max_steps)
-    # Milestones are fractions of the steps actually run, so a max_steps run keeps the shape.
-    marks = [round(m * total) for m in config.milestones]
+    # Milestones are fractions of the steps actually run, so a max_steps run keeps the shape;
+    # never step 0 (a one-step run would otherwise run at the post-milestone lr).
+    marks = _milestone_steps(config, total)
     schedule = {"steps_per_epoch": spe, "total_steps": total, "milestone_steps": marks}
 
     bl = blocks(model)
@@ -202,32 +231,46 @@ def fit(
     )
 
     def factor(step: int) -> float:  # lr / config.lr for the step about to run
-        if step < config.warmup_iters:
-            return config.warmup_lr / config.lr
-        return config.gamma ** sum(step >= m for m in marks)
+        return _lr_factor(config, marks, step)
 
     # Stepped once per iteration, not per epoch, so warm-up and milestones fall on steps.
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
     run = RunDir(out_dir) if out_dir is not None else None
+    with ExitStack() as held:
+        if run is not None:  # one writer per run folder; a finished run may be read on read-only storage
+            held.enter_context(run.locked(read_only_ok=True))
+        return _fit(model, data, config, cbs, run, resume, model_spec, progress, device, spe, total, marks,
+                    schedule, bl, k, optimizer, scheduler)
+
+
+def _fit(
+    model: nn.Module, data: DataBundle, config: TrainConfig, cbs: list[Callback], run: RunDir | None, resume: bool,
+    model_spec: dict[str, Any] | None, progress: bool | None, device: torch.device, spe: int, total: int,
+    marks: list[int], schedule: dict[str, Any], bl: list, k: int | None, optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+) -> FitResult:
     out = run.path if run is not None else None
     epoch0, step, history = 0, 0, []
     metrics_file = None
+    partial: dict[str, Any] | None = None  # a mid-epoch checkpoint's position and partial losses
     if run is not None:
-        state = _open_run(run, _run_record(config, device, model, data, model_spec, schedule), resume)
+        state = _open_run(run, _run_record(config, device, model, data, model_spec, schedule), resume, marks)
         if state is not None:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
             epoch0, step = int(state["epoch"]), int(state["step"])
             history = run.keep_metrics(epoch0)
-            if state["finished"]:
+            if state["finished"] and step >= total:
                 final = history[-1] if history else {}
                 return FitResult(model, history, final, out, epoch0, schedule)
             _set_rng_state(state["rng"])
             _load_callback_states(cbs, state.get("callbacks", {}))
+            partial = state.get("partial")
+        run.need_write()  # there is training left to do
         metrics_file = run.open_metrics()  # closed in the finally below
-    if epoch0 == 0:
+    if epoch0 == 0 and partial is None:
         _seed_all(config.seed)
 
     loss_fn = nn.CrossEntropyLoss()
@@ -236,7 +279,17 @@ def fit(
     step_losses = torch.empty(spe, device=device)
     bar = _Progress(progress, total, step, config.epochs)
     last_ckpt = epoch0
+    stop = _Stop()
+    saved_at = time.monotonic()
+
+    def save_partial(epoch: int, pos: int, wrong: Tensor, sizes: list[int], pick: torch.Generator | None) -> None:
+        assert run is not None
+        part = {"pos": pos, "losses": step_losses[:pos].detach().cpu(), "wrong": int(wrong), "sizes": list(sizes),
+                "pick": pick.get_state() if pick is not None else None}
+        _save_checkpoint(run, model, optimizer, scheduler, epoch - 1, step, False, cbs, part)
+
     try:
+        stop.__enter__()
         for cb in cbs:
             cb.on_train_start(model)
         epoch = epoch0
@@ -248,8 +301,19 @@ def fit(
             pick = torch.Generator().manual_seed(_derived_seed(config.seed, epoch, 1)) if k else None
             wrong = torch.zeros((), dtype=torch.long, device=device)
             sizes: list[int] = []
+            skip = 0
+            if partial is not None:  # resume inside this epoch: replay its data order up to the position
+                skip = int(partial["pos"])
+                step_losses[:skip] = partial["losses"].to(step_losses)
+                wrong += int(partial["wrong"])
+                sizes = [int(n) for n in partial["sizes"]]
+                if pick is not None and partial.get("pick") is not None:
+                    pick.set_state(partial["pick"])
+                partial = None
             lr = optimizer.param_groups[0]["lr"]
             for i, (xb, yb) in enumerate(data.batches(config.batch_size, train=True, generator=order)):
+                if i < skip:
+                    continue  # drawn (so the order and augmentation RNG advance exactly), already trained
                 xb = xb.to(device, non_blocking=True)
                 yb = yb.to(device, non_blocking=True)
                 if pick is not None:
@@ -278,6 +342,16 @@ def fit(
                 bar.advance()
                 if step >= total:
                     break
+                if i + 1 == spe:
+                    continue  # the epoch's last step: its end below checkpoints (and stops on a signal)
+                if run is not None and (
+                        stop.signum is not None
+                        or (config.checkpoint_steps and step % config.checkpoint_steps == 0)
+                        or (config.checkpoint_minutes and time.monotonic() - saved_at >= 60 * config.checkpoint_minutes)):
+                    save_partial(epoch, i + 1, wrong, sizes, pick)
+                    saved_at = time.monotonic()
+                if stop.signum is not None:
+                    raise _preempted(stop.signum, epoch, step, run)
             train = _epoch_train_metrics(step_losses[: len(sizes)], sizes, wrong, epoch, step, out, last_ckpt)
             test = evaluate(model, data, batch_size=config.eval_batch_size, device=device)
             if not math.isfinite(test["loss"]):
@@ -295,9 +369,12 @@ def fit(
                 assert metrics_file is not None
                 run.append_metrics(metrics_file, metrics)
                 done = step >= total
-                if done or epoch % config.checkpoint_every == 0:
+                if done or epoch % config.checkpoint_every == 0 or stop.signum is not None:
                     _save_checkpoint(run, model, optimizer, scheduler, epoch, step, done, cbs)
                     last_ckpt = epoch
+                    saved_at = time.monotonic()
+            if stop.signum is not None and step < total:
+                raise _preempted(stop.signum, epoch, step, run)
         for cb in cbs:
             cb.on_train_end(model)
     except BaseException as exc:
@@ -305,11 +382,58 @@ def fit(
             cb.on_exception(model, exc)
         raise
     finally:
+        stop.__exit__()
         bar.close()
         if metrics_file is not None:
             metrics_file.close()
     final = history[-1] if history else {}
     return FitResult(model, history, final, out, epoch0, schedule)
+
+
+def _milestone_steps(config: TrainConfig, total: int) -> list[int]:
+    return [max(1, round(m * total)) for m in config.milestones]
+
+
+def _lr_factor(config: TrainConfig, marks: list[int], step: int) -> float:
+    if step < config.warmup_iters:
+        return config.warmup_lr / config.lr
+    return config.gamma ** sum(step >= m for m in marks)
+
+
+def _preempted(signum: int, epoch: int, step: int, run: RunDir | None) -> Preempted:
+    name = signal.Signals(signum).name
+    where = ("rerun the same command to resume" if run is not None
+             else "no run folder was written, so it cannot resume (pass out_dir / --out)")
+    return Preempted(f"stopped at epoch {epoch} step {step} on {name}; {where}", signum=signum, epoch=epoch, step=step)
+
+
+class _Stop:
+    """SIGTERM / SIGINT / SIGUSR1 set a flag that the loop reads after each step (main thread only).
+
+    A second signal while the checkpoint is written changes nothing: the write is atomic and
+    the loop stops right after it.
+    """
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum is None:
+            self.signum = signum
+
+    def __enter__(self) -> _Stop:
+        if threading.current_thread() is threading.main_thread():
+            for name in _SIGNALS:
+                sig = getattr(signal, name, None)
+                if sig is not None:
+                    self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old.clear()
 
 
 def _epoch_train_metrics(
@@ -392,17 +516,54 @@ def load_run(run_dir: str | os.PathLike, *, device: str | torch.device = "cpu") 
 # ---- run folder -----------------------------------------------------------------------
 
 
-def _open_run(run: RunDir, record: dict[str, Any], resume: bool) -> dict[str, Any] | None:
+def _open_run(run: RunDir, record: dict[str, Any], resume: bool, marks: list[int]) -> dict[str, Any] | None:
     """Check and prepare the run folder; return the checkpoint to resume from, if any."""
+    if resume and not run.has_config() and run.has_checkpoint():
+        raise ValueError(f"{run.path} has a checkpoint but no config.json, so it cannot be checked against this "
+                         "config; restore config.json, or start over with --no-resume")
     if resume and run.has_config():
-        run.claim(record, compare=lambda r: _comparable(r, record.get("model_spec") is not None))
+        old = run.read_config(RUN_KIND)
+        grown = _grow(run, old, record, marks)
+        run.claim(grown or record, compare=lambda r: _comparable(r, record.get("model_spec") is not None),
+                  fresh=grown is not None)
         if run.has_checkpoint():
             return _load_checkpoint(run)
     # A fresh start: resume=False, or a run killed before its first checkpoint.
+    run.need_write()
     run.remove_checkpoint()
     run.claim(record, fresh=True)
     run.rewrite_metrics([])
     return None
+
+
+def _grow(run: RunDir, old: dict[str, Any], new: dict[str, Any], marks: list[int]) -> dict[str, Any] | None:
+    """The record to continue under when ``new`` only trains for longer than ``old``; else None.
+
+    The lr milestones are fractions of all steps, so more epochs move them. Continuing is
+    allowed only when every step already run had the same lr under the new schedule (a
+    constant lr, or milestones still ahead); otherwise one line says what to pass instead.
+    """
+    a, b = dict(old.get("config") or {}), dict(new["config"])
+    if a.get("epochs") == b.get("epochs") or not isinstance(a.get("epochs"), int):
+        return None
+    rest = [k for k in set(a) | set(b) if k not in (*_FREE_FIELDS, "epochs") and jsonable(a.get(k)) != jsonable(b.get(k))]
+    if rest or jsonable(old.get("data", {}) | {"info": None}) != jsonable(new.get("data", {}) | {"info": None}):
+        return None  # other differences: claim() names them
+    done = int((old.get("schedule") or {}).get("total_steps", 0))
+    if run.has_checkpoint():
+        done = int(run.load_checkpoint().get("step", done))
+    cfg_old = TrainConfig(**{k: v for k, v in a.items() if k in {f.name for f in dataclasses.fields(TrainConfig)}})
+    old_marks = list((old.get("schedule") or {}).get("milestone_steps", _milestone_steps(cfg_old, done)))
+    cfg_new = TrainConfig(**{**b, "device": "cpu"})
+    moved = [s for s in range(done) if _lr_factor(cfg_old, old_marks, s) != _lr_factor(cfg_new, marks, s)]
+    if b["epochs"] < a["epochs"] or moved:
+        why = ("fewer epochs than it has" if b["epochs"] < a["epochs"] else
+               f"the lr milestones move from steps {old_marks} to {marks}, so step {moved[0]} already ran at "
+               "another lr than the longer schedule gives it")
+        raise ValueError(f"{run.path} trained with --epochs {a['epochs']}; --epochs {b['epochs']} would change "
+                         f"its schedule ({why}); keep --epochs {a['epochs']}, or train the longer run in a new "
+                         "--out folder (or here with --no-resume)")
+    return {**new, "created": old.get("created"), "grown_from": {"epochs": a["epochs"], "steps": done}}
 
 
 def _run_record(
@@ -467,7 +628,7 @@ def _check_loadable(obj: Any, where: str) -> None:
 
 def _save_checkpoint(
     run: RunDir, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
-    epoch: int, step: int, finished: bool, cbs: Sequence[Callback],
+    epoch: int, step: int, finished: bool, cbs: Sequence[Callback], partial: dict[str, Any] | None = None,
 ) -> None:
     cb_states = {}
     for key, cb in zip(_callback_keys(cbs), cbs, strict=True):
@@ -478,6 +639,7 @@ def _save_checkpoint(
         "format": _FORMAT, "epoch": epoch, "step": step, "finished": finished,
         "model": model.state_dict(), "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(), "rng": _rng_state(), "callbacks": cb_states,
+        "partial": partial,  # None at an epoch's end; else the position inside epoch + 1
     }
     run.save_checkpoint(state)
 

@@ -69,12 +69,19 @@ def guarded(fn: F) -> F:
         except Exception as e:
             if os.environ.get("RESGRAD_DEBUG"):
                 raise
+            signum = getattr(e, "signum", None)
+            if type(e).__name__ == "Preempted" and isinstance(signum, int):
+                # Stopped on SIGTERM/SIGINT/SIGUSR1 after a checkpoint: the shell's code for that signal.
+                err_console.print(f"[yellow]{escape(str(e))}[/]", highlight=False, soft_wrap=True)
+                sys.stderr.flush()
+                raise typer.Exit(128 + signum) from None
             code = 1 if isinstance(e, CheckFailed) else 2 if isinstance(
                 e, (ValueError, TypeError, FileNotFoundError, NotImplementedError, KeyError, ImportError)
             ) else 1
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            text = e.strerror if isinstance(e, OSError) and e.strerror and e.filename is None else str(e)
+            msg = text.strip().splitlines()[0] if text.strip() else type(e).__name__
             err_console.print(f"[bold red]error:[/] {escape(msg)}", highlight=False, soft_wrap=True)
-            if code == 1 and not isinstance(e, CheckFailed):
+            if code == 1 and not isinstance(e, (CheckFailed, OSError)):
                 err_console.print("(set RESGRAD_DEBUG=1 to see the traceback)", style="dim")
             sys.stderr.flush()
             raise typer.Exit(code) from None

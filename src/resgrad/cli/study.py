@@ -65,4 +65,10 @@ def command(
     from resgrad.report import render
 
     result = run_study(config, run_dir, log=log)
-    log(f"report: {render(result, run_dir / 'report.html')}")
+    report = run_dir / "report.html"
+    try:
+        log(f"report: {render(result, report)}")
+    except OSError:
+        if not report.is_file():
+            raise
+        log(f"report: {report} (not re-rendered: {run_dir} cannot be written)")

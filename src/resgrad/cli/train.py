@@ -27,6 +27,8 @@ def command(
     active_blocks: Annotated[
         int | None, typer.Option(help="Train only K random blocks per batch (Veit et al. 2016 §5.2).")
     ] = None,
+    checkpoint_every: Annotated[str, typer.Option(
+        help="Checkpoint every N epochs (2), N steps (500s) or N minutes (10m); each epoch's end counts.")] = "1",
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
     out: OutOpt = None,
@@ -35,12 +37,15 @@ def command(
 ) -> None:
     """Train a model with the He et al. 2015 recipe, writing a resumable run folder.
 
-    Rerun the same command after an interruption (kill -9 included) to resume it.
+    Rerun the same command after an interruption (kill -9 included) to resume it. On
+    SIGTERM, SIGINT or SIGUSR1 (Slurm's preemption signals) it finishes the current step,
+    checkpoints mid-epoch and exits 128 + the signal; the rerun continues at that step.
 
     Examples:
       resgrad train resnet20 --data mnist1d --epochs 30
       resgrad train plain56 --data cifar10 --data-dir ~/data --device cuda
       resgrad train resmlp-16x64 --data synthetic --epochs 3 --out runs/smoke
+      resgrad train resnet110 --data cifar10 --checkpoint-every 10m
     """
     import torch
 
@@ -49,7 +54,7 @@ def command(
 
     config = resgrad.TrainConfig(
         epochs=epochs, batch_size=batch_size, lr=lr, warmup_iters=warmup_iters, max_steps=max_steps,
-        active_blocks=active_blocks, seed=seed, device=resolve_device(device),
+        active_blocks=active_blocks, seed=seed, device=resolve_device(device), **checkpoint_option(checkpoint_every),
     )
     name = model.strip().lower()
     try:  # an unknown name or a bad depth: say so before loading any data
@@ -72,6 +77,26 @@ def command(
         console.print(f"{run_dir} already finished; showing its recorded result", highlight=False, soft_wrap=True)
     _print_table(result.history, sum(p.numel() for p in net.parameters()))
     console.print(f"run folder: {run_dir}", highlight=False, soft_wrap=True)
+
+
+def checkpoint_option(text: str) -> dict[str, int | float]:
+    """``--checkpoint-every``: ``"2"`` epochs, ``"500s"`` steps or ``"10m"`` minutes, as TrainConfig fields."""
+    t = text.strip().lower()
+    try:
+        if t.endswith("s"):
+            n = int(t[:-1])
+            key = "checkpoint_steps"
+        elif t.endswith("m"):
+            n = float(t[:-1])
+            key = "checkpoint_minutes"
+        else:
+            n = int(t)
+            key = "checkpoint_every"
+    except ValueError:
+        n, key = 0, ""
+    if not key or not n > 0:
+        raise ValueError(f"--checkpoint-every takes N epochs (2), N steps (500s) or N minutes (10m), received {text!r}")
+    return {key: n}
 
 
 def _print_table(history: list[dict], n_params: int) -> None:

@@ -63,6 +63,9 @@ def run(config: DiagnoseConfig, out: str | Path | RunDir | None = None, *, model
     shape = tuple(data.input_shape) if data is not None else config.input_shape
     if shape is None:
         raise ValueError(f"cannot tell the input shape of {config.spec!r}: pass --input-shape (e.g. 3,32,32) or --data")
+    if not any(p.requires_grad for p in model.parameters()):
+        raise ValueError(f"{config.spec} has no parameters that need gradients, so there is no gradient to "
+                         "diagnose; give a model with trainable weights")
     torch.manual_seed(config.seed)
     device = config.device
     model = model.to(device).train()
@@ -73,10 +76,12 @@ def run(config: DiagnoseConfig, out: str | Path | RunDir | None = None, *, model
         with torch.no_grad():
             probe = model(x0)
     except Exception as e:  # the model's own complaint, in one line
-        raise ValueError(
-            f"{config.spec} failed on input of shape {tuple(x0.shape)}: {_one_line(e)}; pass --input-shape matching "
-            "the model (one example, no batch dim)"
-        ) from None
+        shape_like = isinstance(e, RuntimeError) and any(
+            w in str(e) for w in ("shape", "size", "dimension", "mat1", "channels", "Expected"))
+        hint = ("pass --input-shape matching the model (one example, no batch dim)" if shape_like else
+                "the error comes from the model's own forward (RESGRAD_DEBUG=1 shows where)")
+        raise ValueError(f"{config.spec} failed on input of shape {tuple(x0.shape)}: "
+                         f"{type(e).__name__}: {_one_line(e)}; {hint}") from None
     if not isinstance(probe, torch.Tensor):
         raise ValueError(f"{config.spec} returned {type(probe).__name__}; diagnose needs a model returning one tensor")
     n_classes = probe.shape[1] if probe.dim() == 2 else None
@@ -112,9 +117,10 @@ def run(config: DiagnoseConfig, out: str | Path | RunDir | None = None, *, model
     }))
     if out is not None:
         run_dir = out if isinstance(out, RunDir) else RunDir(out)
-        run_dir.claim({"kind": KIND, "config": jsonable(asdict(config)), "environment": result.environment},
-                      fresh=True)
-        run_dir.write_results(result)
+        with run_dir.locked():
+            run_dir.claim({"kind": KIND, "config": jsonable(asdict(config)), "environment": result.environment},
+                          fresh=True)
+            run_dir.write_results(result)
     return result
 
 

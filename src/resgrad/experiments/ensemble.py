@@ -33,6 +33,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -387,6 +388,13 @@ def run(
         raise ValueError(f"parts must be a non-empty subset of {', '.join(PARTS)}, received {list(parts)}")
     log = log or (lambda s: None)
     run_dir = None if out is None else out if isinstance(out, RunDir) else RunDir(out)
+    with run_dir.locked() if run_dir is not None else nullcontext():  # one writer per folder
+        return _run(config, run_dir, residual, plain, data, names, parts, log)
+
+
+def _run(config: EnsembleConfig, run_dir: RunDir | None, residual: nn.Module | str | None,
+         plain: nn.Module | str | None, data: DataBundle | None, names: tuple[str | None, str | None] | None,
+         parts: Sequence[str], log: Callable[[str], None]) -> EnsembleResult:
     out = None if run_dir is None else run_dir.path
     if run_dir is not None:
         # Model objects and data come from the caller, so a used folder is recomputed, never

@@ -243,13 +243,21 @@ def run(config: FlowConfig | None = None, out: str | Path | RunDir | None = None
     ``progress(i, n, config_row)`` is called after each measured config.
     """
     config = config or FlowConfig()
-    cfg = jsonable(asdict(config))
     run_dir = None if out is None else out if isinstance(out, RunDir) else RunDir(out)
-    if run_dir is not None:
+    if run_dir is None:
+        return _compute(config, progress)
+    cfg = jsonable(asdict(config))
+    with run_dir.locked(read_only_ok=True):  # one writer; a finished folder can be read on read-only storage
         run_dir.claim({"kind": KIND, "config": cfg, "environment": environment(config.device)},
                       compare=lambda r: _comparable(r.get("config") or {}))
         if reuse and (done := run_dir.finished(FlowResult, cfg)) is not None:
             return done
+        result = _compute(config, progress)
+        run_dir.write_results(result)
+    return result
+
+
+def _compute(config: FlowConfig, progress: Callable[[int, int, dict], None] | None) -> FlowResult:
     threads = torch.get_num_threads()
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -258,8 +266,6 @@ def run(config: FlowConfig | None = None, out: str | Path | RunDir | None = None
             result = _run(config, progress)
     finally:
         torch.set_num_threads(threads)
-    if run_dir is not None:
-        run_dir.write_results(result)
     return result
 
 
