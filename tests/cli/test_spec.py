@@ -92,3 +92,12 @@ def test_missing_package_names_the_extra(monkeypatch, spec, extra):
     monkeypatch.setitem(sys.modules, "timm" if extra == "timm" else "transformers", None)  # import fails
     with pytest.raises(ImportError, match=rf"pip install 'resgrad\[{extra}\]'"):
         resolve_spec(spec)
+
+
+def test_a_raising_factory_is_named_with_its_spec(tmp_path, monkeypatch):
+    from resgrad.cli._spec import resolve_spec
+
+    (tmp_path / "boom_nets.py").write_text("def make():\n    raise RuntimeError('no GPU here')\n")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=r"SPEC 'boom_nets:make': make\(\) raised RuntimeError: no GPU here"):
+        resolve_spec("boom_nets:make")

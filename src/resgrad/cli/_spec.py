@@ -302,6 +302,8 @@ def _factory(spec: str, input_shape: tuple[int, ...] | None, num_classes: int | 
                 f"SPEC {spec!r}: calling {attr}() failed ({_first_line(e)}); point SPEC at a function or class "
                 "that takes no arguments, or at a module instance"
             ) from e
+        except Exception as e:  # the user's factory raised: say which SPEC, in one line
+            raise ValueError(f"SPEC {spec!r}: {attr}() raised {type(e).__name__}: {_first_line(e)}") from e
     else:
         raise TypeError(f"SPEC {spec!r}: {attr} is a {type(obj).__name__}, not an nn.Module or a factory")
     if not isinstance(model, nn.Module):
