@@ -24,11 +24,11 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ._base import Executor, OnEvent, Task, TaskFailed, cores, portable, run_task, torch_threads
+from ._base import Executor, OnEvent, Task, TaskFailed, cores, portable, probe, run_task, torch_threads
 from .local import LocalExecutor
 
 __all__ = ["Executor", "Task", "TaskFailed", "OnEvent", "LocalExecutor", "RayExecutor", "SlurmExecutor",
-           "EXECUTORS", "make_executor", "run_task", "cores", "portable", "torch_threads"]
+           "EXECUTORS", "make_executor", "run_task", "probe", "cores", "portable", "torch_threads"]
 
 EXECUTORS = ("local", "ray", "slurm")
 

@@ -17,7 +17,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-__all__ = ["Task", "TaskFailed", "Executor", "OnEvent", "run_task", "cores", "portable", "torch_threads"]
+__all__ = ["Task", "TaskFailed", "Executor", "OnEvent", "run_task", "cores", "portable", "torch_threads",
+           "probe"]
 
 # on_start / on_done hooks: (index in the task list, task, return value or None)
 OnEvent = Callable[[int, "Task", Any], None]
@@ -49,6 +50,27 @@ def run_task(task: Task) -> Any:
     for part in name.split("."):
         fn = getattr(fn, part)
     return fn(task.config, task.run_dir)
+
+
+def probe(config: dict[str, Any], run_dir: str) -> dict[str, Any]:
+    """A task that trains nothing: where it ran (pid, host, torch threads, visible GPUs).
+
+    ``Task("resgrad.executors:probe")`` checks a cluster before a sweep. ``config["sleep"]``
+    seconds of waiting and ``config["fail"]`` (a message to raise as ValueError) let tests
+    exercise an executor without training.
+    """
+    import socket
+    import time
+
+    import torch
+
+    if config.get("sleep"):
+        time.sleep(float(config["sleep"]))
+    if config.get("fail"):
+        raise ValueError(str(config["fail"]))
+    return {"pid": os.getpid(), "host": socket.gethostname(), "threads": torch.get_num_threads(),
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "run_dir": run_dir,
+            "config": config}
 
 
 def portable(exc: BaseException, label: str = "") -> BaseException:

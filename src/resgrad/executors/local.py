@@ -80,6 +80,7 @@ class LocalExecutor(Executor):
         self.max_retries = max_retries
         self.context = context
         self.in_process = self.workers == 1
+        self.restarts = 0  # pools replaced after a worker died, over this executor's life
 
     def describe(self) -> str:
         if self.in_process:
@@ -108,9 +109,11 @@ class LocalExecutor(Executor):
             pending = self._round(tasks, pending, results, on_done)
             if pending:
                 deaths += 1
+                self.restarts += 1
                 if deaths > self.max_retries:
                     names = ", ".join(tasks[i].label or tasks[i].run_dir for i in pending)
-                    raise RuntimeError(f"a worker process died {deaths} times (killed, or out of memory?); "
+                    raise RuntimeError(f"a worker process died {deaths} times (killed, out of memory, or a script "
+                                       "without `if __name__ == '__main__':` that spawned workers re-run); "
                                        f"unfinished: {names}; rerun the command to resume them, with fewer "
                                        "--workers if memory is short")
         return results

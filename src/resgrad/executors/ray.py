@@ -87,12 +87,12 @@ class RayExecutor(Executor):
     def start(self) -> None:
         """Start or join the cluster (idempotent; ``map`` calls it)."""
         ray = self._ray
-        if ray.is_initialized():
-            return
-        import time
-
         if self.address and self.address != "auto":
             _check_reachable(self.address)
+        if ray.is_initialized():
+            return  # joined already (by this executor, or by the caller's own ray.init)
+        import time
+
         t = time.perf_counter()
         kw = {"include_dashboard": False, "log_to_driver": False, **self.init_kwargs}
         try:

@@ -128,7 +128,7 @@ def _check_model(name: str) -> None:
         with torch.device("meta"):
             build_for(name, (1, 8), 2)
     except ValueError as e:
-        raise ValueError(f"models: {e}") from None
+        raise ValueError(f"models: {name!r}: {e}") from None
     except (NotImplementedError, RuntimeError):
         pass  # cannot build on meta: the real build in the run will tell
 
