@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from . import diagnose, flow, lesion, models, paths, report, study, train
+from . import diagnose, flow, lesion, models, paths, report, study, sweep, train
 
 app = typer.Typer(
     name="resgrad",
@@ -19,6 +19,7 @@ app = typer.Typer(
 app.command("study")(study.command)
 app.command("flow")(flow.command)
 app.command("train")(train.command)
+app.command("sweep")(sweep.command)
 app.command("paths")(paths.command)
 app.command("lesion")(lesion.command)
 app.command("diagnose")(diagnose.command)

@@ -8,6 +8,19 @@ from typing import Annotated
 import typer
 
 from ._common import DataDirOpt, DeviceOpt, OutOpt, console, guarded, resolve_device
+from ._executor import (
+    AddressOpt,
+    ClusterOpt,
+    ExecutorOpt,
+    GpusPerTaskOpt,
+    NumCpusOpt,
+    NumGpusOpt,
+    PartitionOpt,
+    ThreadsOpt,
+    TimeOpt,
+    WorkersOpt,
+    build_executor,
+)
 
 __all__ = ["command"]
 
@@ -34,11 +47,22 @@ def command(
     seeds: Annotated[str | None, typer.Option(help="Training seeds, comma-separated (default: the preset's).")] = None,
     epochs: Annotated[int | None, typer.Option(help="Training epochs per net (default: the preset's).")] = None,
     data_dir: DataDirOpt = None,
+    executor: ExecutorOpt = "local",
+    workers: WorkersOpt = None,
+    threads: ThreadsOpt = None,
+    address: AddressOpt = None,
+    num_cpus: NumCpusOpt = None,
+    num_gpus: NumGpusOpt = 0,
+    partition: PartitionOpt = None,
+    time: TimeOpt = None,
+    gpus_per_task: GpusPerTaskOpt = 0,
+    cluster: ClusterOpt = None,
 ) -> None:
     """Answer "do residual connections solve vanishing gradients?" by measurement, in one report.
 
     Runs the gradient-flow grid at initialisation, trains plain and residual twins of
-    growing depth with one recipe, and decomposes the deepest residual net's gradient by
+    growing depth with one recipe (in parallel: --workers, or a Ray or Slurm cluster
+    through --executor), and decomposes the deepest residual net's gradient by
     path length and lesions its blocks. Rerun the same command to resume a killed study;
     a finished one only re-renders its report.
 
@@ -46,6 +70,8 @@ def command(
       resgrad study
       resgrad study --preset quick --out runs/first-look
       resgrad study --preset he2015-cifar10 --data-dir ~/data --device cuda
+      resgrad study --workers 1                        # train in this process, one net after another
+      resgrad study --executor ray --address auto --num-gpus 0.25
     """
     from resgrad.experiments.study import PRESETS, run_study
     from resgrad.experiments.study import preset as make_preset
@@ -64,7 +90,12 @@ def command(
 
     from resgrad.report import render
 
-    result = run_study(config, run_dir, log=log)
+    ex = build_executor(executor, workers=workers, threads=threads, address=address, num_cpus=num_cpus,
+                        num_gpus=num_gpus, partition=partition, time=time, gpus_per_task=gpus_per_task,
+                        cluster=cluster, folder=run_dir)
+    with ex:
+        log(f"training runs: {ex.describe()}")
+        result = run_study(config, run_dir, log=log, executor=ex)
     report = run_dir / "report.html"
     try:
         log(f"report: {render(result, report)}")

@@ -14,7 +14,8 @@ The result is a :class:`resgrad.results.DegradationResult` (results/degradation.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -25,15 +26,17 @@ from torch import nn
 from .. import stats
 from ..data import DataBundle
 from ..data import load as load_data
+from ..executors import Executor, LocalExecutor, Task, make_executor
 from ..io import environment, jsonable
 from ..nets import build_for
 from ..nets.registry import TWIN_UNITS, twin_names
 from ..probes import GradientMonitor
 from ..results import DegradationResult
 from ..rundir import RunDir
-from ..train import TrainConfig, fit
+from ..train import RUN_KIND, TrainConfig, fit
 
-__all__ = ["DegradationConfig", "load_for", "run", "run_degradation", "twin_names"]
+__all__ = ["DegradationConfig", "load_for", "run", "run_degradation", "twin_names", "train_run", "train_runs",
+           "read_run", "count_params", "fingerprint"]
 
 
 @dataclass
@@ -89,6 +92,139 @@ def load_for(config: DegradationConfig) -> DataBundle:
     return data
 
 
+def _data_spec(config: DegradationConfig) -> dict[str, Any]:
+    """What a worker needs to load the same examples: plain data, part of every task."""
+    return jsonable({"data": config.data, "data_kwargs": config.data_kwargs, "n_train": config.n_train,
+                     "n_test": config.n_test})
+
+
+def fingerprint(data: DataBundle) -> dict[str, Any]:
+    """Shapes and float64 sums of a dataset: a worker that loads other examples than the
+    parent was given (a stale cache, another data folder) is caught before it trains."""
+    return jsonable({"name": data.name, "train": [list(data.x_train.shape), float(data.x_train.double().sum()),
+                                                   int(data.y_train.sum())],
+                     "test": [list(data.x_test.shape), float(data.x_test.double().sum()), int(data.y_test.sum())]})
+
+
+# Datasets loaded in this process, by data spec: a worker trains many runs on one dataset.
+# The parent puts the bundle it was given here, so in-process runs train on that very object.
+_DATA: dict[str, DataBundle] = {}
+_PRINTS: dict[int, dict[str, Any]] = {}  # fingerprints by id of a bundle in _DATA
+
+
+def _data_for(spec: dict[str, Any]) -> DataBundle:
+    key = json.dumps({k: spec[k] for k in ("data", "data_kwargs", "n_train", "n_test")}, sort_keys=True)
+    if key not in _DATA:
+        cfg = DegradationConfig(data=spec["data"], data_kwargs=dict(spec["data_kwargs"]), n_train=spec["n_train"],
+                                n_test=spec["n_test"])
+        _DATA[key] = load_for(cfg)
+    data = _DATA[key]
+    want = spec.get("fingerprint")
+    if want is not None and _PRINTS.setdefault(id(data), fingerprint(data)) != want:
+        raise ValueError(f"this worker loaded other examples for {spec['data']!r} than the parent process holds "
+                         f"({fingerprint(data)} vs {want}); give every worker the same data folder and cache "
+                         "(RESGRAD_DATA, RESGRAD_CACHE), or run with --workers 1")
+    return data
+
+
+def train_run(config: dict[str, Any], run_dir: str) -> dict[str, Any]:
+    """One training run, the unit of work an executor runs (``Task.fn``).
+
+    ``config``: ``model`` (registry name), ``seed``, ``train`` (TrainConfig fields, the seed
+    included), ``monitor``, ``data`` (a data spec: name, kwargs, n_train, n_test, fingerprint)
+    and ``progress``. The weights are initialised from ``torch.manual_seed(seed)``, so the run is
+    a function of its config wherever it runs; ``fit`` resumes it from ``run_dir``.
+    """
+    data = _data_for(config["data"])
+    name, seed = config["model"], int(config["seed"])
+    torch.manual_seed(seed)  # initial weights are part of the run's seed
+    model = build_for(name, data.input_shape, data.num_classes)
+    spec = {"name": name, "kwargs": {}, "input_shape": list(data.input_shape), "num_classes": data.num_classes}
+    train = TrainConfig(**config["train"])
+    cbs = [_EpochProfile(model, data.num_batches(train.batch_size))] if config.get("monitor", True) else []
+    res = fit(model, data, train, callbacks=cbs, out_dir=run_dir, model_spec=spec, progress=config.get("progress"))
+    return {"final": {k: res.final.get(k) for k in ("train_loss", "train_error", "test_loss", "test_error")}}
+
+
+def count_params(name: str, data: DataBundle) -> int:
+    """Parameters of ``name`` built for ``data`` (on the meta device: nothing allocated, no RNG drawn)."""
+    try:
+        with torch.device("meta"):
+            model = build_for(name, data.input_shape, data.num_classes)
+    except (NotImplementedError, RuntimeError):
+        with torch.random.fork_rng(devices=[]):
+            model = build_for(name, data.input_shape, data.num_classes)
+    return sum(p.numel() for p in model.parameters())
+
+
+def read_run(run_dir: RunDir) -> dict[str, Any]:
+    """A finished training run as the parent sees it: read from its folder, never from memory.
+
+    Returns ``params``, ``history`` (metrics rows without the gradient columns), ``final``
+    (the last epoch's errors and losses) and ``grad`` (one profile per epoch that has one).
+    """
+    record = run_dir.read_config(RUN_KIND)
+    rows = run_dir.read_metrics()
+    total = (record.get("schedule") or {}).get("total_steps")
+    if not rows or (total is not None and rows[-1].get("steps") != total):
+        done = rows[-1].get("steps") if rows else 0
+        raise RuntimeError(f"{run_dir.path} stopped at step {done} of {total}: the run did not finish; rerun the "
+                           "command to resume it")
+    last = rows[-1]
+    return {
+        "params": int(record["parameters"]),
+        "history": [{k: v for k, v in h.items() if not k.startswith("grad_")} for h in rows],
+        "final": {k: last.get(k) for k in ("train_loss", "train_error", "test_loss", "test_error")},
+        "grad": [{"epoch": h["epoch"], "block_norms": h["grad_block_norms"],
+                  "ratio_first_last": h.get("grad_ratio_first_last")}
+                 for h in rows if "grad_block_norms" in h],
+    }
+
+
+def train_runs(
+    jobs: Sequence[dict[str, Any]],
+    data: DataBundle,
+    executor: Executor,
+    *,
+    log: Callable[[str], None] = print,
+    progress: bool | None = None,
+) -> list[dict[str, Any]]:
+    """Train ``jobs`` (each: ``model``, ``seed``, ``train``, ``monitor``, ``data`` spec, ``run_dir``,
+    ``label``) through ``executor``; return each run read back from its folder, in job order."""
+    spec_keys: set[str] = set()
+    for j in jobs:  # in-process runs train on the bundle given, not a fresh load
+        spec = j["data"]
+        key = json.dumps({k: spec[k] for k in ("data", "data_kwargs", "n_train", "n_test")}, sort_keys=True)
+        if key not in _DATA:
+            _DATA[key] = data
+            spec_keys.add(key)
+    show = progress if executor.in_process else False  # bars of parallel runs would interleave
+    tasks = [Task(fn=f"{__name__}:train_run", config={**{k: v for k, v in j.items() if k not in ("run_dir", "label")},
+                                                       "progress": show},
+                  run_dir=j["run_dir"], label=j["label"]) for j in jobs]
+    params = {j["label"]: count_params(j["model"], data) for j in jobs}
+    n = len(tasks)
+
+    def started(i: int, t: Task, _: Any) -> None:
+        log(f"[{i + 1}/{n}] {t.config['model']} seed {t.config['seed']}: {params[t.label]:,} parameters")
+
+    def finished(i: int, t: Task, out: Any) -> None:
+        f = (out or {}).get("final") or {}
+        who = "" if executor.in_process else f"[{i + 1}/{n}] {t.label} done: "
+        log(f"      {who}train error {_fmt(f.get('train_error'))}, test error {_fmt(f.get('test_error'))}")
+
+    try:
+        executor.map(tasks, on_start=started, on_done=finished)
+    finally:
+        for key in spec_keys:
+            _PRINTS.pop(id(_DATA.pop(key)), None)
+    return [read_run(RunDir(t.run_dir)) for t in tasks]
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.3f}" if isinstance(v, (int, float)) else "nan"
+
+
 def run(
     config: DegradationConfig,
     out: str | Path | RunDir,
@@ -96,38 +232,37 @@ def run(
     data: DataBundle | None = None,
     log: Callable[[str], None] = print,
     progress: bool | None = None,
+    executor: Executor | str | None = None,
 ) -> DegradationResult:
-    """Train every (depth, plain|residual, seed) with one recipe (``out/runs/<model>-s<seed>``)."""
+    """Train every (depth, plain|residual, seed) with one recipe (``out/runs/<model>-s<seed>``).
+
+    ``executor``: where the runs train (an :class:`~resgrad.executors.Executor` or its
+    name; None: one after another in this process, as ``workers=1``). An executor made
+    here from a name is closed here; one passed in is left open for the caller.
+    """
     out = out.path if isinstance(out, RunDir) else Path(out)
     data = load_for(config) if data is None else data
-    spe = data.num_batches(config.train.batch_size)
-    runs = []
-    jobs = [(d, arch, name, s) for d in config.depths
-            for arch, name in zip(("plain", "residual"), twin_names(d, config.unit), strict=True)
-            for s in config.seeds]
-    for i, (depth, arch, name, seed) in enumerate(jobs, 1):
-        run_dir = RunDir(out / "runs" / f"{name}-s{seed}")
-        torch.manual_seed(seed)  # initial weights are part of the run's seed
-        model = build_for(name, data.input_shape, data.num_classes)
-        spec = {"name": name, "kwargs": {}, "input_shape": list(data.input_shape), "num_classes": data.num_classes}
-        warm = dict(config.warmup).get(depth, config.train.warmup_iters)
-        train = replace(config.train, seed=seed, warmup_iters=warm)
-        cbs = [_EpochProfile(model, spe)] if config.monitor else []
-        log(f"[{i}/{len(jobs)}] {name} seed {seed}: {sum(p.numel() for p in model.parameters()):,} parameters")
-        res = fit(model, data, train, callbacks=cbs, out_dir=run_dir, model_spec=spec, progress=progress)
-        final = res.final
-        log(f"      train error {final.get('train_error', float('nan')):.3f}, "
-            f"test error {final.get('test_error', float('nan')):.3f}")
-        runs.append({
-            "model": name, "arch": arch, "depth": depth, "seed": seed,
-            "params": sum(p.numel() for p in model.parameters()),
-            "run_dir": str(run_dir.path),
-            "history": [{k: v for k, v in h.items() if not k.startswith("grad_")} for h in res.history],
-            "final": {k: final.get(k) for k in ("train_loss", "train_error", "test_loss", "test_error")},
-            "grad": [{"epoch": h["epoch"], "block_norms": h["grad_block_norms"],
-                      "ratio_first_last": h.get("grad_ratio_first_last")}
-                     for h in res.history if "grad_block_norms" in h],
-        })
+    spec = {**_data_spec(config), "fingerprint": fingerprint(data)}
+    jobs = []
+    for depth in config.depths:
+        for arch, name in zip(("plain", "residual"), twin_names(depth, config.unit), strict=True):
+            for seed in config.seeds:
+                warm = dict(config.warmup).get(depth, config.train.warmup_iters)
+                train = replace(config.train, seed=seed, warmup_iters=warm)
+                jobs.append({"model": name, "seed": seed, "train": asdict(train), "monitor": config.monitor,
+                             "data": spec, "run_dir": str(out / "runs" / f"{name}-s{seed}"),
+                             "label": f"{name}-s{seed}", "depth": depth, "arch": arch})
+    owned = not isinstance(executor, Executor)
+    ex = LocalExecutor(1) if executor is None else make_executor(executor)
+    try:
+        got = train_runs([{k: v for k, v in j.items() if k not in ("depth", "arch")} for j in jobs], data, ex,
+                         log=log, progress=progress)
+    finally:
+        if owned:
+            ex.close()
+    runs = [{"model": j["model"], "arch": j["arch"], "depth": j["depth"], "seed": j["seed"],
+             "params": g["params"], "run_dir": j["run_dir"], "history": g["history"], "final": g["final"],
+             "grad": g["grad"]} for j, g in zip(jobs, got, strict=True)]
     table = []
     for depth in config.depths:
         row: dict[str, Any] = {"depth": depth}
@@ -149,6 +284,7 @@ def run(
 
 
 def run_degradation(config: DegradationConfig, out_dir: str | Path, *, data: DataBundle | None = None,
-                    log: Callable[[str], None] = print, progress: bool | None = None) -> DegradationResult:
+                    log: Callable[[str], None] = print, progress: bool | None = None,
+                    executor: Executor | str | None = None) -> DegradationResult:
     """The degradation experiment (the name of resgrad 0.1; same as :func:`run`)."""
-    return run(config, out_dir, data=data, log=log, progress=progress)
+    return run(config, out_dir, data=data, log=log, progress=progress, executor=executor)

@@ -22,6 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from ..executors import Executor
 from ..io import environment, jsonable
 from ..results import DegradationResult, EnsembleResult, StudyResult
 from ..results.study import Timing
@@ -113,8 +114,13 @@ def run(
     *,
     log: Callable[[str], None] = print,
     progress: bool | None = None,
+    executor: Executor | str | None = None,
 ) -> StudyResult:
-    """Run (or resume) the study in ``out``; write and return its StudyResult."""
+    """Run (or resume) the study in ``out``; write and return its StudyResult.
+
+    ``executor`` trains the degradation stage's runs (an Executor or its name; None: in
+    this process, one after another). It changes where runs train, never the config.
+    """
     run_dir = out if isinstance(out, RunDir) else RunDir(out)
     with run_dir.locked(read_only_ok=True):  # one study per folder; a finished one can be read read-only
         return _run(config, run_dir, log, progress)
@@ -146,7 +152,8 @@ def _run(config: StudyConfig, run_dir: RunDir, log: Callable[[str], None], progr
         f"{deg.train.epochs} epochs on {deg.data}")
     data = load_for(deg)  # the same examples train the nets and measure their paths
     deg_dir = run_dir.sub("degradation")
-    degradation: DegradationResult = _degradation.run(deg, deg_dir, data=data, log=log, progress=progress)
+    degradation: DegradationResult = _degradation.run(deg, deg_dir, data=data, log=log, progress=progress,
+                                                          executor=executor)
     deg_dir.write_results(degradation)
     seconds["degradation"] = time.perf_counter() - t
 
@@ -177,6 +184,6 @@ def _run(config: StudyConfig, run_dir: RunDir, log: Callable[[str], None], progr
 
 
 def run_study(config: StudyConfig, out_dir: str | Path, *, log: Callable[[str], None] = print,
-              progress: bool | None = None) -> StudyResult:
+              progress: bool | None = None, executor: Executor | str | None = None) -> StudyResult:
     """The study (the name of resgrad 0.1; same as :func:`run`; ``resgrad study`` also renders the report)."""
-    return run(config, out_dir, log=log, progress=progress)
+    return run(config, out_dir, log=log, progress=progress, executor=executor)

@@ -7,6 +7,7 @@
 | resgrad.ensemble | EnsembleResult | results/ensemble.py |
 | resgrad.diagnose | DiagnoseResult | results/diagnose.py |
 | resgrad.study | StudyResult | results/study.py |
+| resgrad.sweep | SweepResult | results/sweep.py |
 
 ``load(path)`` reads and validates any of them (the envelope names the type).
 """
@@ -17,6 +18,8 @@ from .diagnose import DiagnoseResult
 from .ensemble import EnsembleResult
 from .flow import FlowResult
 from .study import StudyResult
+from .sweep import SweepResult
 
 __all__ = ["Record", "Result", "ResultError", "Num", "load", "read_file", "result_types",
-           "FlowResult", "DegradationResult", "EnsembleResult", "DiagnoseResult", "StudyResult"]
+           "FlowResult", "DegradationResult", "EnsembleResult", "DiagnoseResult", "StudyResult",
+           "SweepResult"]

@@ -269,7 +269,7 @@ def envelope(d: dict[str, Any]) -> tuple[str | None, Any]:
 
 def result_types() -> dict[str, type[Result]]:
     """Every registered result type by schema name."""
-    from . import degradation, diagnose, ensemble, flow, study  # noqa: F401 - they register themselves
+    from . import degradation, diagnose, ensemble, flow, study, sweep  # noqa: F401 - they register themselves
 
     return dict(_REGISTRY)
 

@@ -1,0 +1,85 @@
+"""`resgrad sweep`: a grid from TOML through the executor, a table of cells; bad input exits 2 in one line."""
+
+import json
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from resgrad.cli import app
+
+runner = CliRunner()
+
+GRID = """
+depths = [8]
+seeds = [0, 1]
+datasets = ["synthetic"]
+[data_kwargs.synthetic]
+shape = [1, 16]
+n_train = 128
+n_test = 64
+seed = 3
+[train]
+epochs = 1
+batch_size = 64
+lr = 0.05
+"""
+
+
+@pytest.fixture
+def grid(tmp_path):
+    p = tmp_path / "grid.toml"
+    p.write_text(GRID)
+    return p
+
+
+def test_sweep_runs_the_grid_and_prints_the_cells(tmp_path, grid):
+    out = tmp_path / "out"
+    res = runner.invoke(app, ["sweep", str(grid), "--out", str(out), "--device", "cpu", "--workers", "1",
+                              "--threads", "1"])
+    assert res.exit_code == 0, res.stderr
+    results = json.loads((out / "results.json").read_text())
+    assert results["schema"] == "resgrad.sweep" and len(results["runs"]) == 4
+    assert [c["model"] for c in results["cells"]] == ["plain8", "resnet8"]
+    for c in results["cells"]:  # the table shows each cell's test error mean as a percentage
+        assert f"{100 * c['metrics']['test_error']['mean']:.1f} ±" in res.stdout
+    assert "gradient" in res.stdout and "CI" in res.stdout  # the title (columns wrap in a narrow terminal)
+    again = runner.invoke(app, ["sweep", str(grid), "--out", str(out), "--device", "cpu", "--workers", "1"])
+    assert again.exit_code == 0 and "already finished" in again.stdout
+
+
+@pytest.mark.parametrize("extra, toml, says", [
+    (["--executor", "dask"], None, "--executor must be one of local, ray, slurm, received 'dask'"),
+    (["--workers", "0"], None, "--workers must be >= 1"),
+    (["--address", "auto"], None, "--address is an option of --executor ray, not local"),
+    (["--executor", "ray", "--address", "127.0.0.1:9"], None, "cannot reach a Ray cluster at '127.0.0.1:9'"),
+    ([], "depth = [8]\n", "unknown key 'depth'; did you mean 'depths'?"),
+    ([], "depths = [9]\n", "depths [9]: He et al. 2015 nets have 6n+2 layers"),
+    ([], "seeds = [0, 1\n", "is not valid TOML"),
+])
+def test_usage_errors_exit_2_with_one_line(tmp_path, grid, extra, toml, says):
+    if toml is not None:
+        grid.write_text(toml)
+    res = runner.invoke(app, ["sweep", str(grid), "--out", str(tmp_path / "o"), "--device", "cpu", *extra])
+    assert res.exit_code == 2, (res.stdout, res.stderr)
+    assert says in res.stderr and "Traceback" not in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert not (tmp_path / "o" / "runs").exists()  # failed before any run started
+
+
+@pytest.mark.parametrize("module, executor, extra", [("ray", "ray", "resgrad[ray]"),
+                                                     ("submitit", "slurm", "resgrad[slurm]")])
+def test_a_missing_extra_names_it(tmp_path, grid, monkeypatch, module, executor, extra):
+    monkeypatch.setitem(sys.modules, module, None)  # `import ray` now fails as if it were not installed
+    for cmd in (["sweep", str(grid)], ["study", "--preset", "quick"]):
+        res = runner.invoke(app, [*cmd, "--out", str(tmp_path / "o"), "--device", "cpu", "--executor", executor])
+        assert res.exit_code == 2, res.stderr
+        assert f"--executor {executor} needs" in res.stderr and f"pip install '{extra}'" in res.stderr
+        assert len(res.stderr.strip().splitlines()) == 1, res.stderr
+
+
+def test_study_takes_the_executor_options(tmp_path):
+    res = runner.invoke(app, ["study", "--preset", "quick", "--out", str(tmp_path / "s"), "--workers", "0"])
+    assert res.exit_code == 2 and "--workers must be >= 1" in res.stderr
+    res = runner.invoke(app, ["study", "--preset", "quick", "--out", str(tmp_path / "s"), "--partition", "gpu"])
+    assert res.exit_code == 2 and "--partition is an option of --executor slurm" in res.stderr
