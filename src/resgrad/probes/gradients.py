@@ -648,6 +648,11 @@ class GradientMonitor(Callback):
     def _on_grad(self, targets: list[_Slot], grad: Tensor) -> None:
         if not self._attached:
             return
+        if self._calls:
+            # A backward has begun, so the next forward is a new pass even when the root's
+            # forward is never called (Lightning calls training_step, not forward).
+            self._calls = {}
+            self._pass += 1
         g = grad.detach()
         n = _norm(g)
         c = _nonfinite(g, n)
