@@ -841,8 +841,10 @@ class GradientMonitor(Callback):
             raise ImportError("GradientMonitor.to_pandas needs pandas: pip install pandas") from e
         return pd.DataFrame(self.records, columns=list(COLUMNS))
 
-    def to_tensorboard(self, writer: Any, prefix: str = "grad") -> None:
-        """Add every record as a scalar ``{prefix}/{kind}/{name}`` (a SummaryWriter or a log dir)."""
+    def to_tensorboard(self, writer: Any, prefix: str = "resgrad") -> None:
+        """Add every record as a scalar (a SummaryWriter or a log dir), named like the
+        framework callbacks: ``{prefix}/grad_norm/<param>``, ``{prefix}/act_grad_norm/<module>``,
+        ``{prefix}/block_grad/<i>``, ``{prefix}/nonfinite/<name>`` (resgrad.probes.names)."""
         if isinstance(writer, (str, os.PathLike)):
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -856,11 +858,14 @@ class GradientMonitor(Callback):
             finally:
                 w.close()
             return
+        from .names import metric_dict
+
+        by_step: dict[int, list[dict[str, Any]]] = {}
         for r in self.records:
-            if r["norm"] is not None:
-                writer.add_scalar(f"{prefix}/{r['kind']}/{r['name']}", r["norm"], r["step"])
-            if r["nonfinite"]:
-                writer.add_scalar(f"{prefix}/nonfinite/{r['name']}", r["nonfinite"], r["step"])
+            by_step.setdefault(r["step"], []).append(r)
+        for step, rows in sorted(by_step.items()):
+            for tag, value in metric_dict(rows, prefix).items():
+                writer.add_scalar(tag, value, step)
 
     def __repr__(self) -> str:
         return (f"GradientMonitor(params={self.params}, activations={self.activations!r}, "
