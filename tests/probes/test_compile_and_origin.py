@@ -180,3 +180,20 @@ def test_nonfinite_origin_from_parameters_only():
     assert mon.nonfinite_origin["name"] == "1.weight"
     assert any("parameter '1.weight'" in str(w.message) for w in caught)
     assert [r["name"] for r in mon.records if r["kind"] == ORIGIN_KIND] == ["1.weight"]
+
+
+def test_warns_when_compiled_code_predates_the_hooks(one_thread):
+    """Dynamo does not guard on module hooks by default: code traced for a hook-free
+    instance of the same class is reused, so no hook runs. Say so, don't stay silent."""
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    x, y = torch.randn(4, 8), torch.randint(0, 3, (4,))
+    bare = resgrad.build("resmlp", depth=2, width=8, in_features=8, num_classes=3)
+    F.cross_entropy(torch.compile(bare, backend="aot_eager")(x), y).backward()
+    hooked = resgrad.build("resmlp", depth=2, width=8, in_features=8, num_classes=3)
+    with GradientMonitor(hooked, activations=True) as mon:
+        compiled = torch.compile(hooked, backend="aot_eager")
+        with pytest.warns(RuntimeWarning, match="skip_nnmodule_hook_guards"):
+            F.cross_entropy(compiled(x), y).backward()
+            mon.step()
+    torch._dynamo.reset()

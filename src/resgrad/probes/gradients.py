@@ -27,6 +27,11 @@ while dynamo traces, the forward hooks insert :class:`_Tap` instead: an identity
 gradient into the gradient of a small leaf "probe" tensor. That is purely functional
 (no host read, no mutation), so the hooked model compiles with ``fullgraph=True`` and the
 numbers equal eager mode's; they are read after backward, in :meth:`GradientMonitor.step`.
+Dynamo does not guard on module hooks by default (``skip_nnmodule_hook_guards``), so
+attach the monitor before the compiled model's first call; the monitor warns when a
+step had gradients but no hook ran. In compiled mode a module called several times per
+forward gets one row (the norm over its calls), and backward order for the non-finite
+origin is taken as reverse forward order (no hook runs at backward time to tell).
 
 Distributed (``torch.distributed`` initialised, world size > 1): parameter gradients
 are identical on every rank after DDP's all-reduce and are measured locally; activation
@@ -312,6 +317,7 @@ class GradientMonitor(Callback):
         self._seq = 0  # gradients seen this step, in backward order (for the non-finite origin)
         self._taps: dict[str, _TapSlot] = {}  # compiled mode: "kind:name" -> probe
         self.nonfinite_origin: dict[str, Any] | None = None  # the first step's, once found
+        self._warned_no_hooks = False
 
     @staticmethod
     def check_options(**options: Any) -> None:
@@ -535,6 +541,16 @@ class GradientMonitor(Callback):
         if taps:
             data.taps = taps
             data.tap_vals = torch.stack([t.probe.grad.detach() for t in taps])
+        elif self.activations is not None and not data.slots and data.param_idx and not self._warned_no_hooks:
+            # Gradients exist but no hook ran: typically torch.compile reusing code traced
+            # before the hooks existed (dynamo skips guards on module hooks by default).
+            self._warned_no_hooks = True
+            warnings.warn(
+                "resgrad: no activation hook ran this step although gradients exist; if the model is "
+                "torch.compile'd, attach the monitor before its first compiled call, or set "
+                "torch._dynamo.config.skip_nnmodule_hook_guards = False so hooks are guarded",
+                RuntimeWarning, stacklevel=3,
+            )
         world = _dist_world(self.sync_dist)
         if world > 1 or shards:
             self._reduce(data, shards, world)
