@@ -26,7 +26,7 @@ callback from batch start to batch end, so Trainer start-up is not counted):
                                      every step (params) vs without          goal <= 1.03x
   hf: baseline / params / params+acts  HF Trainer step, a small GPT-2 from a config, with the
                                      HF callback every step                 goals <= 1.03x, <= 1.10x
-  compiled: baseline / params / params+acts  torch.compile'd ResNet-20 (inductor), monitored
+  compiled: baseline / params / params+blocks / params+acts  torch.compile'd ResNet-20 (inductor), monitored
                                      vs bare compiled step                  goal <= 1.05x
 
     .venv/bin/python benchmarks/monitor_overhead.py [--rounds 12] [--steps 2] [--threads 1]
@@ -265,6 +265,7 @@ def _compiled_group(args: argparse.Namespace) -> None:
     steps: dict[str, Step] = {}
     monitors: list[GradientMonitor] = []
     for name, kw in (("compiled: baseline", None), ("compiled: params", {}),
+                     ("compiled: params+blocks", {"activations": "blocks"}),
                      ("compiled: params+acts", {"activations": True})):
         model = copy.deepcopy(base)
         opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)

@@ -140,12 +140,13 @@ class GradientMonitorCallback(_tf.TrainerCallback):
 def _log_schedule(args: Any) -> Any:
     """The optimizer steps the Trainer logs after: DefaultFlowCallback sets should_log
     when the incremented global_step is a multiple of logging_steps (or is 1 with
-    logging_first_step); on_pre_optimizer_step sees the step before the increment."""
+    logging_first_step); on_pre_optimizer_step sees the step before the increment.
+    None (measure every step, log the latest) where that cannot be known in advance."""
     n = args.logging_steps
     first = bool(getattr(args, "logging_first_step", False))
     strategy = str(getattr(args.logging_strategy, "value", args.logging_strategy))
-    if strategy != "steps":
-        return lambda s: first and s == 0
+    if strategy != "steps":  # "epoch"/"no": which step logs is not known ahead; measure every step
+        return None
     n = float(n)
     if n < 1:  # a fraction of max_steps: DefaultFlowCallback resolves it into state.logging_steps
         return None
