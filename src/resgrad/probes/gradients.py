@@ -20,14 +20,40 @@ tensor and works with in-place ops (torchvision's ``ReLU(inplace=True)``), where
 in-place modification. A hook registered before an in-place op sees the gradient of the
 value before it (PyTorch autograd semantics), so each module gets the gradient of what
 it returned. Modules returning their input unchanged (``nn.Identity``) are skipped.
+
+Under ``torch.compile`` a tensor hook with Python side effects breaks the graph, so
+while dynamo traces, the forward hooks insert :class:`_Tap` instead: an identity
+``autograd.Function`` whose backward writes ``[Σg², #non-finite, numel]`` of the incoming
+gradient into the gradient of a small leaf "probe" tensor. That is purely functional
+(no host read, no mutation), so the hooked model compiles with ``fullgraph=True`` and the
+numbers equal eager mode's; they are read after backward, in :meth:`GradientMonitor.step`.
+Dynamo does not guard on module hooks by default (``skip_nnmodule_hook_guards``), so
+attach the monitor before the compiled model's first call; the monitor warns when a
+step had gradients but no hook ran. In compiled mode a module called several times per
+forward gets one row (the norm over its calls), and backward order for the non-finite
+origin is taken as reverse forward order (no hook runs at backward time to tell).
+
+Distributed (``torch.distributed`` initialised, world size > 1): parameter gradients
+are identical on every rank after DDP's all-reduce and are measured locally; activation
+gradients (each rank sees its own part of the batch) and FSDP2 parameter shards
+(``fully_shard``: ``.grad`` is a sharded DTensor) are reduced as sums of squares in ONE
+all-reduce per measured step. Activation sums of squares are divided by world², DDP's
+gradient averaging, so the values equal a single-process run on the global batch when
+each rank's loss is a mean over its part.
+
+Non-finite origin: the first step with a NaN/Inf gradient adds a ``nonfinite_origin``
+row naming the first module, in backward order, whose output gradient was non-finite,
+and warns once in one line (``GradientMonitor.nonfinite_origin`` keeps it).
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
 import os
-from collections.abc import Callable, Iterator
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Literal
@@ -41,10 +67,12 @@ from torch.utils.hooks import RemovableHandle
 from ..callbacks import Callback
 from ..nets.blocks import blocks as _blocks
 
-__all__ = ["GradientMonitor", "block_gradient_profile", "robust_norm", "COLUMNS"]
+__all__ = ["GradientMonitor", "block_gradient_profile", "robust_norm", "COLUMNS", "ORIGIN_KIND"]
 
 # Columns of every row in GradientMonitor.records (tidy: one measurement per row).
 COLUMNS = ("step", "name", "kind", "block", "norm", "rms", "numel", "nonfinite", "ratio")
+# Row kind naming where a step's first non-finite gradient appeared (see _origin).
+ORIGIN_KIND = "nonfinite_origin"
 Schedule = Callable[[int], bool]
 Activations = bool | Literal["all", "leaves", "blocks"]
 
@@ -99,6 +127,71 @@ def _first_tensor(out: Any) -> Tensor | None:
     return None
 
 
+def _replace_first(obj: Any, new: Tensor) -> Any:
+    """``obj`` with its first tensor (as found by :func:`_first_tensor`) replaced by ``new``."""
+    if isinstance(obj, Tensor):
+        return new
+    items = list(obj)
+    for i, o in enumerate(items):
+        if isinstance(o, Tensor):
+            items[i] = new
+            break
+    return tuple(items) if isinstance(obj, tuple) else items
+
+
+class _Tap(torch.autograd.Function):
+    """Identity in forward; in backward, ``[Σg², #non-finite, numel]`` of the incoming
+    gradient becomes the gradient of ``probe`` (a (3,) float64 leaf), so autograd itself
+    carries the measurement out: no hook side effect, nothing for dynamo to break on."""
+
+    @staticmethod
+    def forward(ctx: Any, y: Tensor, probe: Tensor) -> Tensor:
+        ctx.probe_device = probe.device
+        # A clone, not y.view_as(y): autograd forbids in-place ops on views made inside a
+        # custom Function, and torchvision's ReLU(inplace=True) follows most convs.
+        # Measured under inductor, the clone costs no more than a view: the cost of a tap
+        # is the materialised output it forces (benchmarks/README.md).
+        return y.clone()
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor) -> tuple[Tensor, Tensor]:
+        # float64 accumulation: float32 squares would under/overflow outside ~1e-19..1e19.
+        sq = torch.linalg.vector_norm(g, dtype=torch.float64).square()
+        bad = torch.count_nonzero(~torch.isfinite(g)).to(torch.float64)
+        n = torch.full((), float(g.numel()), dtype=torch.float64, device=g.device)
+        return g, torch.stack([sq, bad, n]).to(ctx.probe_device)
+
+
+def _dist_world(sync: bool | None) -> int:
+    """World size to reduce over (1: no reduction)."""
+    if sync is False or not torch.distributed.is_available() or not torch.distributed.is_initialized():
+        return 1
+    return torch.distributed.get_world_size()
+
+
+def _is_dtensor(t: Tensor) -> bool:
+    try:
+        from torch.distributed.tensor import DTensor
+    except ImportError:  # torch built without distributed
+        return False
+    return isinstance(t, DTensor)
+
+
+def _shard_group(t: Any) -> Any:
+    """The process group over which a DTensor gradient is sharded (FSDP2: its mesh)."""
+    from torch.distributed.tensor import Shard
+
+    mesh = t.device_mesh
+    dims = [i for i, pl in enumerate(t.placements) if isinstance(pl, Shard)]
+    if len(dims) > 1:
+        raise NotImplementedError(
+            f"gradient sharded over {len(dims)} mesh dimensions; GradientMonitor reduces FSDP2 shards over one"
+        )
+    if not dims:
+        return None  # replicated: the local tensor is the whole gradient
+    return mesh.get_group(dims[0]) if mesh.ndim > 1 else mesh.get_group()
+
+
 @dataclass
 class _Slot:
     """One activation row of one step: accumulates over passes (gradient accumulation)."""
@@ -109,6 +202,18 @@ class _Slot:
     numel: int = 0
     norms: list[Tensor] = field(default_factory=list)
     counts: list[Tensor | int] = field(default_factory=list)
+    order: int | None = None  # position in backward order of its first gradient (1 = first)
+
+
+@dataclass
+class _TapSlot:
+    """A module hooked for compiled mode: its probe and where it sits in forward order."""
+
+    name: str
+    kind: str
+    block: int | None
+    probe: Tensor
+    forward_index: int
 
 
 @dataclass
@@ -124,6 +229,11 @@ class _StepData:
     slots: list[_Slot]
     weights: Tensor | list[Tensor] | None = None
     updates: tuple[Tensor | list[Tensor], Tensor | list[Tensor]] | None = None  # (‖Δw‖, ‖w‖) of this step's update
+    taps: list[_TapSlot] = field(default_factory=list)  # compiled-mode slots with a gradient
+    tap_vals: Tensor | None = None  # (len(taps), 3): Σg², #non-finite, numel
+    act: Tensor | None = None  # (len(slots) + len(taps), 4) reduced over ranks: Σg², #bad, reached, numel
+    shard_idx: list[int] = field(default_factory=list)  # params whose grad is an FSDP2 shard
+    shard: Tensor | None = None  # (len(shard_idx), 2) reduced: Σg², #non-finite
 
 
 class GradientMonitor(Callback):
@@ -136,6 +246,10 @@ class GradientMonitor(Callback):
     the backward pass (activation gradients always; parameter gradients unless the
     optimizer's gradients were already unscaled with ``scaler.unscale_``, which the
     monitor can tell when it knows the optimizer: callback mode or ``step(optimizer=)``).
+
+    ``sync_dist``: None (default) reduces activation norms and FSDP2 shards over ranks when
+    ``torch.distributed`` is initialised with more than one process; False never does.
+    Every rank must then call :meth:`step` at the same steps (it is a collective).
 
     Manual use: call :meth:`step` once per training step, after ``backward()`` and before
     ``optimizer.step()``. As a ``resgrad.fit`` callback it measures in
@@ -159,19 +273,17 @@ class GradientMonitor(Callback):
         weights: bool = False,
         updates: bool = False,
         scaler: Any | None = None,
+        sync_dist: bool | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"GradientMonitor needs an nn.Module, received {type(model).__name__}")
-        if not isinstance(every, int) or every < 1:
-            raise ValueError(f"every must be an integer >= 1, received {every!r}")
-        if schedule is not None and not callable(schedule):
-            raise TypeError(f"schedule must be a callable step -> bool, received {type(schedule).__name__}")
-        if activations not in (False, True, "all", "leaves", "blocks"):
+        self.check_options(every=every, schedule=schedule, params=params, activations=activations,
+                           weights=weights, updates=updates, scaler=scaler, sync_dist=sync_dist)
+        if not any(p.requires_grad for p in model.parameters()):
             raise ValueError(
-                f"activations must be False, True, 'all', 'leaves' or 'blocks', received {activations!r}"
+                f"{type(model).__name__} has no parameters that require grad (received "
+                f"{sum(1 for _ in model.parameters())} frozen); unfreeze some or monitor another model"
             )
-        if scaler is not None and not hasattr(scaler, "is_enabled"):
-            raise TypeError(f"scaler must be a torch.amp.GradScaler, received {type(scaler).__name__}")
         self.model = model
         self.every = every
         self.schedule = schedule
@@ -180,6 +292,7 @@ class GradientMonitor(Callback):
         self.weights = weights
         self.updates = updates
         self.scaler = scaler
+        self.sync_dist = sync_dist
 
         self._params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         self._blocks = _blocks(model)
@@ -202,6 +315,42 @@ class GradientMonitor(Callback):
         self._pending: list[_StepData] = []
         self._rows: list[dict[str, Any]] = []
         self._snapshot: tuple[_StepData, list[Tensor]] | None = None
+        self._seq = 0  # gradients seen this step, in backward order (for the non-finite origin)
+        self._taps: dict[str, _TapSlot] = {}  # compiled mode: "kind:name" -> probe
+        self.nonfinite_origin: dict[str, Any] | None = None  # the first step's, once found
+        self._warned_no_hooks = False
+
+    @staticmethod
+    def check_options(**options: Any) -> None:
+        """Raise a one-line TypeError/ValueError for an unknown or bad option (no model needed).
+
+        The framework callbacks call this at construction, so a typo fails before step 0.
+        """
+        known = [n for n in inspect.signature(GradientMonitor.__init__).parameters if n not in ("self", "model")]
+        for k in options:
+            if k not in known:
+                raise TypeError(f"unknown GradientMonitor option {k!r}; valid options: {', '.join(known)}")
+        every = options.get("every", 1)
+        if not isinstance(every, int) or isinstance(every, bool) or every < 1:
+            raise ValueError(f"every must be an integer >= 1, received {every!r}")
+        schedule = options.get("schedule")
+        if schedule is not None and not callable(schedule):
+            raise TypeError(f"schedule must be a callable step -> bool, received {type(schedule).__name__}")
+        activations = options.get("activations", False)
+        if activations not in (False, True, "all", "leaves", "blocks") or activations.__class__ not in (bool, str):
+            raise ValueError(
+                f"activations must be False, True, 'all', 'leaves' or 'blocks', received {activations!r}"
+            )
+        scaler = options.get("scaler")
+        if scaler is not None and not hasattr(scaler, "is_enabled"):
+            raise TypeError(f"scaler must be a torch.amp.GradScaler, received {type(scaler).__name__}")
+        for flag in ("params", "weights", "updates"):
+            v = options.get(flag, False)
+            if not isinstance(v, bool):
+                raise TypeError(f"{flag} must be True or False, received {v!r}")
+        sync = options.get("sync_dist")
+        if sync is not None and not isinstance(sync, bool):
+            raise TypeError(f"sync_dist must be None (auto), True or False, received {sync!r}")
 
     # ---- lifecycle ------------------------------------------------------------------
 
@@ -227,23 +376,34 @@ class GradientMonitor(Callback):
                 index = {id(b): i for i, b in enumerate(self._blocks)}
                 for name, mod in self.model.named_modules():
                     bi = index.get(id(mod))
+                    label = name or "<model>"
                     if bi is not None and self.activations in ("all", "blocks"):
+                        self._add_tap(label, "input", bi)
+                        self._add_tap(label, "activation", bi)
                         self._handles.append(mod.register_forward_pre_hook(
-                            partial(self._on_block_input, name or "<model>", bi)))
+                            partial(self._on_block_input, label, bi)))
                         self._handles.append(mod.register_forward_hook(
-                            partial(self._on_output, name or "<model>", bi)))
+                            partial(self._on_output, label, bi)))
                     elif (
                         self.activations in ("all", "leaves")
                         and not any(True for _ in mod.children())
                         and not isinstance(mod, nn.Identity)
                     ):
+                        self._add_tap(label, "activation", self._block_of(name))
                         self._handles.append(mod.register_forward_hook(
-                            partial(self._on_output, name or "<model>", self._block_of(name))))
+                            partial(self._on_output, label, self._block_of(name))))
             self._armed = self._due(self._step)
         except BaseException:
             self.detach()
             raise
         return self
+
+    def _add_tap(self, name: str, kind: str, block: int | None) -> None:
+        key = f"{kind}:{name}"
+        if key not in self._taps:
+            dev = next((p.device for _, p in self._params), torch.device("cpu"))
+            probe = torch.zeros(3, dtype=torch.float64, device=dev, requires_grad=True)
+            self._taps[key] = _TapSlot(name, kind, block, probe, len(self._taps))
 
     def detach(self) -> None:
         """Remove every hook this monitor registered (module and tensor hooks)."""
@@ -254,6 +414,8 @@ class GradientMonitor(Callback):
         self._handles.clear()
         self._tensor_handles.clear()
         self._slots = {}
+        for t in self._taps.values():
+            t.probe.grad = None
 
     @property
     def attached(self) -> bool:
@@ -311,11 +473,32 @@ class GradientMonitor(Callback):
         due = self._armed if s == self._step and self._attached else self._due(s)
         if due:
             self._measure(s, optimizer)
+        if all(_host_readable(p) for p in self._probe_devices()):
+            # On the CPU reading costs no device sync: turn the step into rows now, so a
+            # non-finite gradient is reported at the step that produced it.
+            self._flush()
         self._slots = {}
+        self._seq = 0
         self._tensor_handles.clear()  # their tensors have been through backward
+        for t in self._taps.values():  # compiled mode: start the next step's sums at zero
+            t.probe.grad = None
         self._step = s + 1
         self._armed = self._attached and self._due(self._step)
         return due
+
+    def _probe_devices(self) -> list[Tensor]:
+        return [p for _, p in self._params[:1]]
+
+    def _flush(self) -> None:
+        """Materialise the pending steps whose update norms are not still awaited."""
+        waiting = self._snapshot[0] if self._snapshot is not None else None
+        keep = []
+        for d in self._pending:
+            if d is waiting:
+                keep.append(d)
+            else:
+                self._rows.extend(self._materialise(d))
+        self._pending = keep
 
     def _loss_scale(self, optimizer: Optimizer | None) -> tuple[Tensor | None, bool]:
         """(inverse loss scale, parameter grads already unscaled?) for AMP."""
@@ -337,10 +520,14 @@ class GradientMonitor(Callback):
         inv, unscaled = self._loss_scale(optimizer)
         data = _StepData(s, [], None, None, None if unscaled else inv, inv, list(self._slots.values()))
         if self.params:
-            idx, grads = [], []
+            idx, grads, shards = [], [], []
             for i, (_, p) in enumerate(self._params):
                 g = p.grad
                 if g is None:
+                    continue
+                if _is_dtensor(g):  # FSDP2: this rank holds a shard; reduced below
+                    data.shard_idx.append(i)
+                    shards.append(g)
                     continue
                 if g.is_sparse:
                     g = g.coalesce()._values()
@@ -349,6 +536,25 @@ class GradientMonitor(Callback):
             data.param_idx = idx
             if grads:
                 data.param_norms, data.param_counts = _fused_norms(grads)
+        else:
+            shards = []
+        taps = [t for t in self._taps.values() if t.probe.grad is not None]
+        if taps:
+            data.taps = taps
+            data.tap_vals = torch.stack([t.probe.grad.detach() for t in taps])
+        elif self.activations is not None and not data.slots and data.param_idx and not self._warned_no_hooks:
+            # Gradients exist but no hook ran: typically torch.compile reusing code traced
+            # before the hooks existed (dynamo skips guards on module hooks by default).
+            self._warned_no_hooks = True
+            warnings.warn(
+                "resgrad: no activation hook ran this step although gradients exist; if the model is "
+                "torch.compile'd, attach the monitor before its first compiled call, or set "
+                "torch._dynamo.config.skip_nnmodule_hook_guards = False so hooks are guarded",
+                RuntimeWarning, stacklevel=3,
+            )
+        world = _dist_world(self.sync_dist)
+        if world > 1 or shards:
+            self._reduce(data, shards, world)
         ps = [p.detach() for _, p in self._params]
         if (self.weights or self.updates) and ps:
             data.weights = _fused_norms(ps, counts=False)[0]
@@ -357,6 +563,63 @@ class GradientMonitor(Callback):
             snap = torch._foreach_mul(ps, 1.0)
             self._snapshot = (data, snap)
         self._pending.append(data)
+
+    def _reduce(self, data: _StepData, shards: list[Any], world: int) -> None:
+        """One all-reduce for the step: activation sums of squares and FSDP2 shard norms."""
+        dev = next((p.device for _, p in self._params), torch.device("cpu"))
+        if torch.distributed.is_initialized() and torch.distributed.get_backend() == "nccl":
+            dev = torch.device("cuda", torch.cuda.current_device())
+        act = self._act_matrix(data, dev)  # (n, 4)
+        parts = [act.flatten()]
+        group = None
+        if shards:
+            groups = {id(g): g for g in (_shard_group(t) for t in shards)}
+            if len(groups) != 1:
+                raise NotImplementedError("parameter gradients sharded over several process groups")
+            group = next(iter(groups.values()))
+            local = [t.to_local().detach() for t in shards]
+            sq = torch.stack(torch._foreach_norm(local, 2, dtype=torch.float64)).square()
+            bad = torch.stack([torch.count_nonzero(~torch.isfinite(t)) for t in local]).to(torch.float64)
+            parts.append(torch.stack([sq, bad], 1).to(dev).flatten())
+        flat = torch.cat(parts)
+        if world > 1:
+            default = torch.distributed.group.WORLD
+            if group is None or group == default or (
+                torch.distributed.get_world_size(group) == world
+            ):
+                torch.distributed.all_reduce(flat)  # the one collective of this step
+            else:  # HSDP-like layouts: activations over the world, shards over their group
+                n = act.numel()
+                a, b = flat[:n].clone(), flat[n:].clone()
+                torch.distributed.all_reduce(a)
+                torch.distributed.all_reduce(b, group=group)
+                flat = torch.cat([a, b])
+        n = act.numel()
+        red = flat[:n].view(-1, 4)
+        # DDP/FSDP average gradients over ranks, so the gradient of the global-batch loss
+        # w.r.t. an activation is each rank's local gradient / world: Σg² scales by 1/world².
+        red[:, 0] /= world * world
+        data.act = red if world > 1 else None
+        if shards:
+            data.shard = flat[n:].view(-1, 2)
+
+    def _act_matrix(self, data: _StepData, dev: torch.device) -> Tensor:
+        """(slots + taps, 4) float64: Σg², #non-finite, reached (0/1), numel, on ``dev``."""
+        rows = []
+        for sl in data.slots:
+            if sl.norms:
+                sq = torch.stack([n.detach().double().to(dev) for n in sl.norms]).square().sum()
+                bad = torch.stack([torch.as_tensor(c, dtype=torch.float64).to(dev) for c in sl.counts]).sum()
+                rows.append(torch.stack([sq, bad, torch.ones((), dtype=torch.float64, device=dev),
+                                         torch.full((), float(sl.numel), dtype=torch.float64, device=dev)]))
+            else:
+                rows.append(torch.tensor([0.0, 0.0, 0.0, float(sl.numel)], dtype=torch.float64, device=dev))
+        if data.tap_vals is not None:
+            tv = data.tap_vals.to(dev)
+            rows.extend(torch.stack([tv[:, 0], tv[:, 1], torch.ones_like(tv[:, 0]), tv[:, 2]], 1).unbind(0))
+        if not rows:
+            return torch.zeros((0, 4), dtype=torch.float64, device=dev)
+        return torch.stack(rows)
 
     def _finish_update(self) -> None:
         if self._snapshot is None:
@@ -370,6 +633,8 @@ class GradientMonitor(Callback):
     # ---- hooks ---------------------------------------------------------------------
 
     def _on_root_forward(self, module: nn.Module, args: Any) -> None:
+        if torch.compiler.is_compiling():  # compiled mode keeps no per-pass Python state
+            return
         self._pass += 1
         self._calls = {}
 
@@ -400,23 +665,44 @@ class GradientMonitor(Callback):
     def _on_grad(self, targets: list[_Slot], grad: Tensor) -> None:
         if not self._attached:
             return
+        if self._calls:
+            # A backward has begun, so the next forward is a new pass even when the root's
+            # forward is never called (Lightning calls training_step, not forward).
+            self._calls = {}
+            self._pass += 1
         g = grad.detach()
         n = _norm(g)
         c = _nonfinite(g, n)
+        self._seq += 1
         for s in targets:
             s.norms.append(n)
             s.counts.append(c)
+            if s.order is None:
+                s.order = self._seq
 
     def _capture(self, t: Tensor | None, name: str, kind: str, block: int | None) -> None:
         if not self._armed or t is None or not t.requires_grad or not torch.is_grad_enabled():
             return
         self._watch(t, self._slot(name, kind, block, t.numel()))
 
-    def _on_block_input(self, name: str, block: int, module: nn.Module, args: Any) -> None:
-        self._capture(_first_tensor(args), name, "input", block)
+    def _tap(self, obj: Any, name: str, kind: str) -> Any:
+        """Compiled mode: route the first tensor of ``obj`` through a :class:`_Tap`."""
+        t = _first_tensor(obj)
+        if not self._armed or t is None or not t.requires_grad or not torch.is_grad_enabled():
+            return None
+        return _replace_first(obj, _Tap.apply(t, self._taps[f"{kind}:{name}"].probe))
 
-    def _on_output(self, name: str, block: int | None, module: nn.Module, args: Any, out: Any) -> None:
+    def _on_block_input(self, name: str, block: int, module: nn.Module, args: Any) -> Any:
+        if torch.compiler.is_compiling():
+            return self._tap(args, name, "input")
+        self._capture(_first_tensor(args), name, "input", block)
+        return None
+
+    def _on_output(self, name: str, block: int | None, module: nn.Module, args: Any, out: Any) -> Any:
+        if torch.compiler.is_compiling():
+            return self._tap(out, name, "activation")
         self._capture(_first_tensor(out), name, "activation", block)
+        return None
 
     # ---- reading ---------------------------------------------------------------------
 
@@ -428,39 +714,105 @@ class GradientMonitor(Callback):
         self._pending.clear()
         return self._rows
 
-    def _materialise(self, d: _StepData) -> Iterator[dict[str, Any]]:
+    def _materialise(self, d: _StepData) -> list[dict[str, Any]]:
         def row(name: str, kind: str, block: int | None, norm: float | None, numel: int,
                 nonfinite: int | None, ratio: float | None = None) -> dict[str, Any]:
             rms = None if norm is None or numel == 0 else norm / math.sqrt(numel)
             return {"step": d.step, "name": name, "kind": kind, "block": block, "norm": norm,
                     "rms": rms, "numel": numel, "nonfinite": nonfinite, "ratio": ratio}
 
+        out: list[dict[str, Any]] = []
+        param_rows: list[dict[str, Any]] = []
         if self.params:
             norms = _tolist(d.param_norms, d.param_scale) if d.param_norms is not None else []
             counts = _tolist(d.param_counts) if d.param_counts is not None else []
             got = dict(zip(d.param_idx, zip(norms, counts, strict=True), strict=True))
+            if d.shard is not None:  # FSDP2: the global norm from the reduced shard squares
+                sh = d.shard.double().cpu()
+                if d.param_scale is not None:
+                    sh[:, 0] *= d.param_scale.double().cpu() ** 2
+                for i, (sq, bad) in zip(d.shard_idx, sh.tolist(), strict=True):
+                    got[i] = (math.sqrt(sq) if math.isfinite(sq) else math.nan, bad)
             for i, (name, p) in enumerate(self._params):
                 n, c = got.get(i, (None, None))
-                yield row(name, "param", self._param_block[i], n, p.numel(), None if c is None else int(c))
-        for s in d.slots:
-            if not s.norms:  # the module ran but no gradient reached its output
-                yield row(s.name, s.kind, s.block, None, s.numel, None)
-                continue
-            ns = torch.stack([n.double().to("cpu") for n in s.norms])
+                param_rows.append(row(name, "param", self._param_block[i], n, p.numel(),
+                                      None if c is None else int(c)))
+        out.extend(param_rows)
+        # Activation rows: eager slots then compiled-mode taps; (Σg², #bad, reached, numel).
+        metas = [(s.name, s.kind, s.block, s.order) for s in d.slots]
+        # Taps have no backward clock; backward order is taken as reverse forward order.
+        metas += [(t.name, t.kind, t.block, 10**9 - t.forward_index) for t in d.taps]
+        mat = d.act.double().cpu() if d.act is not None else (
+            self._act_matrix(d, torch.device("cpu")) if metas else None)
+        act_rows: list[tuple[dict[str, Any], int | None]] = []
+        if mat is not None:
             if d.act_scale is not None:
-                ns = ns * d.act_scale.to("cpu")
-            norm = float(torch.sqrt((ns * ns).sum())) if len(ns) > 1 else float(ns[0])
-            count = sum(int(c) for c in s.counts)
-            yield row(s.name, s.kind, s.block, norm, s.numel, count)
+                mat = mat.clone()
+                mat[:, 0] *= d.act_scale.double().cpu() ** 2
+            for (name, kind, block, order), (sq, bad, reached, numel) in zip(metas, mat.tolist(), strict=True):
+                if not reached:  # the module ran but no gradient reached its output
+                    act_rows.append((row(name, kind, block, None, int(numel), None), None))
+                    continue
+                norm = math.sqrt(sq) if not math.isnan(sq) else math.nan
+                act_rows.append((row(name, kind, block, norm, int(numel), int(bad)), order))
+        out.extend(r for r, _ in act_rows)
         if d.weights is not None and (self.weights or self.updates):
             wn = _tolist(d.weights)
             if self.weights:
                 for (name, p), b, w in zip(self._params, self._param_block, wn, strict=True):
-                    yield row(name, "weight", b, w, p.numel(), None)
+                    out.append(row(name, "weight", b, w, p.numel(), None))
             if d.updates is not None:
                 dn, w0 = _tolist(d.updates[0]), _tolist(d.updates[1])
                 for (name, p), b, u, w in zip(self._params, self._param_block, dn, w0, strict=True):
-                    yield row(name, "update", b, u, p.numel(), None, u / w if w else None)
+                    out.append(row(name, "update", b, u, p.numel(), None, u / w if w else None))
+        if self.nonfinite_origin is None:
+            origin = self._origin(d.step, act_rows, param_rows)
+            if origin is not None:
+                out.append(row(origin["name"], ORIGIN_KIND, origin["block"], None, origin["numel"],
+                               origin["nonfinite"]))
+        return out
+
+    def _origin(self, step: int, acts: list[tuple[dict[str, Any], int | None]],
+                params: list[dict[str, Any]]) -> dict[str, Any] | None:
+        """Where this step's first non-finite gradient appeared, if any (warns once).
+
+        The first module in backward order whose output gradient is non-finite is the one
+        whose output the bad gradient first reached; everything after it only inherits it.
+        ``produced_by`` names the module whose gradient arrived just before it, still finite:
+        in a chain, the module whose backward turned a finite gradient into NaN/Inf.
+        """
+        ranked = sorted(((o, r) for r, o in acts if o is not None), key=lambda t: t[0])
+        where: dict[str, Any] | None = None
+        for k, (_, r) in enumerate(ranked):
+            if r["nonfinite"]:
+                prev = ranked[k - 1][1]["name"] if k else None
+                where = {"step": step, "name": r["name"], "kind": r["kind"], "block": r["block"],
+                         "numel": r["numel"], "nonfinite": r["nonfinite"], "produced_by": prev}
+                break
+        if where is None:
+            # No activation monitored (or all finite): the parameter nearest the output,
+            # i.e. the last registered, is the first its backward reaches (an approximation).
+            bad = [r for r in params if r["nonfinite"]]
+            if not bad:
+                return None
+            r = bad[-1]
+            where = {"step": step, "name": r["name"], "kind": "param", "block": r["block"],
+                     "numel": r["numel"], "nonfinite": r["nonfinite"], "produced_by": None}
+        self.nonfinite_origin = where
+        if where["kind"] == "param":
+            came = ""
+        elif where["produced_by"]:
+            came = f", produced by the backward of {where['produced_by']!r}"
+        else:
+            came = ", already in the gradient arriving from the loss"
+        what = "parameter" if where["kind"] == "param" else (
+            "input of block" if where["kind"] == "input" else "output of")
+        warnings.warn(
+            f"resgrad: step {step}: first non-finite gradient at the {what} {where['name']!r} "
+            f"({where['nonfinite']} NaN/Inf of {where['numel']}){came}",
+            RuntimeWarning, stacklevel=3,
+        )
+        return where
 
     def block_profile(self, step: int | None = None, at: Literal["input", "output"] = "input") -> list[float | None]:
         """‖∂L/∂x_l‖ per block l at ``step`` (default: the last measured step).
@@ -506,8 +858,10 @@ class GradientMonitor(Callback):
             raise ImportError("GradientMonitor.to_pandas needs pandas: pip install pandas") from e
         return pd.DataFrame(self.records, columns=list(COLUMNS))
 
-    def to_tensorboard(self, writer: Any, prefix: str = "grad") -> None:
-        """Add every record as a scalar ``{prefix}/{kind}/{name}`` (a SummaryWriter or a log dir)."""
+    def to_tensorboard(self, writer: Any, prefix: str = "resgrad") -> None:
+        """Add every record as a scalar (a SummaryWriter or a log dir), named like the
+        framework callbacks: ``{prefix}/grad_norm/<param>``, ``{prefix}/act_grad_norm/<module>``,
+        ``{prefix}/block_grad/<i>``, ``{prefix}/nonfinite/<name>`` (resgrad.probes.names)."""
         if isinstance(writer, (str, os.PathLike)):
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -521,11 +875,14 @@ class GradientMonitor(Callback):
             finally:
                 w.close()
             return
+        from .names import metric_dict
+
+        by_step: dict[int, list[dict[str, Any]]] = {}
         for r in self.records:
-            if r["norm"] is not None:
-                writer.add_scalar(f"{prefix}/{r['kind']}/{r['name']}", r["norm"], r["step"])
-            if r["nonfinite"]:
-                writer.add_scalar(f"{prefix}/nonfinite/{r['name']}", r["nonfinite"], r["step"])
+            by_step.setdefault(r["step"], []).append(r)
+        for step, rows in sorted(by_step.items()):
+            for tag, value in metric_dict(rows, prefix).items():
+                writer.add_scalar(tag, value, step)
 
     def __repr__(self) -> str:
         return (f"GradientMonitor(params={self.params}, activations={self.activations!r}, "

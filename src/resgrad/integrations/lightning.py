@@ -1,0 +1,115 @@
+"""GradientMonitor as a Lightning callback (``pip install 'resgrad[lightning]'``).
+
+    trainer = lightning.Trainer(callbacks=[GradientMonitorCallback(activations="blocks")])
+
+Measures in ``on_before_optimizer_step``: Lightning calls it once per optimizer step,
+after every accumulation micro-batch's backward and after AMP's ``scaler.unscale_``
+(lightning/pytorch/plugins/precision/amp.py), so parameter gradients are final and
+unscaled; activation gradients are divided by the scaler's scale by the monitor. Logs
+with ``pl_module.log_dict`` under ``resgrad/grad_norm/<param>``,
+``resgrad/act_grad_norm/<module>``, ``resgrad/block_grad/<i>`` and
+``resgrad/nonfinite/<name>`` at the steps Lightning writes logs (``log_every_n_steps``),
+unless ``every=``/``schedule=`` says otherwise.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from ..probes.gradients import GradientMonitor
+from ._common import PREFIX, metric_dict, require
+
+_pl = require("lightning.pytorch", "lightning", "resgrad.integrations.lightning")
+
+__all__ = ["GradientMonitorCallback"]
+
+
+class GradientMonitorCallback(_pl.Callback):
+    """Per-layer gradient norms of the LightningModule, logged where its metrics go.
+
+    ``monitor_options`` are :class:`resgrad.GradientMonitor`'s (``activations``,
+    ``params``, ``weights``, ``updates``, ``every``, ``schedule``, ``sync_dist``); they are
+    checked here, so a typo fails at construction. ``log=False`` keeps the records only.
+    """
+
+    def __init__(self, *, prefix: str = PREFIX, log: bool = True, **monitor_options: Any) -> None:
+        GradientMonitor.check_options(**monitor_options)
+        if not isinstance(prefix, str) or not prefix:
+            raise TypeError(f"prefix must be a non-empty string, received {prefix!r}")
+        self.prefix = prefix
+        self.log = log
+        self.options = dict(monitor_options)
+        self.monitor: GradientMonitor | None = None
+        self._n_rows = 0
+        self._last: dict[str, float] = {}
+
+    # ---- lifecycle ----------------------------------------------------------------
+
+    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        if stage != "fit" or self.monitor is not None:
+            return
+        opts = dict(self.options)
+        if "every" not in opts and "schedule" not in opts:
+            n = max(int(trainer.log_every_n_steps), 1)
+            # Lightning writes step logs when (batches stepped + 1) % n == 0, checked
+            # after the optimizer step of global step s (0-based): measure exactly then.
+            opts["schedule"] = lambda s, n=n: (s + 1) % n == 0
+        if "scaler" not in opts:
+            opts["scaler"] = getattr(trainer.precision_plugin, "scaler", None)
+        model: nn.Module = pl_module
+        # Raises here (before step 0) for a model with nothing to measure.
+        self.monitor = GradientMonitor(model, **opts)
+
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        if self.monitor is None:  # fit without setup (a hand-driven loop)
+            self.setup(trainer, pl_module, "fit")
+        assert self.monitor is not None
+        self.monitor.load_state_dict({"step": int(trainer.global_step)})
+        self.monitor.attach()
+
+    def on_before_optimizer_step(self, trainer: Any, pl_module: Any, optimizer: Any) -> None:
+        mon = self.monitor
+        if mon is None or not mon.attached:
+            return
+        if not mon.step(int(trainer.global_step), optimizer=optimizer):
+            return
+        rows = mon.records
+        new, self._n_rows = rows[self._n_rows:], len(rows)
+        self._last = metric_dict(new, self.prefix)
+        if self.log and self._last:
+            # Values are already reduced over ranks (GradientMonitor's one all-reduce).
+            pl_module.log_dict(self._last, on_step=True, on_epoch=False, sync_dist=False)
+
+    def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+        if self.monitor is not None:
+            self.monitor.detach()
+
+    def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+        if self.monitor is not None:
+            self.monitor.detach()
+
+    def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        if self.monitor is not None:
+            self.monitor.detach()
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.monitor.state_dict() if self.monitor is not None else {}
+
+    # ---- reading ------------------------------------------------------------------
+
+    @property
+    def records(self) -> list[dict[str, Any]]:
+        """The monitor's tidy rows (``resgrad.probes.COLUMNS``)."""
+        return self.monitor.records if self.monitor is not None else []
+
+    @property
+    def last_metrics(self) -> dict[str, float]:
+        """What was logged at the last measured step."""
+        return dict(self._last)
+
+    def to_pandas(self) -> Any:
+        if self.monitor is None:
+            raise ValueError("no measurements yet: the callback measures during Trainer.fit")
+        return self.monitor.to_pandas()
