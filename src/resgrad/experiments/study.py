@@ -123,10 +123,11 @@ def run(
     """
     run_dir = out if isinstance(out, RunDir) else RunDir(out)
     with run_dir.locked(read_only_ok=True):  # one study per folder; a finished one can be read read-only
-        return _run(config, run_dir, log, progress)
+        return _run(config, run_dir, log, progress, executor)
 
 
-def _run(config: StudyConfig, run_dir: RunDir, log: Callable[[str], None], progress: bool | None) -> StudyResult:
+def _run(config: StudyConfig, run_dir: RunDir, log: Callable[[str], None], progress: bool | None,
+         executor: Executor | str | None) -> StudyResult:
     root = run_dir.path
     if (root / "study-config.json").is_file() and not run_dir.has_config():
         raise ValueError(f"{root} holds a study of resgrad 0.1, whose stages this version does not reuse; use a new "
