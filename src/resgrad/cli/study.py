@@ -8,19 +8,7 @@ from typing import Annotated
 import typer
 
 from ._common import DataDirOpt, DeviceOpt, OutOpt, console, guarded, resolve_device
-from ._executor import (
-    AddressOpt,
-    ClusterOpt,
-    ExecutorOpt,
-    GpusPerTaskOpt,
-    NumCpusOpt,
-    NumGpusOpt,
-    PartitionOpt,
-    ThreadsOpt,
-    TimeOpt,
-    WorkersOpt,
-    build_executor,
-)
+from ._executor import ExecutorOptions, executor_options
 
 __all__ = ["command"]
 
@@ -38,6 +26,7 @@ def _seeds(text: str | None) -> tuple[int, ...] | None:
 
 
 @guarded
+@executor_options
 def command(
     preset: Annotated[
         str, typer.Option(help="quick (<1 min), default (MNIST-1D, ~5 min on 2 CPU cores), he2015-cifar10 (GPU).")
@@ -47,16 +36,8 @@ def command(
     seeds: Annotated[str | None, typer.Option(help="Training seeds, comma-separated (default: the preset's).")] = None,
     epochs: Annotated[int | None, typer.Option(help="Training epochs per net (default: the preset's).")] = None,
     data_dir: DataDirOpt = None,
-    executor: ExecutorOpt = "local",
-    workers: WorkersOpt = None,
-    threads: ThreadsOpt = None,
-    address: AddressOpt = None,
-    num_cpus: NumCpusOpt = None,
-    num_gpus: NumGpusOpt = 0,
-    partition: PartitionOpt = None,
-    time: TimeOpt = None,
-    gpus_per_task: GpusPerTaskOpt = 0,
-    cluster: ClusterOpt = None,
+    *,
+    executors: ExecutorOptions,
 ) -> None:
     """Answer "do residual connections solve vanishing gradients?" by measurement, in one report.
 
@@ -90,9 +71,7 @@ def command(
 
     from resgrad.report import render
 
-    ex = build_executor(executor, workers=workers, threads=threads, address=address, num_cpus=num_cpus,
-                        num_gpus=num_gpus, partition=partition, time=time, gpus_per_task=gpus_per_task,
-                        cluster=cluster, folder=run_dir)
+    ex = executors.build(run_dir)
     with ex:
         log(f"training runs: {ex.describe()}")
         result = run_study(config, run_dir, log=log, executor=ex)

@@ -9,19 +9,7 @@ import typer
 from rich.table import Table
 
 from ._common import DeviceOpt, OutOpt, console, guarded, resolve_device
-from ._executor import (
-    AddressOpt,
-    ClusterOpt,
-    ExecutorOpt,
-    GpusPerTaskOpt,
-    NumCpusOpt,
-    NumGpusOpt,
-    PartitionOpt,
-    ThreadsOpt,
-    TimeOpt,
-    WorkersOpt,
-    build_executor,
-)
+from ._executor import ExecutorOptions, executor_options
 
 __all__ = ["command", "table"]
 
@@ -61,20 +49,13 @@ def table(result: Any) -> Table:
 
 
 @guarded
+@executor_options
 def command(
     config: Annotated[Path, typer.Argument(help="The grid, a TOML file (see `resgrad sweep --help`).")],
     out: OutOpt = None,
     device: DeviceOpt = "auto",
-    executor: ExecutorOpt = "local",
-    workers: WorkersOpt = None,
-    threads: ThreadsOpt = None,
-    address: AddressOpt = None,
-    num_cpus: NumCpusOpt = None,
-    num_gpus: NumGpusOpt = 0,
-    partition: PartitionOpt = None,
-    time: TimeOpt = None,
-    gpus_per_task: GpusPerTaskOpt = 0,
-    cluster: ClusterOpt = None,
+    *,
+    executors: ExecutorOptions,
 ) -> None:
     """Train a grid of plain and residual nets (models x datasets x seeds) with one recipe.
 
@@ -107,9 +88,7 @@ def command(
     def log(msg: str) -> None:
         console.print(msg, highlight=False, soft_wrap=True)
 
-    ex = build_executor(executor, workers=workers, threads=threads, address=address, num_cpus=num_cpus,
-                        num_gpus=num_gpus, partition=partition, time=time, gpus_per_task=gpus_per_task,
-                        cluster=cluster, folder=run_dir)
+    ex = executors.build(run_dir)
     with ex:
         result = run(cfg, run_dir, executor=ex, log=log)
     console.print(table(result))

@@ -45,19 +45,24 @@ from torch import nn
 from .. import stats
 from ..data import DataBundle
 from ..data import load as load_data
+from ..executors import Executor, Task, make_executor
 from ..io import environment, jsonable
 from ..nets.blocks import blocks as _blocks
 from ..nets.mlp import ACTIVATIONS
 from ..probes.gradients import block_gradient_profile
 from ..results import FlowResult
+from ..results.flow import FlowChunk
 from ..rundir import RunDir
 from ..verdicts import flow_verdict as verdict
 from ._nets import FAMILIES, _he_n, build_net
 from .signal import SignalConfig
 
-__all__ = ["FlowConfig", "run_flow", "run", "fit_slope", "verdict", "SIZES", "FAMILIES", "KIND"]
+__all__ = ["FlowConfig", "run_flow", "run", "fit_slope", "verdict", "SIZES", "FAMILIES", "KIND", "CHUNKS",
+           "measure_chunk"]
 
 KIND = "resgrad.flow"  # config.json's kind for a flow run folder
+CHUNKS = 16  # parts of a grid sent out: enough to keep a few workers busy to the end; fixed so a
+#             rerun with another --workers still finds (and reuses) the parts of a killed one
 VERDICTS = ("vanishing", "healthy", "exploding", "non-finite")
 
 
@@ -234,25 +239,47 @@ def _take(it, n: int):
 
 
 def run(config: FlowConfig | None = None, out: str | Path | RunDir | None = None, *,
-        reuse: bool = True, progress: Callable[[int, int, dict], None] | None = None) -> FlowResult:
+        reuse: bool = True, progress: Callable[[int, int, dict], None] | None = None,
+        executor: Executor | str | None = None, chunks: int = CHUNKS) -> FlowResult:
     """Run the grid and return its :class:`~resgrad.results.FlowResult`.
 
     With ``out``: a run folder (``config.json``, ``results.json``); a folder that finished
     this same config is reused, not recomputed (``reuse=False`` recomputes), and one that
     holds another config is refused, naming the fields that differ.
-    ``progress(i, n, config_row)`` is called after each measured config.
+    ``progress(i, n, config_row)`` is called after each measured config (with an executor:
+    after each chunk, with its last row).
+
+    ``executor`` (an :class:`~resgrad.executors.Executor` or its name; needs ``out``): the
+    grid goes out in ``chunks`` parts (group k, k + chunks, ...: every part gets shallow and
+    deep nets alike) plus the signal measurement, each a Task writing its part under
+    ``out/chunks/``; a rerun after a kill reuses the parts that validate. Every measurement
+    seeds itself and runs at ``config.threads`` threads, so the numbers equal the in-process
+    run's bit for bit, whatever the executor or its worker count.
     """
     config = config or FlowConfig()
     run_dir = None if out is None else out if isinstance(out, RunDir) else RunDir(out)
     if run_dir is None:
+        if executor is not None:
+            raise ValueError("a flow grid through an executor needs a run folder for its parts; pass out=")
         return _compute(config, progress)
+    if isinstance(chunks, bool) or not isinstance(chunks, int) or chunks < 1:
+        raise ValueError(f"chunks must be an integer >= 1, received {chunks!r}")
     cfg = jsonable(asdict(config))
     with run_dir.locked(read_only_ok=True):  # one writer; a finished folder can be read on read-only storage
         run_dir.claim({"kind": KIND, "config": cfg, "environment": environment(config.device)},
                       compare=lambda r: _comparable(r.get("config") or {}))
         if reuse and (done := run_dir.finished(FlowResult, cfg)) is not None:
             return done
-        result = _compute(config, progress)
+        if executor is None:
+            result = _compute(config, progress)
+        else:
+            owned = not isinstance(executor, Executor)
+            ex = make_executor(executor)
+            try:
+                result = _fan_out(config, run_dir, ex, chunks, reuse, progress)
+            finally:
+                if owned:
+                    ex.close()
         run_dir.write_results(result)
     return result
 
@@ -270,9 +297,10 @@ def _compute(config: FlowConfig, progress: Callable[[int, int, dict], None] | No
 
 
 def run_flow(config: FlowConfig | None = None, out_dir: str | Path | None = None, *,
-             reuse: bool = True, progress: Callable[[int, int, dict], None] | None = None) -> FlowResult:
+             reuse: bool = True, progress: Callable[[int, int, dict], None] | None = None,
+             executor: Executor | str | None = None, chunks: int = CHUNKS) -> FlowResult:
     """The flow experiment (the name of resgrad 0.1; same as :func:`run`)."""
-    return run(config, out_dir, reuse=reuse, progress=progress)
+    return run(config, out_dir, reuse=reuse, progress=progress, executor=executor, chunks=chunks)
 
 
 # Fields that change where or how the grid is computed, not what it measures.
@@ -283,26 +311,51 @@ def _comparable(cfg: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in cfg.items() if k not in _FREE}
 
 
-def _run(config: FlowConfig, progress: Callable[[int, int, dict], None] | None) -> FlowResult:
-    cfg = asdict(config)
-    t0 = time.perf_counter()
-    data = load_data(config.data)
-    grid = [(f, a, n, act, i, d) for f in config.families for n in config.norms for act in config.activations
+def _grid(config: FlowConfig) -> list[tuple[str, str, str, str, str, int]]:
+    """The grid's groups (family, arch, norm, act, init, depth) in result order."""
+    return [(f, a, n, act, i, d) for f in config.families for n in config.norms for act in config.activations
             for i in config.inits for d in (config.he_depths if f == "he2015" else config.depths)
             for a in config.archs]
+
+
+def _measure_group(config: FlowConfig, data: DataBundle, gi: int, group: tuple) -> list[dict[str, Any]]:
+    """One group's measurements, one per seed in config order."""
+    rows = []
+    for seed in config.seeds:
+        r = _measure(config, data, *group, seed)
+        r["group"] = gi
+        rows.append(r)
+    return rows
+
+
+def _run(config: FlowConfig, progress: Callable[[int, int, dict], None] | None) -> FlowResult:
+    t0 = time.perf_counter()
+    data = load_data(config.data)
+    grid = _grid(config)
     total = len(grid) * len(config.seeds)
-    rows: list[dict[str, Any]] = []
-    groups: list[dict[str, Any]] = []
+    per_group: list[list[dict[str, Any]]] = []
     done = 0
-    for gi, (family, arch, norm, act, init, depth) in enumerate(grid):
-        seeds_rows = []
-        for seed in config.seeds:
-            r = _measure(config, data, family, arch, norm, act, init, depth, seed)
-            r["group"] = gi
-            seeds_rows.append(r)
+    for gi, group in enumerate(grid):
+        rows = _measure_group(config, data, gi, group)
+        per_group.append(rows)
+        for r in rows:
             done += 1
             if progress is not None:
                 progress(done, total, r)
+    signal = None
+    if config.signal is not None:
+        from .signal import measure_signal
+
+        signal = measure_signal(config.signal, data)
+    return _combine(config, data, grid, per_group, signal, t0)
+
+
+def _combine(config: FlowConfig, data: DataBundle, grid: list[tuple], per_group: list[list[dict[str, Any]]],
+             signal: dict[str, Any] | None, t0: float) -> FlowResult:
+    """The FlowResult of the grid's measurements (``per_group[g]``: group g's seeds in order)."""
+    rows: list[dict[str, Any]] = []
+    groups: list[dict[str, Any]] = []
+    for (family, arch, norm, act, init, _), seeds_rows in zip(grid, per_group, strict=True):
         slopes = [r["slope"] for r in seeds_rows]
         L = seeds_rows[0]["depth"]
         finite = all(r["finite"] for r in seeds_rows)
@@ -326,7 +379,7 @@ def _run(config: FlowConfig, progress: Callable[[int, int, dict], None] | None) 
         rows.extend(seeds_rows)
 
     results: dict[str, Any] = {
-        "config": cfg,
+        "config": asdict(config),
         "environment": environment(config.device),
         "data": {"name": data.name, "input_shape": list(data.input_shape),
                  "num_classes": data.num_classes,
@@ -337,13 +390,110 @@ def _run(config: FlowConfig, progress: Callable[[int, int, dict], None] | None) 
         "groups": groups,
         "summary": _summary(groups),
     }
-    if config.signal is not None:
-        from .signal import measure_signal
-
-        sig = measure_signal(config.signal, data)
-        results["signal"] = {**sig, "fits": sig["fits"]["shattering"]}
+    if signal is not None:
+        results["signal"] = {**signal, "fits": signal["fits"]["shattering"]}
     results["wall_time_s"] = time.perf_counter() - t0
     return FlowResult.of(jsonable(results))
+
+
+# ---- the grid in chunks, through an executor ---------------------------------------------
+
+def _part_key(config: FlowConfig, part: str, chunk: int, chunks: int) -> dict[str, Any]:
+    return jsonable({"flow": _comparable(asdict(config)), "part": part, "chunk": chunk, "chunks": chunks})
+
+
+def _unnull(v: Any) -> Any:
+    # A raw measurement holds no None: a null in a part's JSON was a NaN/Inf (JSON has none). The
+    # combined result nulls them again, so NaN for all of them gives the same FlowResult.
+    if v is None:
+        return float("nan")
+    if isinstance(v, list):
+        return [_unnull(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _unnull(x) for k, x in v.items()}
+    return v
+
+
+def measure_chunk(config: dict[str, Any], run_dir: str) -> dict[str, Any]:
+    """A Task: measure one part of a flow grid into ``run_dir`` (a FlowChunk results.json).
+
+    ``config``: ``flow`` (the FlowConfig as a dict), ``part`` ("grid" or "signal"),
+    ``chunk`` and ``chunks`` (the grid part holds groups ``chunk::chunks``).
+    """
+    flow = FlowConfig.from_dict(config["flow"])
+    part, k, n = config["part"], int(config["chunk"]), int(config["chunks"])
+    threads = torch.get_num_threads()
+    if flow.threads:
+        torch.set_num_threads(flow.threads)  # the in-process run's threads, so the same bits
+    try:
+        with torch.random.fork_rng(devices=[]):
+            data = load_data(flow.data)
+            signal = None
+            gis: list[int] = []
+            rows: list[dict[str, Any]] = []
+            if part == "signal":
+                from .signal import measure_signal
+
+                signal = measure_signal(flow.signal, data)
+            else:
+                grid = _grid(flow)
+                gis = list(range(k, len(grid), n))
+                for gi in gis:
+                    rows += _measure_group(flow, data, gi, grid[gi])
+    finally:
+        torch.set_num_threads(threads)
+    chunk = FlowChunk.of(jsonable({"config": _part_key(flow, part, k, n), "groups": gis, "configs": rows,
+                                   "signal": signal}))
+    RunDir(run_dir).write_results(chunk)
+    return {"part": part, "chunk": k, "groups": len(gis)}
+
+
+def _fan_out(config: FlowConfig, run_dir: RunDir, ex: Executor, chunks: int, reuse: bool,
+             progress: Callable[[int, int, dict], None] | None) -> FlowResult:
+    t0 = time.perf_counter()
+    data = load_data(config.data)
+    grid = _grid(config)
+    n = min(chunks, len(grid))
+    parts = [("grid", k, n) for k in range(n)] + ([("signal", 0, 1)] if config.signal is not None else [])
+    folders = {p: run_dir.sub("chunks").sub(f"{p[0]}-{p[1]:03d}-of-{p[2]:03d}") for p in parts}
+    flow_dict = jsonable(asdict(config))
+    found: dict[tuple, FlowChunk] = {}
+    if reuse:
+        for p in parts:
+            got = folders[p].finished(FlowChunk, _part_key(config, *p))  # a part that does not validate is redone
+            if got is not None and (p[0] == "signal" or got.groups == list(range(p[1], len(grid), p[2]))):
+                found[p] = got
+    todo = [p for p in parts if p not in found]
+    total = len(grid) * len(config.seeds)
+    done = [sum(len(c.configs) for c in found.values())]
+
+    def finished(i: int, t: Task, _: Any) -> None:
+        p = todo[i]
+        found[p] = folders[p].read_results(FlowChunk)
+        done[0] += len(found[p].configs)
+        if progress is not None and found[p].configs:
+            progress(done[0], total, found[p].configs[-1])
+
+    tasks = [Task(fn=f"{__name__}:measure_chunk",
+                  config={"flow": flow_dict, "part": p[0], "chunk": p[1], "chunks": p[2]},
+                  run_dir=str(folders[p].path), label=f"flow {p[0]} {p[1] + 1}/{p[2]}") for p in todo]
+    ex.map(tasks, on_done=finished)
+    per_group: list[list[dict[str, Any]] | None] = [None] * len(grid)
+    for p in parts:
+        if p[0] != "grid":
+            continue
+        rows = _unnull(found[p].configs)
+        for gi in found[p].groups:
+            per_group[gi] = [r for r in rows if r["group"] == gi]
+    missing = [gi for gi, g in enumerate(per_group) if not g or len(g) != len(config.seeds)]
+    if missing:
+        raise RuntimeError(f"{run_dir.path / 'chunks'}: groups {missing[:5]} have no complete measurement; remove "
+                           "that folder and rerun")
+    signal = None
+    if config.signal is not None:
+        s = found[("signal", 0, 1)].signal
+        signal = None if s is None else dict(s)
+    return _combine(config, data, grid, per_group, signal, t0)  # type: ignore[arg-type]
 
 
 CONVENTIONS = {

@@ -16,7 +16,7 @@ from ._schema import Num, Record, Result
 
 __all__ = ["FlowResult", "FlowProfile", "FlowMeasurement", "FlowGroup", "FlowData", "FlowThresholds",
            "FlowSummary", "ArchPick", "LargestDepth", "BnPlain", "DepthTrend", "Signal", "ShatteringRow",
-           "SpectrumRow", "ShatteringFit"]
+           "SpectrumRow", "ShatteringFit", "FlowChunk"]
 
 Verdict = Literal["vanishing", "healthy", "exploding", "non-finite"]
 
@@ -234,3 +234,22 @@ class FlowResult(Result):
     figures: list[str] = field(default_factory=list)  # files written beside results.json (legacy; now [])
     wall_time_s: Num = None
     signal: Signal | None = None  # None when the config measured none
+
+
+@dataclass
+class FlowChunk(Result):
+    """One part of a flow grid measured as its own task (``experiments/flow.py``, with an executor).
+
+    Written in the flow folder's ``chunks/`` so a killed grid reuses its finished parts; a part
+    whose ``config`` (the grid's config with the chunk's place in it) differs is measured again.
+    Not a report input: the FlowResult combines the parts in grid order.
+    """
+
+    SCHEMA = "resgrad.flow-chunk"
+    VERSION = 1
+    EXPERIMENT = "flow-chunk"
+
+    config: dict[str, Any]  # {"flow": the grid's comparable config, "part": "grid" | "signal", "chunk", "chunks"}
+    groups: list[int]  # grid groups measured here (indices into the grid), ascending
+    configs: list[dict[str, Any]]  # the raw measurements of those groups, seeds in order (non-finite as null)
+    signal: dict[str, Any] | None = None  # the "signal" part: measure_signal's output
