@@ -83,3 +83,38 @@ def test_study_takes_the_executor_options(tmp_path):
     assert res.exit_code == 2 and "--workers must be >= 1" in res.stderr
     res = runner.invoke(app, ["study", "--preset", "quick", "--out", str(tmp_path / "s"), "--partition", "gpu"])
     assert res.exit_code == 2 and "--partition is an option of --executor slurm" in res.stderr
+
+
+def _numbers(out):
+    """Every number a sweep measured: its results without the host, and each run's metrics rows."""
+    results = json.loads((out / "results.json").read_text())
+    results.pop("environment")
+    for r in results["runs"]:
+        r.pop("run_dir")
+        r["history"] = [{k: v for k, v in h.items() if k != "seconds"} for h in r["history"]]
+    metrics = {}
+    for p in sorted((out / "runs").rglob("metrics.jsonl")):
+        rows = [json.loads(line) for line in p.read_text().splitlines()]
+        metrics[str(p.relative_to(out))] = [{k: v for k, v in r.items() if k != "seconds"}
+                                            for r in rows]
+    threads = {json.loads(p.read_text())["environment"]["torch_threads"]
+               for p in (out / "runs").rglob("config.json")}
+    return results, metrics, threads
+
+
+def test_the_default_pool_gives_the_numbers_of_one_worker_bitwise(tmp_path, grid):
+    from resgrad.cli._executor import ExecutorOptions
+    from resgrad.executors import cores
+
+    ex = ExecutorOptions().build(tmp_path)  # the defaults: a pool of one worker per core, 1 thread per run
+    assert (ex.workers, ex.threads) == (cores(), 1)
+    one = runner.invoke(app, ["sweep", str(grid), "--out", str(tmp_path / "one"), "--device", "cpu",
+                              "--workers", "1"])
+    two = runner.invoke(app, ["sweep", str(grid), "--out", str(tmp_path / "two"), "--device", "cpu",
+                              "--workers", "2"])
+    assert one.exit_code == 0 and two.exit_code == 0, one.stderr + two.stderr
+    assert "in this process, 1 thread" in one.stdout and "2 worker processes x 1 thread" in two.stdout
+    r1, m1, t1 = _numbers(tmp_path / "one")
+    r2, m2, t2 = _numbers(tmp_path / "two")
+    assert len(m1) == 4 and m1 == m2  # every epoch's losses, errors and gradient norms, float for float
+    assert r1 == r2 and t1 == t2 == {1}  # and the cells' statistics; each run recorded its 1 thread

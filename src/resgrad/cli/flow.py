@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -11,6 +12,7 @@ import typer
 from rich.table import Table
 
 from ._common import DeviceOpt, OutOpt, UsageError, console, err_console, guarded, resolve_device
+from ._executor import ExecutorOptions, executor_options
 
 if TYPE_CHECKING:
     from resgrad.results import FlowResult
@@ -31,6 +33,7 @@ def _list(text: str | None, what: str, cast: type = str) -> tuple | None:
 
 
 @guarded
+@executor_options
 def command(
     size: Annotated[str, typer.Option(help="quick (seconds), default (< 3 min on 2 CPU cores) or full.")] = "default",
     families: Annotated[str | None, typer.Option(help="Comma list of mlp, he2015.")] = None,
@@ -46,6 +49,8 @@ def command(
     device: DeviceOpt = "cpu",
     out: OutOpt = None,
     reuse: Annotated[bool, typer.Option("--reuse/--no-reuse", help="Reuse a finished identical run in --out.")] = True,
+    *,
+    executors: ExecutorOptions,
 ) -> None:
     """Measure per-block gradient norms at init for plain and residual nets of growing depth.
 
@@ -56,6 +61,11 @@ def command(
       resgrad flow --size quick
       resgrad flow --families mlp --activations sigmoid --depths 8,32,128
       resgrad flow --train-steps 50 --out runs/flow-trained
+      resgrad flow --workers 1                # one chunk after another, in this process
+
+    The grid goes out in chunks through the executor (default: one worker per core); each
+    chunk writes its part under --out/chunks, so a killed grid resumes, and every config is
+    measured at --threads threads (default 1), so the numbers do not depend on --workers.
     """
     from resgrad.experiments.flow import FlowConfig, run_flow
 
@@ -81,7 +91,10 @@ def command(
             last[0] = now
             err_console.print(f"flow: {i}/{n} configs, {now - t0:.0f} s", highlight=False, style="dim")
 
-    res = run_flow(config, out_dir, reuse=reuse, progress=progress)
+    if executors.threads is not None:
+        config = replace(config, threads=executors.threads)
+    with executors.build(Path(out_dir)) as ex:
+        res = run_flow(config, out_dir, reuse=reuse, progress=progress, executor=ex)
     _print(res)
     figures = _write_figures(res, out_dir, config.figure_formats)
     console.print(f"wall time {res.wall_time_s or 0:.1f} s; results: {out_dir / 'results.json'}"

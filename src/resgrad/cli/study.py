@@ -42,8 +42,9 @@ def command(
     """Answer "do residual connections solve vanishing gradients?" by measurement, in one report.
 
     Runs the gradient-flow grid at initialisation, trains plain and residual twins of
-    growing depth with one recipe (in parallel: --workers, or a Ray or Slurm cluster
-    through --executor), and decomposes the deepest residual net's gradient by
+    growing depth with one recipe (in parallel: one worker per core by default, or a Ray or
+    Slurm cluster through --executor; every run at --threads threads, default 1, so the
+    numbers do not depend on --workers), and decomposes the deepest residual net's gradient by
     path length and lesions its blocks. Rerun the same command to resume a killed study;
     a finished one only re-renders its report.
 
@@ -51,7 +52,7 @@ def command(
       resgrad study
       resgrad study --preset quick --out runs/first-look
       resgrad study --preset he2015-cifar10 --data-dir ~/data --device cuda
-      resgrad study --workers 1                        # train in this process, one net after another
+      resgrad study --workers 1                        # in this process, one net after another (same numbers)
       resgrad study --executor ray --address auto --num-gpus 0.25
     """
     from resgrad.experiments.study import PRESETS, run_study

@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ..executors import Executor
+from ..executors import Executor, make_executor
 from ..io import environment, jsonable
 from ..results import DegradationResult, EnsembleResult, StudyResult
 from ..results.study import Timing
@@ -118,12 +118,19 @@ def run(
 ) -> StudyResult:
     """Run (or resume) the study in ``out``; write and return its StudyResult.
 
-    ``executor`` trains the degradation stage's runs (an Executor or its name; None: in
-    this process, one after another). It changes where runs train, never the config.
+    ``executor`` trains the degradation stage's runs and measures the flow grid in chunks
+    (an Executor or its name; None: in this process, one after another). It changes where
+    runs go, never a number: each run or chunk sets its own seeds and threads.
     """
     run_dir = out if isinstance(out, RunDir) else RunDir(out)
-    with run_dir.locked(read_only_ok=True):  # one study per folder; a finished one can be read read-only
-        return _run(config, run_dir, log, progress, executor)
+    owned = executor is not None and not isinstance(executor, Executor)
+    ex = make_executor(executor) if owned else executor  # one pool or cluster for both stages
+    try:
+        with run_dir.locked(read_only_ok=True):  # one study per folder; a finished one can be read read-only
+            return _run(config, run_dir, log, progress, ex)
+    finally:
+        if owned:
+            ex.close()
 
 
 def _run(config: StudyConfig, run_dir: RunDir, log: Callable[[str], None], progress: bool | None,
@@ -144,7 +151,7 @@ def _run(config: StudyConfig, run_dir: RunDir, log: Callable[[str], None], progr
 
     t = time.perf_counter()
     log("1/3 gradient flow at initialisation")
-    flow = _flow.run(config.flow, run_dir.sub("flow"))
+    flow = _flow.run(config.flow, run_dir.sub("flow"), executor=executor)  # in chunks, when one is given
     seconds["flow"] = time.perf_counter() - t
 
     t = time.perf_counter()

@@ -21,8 +21,10 @@ from typing import Any
 from resgrad.io import atomic_write
 from resgrad.results import DegradationResult, EnsembleResult, FlowResult, StudyResult, load
 from resgrad.results.flow import FlowThresholds, Signal
+from resgrad.results.sweep import SweepResult
 
 from . import figures as F
+from . import sweep as _sweep
 from ._fmt import NA, num, pct, sig
 from ._read import (
     Reportable,
@@ -56,7 +58,7 @@ _HOW = {
 }
 
 
-def render(result: Reportable | dict[str, Any], out_path: str | os.PathLike) -> Path:
+def render(result: Reportable | SweepResult | dict[str, Any], out_path: str | os.PathLike) -> Path:
     """Write the report for ``result`` to ``out_path`` atomically; return the path."""
     text = to_html(result)
     return atomic_write(out_path, lambda f: f.write(text.encode("utf-8")), mode="wb")
@@ -73,7 +75,8 @@ def render_run(run_dir: str | os.PathLike, out_path: str | os.PathLike | None = 
         what = "does not exist" if not run_dir.exists() else "has no results.json"
         raise FileNotFoundError(
             f"{run_dir} {what}; pass the folder a run wrote (e.g. runs/study), or run `resgrad study --out {run_dir}`")
-    result = as_result(load(src), source=str(src))
+    loaded = load(src)
+    result = loaded if isinstance(loaded, SweepResult) else as_result(loaded, source=str(src))
     return render(result, out_path if out_path is not None else run_dir / "report.html")
 
 
@@ -444,11 +447,22 @@ def _references() -> str:
     return "<ul>" + "".join(items) + "</ul>"
 
 
+def _seeded_cells(deg: DegradationResult | None) -> str:
+    """The sweep section's per-cell table, when the degradation stage repeated seeds."""
+    if deg is None or len({r.seed for r in deg.runs}) < 2:
+        return ""
+    return _sweep.section(deg)
+
+
 # -- the page -----------------------------------------------------------------------------
 
 
-def to_html(result: Reportable | dict[str, Any]) -> str:
+def to_html(result: Reportable | SweepResult | dict[str, Any]) -> str:
     """The whole report as one HTML string (pure: reads ``result`` only; a dict is validated first)."""
+    if isinstance(result, dict) and result.get("schema") == SweepResult.SCHEMA:
+        result = SweepResult.from_json(result)
+    if isinstance(result, SweepResult):  # a sweep folder: its own page (report/sweep.py)
+        return _sweep.page(result)
     r = as_result(result)
     s = sections(r)
     found = findings(r)
@@ -456,7 +470,7 @@ def to_html(result: Reportable | dict[str, Any]) -> str:
     bodies: dict[str, Callable[[], str]] = {
         "question": _question,
         "flow": lambda: _flow(s.flow, found),
-        "degradation": lambda: _degradation(s.degradation, found),
+        "degradation": lambda: _degradation(s.degradation, found) + _seeded_cells(s.degradation),
         "ensemble": lambda: _ensemble(s.ensemble, found),
         "findings": lambda: _findings(found),
         "setup": lambda: _setup(r, s),

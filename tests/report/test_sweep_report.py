@@ -1,0 +1,110 @@
+"""The sweep section: per cell, final errors with mean, std and a 95% interval over seeds and the
+gradient ratio, computed from the runs; checked against scipy's t interval and plain arithmetic."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import statistics
+
+import pytest
+import scipy.stats
+from typer.testing import CliRunner
+
+from resgrad.cli import app
+from resgrad.report import sweep as sweep_report
+from resgrad.report._fmt import pct, sig
+from resgrad.report.html import to_html
+from resgrad.results import load
+
+from .conftest import load_study
+
+GRID = """
+depths = [8]
+seeds = [0, 1, 2]
+datasets = ["synthetic"]
+warmup = [[8, 1]]
+[data_kwargs.synthetic]
+shape = [1, 16]
+n_train = 128
+n_test = 64
+seed = 3
+[train]
+epochs = 1
+batch_size = 64
+lr = 0.05
+"""
+
+
+@pytest.fixture(scope="module")
+def sweep_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("sweep")
+    (d / "grid.toml").write_text(GRID)
+    res = CliRunner().invoke(app, ["sweep", str(d / "grid.toml"), "--out", str(d / "out"), "--device", "cpu",
+                                   "--workers", "1"])
+    assert res.exit_code == 0, res.stderr
+    return d / "out"
+
+
+def _t_interval(xs: list[float], level: float) -> tuple[float, float]:
+    m, se = statistics.fmean(xs), statistics.stdev(xs) / math.sqrt(len(xs))
+    return scipy.stats.t.interval(level, len(xs) - 1, loc=m, scale=se)
+
+
+def test_cells_hold_mean_std_t_interval_and_geometric_gradient_ratio(sweep_dir):
+    result = load(sweep_dir / "results.json")
+    cells = sweep_report.cells(result)
+    assert [(c["model"], c["arch"], c["depth"], c["seeds"]) for c in cells] == [
+        ("plain8", "plain", 8, [0, 1, 2]), ("resnet8", "residual", 8, [0, 1, 2])]
+    for c in cells:
+        runs = [r for r in result.runs if r.model == c["model"]]
+        for metric in ("train_error", "test_error"):
+            xs = [getattr(r.final, metric) for r in runs]
+            got = c[metric]
+            assert got["mean"] == pytest.approx(statistics.fmean(xs), abs=1e-15)
+            assert got["std"] == pytest.approx(statistics.stdev(xs), abs=1e-15)
+            assert got["ci"] == pytest.approx(_t_interval(xs, 0.95), rel=1e-9)
+        inits = [r.grad[0].ratio_first_last for r in runs]
+        assert c["grad_ratio_init"] == pytest.approx(statistics.geometric_mean(inits), rel=1e-12)
+        assert c["grad_ratio_final"] == pytest.approx(statistics.geometric_mean(
+            [r.grad[-1].ratio_first_last for r in runs]), rel=1e-12)
+        assert c["overrides"] == "warm-up 1 it at lr 0.01"
+
+
+def test_report_of_a_sweep_folder_shows_the_computed_values(sweep_dir):
+    res = CliRunner().invoke(app, ["report", str(sweep_dir)])
+    assert res.exit_code == 0, res.stderr
+    html = (sweep_dir / "report.html").read_text()
+    for c in sweep_report.cells(load(sweep_dir / "results.json")):
+        for metric in ("train_error", "test_error"):
+            s = c[metric]
+            assert f"{pct(s['mean'])} ± {pct(s['std'])}" in html
+            assert f"[{pct(s['ci'][0])}, {pct(s['ci'][1])}]" in html
+        assert f"<td>{sig(c['grad_ratio_init'])}</td><td>{sig(c['grad_ratio_final'])}</td>" in html
+    assert "95% Student-t interval" in html and "Sweep: plain vs residual" in html
+
+
+def test_one_seed_has_no_interval_and_a_diverged_seed_is_counted(sweep_dir):
+    result = load(sweep_dir / "results.json")
+    runs = list(result.runs)
+    runs[0] = dataclasses.replace(runs[0], final=dataclasses.replace(runs[0].final, test_error=None))
+    c = sweep_report.cells(dataclasses.replace(result, runs=runs))[0]
+    xs = [r.final.test_error for r in runs[1:3]]
+    assert c["test_error"]["n_finite"] == 2 and c["test_error"]["mean"] == pytest.approx(statistics.fmean(xs))
+    assert "(1 diverged)" in sweep_report.section(dataclasses.replace(result, runs=runs))
+    one = sweep_report.cells(dataclasses.replace(result, runs=[r for r in result.runs if r.seed == 0]))
+    assert one[0]["test_error"]["ci"] is None and one[0]["test_error"]["std"] == 0
+
+
+def test_the_study_report_shows_cells_when_its_degradation_repeats_seeds():
+    study = load_study()
+    assert "Per cell, over seeds" not in to_html(study)  # one seed: the degradation table says it all
+    deg = study.degradation
+    twice = [*deg.runs, *(dataclasses.replace(r, seed=1, final=dataclasses.replace(
+        r.final, test_error=(r.final.test_error or 0) / 2)) for r in deg.runs)]
+    html = to_html(dataclasses.replace(study, degradation=dataclasses.replace(deg, runs=twice)))
+    assert "Per cell, over seeds" in html
+    r = deg.runs[0]
+    xs = [r.final.test_error, r.final.test_error / 2]
+    lo, hi = _t_interval(xs, 0.95)
+    assert f"[{pct(lo)}, {pct(hi)}]" in html
