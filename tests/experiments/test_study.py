@@ -28,8 +28,18 @@ def test_quick_study_survives_kill_and_reruns_as_a_no_op(tmp_path):
 
     proc = _study(out, env)
     deadline = time.time() + 300
-    # Kill -9 once the first training run has finished and the second has started.
-    while not (out / "degradation" / "runs" / "resnet8-s0" / "config.json").exists():
+    # Kill -9 once the first training run has finished (its 3 epochs written; with the default
+    # pool of one worker per core the others may be half-way) and before the study has.
+    def first_done() -> bool:
+        import torch
+
+        ckpt = first_run / "checkpoints" / "last.pt"  # replaced atomically: never read half-written
+        try:
+            return bool(torch.load(ckpt, map_location="cpu", weights_only=False)["finished"])
+        except (FileNotFoundError, EOFError, RuntimeError):
+            return False
+
+    while not first_done():
         assert proc.poll() is None, proc.stdout.read()
         assert time.time() < deadline, "the study did not reach its second training run in 300 s"
         time.sleep(0.2)
