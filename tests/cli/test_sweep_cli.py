@@ -118,3 +118,17 @@ def test_the_default_pool_gives_the_numbers_of_one_worker_bitwise(tmp_path, grid
     r2, m2, t2 = _numbers(tmp_path / "two")
     assert len(m1) == 4 and m1 == m2  # every epoch's losses, errors and gradient norms, float for float
     assert r1 == r2 and t1 == t2 == {1}  # and the cells' statistics; each run recorded its 1 thread
+
+
+def test_flow_takes_the_executor_options_and_writes_its_chunks(tmp_path):
+    out = tmp_path / "flow"
+    args = ["flow", "--size", "quick", "--families", "mlp", "--depths", "4", "--activations", "relu",
+            "--data", "synthetic", "--out", str(out)]
+    bad = runner.invoke(app, [*args, "--workers", "0"])
+    assert bad.exit_code == 2 and "--workers must be >= 1" in bad.stderr
+    res = runner.invoke(app, [*args, "--workers", "1", "--threads", "1"])
+    assert res.exit_code == 0, res.stderr
+    parts = sorted(p.name for p in (out / "chunks").iterdir())
+    # 4 groups (archs x norms), one chunk each, and the shattering/spectrum measurement as its own part
+    assert parts == [f"grid-{k:03d}-of-004" for k in range(4)] + ["signal-000-of-001"]
+    assert len(json.loads((out / "results.json").read_text())["configs"]) == 4 * 2  # x 2 seeds
