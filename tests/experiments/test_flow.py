@@ -159,3 +159,16 @@ def test_a_killed_chunked_grid_reuses_its_valid_parts_and_redoes_the_rest(tmp_pa
     assert _numbers(again) == _numbers(first)
     with pytest.raises(ValueError, match="chunks must be an integer >= 1"):
         flow_mod.run(cfg, tmp_path / "x", executor=LocalExecutor(1), chunks=0)
+
+
+def test_a_non_finite_measurement_survives_its_chunk_file(tmp_path):
+    from resgrad.executors import LocalExecutor
+
+    # Float32 forced: a 400-block unnormalised residual ReLU MLP overflows in the forward pass,
+    # so the chunk's JSON holds nulls where the in-process run had NaN/Inf.
+    cfg = FlowConfig(families=("mlp",), archs=("residual",), norms=("none",), activations=("relu",), inits=("he",),
+                     depths=(400,), seeds=(0, 1), batch_size=16, data="synthetic", signal=None, dtype="float32")
+    alone = flow_mod.run(cfg)
+    assert [c.finite for c in alone.configs] == [False, False] and alone.groups[0].verdict == "non-finite"
+    fanned = flow_mod.run(cfg, tmp_path, executor=LocalExecutor(1, threads=1), chunks=1)
+    assert _numbers(fanned) == _numbers(alone)
