@@ -28,15 +28,15 @@ seeds = [0, 1]
 datasets = ["synthetic"]
 [data_kwargs.synthetic]
 shape = [1, 16]
-n_train = 256
+n_train = 384
 n_test = 64
 seed = 3
 [train]
-epochs = 3
+epochs = 20
 batch_size = 32
 lr = 0.05
 """
-EPOCHS = 3
+EPOCHS = 20
 RUNS = ["plain8-s0", "plain8-s1", "resnet8-s0", "resnet8-s1"]
 
 
@@ -172,7 +172,7 @@ def test_a_nan_run_in_a_pool_worker_reports_the_in_process_message(tmp_path):
 
 
 # SIGTERM lands at a seeded random moment after training started; SIGINT and SIGUSR1 once each (slow).
-_DELAYS = [round(random.Random(9).uniform(0.0, 1.5), 2) for _ in range(4)]
+_DELAYS = [round(random.Random(9).uniform(0.0, 0.8), 2) for _ in range(4)]
 STOPS = [(signal.SIGTERM, _DELAYS[0]),
          *(pytest.param(signal.SIGTERM, d, marks=pytest.mark.slow) for d in _DELAYS[1:]),
          pytest.param(signal.SIGINT, 0.3, marks=pytest.mark.slow),
@@ -209,7 +209,10 @@ def test_a_stop_signal_checkpoints_every_worker_and_the_rerun_resumes(tmp_path, 
 KILLS = [round(random.Random(21).uniform(0.0, 2.0), 2) for _ in range(3)]
 
 
-@pytest.mark.parametrize("delay", [KILLS[0], *(pytest.param(d, marks=pytest.mark.slow) for d in KILLS[1:])])
+# All slow: _die_with_parent is unchanged here, and the default suite stays fast; the new paths
+# (stop forwarding, a pool restarted around a SIGTERMed survivor) are in the default set above/below.
+@pytest.mark.slow
+@pytest.mark.parametrize("delay", KILLS)
 def test_kill_9_of_the_sweep_parent_takes_its_workers_and_the_rerun_resumes(tmp_path, grid, reference, delay):
     out = tmp_path / "sweep"
     proc = popen(*sweep_args(grid, out))
