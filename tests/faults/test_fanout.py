@@ -172,7 +172,7 @@ def test_a_nan_run_in_a_pool_worker_reports_the_in_process_message(tmp_path):
 
 
 # SIGTERM lands at a seeded random moment after training started; SIGINT and SIGUSR1 once each (slow).
-_DELAYS = [round(random.Random(9).uniform(0.0, 0.8), 2) for _ in range(4)]
+_DELAYS = [round(r.uniform(0.0, 0.8), 2) for r in [random.Random(9)] for _ in range(4)]
 STOPS = [(signal.SIGTERM, _DELAYS[0]),
          *(pytest.param(signal.SIGTERM, d, marks=pytest.mark.slow) for d in _DELAYS[1:]),
          pytest.param(signal.SIGINT, 0.3, marks=pytest.mark.slow),
@@ -206,7 +206,7 @@ def test_a_stop_signal_checkpoints_every_worker_and_the_rerun_resumes(tmp_path, 
     assert_complete_and_equal(out, reference)
 
 
-KILLS = [round(random.Random(21).uniform(0.0, 2.0), 2) for _ in range(3)]
+KILLS = [round(r.uniform(0.0, 2.0), 2) for r in [random.Random(21)] for _ in range(3)]
 
 
 # All slow: _die_with_parent is unchanged here, and the default suite stays fast; the new paths
