@@ -117,11 +117,21 @@ def test_a_failing_task_raises_its_error_in_the_parent(tmp_path, no_children_lef
         LocalExecutor(1).map(tasks)
 
 
+class KeywordOnly(RuntimeError):
+    """A third-party style exception: keyword-only fields and no __reduce__, so pickle cannot rebuild it."""
+
+    def __init__(self, message: str, *, epoch: int) -> None:
+        super().__init__(message)
+        self.epoch = epoch
+
+
 def test_exceptions_that_cannot_be_pickled_travel_as_their_type_and_message():
-    e = portable(NonFiniteLoss("non-finite loss at epoch 3", epoch=3, step=7), "resnet8-s0")
-    assert isinstance(e, TaskFailed) and str(e) == "resnet8-s0: NonFiniteLoss: non-finite loss at epoch 3"
+    e = portable(KeywordOnly("non-finite loss at epoch 3", epoch=3), "resnet8-s0")
+    assert isinstance(e, TaskFailed) and str(e) == "resnet8-s0: KeywordOnly: non-finite loss at epoch 3"
     v = ValueError("plain")
     assert portable(v) is v
+    nan = NonFiniteLoss("non-finite loss at epoch 3", epoch=3, step=7)  # resgrad's own travel as themselves
+    assert portable(nan) is nan
 
 
 def test_bad_options_are_one_line_errors(tmp_path):
@@ -275,9 +285,6 @@ def test_submitit_local_jobs_give_the_numbers_of_one_process(tmp_path):
     assert any((tmp_path / "submitit").iterdir())  # submitit's logs, beside (not inside) the run folders
 
 
-@pytest.mark.xfail(reason="on the main checkout submitit's local job reports 'died without a result' instead "
-                          "of the task's own error (passed in the branch's worktree); open in issue 9",
-                   strict=False)
 def test_submitit_local_job_errors_name_the_task(tmp_path):
     pytest.importorskip("submitit")
     from resgrad.executors import SlurmExecutor
@@ -285,3 +292,67 @@ def test_submitit_local_job_errors_name_the_task(tmp_path):
     ex = SlurmExecutor(tmp_path / "submitit", cluster="local", time_min=5)
     with pytest.raises(RuntimeError, match=r"f: job .* failed: ValueError: broken; fix it"):
         ex.map([Task(PROBE, {"fail": "broken; fix it"}, "f", label="f")])
+
+
+# ---- stop signals (every executor) --------------------------------------------------------
+
+
+def _stop_mid_run(cfg, out, make, *, epochs_total):
+    """SIGTERM this process once every run has a finished epoch, while ``make()``'s executor
+    trains ``cfg``: Preempted, each unfinished run at a checkpoint; the rerun completes them."""
+    from resgrad.executors import Preempted
+    from resgrad.rundir import RunDir
+
+    runs = [out / "runs" / "plain8-s0", out / "runs" / "resnet8-s0"]
+
+    def killer():
+        deadline = time.time() + 120
+        while not all(epochs(r) for r in runs) and time.time() < deadline:
+            time.sleep(0.02)
+        os.kill(os.getpid(), signal.SIGTERM)  # the handler runs in the main thread, inside map
+
+    th = threading.Thread(target=killer, daemon=True)
+    th.start()
+    with pytest.raises(Preempted, match=r"^stopped on SIGTERM after \d of 2 runs finished .*; rerun the same "
+                                        r"command to resume$"):
+        run_degradation(cfg, out, executor=make(), log=lambda _: None)
+    th.join(5)
+    states = [RunDir(r).load_checkpoint() for r in runs]
+    assert any(not s["finished"] for s in states)  # it stopped a run in flight
+    assert all(epochs(r) == list(range(1, len(epochs(r)) + 1)) for r in runs)
+    res = run_degradation(cfg, out, executor=make(), log=lambda _: None)
+    for r in runs:
+        assert epochs(r) == list(range(1, epochs_total + 1))  # every epoch once
+    return res
+
+
+@pytest.mark.slow  # the default set stops a real `resgrad sweep --workers 2` (tests/faults/test_fanout.py)
+def test_a_stop_signal_stops_a_local_pool_at_checkpoints(tmp_path, no_children_left):
+    E = 20
+    ref = run_degradation(_long(E), tmp_path / "ref", executor=LocalExecutor(1, threads=1), log=lambda _: None,
+                          progress=False)
+    res = _stop_mid_run(_long(E), tmp_path / "cut", lambda: LocalExecutor(2, threads=1), epochs_total=E)
+    assert_same(numbers(ref), numbers(res))
+
+
+def test_a_stop_signal_cancels_ray_tasks_which_checkpoint(tmp_path, ray_cluster):
+    from resgrad.executors import RayExecutor
+
+    E = 20
+    ref = run_degradation(_long(E), tmp_path / "ref", executor=LocalExecutor(1, threads=1), log=lambda _: None,
+                          progress=False)
+    res = _stop_mid_run(_long(E), tmp_path / "cut", lambda: RayExecutor(num_cpus=1), epochs_total=E)
+    assert_same(numbers(ref), numbers(res))
+
+
+@pytest.mark.slow
+def test_a_stop_signal_reaches_submitit_local_jobs(tmp_path):
+    pytest.importorskip("submitit")
+    from resgrad.executors import SlurmExecutor
+
+    E = 20
+    ref = run_degradation(_long(E), tmp_path / "ref", executor=LocalExecutor(1, threads=1), log=lambda _: None,
+                          progress=False)
+    res = _stop_mid_run(_long(E), tmp_path / "cut",
+                        lambda: SlurmExecutor(tmp_path / "submitit", cluster="local", time_min=5), epochs_total=E)
+    assert_same(numbers(ref), numbers(res))

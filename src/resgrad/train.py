@@ -28,6 +28,7 @@ a run folder at a time (:meth:`resgrad.rundir.RunDir.locked`).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -152,6 +153,9 @@ class Preempted(RuntimeError):
         self.epoch = epoch  # 1-based epoch in progress
         self.step = step  # global steps done
 
+    def __reduce__(self) -> tuple:  # keyword-only fields: spelled out, so a pool worker can send it home
+        return functools.partial(type(self), signum=self.signum, epoch=self.epoch, step=self.step), (str(self),)
+
 
 class NonFiniteLoss(RuntimeError):
     """The loss became NaN or infinite; the run folder keeps its last good checkpoint."""
@@ -160,6 +164,9 @@ class NonFiniteLoss(RuntimeError):
         super().__init__(message)
         self.epoch = epoch  # 1-based epoch in which it happened
         self.step = step  # 0-based global step index
+
+    def __reduce__(self) -> tuple:  # keyword-only fields: spelled out, so a pool worker can send it home
+        return functools.partial(type(self), epoch=self.epoch, step=self.step), (str(self),)
 
 
 # ---- the loop -----------------------------------------------------------------------

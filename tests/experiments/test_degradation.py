@@ -77,3 +77,49 @@ def test_bad_config_is_a_clear_error():
         DegradationConfig(depths=())
     with pytest.raises(ValueError, match="6n\\+2"):
         run_degradation(tiny(depths=(9,)), "/nonexistent-never-written", log=lambda _: None)
+
+
+@pytest.fixture
+def one_thread():
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_sigterm_mid_epoch_then_resume_gives_the_same_results_and_profiles(tmp_path, monkeypatch, one_thread):
+    """The interrupted epoch's gradient profile (measured on its first step, before the signal)
+    travels in the mid-epoch checkpoint, so the resumed run writes the row an uninterrupted one does."""
+    import os
+    import signal
+
+    from resgrad import Callback
+    from resgrad.experiments import degradation
+    from resgrad.rundir import RunDir
+    from resgrad.train import Preempted
+
+    cfg = tiny(train=TrainConfig(epochs=3, batch_size=32, lr=0.05))  # 6 steps per epoch
+    ref = run_degradation(cfg, tmp_path / "ref", log=lambda _: None, progress=False)
+
+    class SignalAt(Callback):  # SIGTERM to this process after step 8's backward: mid-epoch 2
+        def on_after_backward(self, model, step):
+            if step == 8:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    real_fit = degradation.fit
+    monkeypatch.setattr(degradation, "fit", lambda *a, callbacks=(), **kw: real_fit(
+        *a, callbacks=[*callbacks, SignalAt()], **kw))
+    with pytest.raises(Preempted, match="stopped at epoch 2 step 9"):
+        run_degradation(cfg, tmp_path / "cut", log=lambda _: None, progress=False)
+    state = RunDir(tmp_path / "cut" / "runs" / "plain8-s0").load_checkpoint()
+    assert state["partial"]["pos"] == 3 and state["callbacks"]["_EpochProfile"]["profile"]  # carried
+    monkeypatch.setattr(degradation, "fit", real_fit)
+    res = run_degradation(cfg, tmp_path / "cut", log=lambda _: None, progress=False)
+    for a, b in zip(ref.runs, res.runs, strict=True):
+        assert [g.epoch for g in b.grad] == [1, 2, 3]  # the interrupted epoch's profile is not lost
+        assert b.grad == a.grad  # and it is the uninterrupted one, exactly
+        assert [{k: v for k, v in h.items() if k != "seconds"} for h in b.history] == [
+            {k: v for k, v in h.items() if k != "seconds"} for h in a.history]
+    assert res.table == ref.table

@@ -36,7 +36,7 @@ def train_reference(tmp_path_factory):
     return _weights(ref)
 
 
-MOMENTS = [round(random.Random(7).uniform(1.0, 6.0), 2) for _ in range(6)]
+MOMENTS = [round(r.uniform(1.0, 6.0), 2) for r in [random.Random(7)] for _ in range(6)]
 
 
 @pytest.mark.parametrize("at", [MOMENTS[0], *(pytest.param(m, marks=pytest.mark.slow) for m in MOMENTS[1:])])

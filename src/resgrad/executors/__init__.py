@@ -14,6 +14,11 @@ runs finish never changes a number. ::
 | ray | Ray core tasks (``num_cpus``, fractional ``num_gpus``, retries) | ``resgrad[ray]`` |
 | slurm | submitit job arrays (``cluster="local"`` in tests) | ``resgrad[slurm]`` |
 
+SIGTERM, SIGINT or SIGUSR1 (Slurm's preemption, Ctrl-C) stop every executor the way one
+``train`` stops: running runs checkpoint mid-epoch, no new run starts, and
+:class:`Preempted` ("stopped on SIGTERM ...; rerun the same command to resume") is raised;
+the CLI exits 128 + signal, and the rerun resumes every run from its folder.
+
 On the CPU, a run's numbers depend on its intra-op thread count (oneDNN splits
 reductions by thread), which each run records (``environment.torch_threads``): runs are
 identical across executors and worker counts at the same ``threads``.
@@ -24,10 +29,23 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ._base import Executor, OnEvent, Task, TaskFailed, cores, portable, probe, run_task, torch_threads
+from ._base import (
+    Executor,
+    NotStarted,
+    OnEvent,
+    Preempted,
+    StopSignals,
+    Task,
+    TaskFailed,
+    cores,
+    portable,
+    probe,
+    run_task,
+    torch_threads,
+)
 from .local import LocalExecutor
 
-__all__ = ["Executor", "Task", "TaskFailed", "OnEvent", "LocalExecutor", "RayExecutor", "SlurmExecutor",
+__all__ = ["Executor", "Task", "TaskFailed", "Preempted", "NotStarted", "StopSignals", "OnEvent", "LocalExecutor", "RayExecutor", "SlurmExecutor",
            "EXECUTORS", "make_executor", "run_task", "probe", "cores", "portable", "torch_threads"]
 
 EXECUTORS = ("local", "ray", "slurm")

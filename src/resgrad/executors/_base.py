@@ -8,17 +8,25 @@ which the parent reads back — the return value is only a convenience for logs.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import pickle
+import signal
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-__all__ = ["Task", "TaskFailed", "Executor", "OnEvent", "run_task", "cores", "portable", "torch_threads",
-           "probe"]
+from ..train import Preempted as _RunPreempted
+
+__all__ = ["Task", "TaskFailed", "Preempted", "NotStarted", "StopSignals", "Executor", "OnEvent", "run_task",
+           "cores", "portable", "torch_threads", "probe", "STOP_SIGNALS"]
+
+# Slurm's SIGTERM (and SIGUSR1 with --signal), Ctrl-C: the signals train.fit checkpoints on.
+STOP_SIGNALS = tuple(s for s in (getattr(signal, n, None) for n in ("SIGTERM", "SIGINT", "SIGUSR1")) if s is not None)
 
 # on_start / on_done hooks: (index in the task list, task, return value or None)
 OnEvent = Callable[[int, "Task", Any], None]
@@ -41,6 +49,81 @@ class Task:
 
 class TaskFailed(RuntimeError):
     """A task raised an exception that cannot travel between processes; its type and message."""
+
+
+class Preempted(_RunPreempted):
+    """An executor stopped on a signal: every running run checkpointed, none new started.
+
+    A subclass of :class:`resgrad.train.Preempted` (so ``except Preempted`` catches a single
+    run's stop and a fan-out's alike; the CLI exits 128 + ``signum``); ``epoch`` and ``step``
+    are None, since each run stopped at its own step (its folder says where).
+    """
+
+    def __init__(self, message: str, *, signum: int) -> None:
+        RuntimeError.__init__(self, message)
+        self.signum = signum
+        self.epoch = None
+        self.step = None
+
+    def __reduce__(self) -> tuple:
+        return functools.partial(type(self), signum=self.signum), (str(self),)
+
+
+class NotStarted(BaseException):
+    """A worker refused a task, or stopped it before it trained, because it was told to stop.
+
+    A BaseException, like KeyboardInterrupt, so that no ``except Exception`` in a run swallows it.
+    """
+
+    def __init__(self, message: str, *, signum: int) -> None:
+        super().__init__(message)
+        self.signum = signum
+
+    def __reduce__(self) -> tuple:
+        return functools.partial(type(self), signum=self.signum), (str(self),)
+
+
+def stopped(signum: int, finished: int = 0, total: int = 0) -> Preempted:
+    """The one line a fan-out prints when it stopped on ``signum`` (``finished`` of ``total`` runs done)."""
+    name = signal.Signals(signum).name
+    what = f" after {finished} of {total} runs finished (the running ones checkpointed)" if total else ""
+    return Preempted(f"stopped on {name}{what}; rerun the same command to resume", signum=signum)
+
+
+class StopSignals:
+    """Catch SIGTERM / SIGINT / SIGUSR1 for a block (main thread only; a no-op elsewhere).
+
+    The first signal is kept in ``signum``. ``forward`` (a fan-out's parent): call
+    ``on_signal(signum)`` and go on, so the caller can pass the signal to its workers and
+    wait for their checkpoints. Otherwise (nothing runs elsewhere): raise
+    :class:`Preempted` at once; ``train.fit`` replaces these handlers with its own while it
+    trains, so a run is always stopped at a checkpoint. Handlers are restored on exit.
+    """
+
+    def __init__(self, *, forward: bool = False, on_signal: Callable[[int], None] | None = None) -> None:
+        self.forward = forward
+        self.on_signal = on_signal
+        self.signum: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum is None:
+            self.signum = signum
+        if not self.forward:
+            raise stopped(signum)
+        if self.on_signal is not None:
+            self.on_signal(signum)
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in STOP_SIGNALS:
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old.clear()
 
 
 def run_task(task: Task) -> Any:
@@ -75,8 +158,8 @@ def probe(config: dict[str, Any], run_dir: str) -> dict[str, Any]:
 
 def portable(exc: BaseException, label: str = "") -> BaseException:
     """``exc`` if it survives a pickle round trip (so a worker can send it home), else a
-    TaskFailed with its type and first line (exceptions with keyword-only constructors,
-    such as NonFiniteLoss, do not)."""
+    TaskFailed with its type and first line (a third-party exception with a keyword-only
+    constructor and no ``__reduce__``; resgrad's own define one)."""
     try:
         pickle.loads(pickle.dumps(exc))
         return exc
@@ -139,7 +222,16 @@ class Executor(ABC):
         return None  # pools stop at the end of each map
 
     def __enter__(self) -> Executor:
+        # A signal outside map (loading data, reading results): stop with the one line, not a
+        # silent exit 143; map and fit install their own handlers while they run.
+        self._signals = StopSignals().__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.close()
+        try:
+            self.close()
+        finally:
+            signals = getattr(self, "_signals", None)
+            if signals is not None:
+                signals.__exit__()
+                self._signals = None

@@ -4,6 +4,12 @@
 ``cores // workers`` intra-op threads. A worker that dies (kill -9, out of memory)
 breaks the pool; the tasks that had not finished are submitted again to a fresh pool,
 up to ``max_retries`` times, and resume from their run folders' checkpoints.
+
+SIGTERM, SIGINT or SIGUSR1 to the parent (or to any worker) stops the whole map the way
+one ``train`` stops: the signal is passed to every worker, each running ``fit``
+checkpoints mid-epoch and stops, workers refuse the tasks still queued, and once all
+have stopped :class:`~resgrad.executors.Preempted` is raised ("stopped on SIGTERM ...;
+rerun the same command to resume"; the CLI exits 128 + signal).
 """
 
 from __future__ import annotations
@@ -17,9 +23,23 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager, suppress
 from typing import Any
 
-from ._base import Executor, OnEvent, Task, cores, portable, run_task, torch_threads
+from ..train import Preempted as _RunPreempted
+from ._base import (
+    STOP_SIGNALS,
+    Executor,
+    NotStarted,
+    OnEvent,
+    StopSignals,
+    Task,
+    cores,
+    portable,
+    run_task,
+    stopped,
+    torch_threads,
+)
 
 __all__ = ["LocalExecutor"]
 
@@ -45,18 +65,84 @@ def _die_with_parent(parent: int) -> None:
     threading.Thread(target=watch, name="resgrad-parent-watch", daemon=True).start()
 
 
+# A worker's stop state: the first stop signal it saw, and whether a task is running.
+_STOP: dict[str, Any] = {"signum": None, "busy": False}
+
+
+def _exit_soon() -> None:
+    """Leave this worker a moment after its last task: a stopped worker only refuses tasks,
+    and a pool that broke (a sibling was killed) waits for its workers to exit, while one
+    that caught the pool's SIGTERM would otherwise wait for a next task forever. The delay
+    lets the last result reach the parent first."""
+    def leave() -> None:
+        time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=leave, name="resgrad-stopped", daemon=True).start()
+
+
+def _worker_signal(signum: int, frame: Any) -> None:
+    # Outside fit (fit installs its own handler, which checkpoints). Inside a task (loading
+    # data): stop it now; nothing has trained yet, so there is nothing to checkpoint.
+    # Between tasks: leave; queued tasks are refused until then.
+    first = _STOP["signum"] is None
+    if first:
+        _STOP["signum"] = signum
+    if _STOP["busy"]:
+        raise NotStarted(f"stopped on {signal.Signals(signum).name} before training", signum=signum)
+    if first:
+        _exit_soon()
+
+
 def _init_worker(threads: int, parent: int) -> None:
     _die_with_parent(parent)
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, _worker_signal)
+    # The parent spawned us with the stop signals blocked (so one sent while this interpreter
+    # started is not fatal); now that the handler is in place, take delivery.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     import torch
 
     torch.set_num_threads(threads)
 
 
 def _call(task: Task) -> Any:
+    if _STOP["signum"] is not None:
+        raise NotStarted(f"{task.label}: not started, this worker was told to stop", signum=_STOP["signum"])
+    _STOP["busy"] = True
     try:
         return run_task(task)
+    except _RunPreempted as e:  # fit checkpointed and stopped: refuse what is queued behind it
+        _STOP["signum"] = _STOP["signum"] or e.signum
+        raise portable(e, task.label) from None
+    except NotStarted:
+        raise
     except Exception as e:  # pickled back to the parent: it must survive the trip
         raise portable(e, task.label) from None
+    finally:
+        _STOP["busy"] = False
+        if _STOP["signum"] is not None:
+            _exit_soon()
+
+
+@contextmanager
+def _signals_blocked():
+    """Block the stop signals in this thread for the block: the worker processes spawned in
+    it inherit the mask (across exec) until their initializer installs the handler."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def _forward(pool: ProcessPoolExecutor, signum: int, told: set[int]) -> None:
+    """Send ``signum`` to every worker of ``pool`` not yet told (workers may still be starting)."""
+    for pid in list(getattr(pool, "_processes", None) or {}):
+        if pid not in told:
+            with suppress(ProcessLookupError):
+                os.kill(pid, signum)
+            told.add(pid)
 
 
 class LocalExecutor(Executor):
@@ -92,7 +178,9 @@ class LocalExecutor(Executor):
         tasks = list(tasks)
         results: list[Any] = [None] * len(tasks)
         if self.in_process:
-            with torch_threads(self.threads):
+            # fit stops itself at a checkpoint; between runs (or before fit starts) the signal
+            # stops the map at once, before the next run.
+            with StopSignals(), torch_threads(self.threads):
                 for i, t in enumerate(tasks):
                     if on_start:
                         on_start(i, t, None)
@@ -105,30 +193,40 @@ class LocalExecutor(Executor):
                 on_start(i, t, None)
         pending = list(range(len(tasks)))
         deaths = 0
-        while pending:
-            pending = self._round(tasks, pending, results, on_done)
-            if pending:
-                deaths += 1
-                self.restarts += 1
-                if deaths > self.max_retries:
-                    names = ", ".join(tasks[i].label or tasks[i].run_dir for i in pending)
-                    raise RuntimeError(f"a worker process died {deaths} times (killed, out of memory, or a script "
-                                       "without `if __name__ == '__main__':` that spawned workers re-run); "
-                                       f"unfinished: {names}; rerun the command to resume them, with fewer "
-                                       "--workers if memory is short")
+        self._finished = 0
+        stop = StopSignals(forward=True)
+        with stop:
+            while pending:
+                pending = self._round(tasks, pending, results, on_done, stop)
+                if stop.signum is not None:
+                    raise stopped(stop.signum, self._finished, len(tasks))
+                if pending:
+                    deaths += 1
+                    self.restarts += 1
+                    if deaths > self.max_retries:
+                        names = ", ".join(tasks[i].label or tasks[i].run_dir for i in pending)
+                        raise RuntimeError(f"a worker process died {deaths} times (killed, out of memory, or a "
+                                           "script without `if __name__ == '__main__':` that spawned workers "
+                                           f"re-run); unfinished: {names}; rerun the command to resume them, "
+                                           "with fewer --workers if memory is short")
         return results
 
-    def _round(self, tasks: list[Task], todo: list[int], results: list[Any], on_done: OnEvent | None) -> list[int]:
-        """Run ``todo`` on a fresh pool; return the indices left unfinished by a dead worker."""
+    def _round(self, tasks: list[Task], todo: list[int], results: list[Any], on_done: OnEvent | None,
+               stop: StopSignals) -> list[int]:
+        """Run ``todo`` on a fresh pool; return the indices left unfinished by a dead worker
+        (or, after a stop signal, by the stop)."""
         ctx = mp.get_context(self.context)
         broken: list[int] = []
+        told: set[int] = set()  # workers the stop signal was passed to
         with ProcessPoolExecutor(max_workers=min(self.workers, len(todo)), mp_context=ctx,
                                  initializer=_init_worker, initargs=(self.threads, os.getpid())) as pool:
-            futs: dict[Future, int] = {pool.submit(_call, tasks[i]): i for i in todo}
+            with _signals_blocked():  # workers are spawned by submit, in this thread
+                futs: dict[Future, int] = {pool.submit(_call, tasks[i]): i for i in todo}
             waiting = set(futs)
             try:
                 while waiting:
-                    done, waiting = wait(waiting, return_when=FIRST_COMPLETED)
+                    # A timeout, so a signal that arrives while we wait is acted on within 0.2 s.
+                    done, waiting = wait(waiting, timeout=0.2, return_when=FIRST_COMPLETED)
                     for f in sorted(done, key=futs.__getitem__):  # deterministic order for logs
                         i = futs[f]
                         try:
@@ -136,8 +234,17 @@ class LocalExecutor(Executor):
                         except BrokenProcessPool:
                             broken.append(i)
                             continue
+                        except (_RunPreempted, NotStarted) as e:  # a worker got the signal itself (Slurm
+                            stop.signum = stop.signum or e.signum  # signals every process): stop them all
+                            continue
+                        self._finished += 1
                         if on_done:
                             on_done(i, tasks[i], results[i])
+                    if stop.signum is not None:
+                        for f in waiting:  # still queued here: never starts (running ones report back)
+                            f.cancel()
+                        waiting = {f for f in waiting if not f.cancelled()}
+                        _forward(pool, stop.signum, told)  # again each turn: a worker may have just started
             except BaseException:
                 # A task failed (or Ctrl-C): start nothing new, let the running ones stop at
                 # a checkpoint-safe point by finishing; the with-block waits for them.

@@ -5,16 +5,21 @@
 Every task asks for ``num_cpus`` CPUs and ``num_gpus`` GPUs (fractions let small nets
 share a GPU). Run folders must be on storage every node sees. A worker that dies is a
 system failure: Ray reruns the task (``max_retries``) and it resumes from its run folder's
-checkpoint; an exception the task raises is not retried (it would only fail again).
+checkpoint; an exception the task raises is not retried (it would only fail again). A
+stop signal to this process cancels every task with ``force=False`` (a running one
+checkpoints mid-epoch, a queued one never starts) and raises
+:class:`~resgrad.executors.Preempted`.
 """
 
 from __future__ import annotations
 
 import math
+import signal
 from collections.abc import Sequence
 from typing import Any
 
-from ._base import Executor, OnEvent, Task, portable, run_task
+from ..train import Preempted as _RunPreempted
+from ._base import Executor, OnEvent, StopSignals, Task, portable, run_task, stopped
 
 __all__ = ["RayExecutor", "import_ray"]
 
@@ -121,25 +126,47 @@ class RayExecutor(Executor):
         index = {r.hex(): i for i, r in enumerate(refs)}
         results: list[Any] = [None] * len(tasks)
         waiting = list(refs)
+        finished = 0
+        cancelled = False
+        stop = StopSignals(forward=True)
         try:
-            while waiting:
-                done, waiting = ray.wait(waiting, num_returns=1)
-                for r in done:
-                    i = index[r.hex()]
-                    try:
-                        results[i] = ray.get(r)
-                    except ray.exceptions.RayTaskError as e:
-                        cause = getattr(e, "cause", None)
-                        raise (cause if isinstance(cause, BaseException) else RuntimeError(str(e))) from None
-                    except ray.exceptions.WorkerCrashedError:
-                        raise RuntimeError(f"{tasks[i].label}: its Ray worker died {self.max_retries + 1} times "
-                                           "(killed, or out of memory?); rerun to resume it, or raise "
-                                           "--num-cpus so fewer runs share a node") from None
-                    if on_done:
-                        on_done(i, tasks[i], results[i])
+            with stop:
+                while waiting:
+                    # A timeout, so a stop signal is acted on while tasks run.
+                    done, waiting = ray.wait(waiting, num_returns=1, timeout=0.5)
+                    if stop.signum is not None and not cancelled:
+                        # force=False raises KeyboardInterrupt in a running task by simulating SIGINT
+                        # (interrupt_main), which fit's handler turns into a mid-epoch checkpoint;
+                        # queued tasks never start.
+                        for r in waiting:
+                            ray.cancel(r, force=False)
+                        cancelled = True
+                    for r in done:
+                        i = index[r.hex()]
+                        try:
+                            results[i] = ray.get(r)
+                        except ray.exceptions.TaskCancelledError:
+                            continue  # stopped (checkpointed) or never started
+                        except ray.exceptions.RayTaskError as e:
+                            cause = getattr(e, "cause", None)
+                            if isinstance(cause, _RunPreempted) or stop.signum is not None and isinstance(
+                                    cause, KeyboardInterrupt):
+                                stop.signum = stop.signum or getattr(cause, "signum", None) or signal.SIGINT
+                                continue
+                            raise (cause if isinstance(cause, BaseException) else RuntimeError(str(e))) from None
+                        except ray.exceptions.WorkerCrashedError:
+                            raise RuntimeError(f"{tasks[i].label}: its Ray worker died {self.max_retries + 1} times "
+                                               "(killed, or out of memory?); rerun to resume it, or raise "
+                                               "--num-cpus so fewer runs share a node") from None
+                        finished += 1
+                        if on_done:
+                            on_done(i, tasks[i], results[i])
+            if stop.signum is not None:
+                raise stopped(stop.signum, finished, len(tasks))
         except BaseException:
-            for r in waiting:  # nothing left running on the cluster once we give up
-                ray.cancel(r, force=True)
+            if not cancelled:
+                for r in waiting:  # nothing left running on the cluster once we give up
+                    ray.cancel(r, force=True)
             raise
         return results
 

@@ -4,19 +4,25 @@
 processes); ``"local"`` forces submitit's local executor, which is what the tests use.
 submitit's logs and pickles go to ``folder`` (``<out>/submitit`` by default), the runs'
 results to their run folders: both must be on storage every node sees. A job that dies
-without a result (preempted, killed, timed out) is submitted again, up to
-``max_retries`` times, and resumes from its checkpoint; an exception it raised is not.
+without a result (preempted, killed, timed out), or that checkpointed on a signal (fit's
+SIGTERM/SIGUSR1: give ``extra={"slurm_signal_delay_s": 120}`` and
+``SUBMITIT_PREEMPT_SIGNAL=USR1`` so Slurm warns it before the time limit), is submitted
+again, up to ``max_retries`` times, and resumes from its checkpoint; an exception it
+raised is not. A stop signal to this process passes the stop on to the running jobs
+(SIGTERM through their controller or scancel) and raises
+:class:`~resgrad.executors.Preempted` once they have checkpointed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ._base import Executor, OnEvent, Task, cores, run_task
+from ._base import Executor, OnEvent, StopSignals, Task, cores, run_task, stopped
 
 __all__ = ["SlurmExecutor", "import_submitit"]
 
@@ -102,37 +108,87 @@ class SlurmExecutor(Executor):
                 on_start(i, t, None)
         todo = list(range(len(tasks)))
         tries = 0
-        while todo:
-            died: list[int] = []
-            for k in range(0, len(todo), wave):
-                chunk = todo[k:k + wave]
-                jobs = ex.map_array(_call, [tasks[i] for i in chunk], [self.cpus_per_task] * len(chunk))
-                by_job = dict(zip((j.job_id for j in jobs), chunk, strict=True))
-                try:
-                    for job in self._submitit.helpers.as_completed(jobs, poll_frequency=0.5 if local else 10):
-                        i = by_job[job.job_id]
-                        try:
-                            results[i] = job.result()
-                        except UncompletedJobError:
-                            died.append(i)
-                            continue
-                        except FailedJobError as e:
-                            last = [s for s in str(e).strip().splitlines() if s.strip()]
-                            raise RuntimeError(f"{tasks[i].label}: job {job.job_id} failed: "
-                                               f"{last[-1].strip() if last else e}; its log: {job.paths.stderr}") from None
-                        if on_done:
-                            on_done(i, tasks[i], results[i])
-                except BaseException:
-                    for job in jobs:
-                        if not job.done():
-                            job.cancel(check=False)
-                    raise
-            todo = sorted(died)
-            if todo:
-                tries += 1
-                if tries > self.max_retries:
-                    names = ", ".join(tasks[i].label or tasks[i].run_dir for i in todo)
-                    raise RuntimeError(f"jobs died without a result {tries} times (preempted, killed or out of "
-                                       f"time?): {names}; rerun to resume them, or raise --time; logs in {self.folder}")
-                time.sleep(0.1)
+        finished = 0
+        stop = StopSignals(forward=True)
+        with stop:
+            while todo:
+                died: list[int] = []
+                for k in range(0, len(todo), wave):
+                    chunk = todo[k:k + wave]
+                    jobs = ex.map_array(_call, [tasks[i] for i in chunk], [self.cpus_per_task] * len(chunk))
+                    by_job = dict(zip((j.job_id for j in jobs), chunk, strict=True))
+                    told = False
+                    try:
+                        for job in self._completed(jobs, stop, 0.5 if local else 10):
+                            if stop.signum is not None and not told:
+                                self._stop_jobs(jobs, local)
+                                told = True
+                            if job is None:
+                                continue
+                            i = by_job[job.job_id]
+                            try:
+                                results[i] = job.result()
+                            # FailedJobError subclasses UncompletedJobError: it must be caught first, or a
+                            # task's own error reads as a job that died (and is resubmitted, then reported so).
+                            except FailedJobError as e:
+                                lines = [s.strip() for s in str(e).strip().splitlines() if s.strip()]
+                                if any(s.startswith(("resgrad.train.Preempted", "Preempted")) for s in lines):
+                                    died.append(i)  # it checkpointed on a signal: resubmit (it resumes)
+                                    continue
+                                err = next((s for s in reversed(lines) if not s.startswith(("-", "You can", "or at",
+                                                                                             "- /"))), str(e))
+                                raise RuntimeError(f"{tasks[i].label}: job {job.job_id} failed: {err}; its log: "
+                                                   f"{job.paths.stderr}") from None
+                            except UncompletedJobError:
+                                died.append(i)
+                                continue
+                            finished += 1
+                            if on_done:
+                                on_done(i, tasks[i], results[i])
+                    except BaseException:
+                        for job in jobs:
+                            if not job.done():
+                                job.cancel(check=False)
+                        raise
+                    if stop.signum is not None:
+                        raise stopped(stop.signum, finished, len(tasks))
+                todo = sorted(died)
+                if todo:
+                    tries += 1
+                    if tries > self.max_retries:
+                        names = ", ".join(tasks[i].label or tasks[i].run_dir for i in todo)
+                        raise RuntimeError(f"jobs died without a result {tries} times (preempted, killed or out of "
+                                           f"time?): {names}; rerun to resume them, or raise --time; logs in "
+                                           f"{self.folder}")
+                    time.sleep(0.1)
         return results
+
+    @staticmethod
+    def _completed(jobs: list[Any], stop: StopSignals, poll: float) -> Any:
+        """Yield each job as it completes (as submitit.helpers.as_completed), and None every
+        ``poll`` seconds, so a stop signal is acted on while jobs run."""
+        left = list(jobs)
+        while left:
+            for job in [j for j in left if j.done()]:
+                left.remove(job)
+                yield job
+            if left:
+                yield None
+                time.sleep(poll if stop.signum is None else 0.2)
+
+    @staticmethod
+    def _stop_jobs(jobs: list[Any], local: bool) -> None:
+        """Pass a stop on: Slurm's scancel sends SIGTERM (then SIGKILL after KillWait), which
+        fit checkpoints on; a local job's controller forwards SIGTERM to its task (its cancel
+        would send SIGINT, then SIGKILL a second later, too soon for a checkpoint)."""
+        import signal
+
+        for job in jobs:
+            if job.done():
+                continue
+            proc = getattr(job, "_process", None)
+            if local and proc is not None:
+                with contextlib.suppress(ProcessLookupError, OSError):
+                    proc.send_signal(signal.SIGTERM)
+            else:
+                job.cancel(check=False)

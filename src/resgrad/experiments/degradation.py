@@ -69,15 +69,36 @@ class DegradationConfig:
 
 
 class _EpochProfile(GradientMonitor):
-    """Measure block-input gradients on each epoch's first step; write them with the epoch."""
+    """Measure block-input gradients on each epoch's first step; write them with the epoch.
+
+    A mid-epoch checkpoint (SIGTERM) carries the profile already measured for the epoch in
+    progress, so the resumed run writes the same epoch row as an uninterrupted one.
+    """
 
     def __init__(self, model: nn.Module, steps_per_epoch: int) -> None:
         super().__init__(model, schedule=lambda s: s % steps_per_epoch == 0, params=False, activations="blocks")
+        self._spe = steps_per_epoch
+        self._carried: list[float | None] | None = None  # this epoch's profile, from a mid-epoch checkpoint
+
+    def _profile(self) -> list[float | None] | None:
+        try:
+            return self.block_profile()  # the last measured step: this epoch's first
+        except ValueError:  # nothing measured in this process: resumed mid-epoch
+            return self._carried
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        if self._step % self._spe:  # a checkpoint inside an epoch whose first step was measured
+            state["profile"] = self._profile()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self._carried = state.get("profile")
 
     def on_train_epoch_end(self, model: nn.Module, epoch: int, metrics: dict[str, Any]) -> None:
-        try:
-            prof = self.block_profile()
-        except ValueError:  # resumed mid-epoch: this epoch's first step ran before the kill
+        prof, self._carried = self._profile(), None
+        if prof is None:  # a checkpoint written before this epoch carried profiles (older runs)
             return
         metrics["grad_block_norms"] = prof
         first, last = prof[0], prof[-1]
