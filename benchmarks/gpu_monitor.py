@@ -163,12 +163,12 @@ def check_fsdp(dev: torch.device, args: argparse.Namespace) -> str:
     model.train()
     ref = _measure(model.to(dev), x.to(dev), y.to(dev), activations="blocks")
     backend = "nccl" if dev.type == "cuda" else "gloo"
-    store = tempfile.mktemp(prefix="resgrad-gpu-store-")
-    dist.init_process_group(backend, init_method=f"file://{store}", rank=0, world_size=1)
-    try:
-        got = _fsdp_rows(dev, args, 0, 1)
-    finally:
-        dist.destroy_process_group()
+    with tempfile.TemporaryDirectory(prefix="resgrad-gpu-") as tmp:
+        dist.init_process_group(backend, init_method=f"file://{tmp}/store", rank=0, world_size=1)
+        try:
+            got = _fsdp_rows(dev, args, 0, 1)
+        finally:
+            dist.destroy_process_group()
     out = "world 1: " + _compare(got, ref, rel=1e-5)
     if dev.type == "cuda" and torch.cuda.device_count() >= 2:
         out += "; world 2: " + _fsdp_world2(args, ref)

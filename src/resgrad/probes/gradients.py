@@ -425,7 +425,7 @@ class GradientMonitor(Callback):
             if type(parent) is not nn.Sequential:
                 continue
             kids = list(parent.children())
-            for a, b in zip(kids, kids[1:]):
+            for a, b in zip(kids[:-1], kids[1:], strict=True):
                 if id(a) in index and id(b) in index and a is not b:
                     out[id(b)] = f"activation:{names[id(a)]}"
         return out
