@@ -294,6 +294,7 @@ def main() -> None:
         sys.exit(2)
     dev = torch.device("cpu" if args.cpu_smoke else "cuda")
     if dev.type == "cuda":  # float32 means float32: no TF32 in the reference comparisons
+        torch.cuda.set_device(0)  # the world-size-1 process group and mesh live on cuda:0
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
         RESULTS["device"] = torch.cuda.get_device_name()
