@@ -74,11 +74,11 @@ def _csv_rows(tmp_path):
         return list(csv.DictReader(f))
 
 
-@pytest.mark.parametrize("accumulate", [1, 2])
-def test_logged_norms_equal_lightning_grad_norm_and_autograd(tmp_path, one_thread, accumulate):
+@pytest.mark.parametrize(("accumulate", "log_via"), [(1, "loggers"), (2, "loggers"), (2, "log_dict")])
+def test_logged_norms_equal_lightning_grad_norm_and_autograd(tmp_path, one_thread, accumulate, log_via):
     torch.manual_seed(0)
     model = _Net(accumulate)
-    cb = GradientMonitorCallback(activations=True)
+    cb = GradientMonitorCallback(activations=True, log_via=log_via)
     trainer = _trainer(tmp_path, cb, max_steps=6, log_every_n_steps=2, accumulate_grad_batches=accumulate)
     trainer.fit(model, _loader())
     steps = sorted({r["step"] for r in cb.records})
@@ -93,6 +93,8 @@ def test_logged_norms_equal_lightning_grad_norm_and_autograd(tmp_path, one_threa
         assert float(logged[s]["resgrad/nonfinite/total"]) == 0.0
     df = cb.to_pandas()
     assert set(df["step"]) == set(steps) and not _hooks_left(model)
+    # Only log_dict puts them in callback_metrics (what ModelCheckpoint/EarlyStopping read).
+    assert ("resgrad/grad_norm/net.0.weight" in trainer.callback_metrics) == (log_via == "log_dict")
 
 
 def test_every_overrides_log_cadence_and_records_blocks(tmp_path, one_thread):
@@ -120,6 +122,8 @@ def test_bad_input_fails_before_step_zero(tmp_path):
         GradientMonitorCallback(activation=True)
     with pytest.raises(ValueError, match="every must be"):
         GradientMonitorCallback(every=0)
+    with pytest.raises(ValueError, match="log_via must be 'loggers' or 'log_dict', received 'csv'"):
+        GradientMonitorCallback(log_via="csv")
     model = _Net()
     model.requires_grad_(False)
     trainer = _trainer(tmp_path, GradientMonitorCallback(), max_steps=3)

@@ -8,6 +8,7 @@ import importlib.util
 import json
 import math
 import sys
+from typing import Any
 
 import pytest
 import torch
@@ -137,3 +138,87 @@ def test_bad_logger_input(monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorboard", None)
     with pytest.raises(ImportError, match=r"pip install 'resgrad\[tensorboard\]'"):
         make_logger("tensorboard")
+
+
+def _wandb_history(run_dir, timeout: float = 30.0) -> dict[int, dict[str, Any]]:
+    """History rows of an offline run, read from its ``run-*.wandb`` file with wandb's own
+    protobuf schema. The file is LevelDB's log format (wandb/sdk/lib: 7-byte ``:W&B``
+    header, 32 KiB blocks, records of crc32/length/type); wandb no longer ships a Python
+    reader for it, so the framing is read here. Waits for the run's exit record: the
+    writer (wandb-core) may still be flushing when ``finish()`` returns."""
+    import struct
+    import time
+
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    deadline = time.monotonic() + timeout
+    while True:
+        (path,) = list(run_dir.rglob("run-*.wandb"))
+        data = path.read_bytes()
+        assert data[:4] == b":W&B", data[:7]
+        records, buf, pos = [], b"", 7
+        while pos + 7 <= len(data):
+            left = 32768 - pos % 32768
+            if left < 7:  # a block's tail too short for a header is zero padding
+                pos += left
+                continue
+            _crc, n, kind = struct.unpack("<IHB", data[pos:pos + 7])
+            if kind == 0:
+                pos += left
+                continue
+            chunk, pos = data[pos + 7:pos + 7 + n], pos + 7 + n
+            if kind == 1:  # FULL
+                records.append(chunk)
+            elif kind == 2:  # FIRST
+                buf = chunk
+            elif kind == 3:  # MIDDLE
+                buf += chunk
+            else:  # LAST
+                records.append(buf + chunk)
+        parsed = []
+        for r in records:
+            rec = pb.Record()
+            rec.ParseFromString(r)
+            parsed.append(rec)
+        if any(r.WhichOneof("record_type") == "exit" for r in parsed) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    rows: dict[int, dict[str, Any]] = {}
+    for rec in parsed:
+        if rec.WhichOneof("record_type") != "history":
+            continue
+        row = {(i.key or "/".join(i.nested_key)): json.loads(i.value_json) for i in rec.history.item}
+        rows.setdefault(int(row["_step"]), {}).update(row)
+    return rows
+
+
+def test_wandb_offline_run_history_holds_the_norms(tmp_path, monkeypatch):
+    wandb = pytest.importorskip("wandb", reason="wandb not installed: pip install 'resgrad[wandb]'")
+    for k, v in {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_DIR": str(tmp_path),
+                 "WANDB_CONFIG_DIR": str(tmp_path / "cfg"), "WANDB_CACHE_DIR": str(tmp_path / "cache")}.items():
+        monkeypatch.setenv(k, v)
+    model, mon, ref = _monitored_steps()
+    model[0].weight.grad[0, 0] = math.nan
+    model[0].weight.grad[1, 1] = math.inf
+    run = wandb.init(mode="offline", dir=str(tmp_path), project="resgrad-test",
+                     settings=wandb.Settings(console="off", x_disable_stats=True))
+    try:
+        logger = WandbLogger(run=run)
+        assert logger.write(mon) == 2
+        counts = logger.write_histograms(model, step=1)
+    finally:
+        run.finish()
+        wandb.teardown()  # stops the wandb-core service process this test started
+    assert counts["0.weight"] == 2 and counts["2.weight"] == 0
+    rows = _wandb_history(tmp_path)
+    assert sorted(rows) == [0, 1]
+    for step in (0, 1):
+        for name, g in ref[step].items():
+            assert rows[step][f"resgrad/grad_norm/{name}"] == pytest.approx(g, rel=1e-6), (step, name)
+        assert rows[step]["resgrad/nonfinite/total"] == 0
+    # The histogram holds the finite values only; the two NaN/Inf are counted beside it.
+    assert rows[1]["resgrad/grad_hist/0.weight/_type"] == "histogram"
+    assert sum(rows[1]["resgrad/grad_hist/0.weight/values"]) == model[0].weight.numel() - 2
+    assert sum(rows[1]["resgrad/grad_hist/2.weight/values"]) == model[2].weight.numel()
+    assert rows[1]["resgrad/grad_hist/0.weight/nonfinite"] == 2
+    assert rows[1]["resgrad/grad_hist/0.bias/nonfinite"] == 0

@@ -214,6 +214,10 @@ class _TapSlot:
     block: int | None
     probe: Tensor
     forward_index: int
+    # Compiled mode, block inputs only: the key of the previous block's output tap when
+    # that output is this block's input (adjacent blocks in one nn.Sequential); no second
+    # tap on the same tensor then, its measurement is reused.
+    source: str | None = None
 
 
 @dataclass
@@ -374,11 +378,12 @@ class GradientMonitor(Callback):
             if self.activations is not None:
                 self._handles.append(self.model.register_forward_pre_hook(self._on_root_forward))
                 index = {id(b): i for i, b in enumerate(self._blocks)}
+                chained = self._chained_blocks(index)
                 for name, mod in self.model.named_modules():
                     bi = index.get(id(mod))
                     label = name or "<model>"
                     if bi is not None and self.activations in ("all", "blocks"):
-                        self._add_tap(label, "input", bi)
+                        self._add_tap(label, "input", bi, source=chained.get(id(mod)))
                         self._add_tap(label, "activation", bi)
                         self._handles.append(mod.register_forward_pre_hook(
                             partial(self._on_block_input, label, bi)))
@@ -398,12 +403,32 @@ class GradientMonitor(Callback):
             raise
         return self
 
-    def _add_tap(self, name: str, kind: str, block: int | None) -> None:
+    def _add_tap(self, name: str, kind: str, block: int | None, source: str | None = None) -> None:
         key = f"{kind}:{name}"
         if key not in self._taps:
             dev = next((p.device for _, p in self._params), torch.device("cpu"))
             probe = torch.zeros(3, dtype=torch.float64, device=dev, requires_grad=True)
-            self._taps[key] = _TapSlot(name, kind, block, probe, len(self._taps))
+            self._taps[key] = _TapSlot(name, kind, block, probe, len(self._taps), source)
+
+    def _chained_blocks(self, index: dict[int, int]) -> dict[int, str]:
+        """{id(block): output-tap key of the block before it} for blocks that directly
+        follow another block in a plain ``nn.Sequential``: there the earlier block's output
+        is the later one's input and nothing else's, so ∂L/∂(input) is the same tensor.
+
+        Compiled mode taps it once (a tap makes inductor materialise a copy; two taps on
+        one boundary cost two, benchmarks/README.md). Eager mode already hooks the tensor
+        once (``_watch``). A Sequential subclass may route tensors otherwise: not chained.
+        """
+        out: dict[int, str] = {}
+        names = {id(m): n or "<model>" for n, m in self.model.named_modules()}
+        for parent in self.model.modules():
+            if type(parent) is not nn.Sequential:
+                continue
+            kids = list(parent.children())
+            for a, b in zip(kids[:-1], kids[1:], strict=True):
+                if id(a) in index and id(b) in index and a is not b:
+                    out[id(b)] = f"activation:{names[id(a)]}"
+        return out
 
     def detach(self) -> None:
         """Remove every hook this monitor registered (module and tensor hooks)."""
@@ -538,10 +563,17 @@ class GradientMonitor(Callback):
                 data.param_norms, data.param_counts = _fused_norms(grads)
         else:
             shards = []
-        taps = [t for t in self._taps.values() if t.probe.grad is not None]
+        taps, vals = [], []
+        for t in self._taps.values():
+            g = t.probe.grad
+            if g is None and t.source is not None:  # a chained block input: its source's value
+                g = self._taps[t.source].probe.grad
+            if g is not None:
+                taps.append(t)
+                vals.append(g.detach())
         if taps:
             data.taps = taps
-            data.tap_vals = torch.stack([t.probe.grad.detach() for t in taps])
+            data.tap_vals = torch.stack(vals)
         elif self.activations is not None and not data.slots and data.param_idx and not self._warned_no_hooks:
             # Gradients exist but no hook ran: typically torch.compile reusing code traced
             # before the hooks existed (dynamo skips guards on module hooks by default).
@@ -694,6 +726,8 @@ class GradientMonitor(Callback):
 
     def _on_block_input(self, name: str, block: int, module: nn.Module, args: Any) -> Any:
         if torch.compiler.is_compiling():
+            if self._taps[f"input:{name}"].source is not None:
+                return None  # the previous block's output tap measures this very tensor
             return self._tap(args, name, "input")
         self._capture(_first_tensor(args), name, "input", block)
         return None
