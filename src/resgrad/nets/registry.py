@@ -76,7 +76,7 @@ def build(name: str, **kwargs) -> nn.Module:
     if m:
         return _FAMILIES[m.group(1)](depth=int(m.group(2)), width=int(m.group(3)), **kwargs)
     # A family name with a depth that is not registered by name: "resnet74".
-    fam = re.match(r"^([a-z]+?)(\d+)$", key)
+    fam = re.match(r"^([a-z]+?)-?(\d+)$", key)  # "resnet74", "preln-8"
     if fam and fam.group(1) in _FAMILIES:
         return _FAMILIES[fam.group(1)](depth=int(fam.group(2)), **kwargs)
     names = list_models() + list(_FAMILIES)
@@ -97,6 +97,13 @@ def build_for(name: str, input_shape: tuple[int, ...], num_classes: int, **kwarg
         for s in shape:
             n *= s
         return build(name, in_features=n, num_classes=num_classes, **kwargs)
+    if family_of(key) in ("preln", "postln", "noskip"):
+        # A Transformer reads the flattened example as a sequence of patches (4 values when they divide).
+        n = 1
+        for s in shape:
+            n *= s
+        kwargs.setdefault("patch", 4 if n % 4 == 0 else 1)
+        return build(name, length=n, num_classes=num_classes, **kwargs)
     if len(shape) not in (2, 3):
         raise ValueError(
             f"{name} is a convolutional net: it needs inputs (C, L) or (C, H, W), received {shape}; "
@@ -191,3 +198,22 @@ for _d in (164, 1001):
 for _d in (4, 16, 64):
     _named(f"resmlp-{_d}x64", resmlp, _d, width=64)
     _named(f"plainmlp-{_d}x64", plainmlp, _d, width=64)
+
+
+# ---- Transformers (nets/transformer.py): depth = number of layers, 2 units each ------
+
+def _transformer_family(kind: str, doc: str) -> None:
+    def fam(depth: int = 4, **kw) -> nn.Module:
+        from .transformer import Transformer
+
+        return Transformer(depth, kind=kind, **kw)
+
+    fam.__name__, fam.__doc__ = kind, doc
+    register_model(family=True)(fam)
+    for d in (2, 4, 8):
+        _named(f"{kind}-{d}", fam, d)
+
+
+_transformer_family("preln", "Pre-LN Transformer (Xiong et al. 2020): x + F(LN(x)), final LN.")
+_transformer_family("postln", "Post-LN Transformer (Vaswani et al. 2017): LN(x + F(x)).")
+_transformer_family("noskip", "The no-skip twin of the pre-LN Transformer: F(LN(x)).")
