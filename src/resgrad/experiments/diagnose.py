@@ -13,6 +13,7 @@ and prints it.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,7 @@ class DiagnoseConfig:
     threshold: float = 2.0  # flag layers this many decades from the median gradient RMS (100x)
     seed: int = 0  # the inputs and the SGD steps
     device: str = "cpu"
+    tokens: dict[str, Any] | None = None  # token inputs: vocab, seq_len, text, causal (resgrad.tokens)
 
     def __post_init__(self) -> None:
         if self.input_shape is not None:
@@ -57,9 +59,14 @@ class DiagnoseConfig:
 
 
 def run(config: DiagnoseConfig, out: str | Path | RunDir | None = None, *, model: nn.Module,
-        data: DataBundle | None = None, source: str = "object") -> DiagnoseResult:
+        data: DataBundle | None = None, source: str = "object",
+        loss: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> DiagnoseResult:
     """Diagnose ``model`` (named ``config.spec``; ``source``: how the SPEC resolved) on ``data``'s
-    batches, or on random inputs of ``config.input_shape``."""
+    batches, or on random inputs of ``config.input_shape``.
+
+    ``loss(model, x, y) -> scalar``: how a step's loss is computed (token models:
+    ``resgrad.tokens.own_loss``); default cross-entropy for a classifier's ``(B, C)``
+    output, else a quadratic loss on the output."""
     shape = tuple(data.input_shape) if data is not None else config.input_shape
     if shape is None:
         raise ValueError(f"cannot tell the input shape of {config.spec!r}: pass --input-shape (e.g. 3,32,32) or --data")
@@ -71,10 +78,10 @@ def run(config: DiagnoseConfig, out: str | Path | RunDir | None = None, *, model
     model = model.to(device).train()
     g = torch.Generator().manual_seed(config.seed)
     batches = data.batches(config.batch_size, generator=g) if data is not None else None
-    x0 = _batch(data, batches, shape, config.batch_size, g)[0].to(device)
+    x0, y0 = (t.to(device) for t in _batch(data, batches, shape, config.batch_size, g))
     try:
         with torch.no_grad():
-            probe = model(x0)
+            probe = loss(model, x0, y0) if loss is not None else model(x0)
     except Exception as e:  # the model's own complaint, in one line
         shape_like = isinstance(e, RuntimeError) and any(
             w in str(e) for w in ("shape", "size", "dimension", "mat1", "channels", "Expected"))
@@ -84,9 +91,12 @@ def run(config: DiagnoseConfig, out: str | Path | RunDir | None = None, *, model
                          f"{type(e).__name__}: {_one_line(e)}; {hint}") from None
     if not isinstance(probe, torch.Tensor):
         raise ValueError(f"{config.spec} returned {type(probe).__name__}; diagnose needs a model returning one tensor")
-    n_classes = probe.shape[1] if probe.dim() == 2 else None
+    n_classes = probe.shape[1] if probe.dim() == 2 and loss is None else None
 
-    def loss_of(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def loss_of(xb: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if loss is not None:
+            return loss(model, xb, y)
+        out = model(xb)
         if n_classes is not None:
             return F.cross_entropy(out, y % n_classes)
         return 0.5 * out.float().pow(2).mean()  # not a classifier: a quadratic loss on the output
@@ -97,9 +107,9 @@ def run(config: DiagnoseConfig, out: str | Path | RunDir | None = None, *, model
         for step in range(config.steps):
             xb, yb = _batch(data, batches, shape, config.batch_size, g, n_classes)
             opt.zero_grad(set_to_none=True)
-            loss = loss_of(model(xb.to(device)), yb.to(device))
-            loss.backward()
-            losses.append(float(loss.detach()))
+            value = loss_of(xb.to(device), yb.to(device))
+            value.backward()
+            losses.append(float(value.detach()))
             mon.step(step, optimizer=opt)
             if step < config.steps - 1:
                 opt.step()

@@ -83,14 +83,17 @@ def kendall_tau(order: Sequence[int]) -> float:
 
 
 def error_rate(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 1000) -> float:
-    """Top-1 error on ``(x, y)`` in eval mode (BatchNorm running statistics), no grad."""
+    """Top-1 error on ``(x, y)`` in eval mode (BatchNorm running statistics), no grad.
+
+    Outputs ``(B, C, ...)`` with labels ``(B, ...)`` (token logits ``(B, V, T)``, see
+    ``resgrad.tokens.TokenView``) score every position: the fraction of wrong labels."""
     x = as_input(model, x)
     y = y.to(x.device)
     wrong = 0
     with preserved(model, training=False), torch.no_grad():
         for i in range(0, len(x), batch_size):
             wrong += int((model(x[i : i + batch_size]).argmax(1) != y[i : i + batch_size]).sum())
-    return wrong / max(len(x), 1)
+    return wrong / max(y.numel(), 1)
 
 
 def _shapes(model: nn.Module, x: Tensor) -> list[tuple[tuple, tuple]]:
