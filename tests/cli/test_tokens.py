@@ -170,3 +170,19 @@ def test_bad_token_input_one_line_exit_2(tmp_path):
                      "--seq-len 600", "512 positions")
         _usage_error(runner.invoke(app, [cmd, "hf:gpt2", "--vocab", "64", "--text", str(f), "--seq-len", "8",
                                          "--out", str(tmp_path / cmd)]), "vocabulary is 64", "--vocab 256")
+
+
+def test_unknown_model_and_too_large_vocab_one_line_exit_2(tmp_path):
+    f = tmp_path / "mm.py"
+    f.write_text("import torch.nn as nn\n"
+                 "class Odd(nn.Module):\n"
+                 "    def __init__(self):\n"
+                 "        super().__init__(); self.a = nn.Linear(40, 10)\n"
+                 "    def forward(self, x): return self.a(x.flatten(1))\n"
+                 "def emb(): return nn.Sequential(nn.Embedding(50, 16), nn.Linear(16, 50))\n")
+    for cmd in ("paths", "lesion"):
+        _usage_error(runner.invoke(app, [cmd, f"{f}:Odd", "--out", str(tmp_path / cmd)]),
+                     "GPT2Block", "resgrad.register_adapter")
+    _usage_error(runner.invoke(app, ["diagnose", f"{f}:emb", "--vocab", "60", "--out", str(tmp_path / "d")]),
+                 "--vocab 60 is larger than", "vocabulary of 50")
+    _ok(runner.invoke(app, ["diagnose", f"{f}:emb", "--vocab", "50", "--out", str(tmp_path / "d2")]))
