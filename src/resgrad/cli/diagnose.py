@@ -147,6 +147,8 @@ def _print(result: DiagnoseResult, max_rows: int, files: list[Path]) -> None:
                       highlight=False)
     console.print(f"{len(flagged)} of {len(layers)} layers flagged (threshold ±{result.thresholds['decades']:g} "
                   f"decades from the median rms); loss {_fmt(result.losses[-1])}", highlight=False)
+    for c in result.causes:
+        console.print(f"cause ({c.kind}): {c.message}", style="yellow", highlight=False)
     console.print(f"wrote {', '.join(map(str, files))}", highlight=False, soft_wrap=True)
 
 
