@@ -150,6 +150,7 @@ def test_lesion_cli_on_tokens_scores_next_token_error(tmp_path):
         pred = m(input_ids=ids).logits.argmax(-1)[:, :-1]
     want = float((pred != ids[:, 1:]).double().mean())
     assert math.isclose(res["lesion"]["residual"]["baseline"], want, abs_tol=1e-9)
+    assert math.isclose(res["models"]["residual"]["test_error"], want, abs_tol=1e-9)  # per token, not per sequence
     assert len(res["lesion"]["residual"]["blocks"]) == 4
 
 
