@@ -105,3 +105,18 @@ def test_sample_indexes_per_example_kwargs_like_the_inputs():
               for b in range(3)]
     for v in graph.values[0].tolist():
         assert min(abs(v - p) for p in per_ex) < 1e-4 * max(per_ex), (v, per_ex)
+
+
+def test_lesion_error_with_attention_mask_matches_brute_force():
+    m, ids, mask = _setup("llama")
+    view = tokens.TokenView(resgrad.adapt(m), causal=True)
+    y = ids[:, 1:]
+    kw = {"attention_mask": mask}
+    with torch.no_grad():
+        pred = m(input_ids=ids, attention_mask=mask).logits.argmax(-1)[:, :-1]
+        plain = m(input_ids=ids).logits.argmax(-1)[:, :-1]
+    assert not torch.equal(pred, plain)  # the mask changes predictions
+    want = float((pred != y).double().mean())
+    assert resgrad.paths.error_rate(view, ids, y, batch_size=2, forward_kwargs=kw) == pytest.approx(want, abs=1e-12)
+    single = resgrad.paths.single_deletions(view, ids, y, forward_kwargs=kw)
+    assert single["baseline"] == pytest.approx(want, abs=1e-12) and len(single["blocks"]) == 4
