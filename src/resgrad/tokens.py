@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = ["BYTE_VOCAB", "random_ids", "text_ids", "is_token_model", "is_causal", "max_positions", "model_vocab",
-           "check_tokens", "TokenView", "targets", "logits_of", "own_loss", "token_bundle"]
+           "check_tokens", "TokenView", "LogitsView", "targets", "logits_of", "own_loss", "token_bundle"]
 
 BYTE_VOCAB = 256  # ids the byte tokenisation of --text can produce
 
@@ -131,6 +131,18 @@ def _call(model: nn.Module, ids: Tensor, **kw: Any) -> Any:
 def targets(ids: Tensor, causal: bool) -> Tensor:
     """What each scored position predicts: the next id (causal) or its own id."""
     return ids[:, 1:] if causal else ids
+
+
+class LogitsView(nn.Module):
+    """``model`` with its output reduced to the logits tensor (an HF image classifier returns
+    ``ImageClassifierOutput``; the path tools need a tensor)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor, **kw: Any) -> Tensor:
+        return logits_of(self.model(x, **kw))
 
 
 class TokenView(nn.Module):

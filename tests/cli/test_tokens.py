@@ -135,9 +135,20 @@ def test_paths_reference_is_autograd_of_the_models_loss(arch):
 
 def test_paths_cli_on_tokens(tmp_path):
     out = tmp_path / "p"
-    _ok(runner.invoke(app, ["paths", "hf:gpt2", *SMALL, "--samples", "5", "--batch-size", "4", "--out", str(out)]))
+    _ok(runner.invoke(app, ["paths", "hf:gpt2", "--layers", "3", "--width", "32", "--vocab", "64", "--seq-len", "8",
+                            "--samples", "5", "--batch-size", "4", "--out", str(out)]))
     res = json.loads((out / "results.json").read_text())
-    assert res["n"] == 4 and res["exact"]["rel_error"] < 1e-5 and res["exact"]["examples"] == 4
+    # --layers 3 reaches the model: 3 layers x (attention, MLP) = 6 residual units.
+    assert res["n"] == 6 and res["exact"]["rel_error"] < 1e-5 and res["exact"]["examples"] == 4
+
+
+@pytest.mark.slow  # ~6 s: the digits data and a ViT
+def test_paths_cli_on_an_hf_image_model(tmp_path):
+    out = tmp_path / "v"
+    _ok(runner.invoke(app, ["paths", "hf:vit", "--data", "digits", "--layers", "3", "--samples", "5",
+                            "--examples", "8", "--out", str(out)]))
+    res = json.loads((out / "results.json").read_text())
+    assert res["n"] == 6 and res["exact"]["rel_error"] < 1e-5
 
 
 def test_lesion_cli_on_tokens_scores_next_token_error(tmp_path):

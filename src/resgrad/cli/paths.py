@@ -63,7 +63,6 @@ def resolve(spec: str, data: str | None, data_dir: Path | None, tok: dict[str, A
     from ._spec import resolve_spec, wants_tokens
 
     tok = tok or {}
-    rm = None
     asked = wants_tokens(None, tok.get("vocab"), tok.get("seq_len"), tok.get("text"))
     if asked and data is not None:
         raise UsageError("pass --data or token options (--vocab/--seq-len/--text), not both")
@@ -87,10 +86,14 @@ def resolve(spec: str, data: str | None, data_dir: Path | None, tok: dict[str, A
         return str(folder), model_name or folder.name, True, resgrad.load_data(name, **data_kwargs(name, data_dir))
     name = data or "mnist1d"
     bundle = resgrad.load_data(name, **data_kwargs(name, data_dir))
-    if rm is None:
-        rm = resolve_spec(spec, input_shape=bundle.input_shape, num_classes=bundle.num_classes)
+    rm = resolve_spec(spec, input_shape=bundle.input_shape, num_classes=bundle.num_classes,
+                      layers=tok.get("layers"), width=tok.get("width"))
     if rm.kind == "registry":
         return spec.strip().lower(), spec.strip().lower(), False, bundle
+    if rm.kind == "hf":  # an image classifier: its ImageClassifierOutput reduced to the logits
+        from resgrad.tokens import LogitsView
+
+        return LogitsView(resgrad.adapt(rm.model)), spec, False, bundle
     return resgrad.adapt(rm.model), spec, False, bundle
 
 
