@@ -360,9 +360,8 @@ def token_inputs(rm: ResolvedModel, *, vocab: int | None, seq_len: int | None, t
     if vocab is not None and vocab < 1 or seq_len is not None and seq_len < 1 or n < 1:
         raise ValueError(f"--vocab, --seq-len and --batch-size must be >= 1, received {vocab}, {seq_len}, {n}")
     model = rm.model
-    if not tokens.is_token_model(model):
-        raise ValueError(f"{rm.name} has no embedding layer, so it takes float inputs, not token ids; drop "
-                         "--vocab/--seq-len/--text and pass --input-shape or --data")
+    if not tokens.is_token_model(model):  # before reading --text: the model is the first thing wrong
+        tokens.check_tokens(model, rm.name, tokens.random_ids(1, 1, 1), None, 1)
     T = seq_len or SEQ_LEN
     v = vocab or tokens.model_vocab(model) or HF_VOCAB
     ids = tokens.text_ids(text, T, n, vocab or tokens.model_vocab(model)) if text is not None else \
