@@ -480,7 +480,9 @@ def evaluate(
     train/eval mode is restored afterwards.
     """
     dev = torch.device(device) if device is not None else _model_device(model)
-    n = len(data.x_test)
+    # Scored labels: one per example for a classifier, one per position for token targets
+    # ((B, T) labels against (B, V, T) logits, resgrad.tokens.TokenView).
+    n = data.y_test.numel()
     if n == 0:
         raise ValueError(f"dataset {data.name!r} has no test examples to evaluate")
     acc = torch.float32 if dev.type == "mps" else torch.float64

@@ -533,3 +533,12 @@ def spectrum_verdict(row: SpectrumRow) -> SpectrumVerdict:
     rel: Relation | None = None if iso is None or row.act != "relu" else "contradicts" if iso else "agrees"
     return SpectrumVerdict(row.family, row.arch, row.norm, row.act, row.depth, q10,
                            row.median if _fin(row.median) else None, q90, ISOMETRY_FACTOR, iso, rel)
+
+
+# ---- diagnose: named causes -------------------------------------------------------------
+
+# A ReLU layer is "dead" when more than this share of its units never fire over the batch
+# (a unit: one output element, all but the batch dim). At a random init about half the
+# pre-activations are positive per example, so over a batch of B the share never active is
+# ~2^-B: above one half only when something (a large negative bias, a collapsed input) is wrong.
+DEAD_RELU_FRACTION = 0.5

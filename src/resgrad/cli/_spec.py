@@ -32,7 +32,7 @@ from typing import Any
 
 from torch import nn
 
-__all__ = ["ResolvedModel", "resolve_spec", "parse_shape", "SPEC_HELP"]
+__all__ = ["ResolvedModel", "resolve_spec", "parse_shape", "SPEC_HELP", "TOKEN_HELP", "wants_tokens", "token_inputs"]
 
 SPEC_HELP = ("A registry name (resnet56), torchvision:NAME, timm:NAME, hf:ARCH or hf:path/to/folder, "
              "package.module:factory (imports your code), or a run folder.")
@@ -332,3 +332,39 @@ def _run_folder(spec: str, path: Path) -> ResolvedModel:
 def _first_line(e: BaseException) -> str:
     s = str(e).strip()
     return s.splitlines()[0] if s else type(e).__name__
+
+
+# ---- token inputs (diagnose, paths, lesion) ---------------------------------------------
+
+TOKEN_HELP = {
+    "vocab": "Token models: random ids < N (hf:ARCH is built with this vocabulary; default 256).",
+    "seq_len": "Token models: tokens per sequence (default 16; at most the model's positions).",
+    "text": "Token models: cut sequences from this file, one byte = one id (needs a vocabulary >= 256).",
+    "layers": "hf:ARCH: transformer layers (default 2).",
+    "width": "hf:ARCH: hidden size (default 64; heads of 16).",
+}
+SEQ_LEN = 16  # tokens per sequence when only --vocab or --text is given
+
+
+def wants_tokens(rm: ResolvedModel | None, vocab: int | None, seq_len: int | None, text: Path | None) -> bool:
+    """Token inputs asked for (any token option) or implied (an hf:ARCH text model)."""
+    return vocab is not None or seq_len is not None or text is not None or (
+        rm is not None and rm.info.get("inputs") == "input_ids")
+
+
+def token_inputs(rm: ResolvedModel, *, vocab: int | None, seq_len: int | None, text: Path | None, n: int,
+                 seed: int) -> tuple[Any, bool]:
+    """(ids ``(m, T)``, causal) for ``rm``'s model, checked; one-line ValueErrors for bad options."""
+    from resgrad import tokens
+
+    if vocab is not None and vocab < 1 or seq_len is not None and seq_len < 1 or n < 1:
+        raise ValueError(f"--vocab, --seq-len and --batch-size must be >= 1, received {vocab}, {seq_len}, {n}")
+    model = rm.model
+    if not tokens.is_token_model(model):  # before reading --text: the model is the first thing wrong
+        tokens.check_tokens(model, rm.name, tokens.random_ids(1, 1, 1), None, 1)
+    T = seq_len or SEQ_LEN
+    v = vocab or tokens.model_vocab(model) or HF_VOCAB
+    ids = tokens.text_ids(text, T, n, vocab or tokens.model_vocab(model)) if text is not None else \
+        tokens.random_ids(v, T, n, seed)
+    tokens.check_tokens(model, rm.name, ids, vocab, T)
+    return ids, tokens.is_causal(model)

@@ -19,7 +19,7 @@ from ._common import (
     guarded,
     resolve_device,
 )
-from ._spec import SPEC_HELP, parse_shape
+from ._spec import SPEC_HELP, TOKEN_HELP, parse_shape
 
 if TYPE_CHECKING:
     from resgrad.results import DiagnoseResult
@@ -41,6 +41,11 @@ def command(
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
     out: OutOpt = None,
+    vocab: Annotated[int | None, typer.Option("--vocab", help=TOKEN_HELP["vocab"])] = None,
+    seq_len: Annotated[int | None, typer.Option("--seq-len", help=TOKEN_HELP["seq_len"])] = None,
+    text: Annotated[Path | None, typer.Option("--text", help=TOKEN_HELP["text"])] = None,
+    layers: Annotated[int | None, typer.Option("--layers", help=TOKEN_HELP["layers"])] = None,
+    width: Annotated[int | None, typer.Option("--width", help=TOKEN_HELP["width"])] = None,
 ) -> None:
     """Measure every layer's gradient on one batch and flag vanishing, exploding and non-finite ones.
 
@@ -52,14 +57,18 @@ def command(
       resgrad diagnose torchvision:resnet18 --input-shape 3,224,224
       resgrad diagnose mypkg.models:make_net --input-shape 3,32,32 --steps 5
       resgrad diagnose runs/resnet20-mnist1d-s0
+      resgrad diagnose hf:gpt2 --layers 4 --width 64 --vocab 256 --seq-len 32
+      resgrad diagnose hf:bert --text README.md --seq-len 64   (bytes as ids; the model's own loss)
     """
     if input_shape is not None and data is not None:
         raise UsageError("pass --input-shape or --data, not both")
+    if (vocab is not None or seq_len is not None or text is not None) and (input_shape or data):
+        raise UsageError("token options (--vocab/--seq-len/--text) replace --input-shape/--data; pass one kind")
     if steps < 1 or batch_size < 1:
         raise UsageError(f"--steps and --batch-size must be >= 1, received {steps} and {batch_size}")
     result, out_dir = diagnose(spec, input_shape=parse_shape(input_shape), data=data, steps=steps,
                                batch_size=batch_size, threshold=threshold, seed=seed, device=resolve_device(device),
-                               out=out)
+                               out=out, vocab=vocab, seq_len=seq_len, text=text, layers=layers, width=width)
     from resgrad.report import diagnose_figure, save_figure
 
     fig = diagnose_figure(result)
@@ -74,26 +83,42 @@ def command(
 
 def diagnose(spec: str, *, input_shape: tuple[int, ...] | None = None, data: str | None = None, steps: int = 1,
              batch_size: int = 16, threshold: float = 2.0, seed: int = 0, device: str = "cpu",
-             out: Path | None = None) -> tuple[DiagnoseResult, Path]:
-    """Resolve SPEC, run the diagnose experiment into ``out``; return (result, folder)."""
+             out: Path | None = None, vocab: int | None = None, seq_len: int | None = None,
+             text: Path | None = None, layers: int | None = None,
+             width: int | None = None) -> tuple[DiagnoseResult, Path]:
+    """Resolve SPEC, run the diagnose experiment into ``out``; return (result, folder).
+
+    Token models (any of ``vocab``/``seq_len``/``text``, or an ``hf:ARCH`` text model) are
+    measured on token ids with the model's own loss (``resgrad.tokens.own_loss``)."""
     import torch
 
     import resgrad
     from resgrad.experiments.diagnose import DiagnoseConfig, run
 
-    from ._spec import resolve_spec
+    from ._spec import resolve_spec, token_inputs, wants_tokens
 
     config = DiagnoseConfig(spec=spec, input_shape=input_shape, data=data, steps=steps, batch_size=batch_size,
                             threshold=threshold, seed=seed, device=device)
     torch.manual_seed(seed)  # a registry/factory model initialises its weights from the seed
     bundle = resgrad.load_data(data) if data is not None else None
     rm = resolve_spec(spec, input_shape=bundle.input_shape if bundle is not None else input_shape,
-                      num_classes=bundle.num_classes if bundle is not None else None)
+                      num_classes=bundle.num_classes if bundle is not None else None,
+                      layers=layers, width=width, vocab=vocab)
+    out_dir = Path(out) if out is not None else Path("runs") / f"diagnose-{_slug(spec)}"
+    if bundle is None and input_shape is None and wants_tokens(rm, vocab, seq_len, text):
+        from resgrad.tokens import model_vocab, own_loss, token_bundle
+
+        ids, causal = token_inputs(rm, vocab=vocab, seq_len=seq_len, text=text, n=batch_size, seed=seed)
+        nv = model_vocab(rm.model) or int(ids.max()) + 1
+        config.tokens = {"vocab": nv, "seq_len": int(ids.shape[1]), "text": None if text is None else str(text),
+                         "causal": causal, "tokenisation": "bytes" if text is not None else "random ids"}
+        tb = token_bundle(ids, nv, causal, "text" if text is not None else "random-tokens")
+        return run(config, out_dir, model=rm.model, data=tb, source=rm.kind,
+                   loss=lambda m, x, y: own_loss(m, x, causal)), out_dir
     if bundle is None and rm.data and input_shape is None:  # a run folder: its own dataset
         bundle = resgrad.load_data(rm.data)
     if bundle is None and config.input_shape is None and rm.input_shape is not None:
         config.input_shape = tuple(rm.input_shape)
-    out_dir = Path(out) if out is not None else Path("runs") / f"diagnose-{_slug(spec)}"
     return run(config, out_dir, model=rm.model, data=bundle, source=rm.kind), out_dir
 
 
@@ -122,6 +147,8 @@ def _print(result: DiagnoseResult, max_rows: int, files: list[Path]) -> None:
                       highlight=False)
     console.print(f"{len(flagged)} of {len(layers)} layers flagged (threshold ±{result.thresholds['decades']:g} "
                   f"decades from the median rms); loss {_fmt(result.losses[-1])}", highlight=False)
+    for c in result.causes:
+        console.print(f"cause ({c.kind}): {c.message}", style="yellow", highlight=False)
     console.print(f"wrote {', '.join(map(str, files))}", highlight=False, soft_wrap=True)
 
 

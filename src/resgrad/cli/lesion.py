@@ -18,7 +18,18 @@ from ._common import (
     guarded,
     resolve_device,
 )
-from .paths import _run_record, default_out, resolve
+from .paths import (
+    LayersOpt,
+    SeqLenOpt,
+    TextOpt,
+    TokBatchOpt,
+    VocabOpt,
+    WidthOpt,
+    _run_record,
+    default_out,
+    resolve,
+    token_options,
+)
 
 if TYPE_CHECKING:
     from resgrad.results import EnsembleResult
@@ -103,6 +114,12 @@ def command(
     device: DeviceOpt = "auto",
     out: OutOpt = None,
     data_dir: DataDirOpt = None,
+    vocab: VocabOpt = None,
+    seq_len: SeqLenOpt = None,
+    text: TextOpt = None,
+    batch_size: TokBatchOpt = 8,
+    layers: LayersOpt = None,
+    width: WidthOpt = None,
 ) -> None:
     """Delete and reorder blocks at test time and report the test error (Veit et al. 2016 §4).
 
@@ -111,6 +128,7 @@ def command(
     Examples:
       resgrad lesion runs/resnet110-mnist1d-s0
       resgrad lesion runs/resnet56-mnist1d-s0 runs/plain56-mnist1d-s0 --trials 10
+      resgrad lesion hf:gpt2 --layers 4 --vocab 256 --seq-len 32   (error: next-token top-1)
     """
     from resgrad.experiments.ensemble import EnsembleConfig, run_ensemble
     from resgrad.report import lesion_figure, save_figure
@@ -118,10 +136,11 @@ def command(
     if trials < 1:
         raise UsageError(f"--trials must be >= 1, received {trials}")
     dev = resolve_device(device)
-    model, name, is_run, bundle = resolve(run_dir, data, data_dir)
+    tok = token_options(vocab, seq_len, text, batch_size, seed, layers, width)
+    model, name, is_run, bundle = resolve(run_dir, data, data_dir, tok)
     twin, twin_name = None, None
     if plain is not None:
-        twin, twin_name, _, _ = resolve(plain, bundle.name, data_dir)
+        twin, twin_name, _, _ = resolve(plain, None if bundle.info.get("inputs") else bundle.name, data_dir, tok)
     elif is_run and not no_plain:
         twin = find_twin(run_dir)
         if twin:

@@ -24,8 +24,16 @@ from ._common import (
     guarded,
     resolve_device,
 )
+from ._spec import TOKEN_HELP
 
-__all__ = ["command", "resolve"]
+__all__ = ["command", "resolve", "token_options"]
+
+VocabOpt = Annotated[int | None, typer.Option("--vocab", help=TOKEN_HELP["vocab"])]
+SeqLenOpt = Annotated[int | None, typer.Option("--seq-len", help=TOKEN_HELP["seq_len"])]
+TextOpt = Annotated[Path | None, typer.Option("--text", help=TOKEN_HELP["text"])]
+LayersOpt = Annotated[int | None, typer.Option("--layers", help=TOKEN_HELP["layers"])]
+WidthOpt = Annotated[int | None, typer.Option("--width", help=TOKEN_HELP["width"])]
+TokBatchOpt = Annotated[int, typer.Option("--batch-size", help="Token models: sequences in the batch.")]
 
 
 def _run_record(folder: Path) -> tuple[str | None, str | None]:
@@ -37,17 +45,39 @@ def _run_record(folder: Path) -> tuple[str | None, str | None]:
     return (rec.get("model_spec") or {}).get("name"), (rec.get("data") or {}).get("name")
 
 
-def resolve(spec: str, data: str | None, data_dir: Path | None) -> tuple[nn.Module | str, str, bool, DataBundle]:
+def resolve(spec: str, data: str | None, data_dir: Path | None, tok: dict[str, Any] | None = None,
+            ) -> tuple[nn.Module | str, str, bool, DataBundle]:
     """(what run_ensemble takes, display name, is a run folder, the data) for a SPEC.
 
     A run folder is passed on as its path (run_ensemble loads it and records it); a
     registry name as the name (built, and trained when asked, for the data); any other
     SPEC (``torchvision:NAME``, ``module:factory``, see cli/_spec.py) is built and viewed
     through ``resgrad.adapt``, which says what it supports when it cannot.
+
+    ``tok``: the token options (vocab, seq_len, text, batch_size, seed, layers, width); a
+    token model is then measured on token ids (``resgrad.tokens``: next-token or same-token
+    cross-entropy, the loss the model's own ``.loss`` computes) through ``TokenView``.
     """
     import resgrad
 
-    from ._spec import resolve_spec
+    from ._spec import resolve_spec, wants_tokens
+
+    tok = tok or {}
+    asked = wants_tokens(None, tok.get("vocab"), tok.get("seq_len"), tok.get("text"))
+    if asked and data is not None:
+        raise UsageError("pass --data or token options (--vocab/--seq-len/--text), not both")
+    if spec.strip().lower().startswith("hf:") and not Path(spec).expanduser().is_dir():
+        import torch
+
+        torch.manual_seed(tok.get("seed") or 0)  # hf:ARCH initialises its weights from --seed
+        rm = resolve_spec(spec, layers=tok.get("layers"), width=tok.get("width"), vocab=tok.get("vocab"))
+        if wants_tokens(rm, None, None, None) or asked:
+            return _token_resolve(rm, tok)
+    elif asked:
+        import torch
+
+        torch.manual_seed(tok.get("seed") or 0)
+        return _token_resolve(resolve_spec(spec), tok)
 
     folder = Path(spec).expanduser()
     if folder.is_dir():
@@ -56,10 +86,36 @@ def resolve(spec: str, data: str | None, data_dir: Path | None) -> tuple[nn.Modu
         return str(folder), model_name or folder.name, True, resgrad.load_data(name, **data_kwargs(name, data_dir))
     name = data or "mnist1d"
     bundle = resgrad.load_data(name, **data_kwargs(name, data_dir))
-    rm = resolve_spec(spec, input_shape=bundle.input_shape, num_classes=bundle.num_classes)
+    rm = resolve_spec(spec, input_shape=bundle.input_shape, num_classes=bundle.num_classes,
+                      layers=tok.get("layers"), width=tok.get("width"))
     if rm.kind == "registry":
         return spec.strip().lower(), spec.strip().lower(), False, bundle
+    if rm.kind == "hf":  # an image classifier: its ImageClassifierOutput reduced to the logits
+        from resgrad.tokens import LogitsView
+
+        return LogitsView(resgrad.adapt(rm.model)), spec, False, bundle
     return resgrad.adapt(rm.model), spec, False, bundle
+
+
+def _token_resolve(rm: Any, tok: dict[str, Any]) -> tuple[nn.Module, str, bool, DataBundle]:
+    import resgrad
+    from resgrad.tokens import TokenView, model_vocab, token_bundle
+
+    from ._spec import token_inputs
+
+    ids, causal = token_inputs(rm, vocab=tok.get("vocab"), seq_len=tok.get("seq_len"), text=tok.get("text"),
+                               n=tok.get("batch_size") or 8, seed=tok.get("seed") or 0)
+    vocab = model_vocab(rm.model) or int(ids.max()) + 1
+    src = f"text-{Path(tok['text']).name}" if tok.get("text") else f"tokens{vocab}"
+    bundle = token_bundle(ids, vocab, causal, f"{src}x{ids.shape[1]}")
+    return TokenView(resgrad.adapt(rm.model), causal), rm.name, False, bundle
+
+
+def token_options(vocab: int | None, seq_len: int | None, text: Path | None, batch_size: int, seed: int,
+                  layers: int | None, width: int | None) -> dict[str, Any]:
+    """The token/hf options of paths and lesion as one dict for ``resolve``."""
+    return {"vocab": vocab, "seq_len": seq_len, "text": text, "batch_size": batch_size, "seed": seed,
+            "layers": layers, "width": width}
 
 
 def default_out(spec: str, is_run: bool, what: str, data: str, seed: int) -> Path:
@@ -140,6 +196,12 @@ def command(
     device: DeviceOpt = "auto",
     out: OutOpt = None,
     data_dir: DataDirOpt = None,
+    vocab: VocabOpt = None,
+    seq_len: SeqLenOpt = None,
+    text: TextOpt = None,
+    batch_size: TokBatchOpt = 8,
+    layers: LayersOpt = None,
+    width: WidthOpt = None,
 ) -> None:
     """Split a residual net's gradient by path length, exactly and by Veit's sampling.
 
@@ -152,6 +214,8 @@ def command(
       resgrad paths runs/resnet56-mnist1d-s0 --samples 200 --float64
       resgrad paths resnet20 --data mnist1d --epochs 10
       resgrad paths torchvision:resnet18 --data cifar10 --examples 64
+      resgrad paths hf:gpt2 --layers 4 --width 64 --vocab 256 --seq-len 32
+      resgrad paths hf:llama --text README.md --seq-len 64 --batch-size 4
     """
     import resgrad
     from resgrad.experiments.ensemble import EnsembleConfig, run_ensemble
@@ -162,7 +226,8 @@ def command(
     if epochs < 0:
         raise UsageError(f"--epochs must be >= 0, received {epochs}")
     dev = resolve_device(device)
-    model, name, is_run, bundle = resolve(spec, data, data_dir)
+    model, name, is_run, bundle = resolve(spec, data, data_dir,
+                                          token_options(vocab, seq_len, text, batch_size, seed, layers, width))
     train = resgrad.TrainConfig(epochs=epochs, device=dev, seed=seed) if epochs and isinstance(model, str) \
         and not is_run else None
     cfg = EnsembleConfig(

@@ -234,8 +234,11 @@ def train_runs(
         who = "" if executor.in_process else f"[{i + 1}/{n}] {t.label} done: "
         log(f"      {who}train error {_fmt(f.get('train_error'))}, test error {_fmt(f.get('test_error'))}")
 
+    # Longest first on a pool (LPT scheduling): the deepest nets started last would leave the
+    # other workers idle at the end. Folders are read back in job order, so no number moves.
+    todo = tasks if executor.in_process else sorted(tasks, key=lambda t: -params[t.label])
     try:
-        executor.map(tasks, on_start=started, on_done=finished)
+        executor.map(todo, on_start=started, on_done=finished)
     finally:
         for key in spec_keys:
             _PRINTS.pop(id(_DATA.pop(key)), None)

@@ -13,6 +13,7 @@ and prints it.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from ..nets import blocks as _model_blocks
 from ..probes import GradientMonitor
 from ..results import DiagnoseResult
 from ..rundir import RunDir
+from ..verdicts import DEAD_RELU_FRACTION
 from .flow import fit_slope, verdict
 
 __all__ = ["DiagnoseConfig", "run", "KIND"]
@@ -46,6 +48,7 @@ class DiagnoseConfig:
     threshold: float = 2.0  # flag layers this many decades from the median gradient RMS (100x)
     seed: int = 0  # the inputs and the SGD steps
     device: str = "cpu"
+    tokens: dict[str, Any] | None = None  # token inputs: vocab, seq_len, text, causal (resgrad.tokens)
 
     def __post_init__(self) -> None:
         if self.input_shape is not None:
@@ -57,9 +60,14 @@ class DiagnoseConfig:
 
 
 def run(config: DiagnoseConfig, out: str | Path | RunDir | None = None, *, model: nn.Module,
-        data: DataBundle | None = None, source: str = "object") -> DiagnoseResult:
+        data: DataBundle | None = None, source: str = "object",
+        loss: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> DiagnoseResult:
     """Diagnose ``model`` (named ``config.spec``; ``source``: how the SPEC resolved) on ``data``'s
-    batches, or on random inputs of ``config.input_shape``."""
+    batches, or on random inputs of ``config.input_shape``.
+
+    ``loss(model, x, y) -> scalar``: how a step's loss is computed (token models:
+    ``resgrad.tokens.own_loss``); default cross-entropy for a classifier's ``(B, C)``
+    output, else a quadratic loss on the output."""
     shape = tuple(data.input_shape) if data is not None else config.input_shape
     if shape is None:
         raise ValueError(f"cannot tell the input shape of {config.spec!r}: pass --input-shape (e.g. 3,32,32) or --data")
@@ -71,10 +79,10 @@ def run(config: DiagnoseConfig, out: str | Path | RunDir | None = None, *, model
     model = model.to(device).train()
     g = torch.Generator().manual_seed(config.seed)
     batches = data.batches(config.batch_size, generator=g) if data is not None else None
-    x0 = _batch(data, batches, shape, config.batch_size, g)[0].to(device)
+    x0, y0 = (t.to(device) for t in _batch(data, batches, shape, config.batch_size, g))
     try:
         with torch.no_grad():
-            probe = model(x0)
+            probe = loss(model, x0, y0) if loss is not None else model(x0)
     except Exception as e:  # the model's own complaint, in one line
         shape_like = isinstance(e, RuntimeError) and any(
             w in str(e) for w in ("shape", "size", "dimension", "mat1", "channels", "Expected"))
@@ -84,34 +92,44 @@ def run(config: DiagnoseConfig, out: str | Path | RunDir | None = None, *, model
                          f"{type(e).__name__}: {_one_line(e)}; {hint}") from None
     if not isinstance(probe, torch.Tensor):
         raise ValueError(f"{config.spec} returned {type(probe).__name__}; diagnose needs a model returning one tensor")
-    n_classes = probe.shape[1] if probe.dim() == 2 else None
+    n_classes = probe.shape[1] if probe.dim() == 2 and loss is None else None
 
-    def loss_of(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def loss_of(xb: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if loss is not None:
+            return loss(model, xb, y)
+        out = model(xb)
         if n_classes is not None:
             return F.cross_entropy(out, y % n_classes)
         return 0.5 * out.float().pow(2).mean()  # not a classifier: a quadratic loss on the output
 
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     losses = []
+    dead: dict[str, float] = {}  # ReLU name -> share of units never active over the last step's batch
+    relu_hooks = [m.register_forward_hook(_dead_hook(name, dead)) for name, m in model.named_modules()
+                  if isinstance(m, nn.ReLU)]
     with GradientMonitor(model, activations=True, weights=True) as mon:
         for step in range(config.steps):
             xb, yb = _batch(data, batches, shape, config.batch_size, g, n_classes)
             opt.zero_grad(set_to_none=True)
-            loss = loss_of(model(xb.to(device)), yb.to(device))
-            loss.backward()
-            losses.append(float(loss.detach()))
+            value = loss_of(xb.to(device), yb.to(device))
+            value.backward()
+            losses.append(float(value.detach()))
             mon.step(step, optimizer=opt)
             if step < config.steps - 1:
                 opt.step()
+    for h in relu_hooks:
+        h.remove()
     records = mon.records
     last = config.steps - 1
+    layers = _layers(records, last, config.threshold)
     result = DiagnoseResult.of(jsonable({
         "spec": config.spec, "kind": source, "model": type(model).__name__,
         "parameters": sum(p.numel() for p in model.parameters()),
         "input_shape": list(shape), "num_classes": n_classes, "data": data.name if data is not None else "random",
         "batch_size": config.batch_size, "steps": config.steps, "seed": config.seed, "losses": losses,
         "thresholds": {"decades": config.threshold, "reference": "median gradient RMS over layers at the last step"},
-        "layers": _layers(records, last, config.threshold),
+        "layers": layers,
+        "causes": _causes(records, layers, config.steps, dead, mon.nonfinite_origin),
         "blocks": _blocks(records, last, len(_model_blocks(model)), config.threshold),
         "records": records, "environment": environment(device),
     }))
@@ -209,6 +227,61 @@ def _blocks(records: list[dict[str, Any]], step: int, n_blocks: int, threshold: 
             "verdict": verdict(slope, None, n_blocks, threshold) if n_blocks > 1 else "healthy"}
 
 
+
+
+def _dead_hook(name: str, into: dict[str, float]):
+    def hook(module: nn.Module, args: Any, out: Any) -> None:
+        if isinstance(out, torch.Tensor) and out.dim() >= 2 and out.shape[0] > 0:
+            with torch.no_grad():
+                into[name] = float((~(out.detach() > 0).flatten(1).any(0)).double().mean())
+
+    return hook
+
+
+def _few(names: list[str], k: int = 4) -> str:
+    return ", ".join(names[:k]) + (f" and {len(names) - k} more" if len(names) > k else "")
+
+
+def _causes(records: list[dict[str, Any]], layers: list[dict[str, Any]], steps: int, dead: dict[str, float],
+            origin: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Named causes behind what the table shows, as ``Cause`` records (kind, modules, message)."""
+    out: list[dict[str, Any]] = []
+    # (a) Weights exactly 0 at initialisation (not biases, which are commonly 0): a zero-initialised
+    # residual branch -- its last norm's gamma or scale set to 0 so each block starts as the identity
+    # (Goyal et al. 2017, arXiv 1706.02677, §5.1; timm's zero_init_last; Fixup, ReZero).
+    w0 = {r["name"]: r["norm"] for r in records if r["step"] == 0 and r["kind"] == "weight"}
+    zero = [n for n, v in w0.items() if v == 0 and not n.endswith("bias")]
+    if zero:
+        last = {r["name"]: r["norm"] for r in records if r["step"] == steps - 1 and r["kind"] == "weight"}
+        moved = [n for n in zero if last.get(n)]
+        after = (f"; after {steps - 1} SGD step(s) {len(moved)} of them are no longer 0" if steps > 1 else
+                 "; pass --steps N to see them after N-1 SGD steps")
+        out.append({"kind": "zero-init-branch", "modules": zero, "message": (
+            f"{len(zero)} weight tensor(s) are exactly 0 at initialisation ({_few(zero)}): zero-initialised "
+            "residual branches (the branch's last scale starts at 0, so each block starts as the identity; "
+            "Goyal et al. 2017 §5.1, timm zero_init_last). Expected at init: the layers inside such a branch get "
+            f"zero gradient until that weight moves{after}")})
+    # (b) Dead ReLUs.
+    gone = sorted((n for n, f in dead.items() if f > DEAD_RELU_FRACTION), key=lambda n: -dead[n])
+    if gone:
+        out.append({"kind": "dead-relu", "modules": gone, "message": (
+            f"{len(gone)} ReLU layer(s) have more than {DEAD_RELU_FRACTION:.0%} of their units never active over "
+            f"the batch ({', '.join(f'{n}: {dead[n]:.0%}' for n in gone[:4])}): no gradient flows through a dead "
+            "unit; look at the biases and the inputs' scale before them")})
+    # (c) Parameters that need grad but got none: not used in the forward.
+    unused = [r["name"] for r in layers if "no grad" in r["flags"]]
+    if unused:
+        out.append({"kind": "no-grad", "modules": unused, "message": (
+            f"{len(unused)} module(s) have parameters that need grad but got none ({_few(unused)}): they are not "
+            "used in the forward to the loss (dead code, a skipped branch, or a head the loss does not read)")})
+    # (d) Non-finite values: the first module in backward order to show one (GradientMonitor's origin).
+    if origin is not None:
+        by = f", produced by the backward of {origin['produced_by']!r}" if origin.get("produced_by") else ""
+        out.append({"kind": "non-finite", "modules": [origin["name"]], "message": (
+            f"the first non-finite gradient (step {origin['step']}) appeared at the {'output' if origin['kind'] == 'activation' else origin['kind']} of "
+            f"{origin['name']!r}{by}; "
+            "everything before it in the backward only inherits it")})
+    return out
 
 
 def _one_line(e: BaseException) -> str:

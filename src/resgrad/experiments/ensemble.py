@@ -200,9 +200,9 @@ def _check_fits(model: nn.Module, data: DataBundle, name: str) -> None:
         ) from None
     finally:
         model.train(was)
-    if out.shape[-1] != data.num_classes:
+    if out.shape[1] != data.num_classes:  # (B, C) logits, or (B, V, T) token logits
         raise ValueError(
-            f"{name} has {out.shape[-1]} outputs but {data.name} has {data.num_classes} classes; "
+            f"{name} has {out.shape[1]} outputs but {data.name} has {data.num_classes} classes; "
             "build the model for this dataset"
         )
 

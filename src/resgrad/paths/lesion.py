@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -82,15 +83,28 @@ def kendall_tau(order: Sequence[int]) -> float:
     return round(float(kendalltau(list(range(len(order))), list(order)).statistic), 12)
 
 
-def error_rate(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 1000) -> float:
-    """Top-1 error on ``(x, y)`` in eval mode (BatchNorm running statistics), no grad."""
+def _rows(kw: dict[str, Any] | None, i: int, j: int, n: int) -> dict[str, Any]:
+    """Forward kwargs for examples ``i:j`` of ``n``: per-example tensors sliced like the inputs."""
+    return {k: v[i:j] if isinstance(v, Tensor) and v.dim() > 0 and v.shape[0] == n else v
+            for k, v in (kw or {}).items()}
+
+
+def error_rate(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 1000,
+               forward_kwargs: dict[str, Any] | None = None) -> float:
+    """Top-1 error on ``(x, y)`` in eval mode (BatchNorm running statistics), no grad.
+
+    Outputs ``(B, C, ...)`` with labels ``(B, ...)`` (token logits ``(B, V, T)``, see
+    ``resgrad.tokens.TokenView``) score every position: the fraction of wrong labels.
+    ``forward_kwargs``: extra forward arguments (attention_mask=, ...); tensors with one row
+    per example are sliced with the batch."""
     x = as_input(model, x)
     y = y.to(x.device)
     wrong = 0
     with preserved(model, training=False), torch.no_grad():
         for i in range(0, len(x), batch_size):
-            wrong += int((model(x[i : i + batch_size]).argmax(1) != y[i : i + batch_size]).sum())
-    return wrong / max(len(x), 1)
+            out = model(x[i : i + batch_size], **_rows(forward_kwargs, i, i + batch_size, len(x)))
+            wrong += int((out.argmax(1) != y[i : i + batch_size]).sum())
+    return wrong / max(y.numel(), 1)
 
 
 def _shapes(model: nn.Module, x: Tensor) -> list[tuple[tuple, tuple]]:
@@ -155,15 +169,16 @@ def random_swaps(n: int, groups: Sequence[Sequence[int]], k: int, generator: tor
     return order
 
 
-def single_deletions(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 1000) -> dict:
+def single_deletions(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 1000,
+                     forward_kwargs: dict[str, Any] | None = None) -> dict:
     """Test error with each block deleted in turn (Veit §4.2, Fig. 3)."""
     _, bl = chain(model)  # an error naming resgrad.adapt when there are no blocks
-    base = error_rate(model, x, y, batch_size)
+    base = error_rate(model, x, y, batch_size, forward_kwargs)
     st = stages(model)
     rows = []
     for i, b in enumerate(bl):
         with deleted(model, blocks=[i]):
-            err = error_rate(model, x, y, batch_size)
+            err = error_rate(model, x, y, batch_size, forward_kwargs)
         rows.append({
             "block": i, "stage": st[i], "kind": "residual" if type(b).__name__ == "Residual" else "plain",
             "downsample": bool(b.changes_shape), "error": err, "delta": err - base,
@@ -179,7 +194,7 @@ def _summary(values: list[float]) -> dict:
 
 def k_deletions(
     model: nn.Module, x: Tensor, y: Tensor, ks: Iterable[int], *, trials: int = 5, seed: int = 0,
-    include_downsampling: bool = False, batch_size: int = 1000,
+    include_downsampling: bool = False, batch_size: int = 1000, forward_kwargs: dict[str, Any] | None = None,
 ) -> list[dict]:
     """Test error with ``k`` random blocks deleted, ``trials`` draws per ``k`` (Veit §4.3, Fig. 5a).
 
@@ -198,14 +213,14 @@ def k_deletions(
         for _ in range(trials if k else 1):
             pick = [pool[j] for j in torch.randperm(len(pool), generator=g)[:k].tolist()]
             with deleted(model, blocks=pick):
-                errs.append(error_rate(model, x, y, batch_size))
+                errs.append(error_rate(model, x, y, batch_size, forward_kwargs))
         rows.append({"k": k, "errors": errs, **_summary(errs)})
     return rows
 
 
 def reorder_curve(
     model: nn.Module, x: Tensor, y: Tensor, ks: Iterable[int], *, trials: int = 5, seed: int = 0,
-    batch_size: int = 1000,
+    batch_size: int = 1000, forward_kwargs: dict[str, Any] | None = None,
 ) -> list[dict]:
     """Test error after ``k`` random swaps vs Kendall tau of the order (Veit §4.4, Fig. 5b)."""
     n = len(blocks(model))
@@ -218,7 +233,8 @@ def reorder_curve(
         for _ in range(trials if k else 1):
             order = random_swaps(n, groups, k, g)
             with reordered(model, order):
-                runs.append({"tau": kendall_tau(order), "error": error_rate(model, x, y, batch_size)})
+                runs.append({"tau": kendall_tau(order),
+                             "error": error_rate(model, x, y, batch_size, forward_kwargs)})
         errs = [r["error"] for r in runs]
         taus = [r["tau"] for r in runs]
         rows.append({"swaps": k, "trials": runs, "mean_tau": sum(taus) / len(taus), **_summary(errs)})

@@ -32,6 +32,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -137,12 +138,22 @@ class _FirstInput:
         self.handle.remove()
 
 
+def _take(kw: dict[str, Any] | None, idx: Tensor | slice | None, n: int) -> dict[str, Any]:
+    """Forward kwargs for the examples ``idx`` of ``n``: per-example tensors (first dim ``n``)
+    indexed like the inputs, anything else passed as is."""
+    if not kw:
+        return {}
+    if idx is None:
+        return dict(kw)
+    return {k: v[idx] if isinstance(v, Tensor) and v.dim() > 0 and v.shape[0] == n else v for k, v in kw.items()}
+
+
 def _row_norms(
     model: nn.Module, res: list[Residual], first: _FirstInput, xb: Tensor, tb: Tensor | None,
-    loss: LossFn | None, route,
+    loss: LossFn | None, route, kw: dict[str, Any] | None = None,
 ) -> Tensor:  # (B,) float64
     with gates(res, route=route):
-        out = model(xb)
+        out = model(xb, **(kw or {}))
     (g,) = torch.autograd.grad(call_loss(loss, out, tb), first.x0)
     return g.flatten(1).double().norm(dim=1)
 
@@ -154,25 +165,25 @@ def _random_paths(kb: Tensor, n: int, g: torch.Generator) -> Tensor:
     return rank < kb[:, None]
 
 
-def _sample_gates(model, res, x, loss, targets, want, n, per, g, got) -> None:
+def _sample_gates(model, res, x, loss, targets, want, n, per, g, got, fkw=None) -> None:
     """One forward and one backward per batch; each row routed by its own gates."""
     with _FirstInput(res[0]) as first:
         for start in range(0, len(want), per):
             kb = want[start : start + per]  # (m,) the lengths this batch samples
             m = len(kb)
             if targets is None:
-                xb, tb = x, None
+                xb, tb, kw = x, None, _take(fkw, None, len(x))
                 kb = torch.cat([kb, torch.zeros(per - m, dtype=kb.dtype)])  # unused rows: length 0
             else:
                 idx = torch.randint(len(x), (m,), generator=g)
-                xb, tb = x[idx], targets.to(x.device)[idx]
+                xb, tb, kw = x[idx], targets.to(x.device)[idx], _take(fkw, idx.to(x.device), len(x))
             route = _random_paths(kb, n, g).T.contiguous().to(x.device)  # (n, B): True = branch
-            norms = _row_norms(model, res, first, xb, tb, loss, route)[:m].cpu()
+            norms = _row_norms(model, res, first, xb, tb, loss, route, kw)[:m].cpu()
             for k in got:
                 got[k].append(norms[kb[:m] == k])
 
 
-def _sample_graph(model, res, x, loss, targets, want, n, per, rows, g, got, how) -> None:
+def _sample_graph(model, res, x, loss, targets, want, n, per, rows, g, got, how, fkw=None) -> None:
     """One forward per chunk of examples; then batched backward passes through the recorded
     graph, each row (round r, example b) with its own path: at block i the cotangent goes to
     the branch VJP where the path takes the branch and to the shortcut VJP where it skips.
@@ -197,9 +208,10 @@ def _sample_graph(model, res, x, loss, targets, want, n, per, rows, g, got, how)
         live = torch.cat([torch.ones(len(part), dtype=torch.bool), torch.zeros(pad, dtype=torch.bool)]).view(-1, b)
         xb = x if targets is None else x[idx.to(x.device)]
         tb = None if targets is None else targets.to(x.device)[idx.to(targets.device)]
+        kw = _take(fkw, None if targets is None else idx.to(x.device), len(x))
         xb = xb.detach().requires_grad_(True) if xb.is_floating_point() else xb
         with _Recorder(res, res[0]) as rec:
-            value = call_loss(loss, model(xb), tb)
+            value = call_loss(loss, model(xb, **kw), tb)
             x0 = rec.first_input[0]
             (gy,) = torch.autograd.grad(value, rec.rec[-1]["y"], retain_graph=True)
             # Rounds per batched VJP: ``rows`` paths, by default ~2^24 numbers per cotangent stack.
@@ -238,6 +250,7 @@ def sample(
     seed: int = 0,
     method: str = "graph",
     vjp: str = "auto",
+    forward_kwargs: dict[str, Any] | None = None,
 ) -> Sampled:
     """Veit's sampled path magnitudes, vectorised: every example carries its own random path.
 
@@ -252,7 +265,8 @@ def sample(
     ``method="gates"``: one forward and one backward per batch, each example routed by
     per-sample gates (``resgrad.gates(route=(n, B) mask)``). Both compute the same samples'
     distribution; "graph" skips the repeated forward passes. ``vjp``: as in
-    :func:`resgrad.paths.decompose`.
+    :func:`resgrad.paths.decompose`. ``forward_kwargs``: extra forward arguments
+    (``attention_mask=``, ...); tensors with one row per example are indexed with the batch.
     """
     if method not in ("graph", "gates"):
         raise ValueError(f"method must be 'graph' or 'gates', received {method!r}")
@@ -265,10 +279,10 @@ def sample(
     t0 = time.perf_counter()
     with preserved(model, training=False), torch.enable_grad():
         if method == "gates":
-            _sample_gates(model, res, x, loss, targets, want, n, per, g, got)
+            _sample_gates(model, res, x, loss, targets, want, n, per, g, got, forward_kwargs)
         else:
             _sample_graph(model, res, x, loss, targets, want, n, per, None if rows is None else max(1, int(rows)), g, got,
-                          _Batching.choose(vjp, x.device))
+                          _Batching.choose(vjp, x.device), forward_kwargs)
     values = torch.stack([torch.cat(got[k]) for k in ks])  # (len(ks), samples)
     return Sampled(n, ks, values, f"vectorised ({method})", time.perf_counter() - t0, len(x))
 
@@ -282,6 +296,7 @@ def sample_loop(
     lengths: Sequence[int] | None = None,
     samples: int = 1000,
     seed: int = 0,
+    forward_kwargs: dict[str, Any] | None = None,
 ) -> Sampled:
     """The reference: one example, one path, one forward and backward per sample.
 
@@ -299,8 +314,9 @@ def sample_loop(
                 through = set(torch.randperm(n, generator=g)[:k].tolist())
                 route = {i: "branch" if i in through else "skip" for i in range(n)}
                 if targets is None:
-                    vals[j, s] = _row_norms(model, res, first, x, None, loss, route)[b]
+                    vals[j, s] = _row_norms(model, res, first, x, None, loss, route, forward_kwargs)[b]
                 else:
                     tb = targets[b : b + 1].to(x.device)
-                    vals[j, s] = _row_norms(model, res, first, x[b : b + 1], tb, loss, route)[0]
+                    kw = _take(forward_kwargs, slice(b, b + 1), len(x))
+                    vals[j, s] = _row_norms(model, res, first, x[b : b + 1], tb, loss, route, kw)[0]
     return Sampled(n, ks, vals, "loop", time.perf_counter() - t0, len(x))
