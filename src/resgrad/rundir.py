@@ -237,14 +237,16 @@ class RunDir:
 
     def claim(
         self, record: dict[str, Any], *, compare: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
-        fresh: bool = False,
+        fresh: bool = False, additions_ok: bool = False,
     ) -> dict[str, Any] | None:
         """Make this folder hold ``record``'s run; return the old record when it already did.
 
         A folder without ``config.json`` (or ``fresh=True``) gets ``record`` written. A
         folder with one must be the same kind and, through ``compare`` (default: the
         record's ``"config"``), the same config; otherwise a ValueError names the fields
-        that differ and what to do.
+        that differ and what to do. ``additions_ok``: fields only the new record has (a
+        stage or option added by a newer resgrad) are not differences; config.json is
+        rewritten with them.
         """
         kind = record.get("kind")
         if not isinstance(kind, str):
@@ -255,10 +257,15 @@ class RunDir:
             return None
         old = self.read_config(kind)
         pick = compare or (lambda r: r.get("config") or {})
-        diff = config_diff(pick(old), pick(record))
+        a, b = flatten(pick(old)), flatten(pick(record))
+        added = additions_ok and bool(set(b) - set(a))
+        keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and not (additions_ok and k not in a))
+        diff = [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in keys]
         if diff:
             raise ValueError(f"{self.path} holds a run with a different config ({'; '.join(diff)}); use a new "
                              f"--out folder, or remove {self.path} to start over")
+        if added:
+            self.write_config({**record, "created": old.get("created", record["created"])})
         return old
 
     # ---- metrics (one JSON line per finished epoch) ---------------------------------

@@ -61,6 +61,8 @@ RUN_KIND = "resgrad.train"  # config.json["kind"]: what load_run recognises as a
 _FORMAT = 1  # bump when the checkpoint or config.json layout changes
 
 # Fields that do not change what is trained: a resumed run may differ in them.
+OPTIMIZERS = ("sgd", "adamw")
+WARMUP_SHAPES = ("constant", "linear")
 _FREE_FIELDS = ("device", "checkpoint_every", "checkpoint_steps", "checkpoint_minutes", "eval_batch_size")
 _SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR1")  # Slurm's SIGTERM, Ctrl-C, sbatch --signal=USR1@...
 
@@ -87,9 +89,17 @@ class TrainConfig:
     eval_batch_size: int = 1000  # test examples per forward pass (memory only, same result)
     max_steps: int | None = None  # stop after this many SGD steps in all (smoke runs); the schedule fits them
     active_blocks: int | None = None  # k: per batch only k random blocks' branches train (Veit et al. 2016 §5.2)
+    # Transformers train with Adam and a linear warm-up (Vaswani et al. 2017 §5.3; Xiong et al.
+    # 2020, arXiv 2002.04745, §3): "adamw" uses betas and a decoupled weight_decay (momentum,
+    # nesterov unused); warmup_shape "linear" ramps lr from lr/warmup_iters to lr over warmup_iters
+    # steps (warmup_lr unused), "constant" is He et al.'s fixed warmup_lr.
+    optimizer: str = "sgd"  # "sgd" (He et al. 2015) or "adamw" (Loshchilov & Hutter 2019)
+    betas: tuple[float, float] = (0.9, 0.999)  # AdamW's moment decay rates (Transformers: (0.9, 0.98))
+    warmup_shape: str = "constant"  # "constant" (He et al. §4.2) or "linear" (Transformers)
 
     def __post_init__(self) -> None:
         self.milestones = tuple(float(m) for m in self.milestones)
+        self.betas = tuple(float(b) for b in self.betas)  # type: ignore[assignment]  # JSON gives a list
         _validate(self)
 
 
@@ -130,6 +140,10 @@ def _validate(c: TrainConfig) -> None:
          "max_steps must be None or an integer >= 1", c.max_steps)
     need(c.active_blocks is None or (is_int(c.active_blocks) and c.active_blocks >= 1),
          "active_blocks must be None (all blocks) or an integer >= 1", c.active_blocks)
+    need(c.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}", c.optimizer)
+    need(len(c.betas) == 2 and all(0 <= b < 1 for b in c.betas), "betas must be two numbers in [0, 1)", c.betas)
+    need(c.warmup_shape in WARMUP_SHAPES, f"warmup_shape must be one of {', '.join(WARMUP_SHAPES)}",
+         c.warmup_shape)
 
 
 @dataclass
@@ -232,10 +246,7 @@ def fit(
         model_spec = _check_spec(model_spec, model)
 
     model.to(device)
-    optimizer = torch.optim.SGD(
-        model.parameters(), lr=config.lr, momentum=config.momentum,
-        weight_decay=config.weight_decay, nesterov=config.nesterov,
-    )
+    optimizer = _optimizer(model, config)
 
     def factor(step: int) -> float:  # lr / config.lr for the step about to run
         return _lr_factor(config, marks, step)
@@ -344,7 +355,7 @@ def _fit(
                 scheduler.step()
                 step_losses[i] = loss.detach()
                 wrong += (logits.detach().argmax(1) != yb).sum()
-                sizes.append(len(yb))
+                sizes.append(yb.numel())  # scored labels: per example, or per position for token targets
                 step += 1
                 bar.advance()
                 if step >= total:
@@ -401,8 +412,18 @@ def _milestone_steps(config: TrainConfig, total: int) -> list[int]:
     return [max(1, round(m * total)) for m in config.milestones]
 
 
+def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=config.lr, betas=config.betas,
+                                 weight_decay=config.weight_decay)
+    return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                           weight_decay=config.weight_decay, nesterov=config.nesterov)
+
+
 def _lr_factor(config: TrainConfig, marks: list[int], step: int) -> float:
     if step < config.warmup_iters:
+        if config.warmup_shape == "linear":
+            return (step + 1) / config.warmup_iters
         return config.warmup_lr / config.lr
     return config.gamma ** sum(step >= m for m in marks)
 
@@ -598,9 +619,14 @@ def _run_record(
     }
 
 
+_DEFAULTS = jsonable(asdict(TrainConfig()))
+
+
 def _comparable(record: dict[str, Any], spec: bool) -> dict[str, Any]:
     # fit() without a spec: the weights' shapes still must match, checked on load.
-    cfg = {k: v for k, v in record.get("config", {}).items() if k not in _FREE_FIELDS}
+    # A field added after a run was recorded compares at its default (an older folder resumes).
+    given = {**_DEFAULTS, **record.get("config", {})}
+    cfg = {k: v for k, v in given.items() if k not in _FREE_FIELDS}
     data = {k: v for k, v in record.get("data", {}).items() if k != "info"}  # info: local paths
     return {"config": cfg, "data": data, **({"model_spec": record.get("model_spec")} if spec else {})}
 

@@ -10,6 +10,7 @@ mnist1d    (N, 1, 40); flat: (N, 40)        4000 / 1000    10       generated of
 cifar10    (N, 3, 32, 32)                   50000 / 10000  10       local folder or .tar.gz
 digits     (N, 1, 8, 8); flat: (N, 64)      1438 / 359     10       scikit-learn (bundled)
 synthetic  (N, *shape), default (N, 1, 40)  1000 / 200     10       seeded Gaussian classes
+text       ids (N, seq_len), y: next ids    90% / 10%      chars    a local text file (path=)
 =========  ===============================  =============  =======  ==========================
 
 Only cifar10 has an augmentation (He et al. 2015 §4.2 pad-crop-flip), applied by
@@ -27,14 +28,16 @@ from .cifar10 import cifar10
 from .digits import digits
 from .mnist1d import mnist1d
 from .synthetic import synthetic
+from .text import text
 
-__all__ = ["DataBundle", "load", "DATASETS", "mnist1d", "cifar10", "digits", "synthetic"]
+__all__ = ["DataBundle", "load", "DATASETS", "mnist1d", "cifar10", "digits", "synthetic", "text"]
 
 _LOADERS: dict[str, Callable[..., DataBundle]] = {
     "mnist1d": mnist1d,
     "cifar10": cifar10,
     "digits": digits,
     "synthetic": synthetic,
+    "text": text,
 }
 DATASETS = tuple(_LOADERS)
 

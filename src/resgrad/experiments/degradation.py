@@ -151,30 +151,31 @@ def _data_for(spec: dict[str, Any]) -> DataBundle:
 def train_run(config: dict[str, Any], run_dir: str) -> dict[str, Any]:
     """One training run, the unit of work an executor runs (``Task.fn``).
 
-    ``config``: ``model`` (registry name), ``seed``, ``train`` (TrainConfig fields, the seed
-    included), ``monitor``, ``data`` (a data spec: name, kwargs, n_train, n_test, fingerprint)
+    ``config``: ``model`` (registry name), ``model_kwargs`` (optional builder options),
+    ``seed``, ``train`` (TrainConfig fields, the seed included), ``monitor``, ``data`` (a data spec: name, kwargs, n_train, n_test, fingerprint)
     and ``progress``. The weights are initialised from ``torch.manual_seed(seed)``, so the run is
     a function of its config wherever it runs; ``fit`` resumes it from ``run_dir``.
     """
     data = _data_for(config["data"])
     name, seed = config["model"], int(config["seed"])
+    kwargs = dict(config.get("model_kwargs") or {})  # builder options (a Transformer's task, vocab, ...)
     torch.manual_seed(seed)  # initial weights are part of the run's seed
-    model = build_for(name, data.input_shape, data.num_classes)
-    spec = {"name": name, "kwargs": {}, "input_shape": list(data.input_shape), "num_classes": data.num_classes}
+    model = build_for(name, data.input_shape, data.num_classes, **kwargs)
+    spec = {"name": name, "kwargs": kwargs, "input_shape": list(data.input_shape), "num_classes": data.num_classes}
     train = TrainConfig(**config["train"])
     cbs = [_EpochProfile(model, data.num_batches(train.batch_size))] if config.get("monitor", True) else []
     res = fit(model, data, train, callbacks=cbs, out_dir=run_dir, model_spec=spec, progress=config.get("progress"))
     return {"final": {k: res.final.get(k) for k in ("train_loss", "train_error", "test_loss", "test_error")}}
 
 
-def count_params(name: str, data: DataBundle) -> int:
+def count_params(name: str, data: DataBundle, **kwargs: Any) -> int:
     """Parameters of ``name`` built for ``data`` (on the meta device: nothing allocated, no RNG drawn)."""
     try:
         with torch.device("meta"):
-            model = build_for(name, data.input_shape, data.num_classes)
+            model = build_for(name, data.input_shape, data.num_classes, **kwargs)
     except (NotImplementedError, RuntimeError):
         with torch.random.fork_rng(devices=[]):
-            model = build_for(name, data.input_shape, data.num_classes)
+            model = build_for(name, data.input_shape, data.num_classes, **kwargs)
     return sum(p.numel() for p in model.parameters())
 
 
@@ -223,7 +224,7 @@ def train_runs(
     tasks = [Task(fn=f"{__name__}:train_run", config={**{k: v for k, v in j.items() if k not in ("run_dir", "label")},
                                                        "progress": show},
                   run_dir=j["run_dir"], label=j["label"]) for j in jobs]
-    params = {j["label"]: count_params(j["model"], data) for j in jobs}
+    params = {j["label"]: count_params(j["model"], data, **(j.get("model_kwargs") or {})) for j in jobs}
     n = len(tasks)
 
     def started(i: int, t: Task, _: Any) -> None:

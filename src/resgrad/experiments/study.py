@@ -1,15 +1,16 @@
-"""The main job: gradient flow, degradation and the ensemble view, in one results.json.
+"""The main job: gradient flow, degradation, the ensemble view and the Transformer twins, in one results.json.
 
-``run(preset("default"), "runs/study-default")`` runs three stages into one run folder::
+``run(preset("default"), "runs/study-default")`` runs four stages into one run folder::
 
     config.json              the resolved StudyConfig (a rerun must match it)
     flow/                    experiments/flow.py: the grid at initialisation
     degradation/runs/...     one resumable training run per (depth, plain|residual, seed)
     ensemble/                experiments/ensemble.py on the deepest trained pair
+    transformer/             experiments/transformer.py: pre-LN, post-LN, no skip
     results.json             the StudyResult (results/study.py), written atomically
 
-Each stage reuses what a previous (killed) invocation finished: flow and ensemble by their
-validated results.json, training runs through ``fit``'s checkpoints. A finished study
+Each stage reuses what a previous (killed) invocation finished: flow, ensemble and
+transformer by their validated results.json, training runs through ``fit``'s checkpoints. A finished study
 returns its result; the command (``resgrad study``) renders report.html from it.
 """
 
@@ -24,16 +25,18 @@ from typing import Any
 
 from ..executors import Executor, make_executor
 from ..io import environment, jsonable
-from ..results import DegradationResult, EnsembleResult, StudyResult
+from ..results import DegradationResult, EnsembleResult, StudyResult, TransformerResult
 from ..results.study import Timing
 from ..rundir import RunDir
 from ..train import TrainConfig, load_run
 from . import degradation as _degradation
 from . import ensemble as _ensemble
 from . import flow as _flow
+from . import transformer as _transformer
 from .degradation import DegradationConfig, load_for, twin_names
 from .ensemble import EnsembleConfig
 from .flow import FlowConfig
+from .transformer import TransformerConfig
 
 __all__ = ["StudyConfig", "PRESETS", "preset", "run", "run_study", "KIND"]
 
@@ -44,12 +47,13 @@ PRESETS = ("quick", "default", "he2015-cifar10")
 
 @dataclass
 class StudyConfig:
-    """The three experiments of a study; each field is that experiment's own config."""
+    """The experiments of a study; each field is that experiment's own config."""
 
     preset: str = "default"  # the preset this came from (recorded; changes nothing itself)
     flow: FlowConfig = field(default_factory=FlowConfig)  # gradient flow at initialisation
     degradation: DegradationConfig = field(default_factory=DegradationConfig)  # plain vs residual training
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)  # on the deepest trained pair
+    transformer: TransformerConfig | None = None  # pre-LN vs post-LN vs no skip (None: no such stage)
     device: str = "cpu"  # where training and measuring run
 
     def to_dict(self) -> dict[str, Any]:
@@ -74,6 +78,7 @@ def preset(
         deg = DegradationConfig(depths=(8, 20), n_train=1000, n_test=500,
                                 train=TrainConfig(epochs=3, device=device))
         ens = EnsembleConfig.preset("quick", device=device)
+        tr = _transformer.preset("quick", device=device)
     elif name == "default":
         # The embedded default: MNIST-1D (Greydanus 2020), no downloads, ~5 min on 2 CPU cores.
         flow = FlowConfig.preset("default", inits=("he",), depths=(4, 16, 64, 256), device=device)
@@ -85,6 +90,7 @@ def preset(
         # lesion errors on 500 test examples: keeps the stage near a minute on a CPU.
         ens = EnsembleConfig.preset("default", samples=200, examples=256, eval_examples=500, trials=3,
                                     device=device)
+        tr = _transformer.preset("default", device=device)
     else:
         # He et al. 2015 §4.2 on CIFAR-10 (2-D nets, option A, the full recipe): meant for a GPU.
         if data_dir is not None:
@@ -94,6 +100,7 @@ def preset(
                                 train=TrainConfig(epochs=164, device=device),
                                 warmup=((110, 400),))  # ResNet-110: lr 0.01 for ~400 iterations (§4.2)
         ens = EnsembleConfig.preset("default", device=device)
+        tr = _transformer.preset("full", device=device)  # MNIST-1D: CIFAR-10 is the ResNets' data here
     if seeds is not None:
         deg.seeds = tuple(int(s) for s in seeds)
     if epochs is not None:
@@ -101,7 +108,7 @@ def preset(
     # The ensemble stage measures the deepest trained pair (recorded under these names).
     ens.plain, ens.residual = twin_names(max(deg.depths), deg.unit)
     ens.data, ens.data_kwargs = deg.data, dict(data_kwargs)
-    return StudyConfig(preset=name, flow=flow, degradation=deg, ensemble=ens, device=device)
+    return StudyConfig(preset=name, flow=flow, degradation=deg, ensemble=ens, transformer=tr, device=device)
 
 
 def _comparable(record: dict[str, Any]) -> dict[str, Any]:
@@ -140,7 +147,9 @@ def _run(config: StudyConfig, run_dir: RunDir, log: Callable[[str], None], progr
         raise ValueError(f"{root} holds a study of resgrad 0.1, whose stages this version does not reuse; use a new "
                          f"--out folder (its report still opens: {run_dir.report_path})")
     cfg = config.to_dict()
-    run_dir.claim({"kind": KIND, "config": cfg, "environment": environment(config.device)}, compare=_comparable)
+    # additions_ok: a folder of an earlier version lacks later stages; they run, the rest is reused.
+    run_dir.claim({"kind": KIND, "config": cfg, "environment": environment(config.device)}, compare=_comparable,
+                  additions_ok=True)
     done = run_dir.finished(StudyResult)
     if done is not None and _comparable({"config": done.config}) == _comparable({"config": cfg}):
         log(f"study already finished in {root}")
@@ -150,13 +159,14 @@ def _run(config: StudyConfig, run_dir: RunDir, log: Callable[[str], None], progr
     seconds: dict[str, float] = {}
 
     t = time.perf_counter()
-    log("1/3 gradient flow at initialisation")
+    n = 4 if config.transformer is not None else 3
+    log(f"1/{n} gradient flow at initialisation")
     flow = _flow.run(config.flow, run_dir.sub("flow"), executor=executor)  # in chunks, when one is given
     seconds["flow"] = time.perf_counter() - t
 
     t = time.perf_counter()
     deg = config.degradation
-    log(f"2/3 degradation: plain vs residual, depths {', '.join(map(str, deg.depths))}, "
+    log(f"2/{n} degradation: plain vs residual, depths {', '.join(map(str, deg.depths))}, "
         f"{deg.train.epochs} epochs on {deg.data}")
     data = load_for(deg)  # the same examples train the nets and measure their paths
     deg_dir = run_dir.sub("degradation")
@@ -169,7 +179,7 @@ def _run(config: StudyConfig, run_dir: RunDir, log: Callable[[str], None], progr
     deepest = max(deg.depths)
     plain_name, res_name = twin_names(deepest, deg.unit)
     seed = deg.seeds[0]
-    log(f"3/3 ensemble view on {res_name} and {plain_name} (seed {seed})")
+    log(f"3/{n} ensemble view on {res_name} and {plain_name} (seed {seed})")
     ens_dir = run_dir.sub("ensemble")
     ensemble = ens_dir.finished(EnsembleResult, jsonable(config.ensemble.to_dict()))  # finished before a kill
     if ensemble is None:
@@ -179,13 +189,22 @@ def _run(config: StudyConfig, run_dir: RunDir, log: Callable[[str], None], progr
         ensemble = _ensemble.run(config.ensemble, ens_dir, residual=residual, plain=plain, data=data,
                                  names=(res_name, plain_name), log=log)
     seconds["ensemble"] = time.perf_counter() - t
+
+    transformer: TransformerResult | None = None
+    if config.transformer is not None:
+        t = time.perf_counter()
+        tc = config.transformer
+        log(f"4/4 Transformers: pre-LN, post-LN and no skip, {tc.layers} layers on {tc.data}")
+        transformer = _transformer.run(tc, run_dir.sub("transformer"), log=log, progress=progress,
+                                       executor=executor)
+        seconds["transformer"] = time.perf_counter() - t
     seconds["total"] = sum(seconds.values())
 
     result = StudyResult(
         preset=config.preset, config=cfg, environment=environment(config.device),
         timing=Timing(started=started.isoformat(timespec="seconds"),
                       finished=datetime.now(timezone.utc).isoformat(timespec="seconds"), seconds=seconds),
-        flow=flow, degradation=degradation, ensemble=ensemble,
+        flow=flow, degradation=degradation, ensemble=ensemble, transformer=transformer,
     )
     run_dir.write_results(result)
     return result

@@ -79,7 +79,8 @@ class Transformer(nn.Module):
 
     ``task="classify"``: inputs ``(B, length)`` or ``(B, 1, length)`` cut into ``length //
     patch`` patches, linearly embedded, mean-pooled before the head. ``task="lm"``: integer
-    tokens ``(B, T)`` (``T <= context``), causal attention, logits ``(B, T, vocab)``.
+    tokens ``(B, T)`` (``T <= context``), causal attention, class-major logits ``(B, vocab, T)``
+    (what ``F.cross_entropy`` takes with next-token targets ``(B, T)``, as in resgrad.data.text).
     """
 
     def __init__(
@@ -140,4 +141,4 @@ class Transformer(nn.Module):
                 )
             h = self.embed(x)
         h = self.norm(self.blocks(h + self.pos[: h.shape[1]]))
-        return self.head(h.mean(1) if self.task == "classify" else h)
+        return self.head(h.mean(1)) if self.task == "classify" else self.head(h).transpose(1, 2)

@@ -8,6 +8,7 @@
 | resgrad.diagnose | DiagnoseResult | results/diagnose.py |
 | resgrad.study | StudyResult | results/study.py |
 | resgrad.sweep | SweepResult | results/sweep.py |
+| resgrad.transformer | TransformerResult | results/transformer.py |
 
 ``load(path)`` reads and validates any of them (the envelope names the type).
 """
@@ -19,7 +20,8 @@ from .ensemble import EnsembleResult
 from .flow import FlowResult
 from .study import StudyResult
 from .sweep import SweepResult
+from .transformer import TransformerResult
 
 __all__ = ["Record", "Result", "ResultError", "Num", "load", "read_file", "result_types",
            "FlowResult", "DegradationResult", "EnsembleResult", "DiagnoseResult", "StudyResult",
-           "SweepResult"]
+           "SweepResult", "TransformerResult"]

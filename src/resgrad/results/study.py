@@ -1,4 +1,4 @@
-"""StudyResult: the main job, the three experiments in one file (``resgrad study``)."""
+"""StudyResult: the main job, its experiments in one file (``resgrad study``)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from ._schema import Record, Result
 from .degradation import DegradationResult
 from .ensemble import EnsembleResult
 from .flow import FlowResult
+from .transformer import TransformerResult
 
 __all__ = ["StudyResult", "Timing"]
 
@@ -33,3 +34,4 @@ class StudyResult(Result):
     flow: FlowResult
     degradation: DegradationResult
     ensemble: EnsembleResult
+    transformer: TransformerResult | None = None  # the Transformer stage (None: a preset without it, or 0.1)

@@ -1,0 +1,58 @@
+"""A local text file as next-character prediction: the character-level language model's data.
+
+``text("corpus.txt", seq_len=32)``: the file's bytes, mapped to a compact vocabulary (the
+distinct bytes, sorted), cut into consecutive windows of ``seq_len + 1``; x is a window's
+first ``seq_len`` ids, y the next id at every position (``(N, seq_len)`` int64 both), so a
+model returns class-major logits ``(N, vocab, seq_len)`` as the rest of resgrad expects.
+The last ``test_fraction`` of the file is the test split (text that follows the training
+text, never overlapping it). Nothing is downloaded: the file is the user's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+
+from .bundle import DataBundle
+
+__all__ = ["text", "MIN_WINDOWS"]
+
+MIN_WINDOWS = 8  # fewer training windows than this is not a training set
+
+
+def text(path: str, *, seq_len: int = 32, test_fraction: float = 0.1) -> DataBundle:
+    """Next-character prediction on the text file at ``path`` (see the module docstring)."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise FileNotFoundError(f"text file {path!r} not found; give the path of a local text file")
+    if not isinstance(seq_len, int) or isinstance(seq_len, bool) or seq_len < 2:
+        raise ValueError(f"seq_len must be an integer >= 2, received {seq_len!r}")
+    if not 0.0 < float(test_fraction) < 1.0:
+        raise ValueError(f"test_fraction must be in (0, 1), received {test_fraction!r}")
+    raw = p.read_bytes()
+    chars = sorted(set(raw))
+    lut = torch.zeros(256, dtype=torch.int64)
+    lut[torch.tensor(chars, dtype=torch.int64)] = torch.arange(len(chars))
+    ids = lut[torch.frombuffer(bytearray(raw), dtype=torch.uint8).to(torch.int64)] if raw else torch.zeros(0, dtype=torch.int64)
+    cut = int(len(ids) * (1 - float(test_fraction)))
+
+    def windows(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        m = (len(a) - 1) // seq_len
+        w = a[: m * seq_len + 1]
+        x = w[:-1].reshape(m, seq_len) if m else torch.zeros(0, seq_len, dtype=torch.int64)
+        y = w[1:].reshape(m, seq_len) if m else torch.zeros(0, seq_len, dtype=torch.int64)
+        return x, y
+
+    xtr, ytr = windows(ids[:cut])
+    xte, yte = windows(ids[cut:])
+    if len(xtr) < MIN_WINDOWS or len(xte) < 1 or len(chars) < 2:
+        need = (MIN_WINDOWS + 1) * (seq_len + 1) / (1 - float(test_fraction))
+        raise ValueError(f"text file {path!r} holds {len(raw)} bytes ({len(chars)} distinct): too short for "
+                         f"{MIN_WINDOWS} training windows of seq_len {seq_len} and a test split; give a text of at "
+                         f"least ~{int(need)} bytes or a shorter seq_len")
+    return DataBundle(f"text:{p.name}", xtr, ytr, xte, yte, len(chars),
+                      info={"path": str(p.resolve()), "bytes": len(raw), "sha256": hashlib.sha256(raw).hexdigest(),
+                            "seq_len": seq_len, "test_fraction": float(test_fraction), "vocab": len(chars),
+                            "chars": "".join(map(chr, chars)), "inputs": "token ids", "causal": True})
