@@ -3,6 +3,7 @@ rerun as a no-op that re-renders the report."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from resgrad.experiments.study import PRESETS, preset
+from resgrad.io import write_json
+from resgrad.rundir import RunDir
 
 
 def _study(out: Path, env: dict) -> subprocess.Popen:
@@ -66,7 +69,7 @@ def test_quick_study_survives_kill_and_reruns_as_a_no_op(tmp_path):
 
     results = json.loads((out / "results.json").read_text())
     assert results["experiment"] == "study" and results["preset"] == "quick"
-    for key in ("flow", "degradation", "ensemble", "environment", "timing", "config"):
+    for key in ("flow", "degradation", "ensemble", "transformer", "environment", "timing", "config"):
         assert key in results
     for r in results["degradation"]["runs"]:  # every epoch exactly once despite the kill
         lines = (Path(r["run_dir"]) / "metrics.jsonl").read_text().splitlines()
@@ -85,6 +88,29 @@ def test_quick_study_survives_kill_and_reruns_as_a_no_op(tmp_path):
     assert again.returncode == 0, again.stderr
     assert "already finished" in again.stdout and (out / "report.html").is_file()
     assert json.loads((out / "results.json").read_text()) == results
+
+    # A folder of an earlier version (no Transformer stage) takes the new stage, reusing the rest.
+    assert results["transformer"]["layers"] == 2 and len(results["transformer"]["runs"]) == 6
+    rd = RunDir(out)
+    record = rd.read_config("resgrad.study")
+    del record["config"]["transformer"]
+    rd.write_config(record)
+    older = {k: v for k, v in results.items() if k != "transformer"}
+    older["config"] = {k: v for k, v in results["config"].items() if k != "transformer"}
+    write_json(out / "results.json", older)
+    shutil.rmtree(out / "transformer")
+    newer = subprocess.run(
+        [sys.executable, "-m", "resgrad", "study", "--preset", "quick", "--out", str(out), "--device", "cpu"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert newer.returncode == 0, newer.stdout + newer.stderr
+    assert "4/4 Transformers" in newer.stdout
+    assert (first_run / "checkpoints" / "last.pt").stat().st_mtime_ns == ckpt_mtime  # not retrained
+    assert (out / "flow" / "results.json").stat().st_mtime_ns == flow_mtime
+    final = json.loads((out / "results.json").read_text())
+    # Retrained from scratch, the same numbers (every run seeds itself from its config).
+    assert [r["final"] for r in final["transformer"]["runs"]] == [r["final"] for r in results["transformer"]["runs"]]
+    assert "transformer" in rd.read_config("resgrad.study")["config"]
 
 
 def test_presets_and_their_errors():

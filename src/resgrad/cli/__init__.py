@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from . import diagnose, flow, lesion, models, paths, report, study, sweep, train
+from . import diagnose, flow, lesion, models, paths, report, study, sweep, train, transformer
 
 app = typer.Typer(
     name="resgrad",
@@ -20,6 +20,7 @@ app.command("study")(study.command)
 app.command("flow")(flow.command)
 app.command("train")(train.command)
 app.command("sweep")(sweep.command)
+app.command("transformer")(transformer.command)
 app.command("paths")(paths.command)
 app.command("lesion")(lesion.command)
 app.command("diagnose")(diagnose.command)
