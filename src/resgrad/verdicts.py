@@ -554,6 +554,7 @@ __all__ += [
     "REMOVABLE_SHARE", "ANGULAR_MATCH", "REORDER_GRACEFUL",
     "growth_trend", "GrowthVerdict", "growth_verdict", "WarmupVerdict", "warmup_verdict",
     "TrainsVerdict", "trains_verdict", "RemovalVerdict", "removal_verdict", "PaintersVerdict", "painters_verdict",
+    "StreamVerdict", "stream_verdict",
 ]
 
 # Xiong et al. 2020 Fig. 3: at initialisation post-LN's weight gradients grow with the layer
@@ -654,6 +655,43 @@ def growth_verdict(rows: Sequence[TransformerFlowRow]) -> GrowthVerdict | None:
     return GrowthVerdict(d, depths, growth, pg, qg, noskip.growth if noskip is not None and _fin(noskip.growth) else None,
                          tuple(g if _fin(g) else None for g in post.per_seed_growth), pt, qt, onset,
                          GROWTH_TOWARD_OUTPUT, relation)
+
+
+@dataclass(frozen=True)
+class StreamVerdict:
+    """He et al. 2016 Eq. 5 in a Transformer: with an identity skip (pre-LN) the residual-stream
+    gradient does not vanish toward the input; without the skip it may. Judged at the deepest depth
+    with FLOW_THRESHOLD_DECADES, the flow experiment's rule for vanishing / exploding."""
+
+    depth: int
+    ratio: dict[str, float | None]  # per twin: ‖∂L/∂h‖ at the first unit / after the last
+    label: dict[str, FlowLabel]  # vanishing (ratio <= 10^-decades), exploding (>= 10^decades), healthy
+    decades: float  # FLOW_THRESHOLD_DECADES
+    relation: Relation | None  # agrees: pre-LN's does not vanish; contradicts: it does; None: non-finite
+
+
+def stream_verdict(rows: Sequence[TransformerFlowRow]) -> StreamVerdict | None:
+    """Label every twin's stream ratio at the deepest depth measured (None without rows)."""
+    if not rows:
+        return None
+    d = max(r.depth for r in rows)
+    ratio: dict[str, float | None] = {}
+    label: dict[str, FlowLabel] = {}
+    for r in rows:
+        if r.depth != d:
+            continue
+        v = r.stream_ratio if _fin(r.stream_ratio) and r.stream_ratio > 0 else None  # type: ignore[operator]
+        ratio[r.kind] = v
+        if v is None:
+            label[r.kind] = "non-finite"
+        else:
+            dec = math.log10(v)
+            label[r.kind] = ("vanishing" if dec <= -FLOW_THRESHOLD_DECADES else
+                             "exploding" if dec >= FLOW_THRESHOLD_DECADES else "healthy")
+    pre = label.get("preln")
+    relation: Relation | None = (None if pre in (None, "non-finite") else
+                                 "contradicts" if pre == "vanishing" else "agrees")
+    return StreamVerdict(d, ratio, label, FLOW_THRESHOLD_DECADES, relation)
 
 
 def _cell(cells: Sequence[TrainCell], kind: str, warmup: bool) -> TrainCell | None:

@@ -87,6 +87,21 @@ def test_growth_verdict_agrees_partly_contradicts():
     assert V.growth_verdict([_row("postln", 8, 3.0), _row("noskip", 8, 3.0)]) is None  # no pre-LN to compare
 
 
+def test_stream_verdict_uses_the_flow_rule():
+    def rows(pre, noskip):
+        out = [_row("preln", 4, 1.0), _row("noskip", 4, 1.0)]  # a shallower depth is not judged
+        for kind, ratio in (("preln", pre), ("noskip", noskip)):
+            out.append(dataclasses.replace(_row(kind, 64, 1.0), stream_ratio=ratio))
+        return out
+
+    v = V.stream_verdict(rows(8.0, 2e-5))
+    assert v.depth == 64 and v.label == {"preln": "healthy", "noskip": "vanishing"} and v.relation == "agrees"
+    v = V.stream_verdict(rows(10 ** -(V.FLOW_THRESHOLD_DECADES + 0.1), 0.5))
+    assert v.label == {"preln": "vanishing", "noskip": "healthy"} and v.relation == "contradicts"
+    assert V.stream_verdict(rows(300.0, None)).label == {"preln": "exploding", "noskip": "non-finite"}
+    assert V.stream_verdict(rows(None, 1.0)).relation is None and V.stream_verdict([]) is None
+
+
 def _cell(kind: str, warmup: bool, test: float | None, std: float = 0.0, diverged: int = 0, n: int = 3) -> TrainCell:
     return TrainCell(kind=kind, warmup=warmup, train_error=test, test_error=test, train_error_std=std,
                      test_error_std=std, n_seeds=n, diverged=diverged)
@@ -178,6 +193,9 @@ def test_findings_word_the_verdicts_with_their_numbers(tr):
     for kind in ("preln", "postln", "noskip"):
         assert f"{sig(rows[(kind, deep)].growth)}×" in g["sentence"]
     assert g["relation"] == V.growth_verdict(tr.flow.rows).relation and "2002.04745" in g["paper"]
+    st = found["transformer.stream"]
+    for kind in ("preln", "postln", "noskip"):
+        assert f"{sig(rows[(kind, deep)].stream_ratio)}×" in st["sentence"]
     cells = {(c.kind, c.warmup): c for c in tr.cells}
     w = found["transformer.warmup.postln"]
     assert pct(cells[("postln", False)].test_error) in w["sentence"]

@@ -488,7 +488,10 @@ TWIN = {"preln": "pre-LN", "postln": "post-LN", "noskip": "no skip"}
 
 def _pts(x: float | None) -> str:
     """A size of a change of a fraction, unsigned: 0.02 -> 2 points."""
-    return NA if x is None else f"{sig(100 * x)} points"
+    if x is None:
+        return NA
+    v = sig(100 * x)
+    return f"{v} point{'' if v == '1' else 's'}"
 
 
 def _way(x: float | None) -> str:
@@ -521,18 +524,35 @@ def _transformer_findings(t: TransformerResult) -> list[Finding]:
             "agrees": "post-LN's gradient grows toward the output and pre-LN's is level, as Xiong et al. 2020 "
                       "(Fig. 3) show",
             "partly": f"post-LN's gradient grows toward the output, as Xiong et al. 2020 (Fig. 3) show, but pre-LN's "
-                      f"is not level here (it changes {g.preln_trend}, beyond {sig(g.factor)}× either way)",
+                      f"is not level here: it grows {g.preln_trend} (beyond {sig(g.factor)}× either way)"
+                      + (", though less than post-LN's" if g.preln_trend == "toward the output" else ""),
             "contradicts": f"post-LN's gradient does not grow toward the output by more than {sig(g.factor)}× here, "
                            "unlike Xiong et al. 2020 (Fig. 3)",
         }[g.relation]
         if g.noskip is not None and V.growth_trend(g.noskip) == "toward the output":
-            text += "; the no-skip twin's gradient is largest at the output: it vanishes toward the input"
+            text += "; the no-skip twin's weight gradient shrinks from the output toward the input: it vanishes"
         out.append(_finding("transformer.growth", "transformer", text + ".",
                             {"depth": g.depth, "depths": list(g.depths), "growth": {k: list(v) for k, v in g.growth.items()},
                              "postln_seeds": list(g.postln_seeds), "onset": g.onset, "factor": g.factor}, g,
                             paper=xiong, claim="at initialisation post-LN's weight gradients grow with the layer "
                                                "index toward the output; pre-LN's are about the same in every layer",
                             relation=g.relation))
+
+    sv = V.stream_verdict(t.flow.rows)
+    if sv is not None and sv.ratio:
+        text = (f"The residual-stream gradient at initialisation, {sv.depth} layers: ‖∂L/∂h‖ at the first unit over "
+                f"after the last is " + ", ".join(f"{TWIN.get(k, k)} {times(v)} ({sv.label[k]})" for k, v in sv.ratio.items()))
+        text += {None: " — not finite for pre-LN, so Eq. 5 cannot be checked",
+                 "agrees": " — pre-LN's does not vanish, as He et al. 2016 Eq. 5 predicts for an identity skip",
+                 "contradicts": " — pre-LN's vanishes despite its identity skip, against He et al. 2016 Eq. 5"}[sv.relation]
+        if sv.label.get("noskip") == "vanishing":
+            text += "; without the skip it vanishes"
+        text += f" (vanishing: {pow10(-sv.decades)}× or less, the flow experiment's {sig(sv.decades)}-decade rule)"
+        out.append(_finding("transformer.stream", "transformer", text + ".",
+                            {"depth": sv.depth, "ratio": sv.ratio, "label": sv.label, "decades": sv.decades}, sv,
+                            paper=cite_text("he2016", "Eq. 5"),
+                            claim="with an identity skip the gradient of a layer does not vanish",
+                            relation=sv.relation))
 
     chance = {k: les.chance for k, les in t.lesions.items()}
     trains = {k: V.trains_verdict(t.cells, k, chance[k]) for k in TWIN if k in chance}
@@ -600,9 +620,11 @@ def _transformer_findings(t: TransformerResult) -> list[Finding]:
         rv = V.removal_verdict(les)
         text = (f"{TWIN[kind]} ({rv.layers} layers, intact test error {pct(rv.base)}): deleting one layer keeps the "
                 f"error within {_pts(rv.tolerance)} for {rv.single_within} of {rv.layers} layers (worst: layer "
-                f"{rv.single_worst_layer}, {pct(rv.single_worst)}); up to {rv.removable_best} consecutive "
-                f"layer{'s' if rv.removable_best != 1 else ''} ({pct(rv.share)}) can be removed within that at the best "
-                f"start, {rv.removable_angular} at Gromov et al.'s angular-distance pick")
+                f"{rv.single_worst_layer}, {pct(rv.single_worst)}); "
+                + (f"up to {rv.removable_best} consecutive layer{'s' if rv.removable_best != 1 else ''} "
+                   f"({pct(rv.share)}) can be removed within that at the best start, {rv.removable_angular} at Gromov "
+                   "et al.'s angular-distance pick" if rv.removable_best else
+                   "no block of consecutive layers can be removed within that, at any start"))
         text += " — " + {
             None: f"the intact net is within {_pts(V.TRAINED_BELOW_CHANCE)} of chance ({pct(rv.chance)}), so there "
                   "is little to lose: not judged",

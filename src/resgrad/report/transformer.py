@@ -88,8 +88,8 @@ def _flow(t: TransformerResult, found: list[Finding]) -> str:
         trs.append(row)
     head = ["layers"] + [f"growth, {_twin(k)}" for k in FT.KINDS] + [f"stream first/last, {_twin(k)}" for k in FT.KINDS]
     out.append(_table(head, trs))
-    out.append(_comparison(_pick(found, "transformer.growth"), "transformer", title=""))
-    out.append(_section_findings(_pick(found, "transformer.growth"), "transformer"))
+    out.append(_comparison(_pick(found, "transformer.growth", "transformer.stream"), "transformer", title=""))
+    out.append(_section_findings(_pick(found, "transformer.growth", "transformer.stream"), "transformer"))
     return "\n".join(out)
 
 
