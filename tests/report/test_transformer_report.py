@@ -19,6 +19,7 @@ import json
 import re
 import shutil
 import xml.etree.ElementTree as ET
+from html import escape
 from pathlib import Path
 
 import pytest
@@ -262,6 +263,13 @@ def test_study_with_the_stage_places_it_before_the_findings(study, tr):
     # The study's own ensemble section keeps only its own findings.
     assert "preln-4" not in _section(html, "ensemble")
     assert "transformer config" in _section(html, "setup")
+    # The answer box keeps its verdict and gains one clause of evidence: the stage's residual stream.
+    with_stage, without = findings(dataclasses.replace(study, transformer=tr))[0], findings(study)[0]
+    assert with_stage["verdict_text"] == without["verdict_text"]
+    assert with_stage["evidence"][:-1] == without["evidence"]
+    deep = max(r.depth for r in tr.flow.rows)
+    assert with_stage["evidence"][-1].startswith(f"in {deep}-layer Transformers at initialisation")
+    assert escape(with_stage["evidence"][-1]) in html and "The Transformer study" not in html
 
 
 def test_study_without_the_stage_renders_as_before(study_html):

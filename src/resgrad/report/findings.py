@@ -770,6 +770,13 @@ def _answer(s: Sections, found: list[Finding]) -> Finding | None:
         if wv.relation == "agrees":
             verdicts.append("and the trained residual net's gradient travels mostly along short paths, as in Veit "
                             "et al.'s ensemble view, rather than through its full depth")
+    st = by.get("transformer.stream")
+    if st and (clauses or verdicts):  # evidence beside the three main kinds, in a study with the Transformer stage
+        sv = st["verdict"]
+        clauses.append(f"in {sv.depth}-layer Transformers at initialisation the residual-stream gradient's "
+                       "first/last ratio is " + ", ".join(f"{TWIN.get(k, k)} {times(v)} ({sv.label[k]})"
+                                                         for k, v in sv.ratio.items()))
+        used.update(transformer_stream=sv.ratio)
     if not clauses and not verdicts:
         return None
     verdict = "; ".join(verdicts) if verdicts else "the evidence measured is partial"
