@@ -749,22 +749,25 @@ class TrainsVerdict:
     kind: str
     error: float | None  # the lower mean test error of its two cells
     warmup: bool | None  # the cell that was (None: no finite cell)
-    chance: float
+    chance: float | None
     margin: float  # TRAINED_BELOW_CHANCE
     below_chance: float | None  # chance - error
-    trained: bool | None
+    trained: bool | None  # None: no finite error or chance
 
 
-def trains_verdict(cells: Sequence[TrainCell], kind: str, chance: float) -> TrainsVerdict | None:
+def trains_verdict(cells: Sequence[TrainCell], kind: str, chance: float | None) -> TrainsVerdict | None:
     """Trained when the better cell's test error is more than TRAINED_BELOW_CHANCE below ``chance``."""
     mine = [c for c in cells if c.kind == kind]
     if not mine:
         return None
     fin = [c for c in mine if _fin(c.test_error)]
+    chance = chance if _fin(chance) else None
     if not fin:
         return TrainsVerdict(kind, None, None, chance, TRAINED_BELOW_CHANCE, None, None)
     best = min(fin, key=lambda c: c.test_error)  # type: ignore[arg-type,return-value]
     err = float(best.test_error)  # type: ignore[arg-type]
+    if chance is None:
+        return TrainsVerdict(kind, err, best.warmup, None, TRAINED_BELOW_CHANCE, None, None)
     return TrainsVerdict(kind, err, best.warmup, chance, TRAINED_BELOW_CHANCE, chance - err,
                          chance - err > TRAINED_BELOW_CHANCE)
 

@@ -134,6 +134,7 @@ def test_trains_verdict_against_chance():
     v = V.trains_verdict([_cell("noskip", False, 0.87), _cell("noskip", True, 0.88)], "noskip", chance=0.9)
     assert v.trained is False and v.error == 0.87
     assert V.trains_verdict([_cell("noskip", False, None)], "noskip", 0.9).trained is None
+    assert V.trains_verdict(cells, "noskip", None).trained is None  # no chance recorded: not judged
     assert V.trains_verdict(cells, "preln", 0.9) is None
 
 

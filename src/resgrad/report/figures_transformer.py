@@ -21,7 +21,7 @@ from resgrad.verdicts import GROWTH_TOWARD_OUTPUT
 
 from .figures import _STYLE, PLAIN, REF, RESIDUAL, _arr, _fig, _pos, to_svg
 
-__all__ = ["KINDS", "NAMES", "COLORS", "flow_layers", "flow_growth", "training_curves", "layer_lesions"]
+__all__ = ["KINDS", "NAMES", "COLORS", "shown_depths", "flow_layers", "flow_growth", "training_curves", "layer_lesions"]
 
 KINDS = ("preln", "postln", "noskip")
 NAMES = {"preln": "pre-LN", "postln": "post-LN", "noskip": "no skip"}
@@ -29,7 +29,7 @@ COLORS = {"preln": RESIDUAL, "postln": "#7b3fa0", "noskip": PLAIN}
 _MARK = {"preln": "o", "postln": "s", "noskip": "^"}
 
 
-def _shown_depths(depths: Sequence[int]) -> list[int]:
+def shown_depths(depths: Sequence[int]) -> list[int]:
     """The deepest depth and one in the middle (Xiong et al. Fig. 3 shows one net; two show the trend)."""
     ds = sorted(set(depths))
     if len(ds) <= 1:
@@ -40,7 +40,7 @@ def _shown_depths(depths: Sequence[int]) -> list[int]:
 def flow_layers(flow: TransformerFlow) -> str | None:
     """Per-layer weight-gradient norm at initialisation vs layer index, one panel per shown depth, log y."""
     rows = [r for r in flow.rows if any(v is not None and v > 0 for v in r.layer_norms)]
-    shown = _shown_depths([r.depth for r in rows])
+    shown = shown_depths([r.depth for r in rows])
     if not shown:
         return None
     fig, axes = _fig(10 if len(shown) > 1 else 6.2, 3.4, ncols=len(shown))

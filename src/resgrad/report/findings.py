@@ -595,7 +595,7 @@ def _transformer_findings(t: TransformerResult) -> list[Finding]:
                 if kind == "postln" else "pre-LN trains without warm-up", relation=w.relation))
 
     ns, pre = trains.get("noskip"), trains.get("preln")
-    if ns is not None and ns.error is not None:
+    if ns is not None and ns.trained is not None:
         text = (f"The no-skip twin (the same {t.layers} layers and parameters without the skip) reaches a test error "
                 f"of {pct(ns.error)} ({'with' if ns.warmup else 'without'} warm-up) against chance {pct(ns.chance)}: "
                 + (f"it trains (more than {_pts(ns.margin)} below chance)" if ns.trained else

@@ -67,7 +67,7 @@ def _flow(t: TransformerResult, found: list[Finding]) -> str:
            "Per layer: the norm of the gradient of its weight matrices (attention and MLP together, not the LayerNorm "
            "gains, as in Xiong et al.'s Fig. 3); <b>growth</b> is the last layer's over the first's. The residual-stream "
            "gradient ‖∂L/∂h‖ is taken at each unit's input and after the last unit.</p>"]
-    shown = FT._shown_depths(depths)
+    shown = FT.shown_depths(depths)
     out.append(_img(FT.flow_layers(fl), "per-layer weight-gradient norm at initialisation",
                     f"Per-layer weight-gradient norm at initialisation at {' and '.join(map(str, shown))} layers, log "
                     f"axis, layer 0 nearest the input (mean over seeds). Compare {cite('xiong2020', 'Fig. 3')}: "
