@@ -252,6 +252,10 @@ def test_transformer_alone_renders_its_section_with_its_numbers(tr, tr_html):
     refs = _section(html, "references")
     assert all(a in refs for a in TRANSFORMER_ARXIV)
     assert "The Transformer study" in html[:html.index('<section id="transformer">')]  # the headline box
+    # Self-contained as the rest of the report: no scripts; links are anchors or arXiv citations only.
+    assert "<script" not in html.lower()
+    for link in re.findall(r'(?:href|src)="([^"]*)"', html):
+        assert link.startswith(("#", "data:", "https://arxiv.org/abs/")), link
 
 
 def test_study_with_the_stage_places_it_before_the_findings(study, tr):
