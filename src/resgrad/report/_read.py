@@ -14,7 +14,15 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from resgrad.results import DegradationResult, EnsembleResult, FlowResult, Result, ResultError, StudyResult
+from resgrad.results import (
+    DegradationResult,
+    EnsembleResult,
+    FlowResult,
+    Result,
+    ResultError,
+    StudyResult,
+    TransformerResult,
+)
 from resgrad.results._schema import envelope, result_types
 from resgrad.results.ensemble import Deletion, Lesion, Reorder, Window
 from resgrad.results.flow import FlowGroup
@@ -25,8 +33,8 @@ __all__ = [
 ]
 
 FlowRow = dict[str, Any]
-Reportable = StudyResult | FlowResult | DegradationResult | EnsembleResult
-_REPORTABLE = (StudyResult, FlowResult, DegradationResult, EnsembleResult)
+Reportable = StudyResult | FlowResult | DegradationResult | EnsembleResult | TransformerResult
+_REPORTABLE = (StudyResult, FlowResult, DegradationResult, EnsembleResult, TransformerResult)
 
 
 def as_result(results: Any, source: str = "results") -> Reportable:
@@ -42,27 +50,32 @@ def as_result(results: Any, source: str = "results") -> Reportable:
         r = types_[schema].from_json(results, source=source)
     else:
         raise TypeError(f"the report needs a resgrad result (StudyResult, FlowResult, DegradationResult, "
-                        f"EnsembleResult) or its parsed JSON, received {type(results).__name__}")
+                        f"EnsembleResult, TransformerResult) or its parsed JSON, received {type(results).__name__}")
     if not isinstance(r, _REPORTABLE):
-        raise ResultError(f"{source}: a {r.SCHEMA} result has no report; pass a study, flow, degradation or "
-                          "ensemble result")
+        raise ResultError(f"{source}: a {r.SCHEMA} result has no report; pass a study, flow, degradation, "
+                          "ensemble or transformer result")
     return r
 
 
 @dataclass(frozen=True)
 class Sections:
-    """The three measured sections of a result; None where it did not measure one."""
+    """The measured sections of a result; None where it did not measure one.
+
+    ``transformer``: the Transformer study (a study's stage, or a transformer run alone); None in
+    studies without the stage (older results), which then render exactly as before.
+    """
 
     flow: FlowResult | None
     degradation: DegradationResult | None
     ensemble: EnsembleResult | None
+    transformer: TransformerResult | None = None
 
 
 def sections(r: Reportable) -> Sections:
     if isinstance(r, StudyResult):
-        return Sections(r.flow, r.degradation, r.ensemble)
+        return Sections(r.flow, r.degradation, r.ensemble, r.transformer)
     return Sections(r if isinstance(r, FlowResult) else None, r if isinstance(r, DegradationResult) else None,
-                    r if isinstance(r, EnsembleResult) else None)
+                    r if isinstance(r, EnsembleResult) else None, r if isinstance(r, TransformerResult) else None)
 
 
 def pretty_model(name: Any) -> str:
@@ -81,7 +94,9 @@ def data_name(s: Sections) -> str | None:
         return s.degradation.data.name
     if s.ensemble is not None:
         return s.ensemble.data
-    return s.flow.data.name if s.flow is not None else None
+    if s.flow is not None:
+        return s.flow.data.name
+    return s.transformer.data if s.transformer is not None else None
 
 
 # -- flow ---------------------------------------------------------------------------------

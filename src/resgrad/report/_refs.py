@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from html import escape
 
-__all__ = ["PAPERS", "cite", "cite_text", "PUBLISHED"]
+__all__ = ["PAPERS", "TRANSFORMER_PAPERS", "cite", "cite_text", "PUBLISHED"]
 
 # key: (authors, year, title, arXiv id)
 PAPERS: dict[str, tuple[str, int, str, str]] = {
@@ -18,7 +18,16 @@ PAPERS: dict[str, tuple[str, int, str, str]] = {
     "pennington2017": ("Pennington, Schoenholz, Ganguli", 2017,
                        "Resurrecting the sigmoid in deep learning through dynamical isometry", "1711.04735"),
     "greydanus2020": ("Greydanus", 2020, "Scaling down Deep Learning (MNIST-1D)", "2011.14439"),
+    "xiong2020": ("Xiong et al.", 2020, "On Layer Normalization in the Transformer Architecture", "2002.04745"),
+    "liu2020": ("Liu et al.", 2020, "Understanding the Difficulty of Training Transformers", "2004.08249"),
+    "gromov2024": ("Gromov et al.", 2024, "The Unreasonable Ineffectiveness of the Deeper Layers", "2403.17887"),
+    "men2024": ("Men et al.", 2024, "ShortGPT: Layers in Large Language Models are More Redundant Than You Expect",
+                "2403.03853"),
+    "sun2024": ("Sun et al.", 2024, "Transformer Layers as Painters", "2407.09298"),
 }
+
+# Cited only by the Transformer section: a report without it lists the papers it listed before.
+TRANSFORMER_PAPERS = ("xiong2020", "liu2020", "gromov2024", "men2024", "sun2024")
 
 # Published figures used in comparisons (REFERENCES.md). Errors are fractions.
 PUBLISHED = {

@@ -2,9 +2,12 @@
 
 ``render(result, out_path)`` writes it atomically; ``render_run(run_dir)`` re-renders
 ``run_dir/report.html`` from ``run_dir/results.json`` (read with ``resgrad.results.load``).
-``result`` is a StudyResult, FlowResult, DegradationResult or EnsembleResult, or its parsed
-JSON (validated first). Whatever sections it holds are shown; a missing one is said to be
-missing. The report reads results only: it never trains or measures (DESIGN.md).
+``result`` is a StudyResult, FlowResult, DegradationResult, EnsembleResult or
+TransformerResult, or its parsed JSON (validated first). Whatever sections it holds are shown; a
+missing one is said to be missing. The Transformer section (report/transformer.py) appears only
+where there is a Transformer study: a study without that stage renders as it did before it
+existed; a TransformerResult alone gets the Transformer section, findings, setup and references.
+The report reads results only: it never trains or measures (DESIGN.md).
 """
 
 from __future__ import annotations
@@ -19,7 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from resgrad.io import atomic_write
-from resgrad.results import DegradationResult, EnsembleResult, FlowResult, StudyResult, load
+from resgrad.results import (
+    DegradationResult,
+    EnsembleResult,
+    FlowResult,
+    StudyResult,
+    TransformerResult,
+    load,
+)
 from resgrad.results.flow import FlowThresholds, Signal
 from resgrad.results.sweep import SweepResult
 
@@ -36,7 +46,7 @@ from ._read import (
     pretty_model,
     sections,
 )
-from ._refs import PAPERS, PUBLISHED, cite
+from ._refs import PAPERS, PUBLISHED, TRANSFORMER_PAPERS, cite
 from ._style import CSS
 from .findings import Finding, findings
 
@@ -315,7 +325,8 @@ def _degradation(deg: DegradationResult | None, found: list[Finding]) -> str:
     return "\n".join(out)
 
 
-def _ensemble(ens: EnsembleResult | None, found: list[Finding]) -> str:
+def _ensemble(ens: EnsembleResult | None, found: list[Finding], classes: int | None = 10) -> str:
+    """The ensemble view of ``ens``; ``classes``: for the chance line (None: none drawn)."""
     if ens is None:
         return _missing("ensemble")
     v = ensemble_view(ens)
@@ -362,11 +373,11 @@ def _ensemble(ens: EnsembleResult | None, found: list[Finding]) -> str:
         ["", "path lengths", "blocks", "share of gradient", "share of all paths"], wrows))
     if v["explanation"]:
         out.append(f"<p class='muted'>{escape(v['explanation'])}</p>")
-    out.append(_img(F.ensemble_lesion(v), "test error after deleting one block",
+    out.append(_img(F.ensemble_lesion(v, classes), "test error after deleting one block",
                     f"Test error after deleting each single block at test time. Residual: the branch is removed; plain: "
                     f"the block is replaced by its shape-matching shortcut, as Veit et al. did for VGG layers "
                     f"({cite('veit2016', '§4')})."))
-    out.append(_img(F.ensemble_deletion(v), "error vs deleted blocks and vs reordering",
+    out.append(_img(F.ensemble_deletion(v, classes), "error vs deleted blocks and vs reordering",
                     "Left: deleting <i>k</i> random blocks (mean ± std over trials"
                     + (f"; ★: Veit et al.'s ≈20% at k = 10, {cite('veit2016', '§4')}" if (n or 0) >= 10 else "")
                     + f"). Right: swapping random pairs of blocks, error vs the Kendall τ of the "
@@ -420,6 +431,8 @@ def _setup(r: Reportable, s: Sections) -> str:
         secs["flow"] = r.wall_time_s
     elif isinstance(r, EnsembleResult) and r.timing.get("total") is not None:
         secs["ensemble"] = r.timing["total"]
+    elif isinstance(r, TransformerResult):  # its parts' wall times
+        secs = dict(r.timing)
     if secs or started or finished:
         rows = [[escape(k), _n(f"{sig(v)} s" if num(v) is not None else NA)] for k, v in secs.items()]
         meta = " ".join(f"{k}: {escape(v)}." for k, v in (("started", started), ("finished", finished)) if v)
@@ -430,7 +443,7 @@ def _setup(r: Reportable, s: Sections) -> str:
     else:
         out.append("<p class='muted'>The results file records no environment.</p>")
     configs = {r.EXPERIMENT: r.config}
-    for part in (s.flow, s.degradation, s.ensemble):
+    for part in (s.flow, s.degradation, s.ensemble, s.transformer):
         if part is not None and part is not r:
             configs[part.EXPERIMENT] = part.config
     for name, cfg in configs.items():
@@ -441,9 +454,11 @@ def _setup(r: Reportable, s: Sections) -> str:
     return "\n".join(out)
 
 
-def _references() -> str:
+def _references(transformer: bool = False) -> str:
+    """The papers cited; the Transformer papers only where the Transformer section is shown."""
     items = [f"<li>{escape(a)} ({y}). <i>{escape(t)}</i>. "
-             f"<a href=\"https://arxiv.org/abs/{i}\">arXiv {i}</a>.</li>" for a, y, t, i in PAPERS.values()]
+             f"<a href=\"https://arxiv.org/abs/{i}\">arXiv {i}</a>.</li>" for key, (a, y, t, i) in PAPERS.items()
+             if transformer or key not in TRANSFORMER_PAPERS]
     return "<ul>" + "".join(items) + "</ul>"
 
 
@@ -452,6 +467,24 @@ def _seeded_cells(deg: DegradationResult | None) -> str:
     if deg is None or len({r.seed for r in deg.runs}) < 2:
         return ""
     return _sweep.section(deg)
+
+
+def _transformer_section(t: TransformerResult | None, found: list[Finding]) -> str:
+    from .transformer import section
+
+    assert t is not None
+    return section(t, found)
+
+
+def _transformer_box(found: list[Finding]) -> str:
+    """The headline of a transformer run alone: its findings on Xiong et al.'s two claims and the no-skip twin."""
+    lines = [f for f in found if f["id"] in ("transformer.growth", "transformer.warmup.postln", "transformer.noskip")]
+    if not lines:
+        return '<div class="answer"><p>No findings: the Transformer result holds no comparable numbers.</p></div>'
+    return ('<div class="answer"><p><span class="label">The Transformer study</span> (this run holds only it; see '
+            '<a href="#transformer">its section</a>):</p><ul>'
+            + "".join(f"<li>{_linkify(escape(f['sentence']))} {_badge(f['relation'])}</li>" for f in lines)
+            + "</ul></div>")
 
 
 # -- the page -----------------------------------------------------------------------------
@@ -467,6 +500,14 @@ def to_html(result: Reportable | SweepResult | dict[str, Any]) -> str:
     s = sections(r)
     found = findings(r)
     present = {"flow": s.flow, "degradation": s.degradation, "ensemble": s.ensemble}
+    alone = isinstance(r, TransformerResult)  # a transformer run folder: its own sections only
+    layout = list(_SECTIONS)
+    if s.transformer is not None:
+        from .transformer import TITLE  # imported here: report/transformer.py draws on this module's helpers
+
+        layout.insert(layout.index(("findings", "Findings")), ("transformer", TITLE))
+    if alone:
+        layout = [x for x in layout if x[0] not in (*_MEASURED, "question")]
     bodies: dict[str, Callable[[], str]] = {
         "question": _question,
         "flow": lambda: _flow(s.flow, found),
@@ -474,10 +515,11 @@ def to_html(result: Reportable | SweepResult | dict[str, Any]) -> str:
         "ensemble": lambda: _ensemble(s.ensemble, found),
         "findings": lambda: _findings(found),
         "setup": lambda: _setup(r, s),
-        "references": _references,
+        "references": lambda: _references(s.transformer is not None),
+        "transformer": lambda: _transformer_section(s.transformer, found),
     }
     toc, secs = [], []
-    for i, (sid, title) in enumerate(_SECTIONS, 1):
+    for i, (sid, title) in enumerate(layout, 1):
         miss = sid in _MEASURED and present[sid] is None
         toc.append(f'<li><a href="#{sid}">{escape(title)}</a>{" <span class=miss>(missing)</span>" if miss else ""}</li>')
         secs.append(f'<section id="{sid}"><h2>{i}. {escape(title)}</h2>\n{bodies[sid]()}\n</section>')
@@ -486,10 +528,10 @@ def to_html(result: Reportable | SweepResult | dict[str, Any]) -> str:
                    f'{escape(answer["verdict_text"])}.</p><ul>'
                    + "".join(f"<li>{_linkify(escape(c))}</li>" for c in answer["evidence"])
                    + f'</ul><p class="muted">{escape(answer["hedge"])} See <a href="#findings">Findings</a>.</p></div>'
-                   if answer else
+                   if answer else _transformer_box(found) if alone else
                    '<div class="answer"><p>No measured answer: the results hold no gradient-flow, degradation or '
                    'ensemble measurements.</p></div>')
-    missing = [m for m in _MEASURED if present[m] is None]
+    missing = [] if alone else [m for m in _MEASURED if present[m] is None]
     sub = []
     if isinstance(r, StudyResult):
         sub.append(f"preset {escape(r.preset)}")
