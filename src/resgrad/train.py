@@ -49,6 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import distributed
 from .callbacks import Callback
 from .data import DataBundle
 from .io import environment, jsonable
@@ -213,6 +214,8 @@ def fit(
 
     device = _resolve_device(config.device)
     spe = data.num_batches(config.batch_size)
+    _check_world(config, data, spe)  # before joining the group: a bad batch size fails in one line
+    ddp, device = distributed.setup(device)
     total = spe * config.epochs if config.max_steps is None else min(spe * config.epochs, config.max_steps)
     # Milestones are fractions of the steps actually run, so a max_steps run keeps the shape;
     # never step 0 (a one-step run would otherwise run at the post-milestone lr).
@@ -245,55 +248,108 @@ def fit(
 
     run = RunDir(out_dir) if out_dir is not None else None
     with ExitStack() as held:
-        if run is not None:  # one writer per run folder; a finished run may be read on read-only storage
+        if run is not None and ddp.main:  # one writer per run folder; a finished run may be read on read-only storage
             held.enter_context(run.locked(read_only_ok=True))
         return _fit(model, data, config, cbs, run, resume, model_spec, progress, device, spe, total, marks,
-                    schedule, bl, k, optimizer, scheduler)
+                    schedule, bl, k, optimizer, scheduler, ddp)
+
+
+def _check_world(config: TrainConfig, data: DataBundle, spe: int) -> None:
+    """Under torchrun: the global batch must split evenly, and its last one must reach every rank."""
+    world = (torch.distributed.get_world_size()
+             if torch.distributed.is_available() and torch.distributed.is_initialized()
+             else distributed.world_from_env())
+    if world == 1:
+        return
+    if config.batch_size % world:
+        lo = config.batch_size - config.batch_size % world
+        raise ValueError(f"batch_size {config.batch_size} does not split over {world} processes "
+                         f"(each takes batch_size / {world}); choose a multiple of {world}, e.g. {lo or world}")
+    n = len(data.x_train)
+    if n > config.batch_size and n % config.batch_size == 1:
+        n -= 1  # data.batches drops a last batch of one
+    last = n - (spe - 1) * config.batch_size
+    if last < world:
+        raise ValueError(f"the last batch of each epoch holds {last} of {n} training examples, fewer than the "
+                         f"{world} processes, so a rank would get none; choose a batch size that divides {n}")
 
 
 def _fit(
     model: nn.Module, data: DataBundle, config: TrainConfig, cbs: list[Callback], run: RunDir | None, resume: bool,
     model_spec: dict[str, Any] | None, progress: bool | None, device: torch.device, spe: int, total: int,
     marks: list[int], schedule: dict[str, Any], bl: list, k: int | None, optimizer: torch.optim.Optimizer,
-    scheduler: Any,
+    scheduler: Any, ddp: distributed.Dist,
 ) -> FitResult:
     out = run.path if run is not None else None
+    writer = run if ddp.main else None  # under torchrun only rank 0 writes the run folder
     epoch0, step, history = 0, 0, []
     metrics_file = None
     partial: dict[str, Any] | None = None  # a mid-epoch checkpoint's position and partial losses
     if run is not None:
-        state = _open_run(run, _run_record(config, device, model, data, model_spec, schedule), resume, marks)
+        record = _run_record(config, device, model, data, model_spec, schedule, ddp)
+        state, history = _open_shared(run, record, resume, marks, ddp)
         if state is not None:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
             epoch0, step = int(state["epoch"]), int(state["step"])
-            history = run.keep_metrics(epoch0)
             if state["finished"] and step >= total:
                 final = history[-1] if history else {}
                 return FitResult(model, history, final, out, epoch0, schedule)
             _set_rng_state(state["rng"])
             _load_callback_states(cbs, state.get("callbacks", {}))
             partial = state.get("partial")
-        run.need_write()  # there is training left to do
-        metrics_file = run.open_metrics()  # closed in the finally below
+        if writer is not None:
+            writer.need_write()  # there is training left to do
+            metrics_file = writer.open_metrics()  # closed in the finally below
     if epoch0 == 0 and partial is None:
         _seed_all(config.seed)
+    # Under torchrun: forward through DDP (it averages the gradients over ranks in backward);
+    # callbacks, checkpoints and evaluation see the inner model (the single-process names).
+    net = model
+    if ddp.active:
+        from torch.nn.parallel import DistributedDataParallel
+
+        # A lesioned branch (active_blocks) takes no part in the step: DDP must be told to look.
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                      find_unused_parameters=k is not None)
 
     loss_fn = nn.CrossEntropyLoss()
     # Per-step losses stay on the device; one host sync per epoch checks them all and
     # still names the first bad step (no .item() in the hot loop: it stalls CUDA queues).
+    # Under torchrun each entry is this rank's share of the global batch's mean loss, summed
+    # over ranks at the epoch's end (its one all-reduce of metrics).
     step_losses = torch.empty(spe, device=device)
-    bar = _Progress(progress, total, step, config.epochs)
+    bar = _Progress(progress if ddp.main else False, total, step, config.epochs)
     last_ckpt = epoch0
     stop = _Stop()
     saved_at = time.monotonic()
 
+    def global_sums(losses: Tensor, wrong: Tensor) -> tuple[Tensor, Tensor]:
+        # Every rank's share of the losses and its wrong count, summed over ranks (one all-reduce).
+        if not ddp.active:
+            return losses, wrong
+        buf = torch.cat([losses.detach(), wrong.to(losses.dtype).view(1)])
+        ddp.all_sum_(buf)
+        return buf[:-1], buf[-1].round().long()
+
     def save_partial(epoch: int, pos: int, wrong: Tensor, sizes: list[int], pick: torch.Generator | None) -> None:
-        assert run is not None
-        part = {"pos": pos, "losses": step_losses[:pos].detach().cpu(), "wrong": int(wrong), "sizes": list(sizes),
-                "pick": pick.get_state() if pick is not None else None}
-        _save_checkpoint(run, model, optimizer, scheduler, epoch - 1, step, False, cbs, part)
+        losses, wrong = global_sums(step_losses[:pos], wrong)  # every rank takes part; rank 0 writes
+        if writer is not None:
+            part = {"pos": pos, "losses": losses.detach().cpu(), "wrong": int(wrong), "sizes": list(sizes),
+                    "pick": pick.get_state() if pick is not None else None}
+            _save_checkpoint(writer, model, optimizer, scheduler, epoch - 1, step, False, cbs, part)
+
+    def agree(signum: int | None, due: bool) -> tuple[int | None, bool]:
+        # One signal on one rank stops them all at the same step; a clock checkpoint likewise.
+        if not ddp.active:
+            return signum, due
+        sig, d = ddp.all_max([signum or 0, int(due)])
+        return (sig or None), bool(d)
+
+    def preempted(signum: int, epoch: int) -> Preempted:
+        ddp.barrier()  # rank 0's checkpoint is on disk before any rank exits (torchrun then stops the rest)
+        return _preempted(signum, epoch, step, run)
 
     try:
         stop.__enter__()
@@ -311,8 +367,9 @@ def _fit(
             skip = 0
             if partial is not None:  # resume inside this epoch: replay its data order up to the position
                 skip = int(partial["pos"])
-                step_losses[:skip] = partial["losses"].to(step_losses)
-                wrong += int(partial["wrong"])
+                # The checkpoint holds the sums over ranks: rank 0 carries them, the others start at 0.
+                step_losses[:skip] = partial["losses"].to(step_losses) if ddp.main else 0
+                wrong += int(partial["wrong"]) if ddp.main else 0
                 sizes = [int(n) for n in partial["sizes"]]
                 if pick is not None and partial.get("pick") is not None:
                     pick.set_state(partial["pick"])
@@ -321,6 +378,12 @@ def _fit(
             for i, (xb, yb) in enumerate(data.batches(config.batch_size, train=True, generator=order)):
                 if i < skip:
                     continue  # drawn (so the order and augmentation RNG advance exactly), already trained
+                n_global = len(yb)
+                if ddp.active:
+                    # Every rank draws the same global batch (same permutation, same augmentation
+                    # draws) and keeps every world-th example from its rank on: together the ranks
+                    # train exactly the single-process batch.
+                    xb, yb = xb[ddp.rank :: ddp.world], yb[ddp.rank :: ddp.world]
                 xb = xb.to(device, non_blocking=True)
                 yb = yb.to(device, non_blocking=True)
                 if pick is not None:
@@ -331,8 +394,14 @@ def _fit(
                 else:
                     ctx = nullcontext()
                 with ctx:
-                    logits = model(xb)
-                    loss = loss_fn(logits, yb)
+                    logits = net(xb)
+                    if ddp.active:
+                        # This rank's summed loss over the GLOBAL batch size, times world (DDP
+                        # averages over ranks): the gradient of the global batch's mean loss, also
+                        # when the last batch splits unevenly.
+                        loss = F.cross_entropy(logits, yb, reduction="sum") * (ddp.world / n_global)
+                    else:
+                        loss = loss_fn(logits, yb)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 for cb in cbs:
@@ -342,25 +411,27 @@ def _fit(
                 lr = optimizer.param_groups[0]["lr"]
                 optimizer.step()
                 scheduler.step()
-                step_losses[i] = loss.detach()
+                step_losses[i] = loss.detach() / ddp.world if ddp.active else loss.detach()
                 wrong += (logits.detach().argmax(1) != yb).sum()
-                sizes.append(len(yb))
+                sizes.append(n_global)
                 step += 1
                 bar.advance()
                 if step >= total:
                     break
                 if i + 1 == spe:
                     continue  # the epoch's last step: its end below checkpoints (and stops on a signal)
+                signum, due = agree(stop.signum, bool(config.checkpoint_minutes) and
+                                    time.monotonic() - saved_at >= 60 * (config.checkpoint_minutes or 0))
                 if run is not None and (
-                        stop.signum is not None
-                        or (config.checkpoint_steps and step % config.checkpoint_steps == 0)
-                        or (config.checkpoint_minutes and time.monotonic() - saved_at >= 60 * config.checkpoint_minutes)):
+                        signum is not None or due
+                        or (config.checkpoint_steps and step % config.checkpoint_steps == 0)):
                     save_partial(epoch, i + 1, wrong, sizes, pick)
                     saved_at = time.monotonic()
-                if stop.signum is not None:
-                    raise _preempted(stop.signum, epoch, step, run)
-            train = _epoch_train_metrics(step_losses[: len(sizes)], sizes, wrong, epoch, step, out, last_ckpt)
-            test = evaluate(model, data, batch_size=config.eval_batch_size, device=device)
+                if signum is not None:
+                    raise preempted(signum, epoch)
+            losses, wrong = global_sums(step_losses[: len(sizes)], wrong)
+            train = _epoch_train_metrics(losses, sizes, wrong, epoch, step, out, last_ckpt)
+            test = _evaluate_on(model, data, config.eval_batch_size, device, ddp)
             if not math.isfinite(test["loss"]):
                 raise NonFiniteLoss(
                     f"non-finite test loss after epoch {epoch} (global step {step}): the weights diverged; "
@@ -372,18 +443,22 @@ def _fit(
             metrics = jsonable(metrics)  # in memory exactly as metrics.jsonl will give it back
             history.append(metrics)
             bar.epoch_end(metrics)
-            if run is not None:
+            signum, _ = agree(stop.signum, False)
+            if writer is not None:
                 assert metrics_file is not None
-                run.append_metrics(metrics_file, metrics)
+                writer.append_metrics(metrics_file, metrics)
+            if run is not None:
                 done = step >= total
-                if done or epoch % config.checkpoint_every == 0 or stop.signum is not None:
-                    _save_checkpoint(run, model, optimizer, scheduler, epoch, step, done, cbs)
+                if done or epoch % config.checkpoint_every == 0 or signum is not None:
+                    if writer is not None:
+                        _save_checkpoint(writer, model, optimizer, scheduler, epoch, step, done, cbs)
                     last_ckpt = epoch
                     saved_at = time.monotonic()
-            if stop.signum is not None and step < total:
-                raise _preempted(stop.signum, epoch, step, run)
+            if signum is not None and step < total:
+                raise preempted(signum, epoch)
         for cb in cbs:
             cb.on_train_end(model)
+        ddp.barrier()  # rank 0's last checkpoint is written before any rank reports success
     except BaseException as exc:
         for cb in cbs:  # let callbacks release what they hold (hooks, files); Lightning's name
             cb.on_exception(model, exc)
@@ -480,6 +555,24 @@ def evaluate(
     train/eval mode is restored afterwards.
     """
     dev = torch.device(device) if device is not None else _model_device(model)
+    return _evaluate(model, data, batch_size, dev, distributed.Dist())
+
+
+def _evaluate_on(
+    model: nn.Module, data: DataBundle, batch_size: int, dev: torch.device, ddp: distributed.Dist
+) -> dict[str, float]:
+    """:func:`evaluate` inside fit; under torchrun sharded over ranks (below)."""
+    ddp.sync_buffers(model)
+    return _evaluate(model, data, batch_size, dev, ddp)
+
+
+@torch.no_grad()
+def _evaluate(
+    model: nn.Module, data: DataBundle, batch_size: int, dev: torch.device, ddp: distributed.Dist
+) -> dict[str, float]:
+    # Under torchrun the test batches are dealt round-robin to the ranks (every rank holds
+    # rank 0's weights and BN statistics, see Dist.sync_buffers) and the sums are all-reduced,
+    # so every rank gets the same numbers; single-process up to the order of the float64 sums.
     # Scored labels: one per example for a classifier, one per position for token targets
     # ((B, T) labels against (B, V, T) logits, resgrad.tokens.TokenView).
     n = data.y_test.numel()
@@ -491,14 +584,17 @@ def evaluate(
     was_training = model.training
     model.eval()
     try:
-        for xb, yb in data.batches(batch_size, train=False):
+        for i, (xb, yb) in enumerate(data.batches(batch_size, train=False)):
+            if i % ddp.world != ddp.rank:
+                continue
             xb, yb = xb.to(dev, non_blocking=True), yb.to(dev, non_blocking=True)
             logits = model(xb)
             loss_sum += F.cross_entropy(logits, yb, reduction="sum").to(acc)
             wrong += (logits.argmax(1) != yb).sum()
     finally:
         model.train(was_training)
-    loss, n_wrong = torch.stack([loss_sum, wrong.to(acc)]).tolist()
+    sums = torch.stack([loss_sum, wrong.to(acc)])
+    loss, n_wrong = ddp.all_sum_(sums).tolist()
     return {"loss": loss / n, "error": n_wrong / n}
 
 
@@ -523,6 +619,40 @@ def load_run(run_dir: str | os.PathLike, *, device: str | torch.device = "cpu") 
 
 
 # ---- run folder -----------------------------------------------------------------------
+
+
+def _open_shared(
+    run: RunDir, record: dict[str, Any], resume: bool, marks: list[int], ddp: distributed.Dist
+) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """:func:`_open_run` on rank 0; then every rank holds rank 0's checkpoint and kept metrics.
+
+    Rank 0 checks, claims and cuts back the folder while the others wait; it tells them how
+    that went (an error there stops every rank with its line), then they read the checkpoint
+    and metrics it left (the run folder is on storage every rank sees).
+    """
+    state: dict[str, Any] | None = None
+    history: list[dict[str, Any]] = []
+    if ddp.main:
+        try:
+            state = _open_run(run, record, resume, marks)
+            if state is not None:
+                history = run.keep_metrics(int(state["epoch"]))
+        except Exception as e:
+            if ddp.active:
+                usage = isinstance(e, (ValueError, TypeError, FileNotFoundError))
+                ddp.from_main({"failed": (str(e).strip().splitlines() or [type(e).__name__])[0], "usage": usage})
+            raise
+    if not ddp.active:
+        return state, history
+    told = ddp.from_main({"failed": None, "resume": state is not None})
+    if ddp.main:
+        return state, history
+    if told["failed"] is not None:
+        raise (ValueError if told["usage"] else RuntimeError)(f"rank 0 could not open {run.path}: {told['failed']}")
+    if told["resume"]:
+        state = _load_checkpoint(run)
+        history = run.read_metrics()[: int(state["epoch"])]
+    return state, history
 
 
 def _open_run(run: RunDir, record: dict[str, Any], resume: bool, marks: list[int]) -> dict[str, Any] | None:
@@ -577,7 +707,7 @@ def _grow(run: RunDir, old: dict[str, Any], new: dict[str, Any], marks: list[int
 
 def _run_record(
     config: TrainConfig, device: torch.device, model: nn.Module, data: DataBundle,
-    spec: dict | None, schedule: dict,
+    spec: dict | None, schedule: dict, ddp: distributed.Dist | None = None,
 ) -> dict[str, Any]:
     return {
         "kind": RUN_KIND,
@@ -594,6 +724,9 @@ def _run_record(
             "n_train": len(data.x_train), "n_test": len(data.x_test), "info": data.info,
         },
         "schedule": schedule,
+        # Not part of the config compared on resume: the same global batches under any world size.
+        "world_size": ddp.world if ddp is not None else 1,
+        "backend": ddp.backend if ddp is not None else None,
         "environment": environment(str(device)),
     }
 

@@ -46,10 +46,15 @@ def command(
       resgrad train plain56 --data cifar10 --data-dir ~/data --device cuda
       resgrad train resmlp-16x64 --data synthetic --epochs 3 --out runs/smoke
       resgrad train resnet110 --data cifar10 --checkpoint-every 10m
+      torchrun --nproc-per-node 4 -m resgrad train resnet110 --data cifar10   (one run, DDP over 4 GPUs)
+
+    Under torchrun the run is one DistributedDataParallel job: the global batch is
+    --batch-size (a multiple of the process count), rank 0 writes the run folder.
     """
     import torch
 
     import resgrad
+    from resgrad import distributed
     from resgrad.train import NonFiniteLoss
 
     config = resgrad.TrainConfig(
@@ -72,6 +77,11 @@ def command(
         result = resgrad.fit(net, bundle, config, out_dir=run_dir, resume=resume, model_spec=spec)
     except NonFiniteLoss as e:
         raise CheckFailed(str(e)) from e
+    finally:
+        rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+        distributed.shutdown()  # under torchrun: leave the process group fit joined
+    if rank != 0:
+        return  # rank 0 prints the result for the run
 
     if result.history and result.history[-1]["epoch"] == result.resumed_from:  # nothing left to train
         console.print(f"{run_dir} already finished; showing its recorded result", highlight=False, soft_wrap=True)
