@@ -64,6 +64,10 @@ _FORMAT = 1  # bump when the checkpoint or config.json layout changes
 # Fields that do not change what is trained: a resumed run may differ in them.
 _FREE_FIELDS = ("device", "checkpoint_every", "checkpoint_steps", "checkpoint_minutes", "eval_batch_size")
 _SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR1")  # Slurm's SIGTERM, Ctrl-C, sbatch --signal=USR1@...
+_AMP = (None, "bf16")  # mixed precision: bfloat16 needs no loss scaling (its exponent range is float32's)
+# Fields added after run folders existed: at these defaults they are left out of the resume
+# comparison, so a folder written before they existed still resumes.
+_NEW_DEFAULTS = {"amp": None, "channels_last": False}
 
 
 @dataclass
@@ -88,6 +92,8 @@ class TrainConfig:
     eval_batch_size: int = 1000  # test examples per forward pass (memory only, same result)
     max_steps: int | None = None  # stop after this many SGD steps in all (smoke runs); the schedule fits them
     active_blocks: int | None = None  # k: per batch only k random blocks' branches train (Veit et al. 2016 §5.2)
+    amp: str | None = None  # "bf16": forward and loss under torch.autocast(bfloat16), training and evaluation
+    channels_last: bool = False  # image nets and batches in torch.channels_last (faster convolutions on GPUs)
 
     def __post_init__(self) -> None:
         self.milestones = tuple(float(m) for m in self.milestones)
@@ -131,6 +137,8 @@ def _validate(c: TrainConfig) -> None:
          "max_steps must be None or an integer >= 1", c.max_steps)
     need(c.active_blocks is None or (is_int(c.active_blocks) and c.active_blocks >= 1),
          "active_blocks must be None (all blocks) or an integer >= 1", c.active_blocks)
+    need(c.amp in _AMP, f"amp must be one of {', '.join(map(repr, _AMP))}", c.amp)
+    need(isinstance(c.channels_last, bool), "channels_last must be True or False", c.channels_last)
 
 
 @dataclass
@@ -213,6 +221,9 @@ def fit(
                          "both must be non-empty")
 
     device = _resolve_device(config.device)
+    if config.channels_last and len(data.input_shape) != 3:
+        raise ValueError(f"channels_last applies to images (C, H, W); dataset {data.name!r} has inputs of shape "
+                         f"{tuple(data.input_shape)}; drop channels_last (--channels-last) for it")
     spe = data.num_batches(config.batch_size)
     _check_world(config, data, spe)  # before joining the group: a bad batch size fails in one line
     ddp, device = distributed.setup(device)
@@ -304,6 +315,11 @@ def _fit(
             metrics_file = writer.open_metrics()  # closed in the finally below
     if epoch0 == 0 and partial is None:
         _seed_all(config.seed)
+    fmt = torch.channels_last if config.channels_last else None
+    if fmt is not None:
+        model.to(memory_format=fmt)  # in place: the optimizer's parameters stay the same objects
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes every step: let cuDNN pick its fastest kernels
     # Under torchrun: forward through DDP (it averages the gradients over ranks in backward);
     # callbacks, checkpoints and evaluation see the inner model (the single-process names).
     net = model
@@ -386,6 +402,8 @@ def _fit(
                     xb, yb = xb[ddp.rank :: ddp.world], yb[ddp.rank :: ddp.world]
                 xb = xb.to(device, non_blocking=True)
                 yb = yb.to(device, non_blocking=True)
+                if fmt is not None:
+                    xb = xb.contiguous(memory_format=fmt)
                 if pick is not None:
                     # Veit et al. 2016 §5.2: lesion all but k random blocks for this batch, so
                     # every path that trains passes through at most k branches.
@@ -393,7 +411,7 @@ def _fit(
                     ctx = gates(bl, lesion=off)
                 else:
                     ctx = nullcontext()
-                with ctx:
+                with ctx, _autocast(config.amp, device):
                     logits = net(xb)
                     if ddp.active:
                         # This rank's summed loss over the GLOBAL batch size, times world (DDP
@@ -431,7 +449,7 @@ def _fit(
                     raise preempted(signum, epoch)
             losses, wrong = global_sums(step_losses[: len(sizes)], wrong)
             train = _epoch_train_metrics(losses, sizes, wrong, epoch, step, out, last_ckpt)
-            test = _evaluate_on(model, data, config.eval_batch_size, device, ddp)
+            test = _evaluate_on(model, data, config.eval_batch_size, device, ddp, config)
             if not math.isfinite(test["loss"]):
                 raise NonFiniteLoss(
                     f"non-finite test loss after epoch {epoch} (global step {step}): the weights diverged; "
@@ -559,16 +577,25 @@ def evaluate(
 
 
 def _evaluate_on(
-    model: nn.Module, data: DataBundle, batch_size: int, dev: torch.device, ddp: distributed.Dist
+    model: nn.Module, data: DataBundle, batch_size: int, dev: torch.device, ddp: distributed.Dist,
+    config: TrainConfig,
 ) -> dict[str, float]:
-    """:func:`evaluate` inside fit; under torchrun sharded over ranks (below)."""
+    """:func:`evaluate` inside fit: under torchrun sharded over ranks (below), in the run's precision
+    and memory format (so the test numbers are those of the model as it trains)."""
     ddp.sync_buffers(model)
-    return _evaluate(model, data, batch_size, dev, ddp)
+    return _evaluate(model, data, batch_size, dev, ddp, config.amp, config.channels_last)
+
+
+def _autocast(amp: str | None, device: torch.device) -> Any:
+    # bf16 autocast runs matmuls/convolutions in bfloat16 and keeps reductions such as
+    # cross_entropy in float32 (torch's autocast op lists), on CPU and CUDA alike.
+    return torch.autocast(device.type, dtype=torch.bfloat16) if amp == "bf16" else nullcontext()
 
 
 @torch.no_grad()
 def _evaluate(
-    model: nn.Module, data: DataBundle, batch_size: int, dev: torch.device, ddp: distributed.Dist
+    model: nn.Module, data: DataBundle, batch_size: int, dev: torch.device, ddp: distributed.Dist,
+    amp: str | None = None, channels_last: bool = False,
 ) -> dict[str, float]:
     # Under torchrun the test batches are dealt round-robin to the ranks (every rank holds
     # rank 0's weights and BN statistics, see Dist.sync_buffers) and the sums are all-reduced,
@@ -588,8 +615,11 @@ def _evaluate(
             if i % ddp.world != ddp.rank:
                 continue
             xb, yb = xb.to(dev, non_blocking=True), yb.to(dev, non_blocking=True)
-            logits = model(xb)
-            loss_sum += F.cross_entropy(logits, yb, reduction="sum").to(acc)
+            if channels_last:
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            with _autocast(amp, dev):
+                logits = model(xb)
+            loss_sum += F.cross_entropy(logits.float() if amp else logits, yb, reduction="sum").to(acc)
             wrong += (logits.argmax(1) != yb).sum()
     finally:
         model.train(was_training)
@@ -682,7 +712,7 @@ def _grow(run: RunDir, old: dict[str, Any], new: dict[str, Any], marks: list[int
     allowed only when every step already run had the same lr under the new schedule (a
     constant lr, or milestones still ahead); otherwise one line says what to pass instead.
     """
-    a, b = dict(old.get("config") or {}), dict(new["config"])
+    a, b = {**_NEW_DEFAULTS, **(old.get("config") or {})}, dict(new["config"])
     if a.get("epochs") == b.get("epochs") or not isinstance(a.get("epochs"), int):
         return None
     rest = [k for k in set(a) | set(b) if k not in (*_FREE_FIELDS, "epochs") and jsonable(a.get(k)) != jsonable(b.get(k))]
@@ -733,7 +763,8 @@ def _run_record(
 
 def _comparable(record: dict[str, Any], spec: bool) -> dict[str, Any]:
     # fit() without a spec: the weights' shapes still must match, checked on load.
-    cfg = {k: v for k, v in record.get("config", {}).items() if k not in _FREE_FIELDS}
+    cfg = {k: v for k, v in record.get("config", {}).items()
+           if k not in _FREE_FIELDS and not (k in _NEW_DEFAULTS and v == _NEW_DEFAULTS[k])}
     data = {k: v for k, v in record.get("data", {}).items() if k != "info"}  # info: local paths
     return {"config": cfg, "data": data, **({"model_spec": record.get("model_spec")} if spec else {})}
 
