@@ -232,6 +232,40 @@ def test_a_signal_on_one_rank_stops_both_at_the_same_step_and_resumes_mid_epoch(
         assert r["norm"] == pytest.approx(single[r["step"], r["name"], r["kind"]], rel=1e-4), r
 
 
+def test_a_process_group_of_one_trains_through_ddp_and_records_it(tmp_path, monkeypatch):
+    # The DDP path on one device (what benchmarks/gpu.py smoke-tests with nccl): same run, same numbers.
+    from torch.nn.parallel import DistributedDataParallel
+
+    wrapped = []
+
+    class Counting(DistributedDataParallel):
+        def forward(self, *a, **k):
+            wrapped.append(1)
+            return super().forward(*a, **k)
+
+    monkeypatch.setattr(torch.nn.parallel, "DistributedDataParallel", Counting)  # fit imports it at call time
+    d = synthetic((8,), num_classes=3, n_train=96, n_test=32, seed=4)
+    c = resgrad.TrainConfig(epochs=2, batch_size=16, lr=0.05, device="cpu")
+
+    def train(out):
+        torch.manual_seed(0)
+        net = resgrad.build("resmlp", depth=3, width=16, in_features=8, num_classes=3)
+        return resgrad.fit(net, d, c, out_dir=out, progress=False)
+
+    ref = train(tmp_path / "ref")
+    assert wrapped == []  # no process group: the single-process loop
+    torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path}/store", rank=0, world_size=1)
+    try:
+        got = train(tmp_path / "run")
+    finally:
+        torch.distributed.destroy_process_group()
+    assert len(wrapped) == 2 * 6  # every training step through DDP
+    record = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert (record["world_size"], record["backend"]) == (1, "gloo")
+    for a, b in zip(got.history, ref.history, strict=True):
+        _close(a, b)
+
+
 def test_a_batch_size_that_does_not_split_over_the_ranks_exits_2_in_one_line(tmp_path, monkeypatch):
     # As torchrun starts each worker; the check runs before any process group is joined.
     monkeypatch.setenv("WORLD_SIZE", "2")
@@ -251,6 +285,28 @@ def test_a_last_batch_smaller_than_the_world_is_refused(monkeypatch):
     with pytest.raises(ValueError, match="last batch of each epoch holds 2 of 66 .* fewer than the 4 processes"):
         resgrad.fit(net, data, resgrad.TrainConfig(epochs=1, batch_size=32, device="cpu"), progress=False)
     assert not torch.distributed.is_initialized()
+
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu.py"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is visible: the script would run in full")
+def test_gpu_benchmark_without_cuda_is_a_one_line_usage_error():
+    p = subprocess.run([sys.executable, str(SCRIPT)], capture_output=True, text=True, timeout=120, env=_env())
+    assert p.returncode == 2
+    assert p.stderr.strip().splitlines() == ["usage: no CUDA device visible; run on a CUDA machine, or pass --quick"]
+
+
+@pytest.mark.slow  # ~12 s on 2 shared cores: two ResNet-20s, two modes, the DDP smoke
+def test_gpu_benchmark_quick_runs_on_the_cpu_and_writes_its_figures(tmp_path):
+    p = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--device", "cpu"], capture_output=True, text=True,
+                       timeout=300, env={**_env(), "OUT": str(tmp_path)})
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    res = json.loads((tmp_path / "gpu.json").read_text())
+    assert set(res["nets"]) == {"plain20", "resnet20"} and res["ddp_smoke"]["pass"] and res["failed"] == []
+    for modes in res["nets"].values():
+        assert all(m["images_per_s"] > 0 and m["eval_images_per_s"] > 0 for m in modes.values())
+    assert set(res["projected_hours"]) == {"fp32", "bf16_cl"} and "ALL PASS" in p.stdout
 
 
 if __name__ == "__main__":

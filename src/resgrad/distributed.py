@@ -35,10 +35,7 @@ class Dist:
     local_rank: int = 0
     backend: str | None = None  # "gloo" or "nccl"; None when world == 1
     control: Any = None  # the gloo process group for CPU flags (the default group under gloo)
-
-    @property
-    def active(self) -> bool:
-        return self.world > 1
+    active: bool = False  # in a process group: fit trains through DDP (world 1 included: a smoke test)
 
     @property
     def main(self) -> bool:
@@ -100,7 +97,8 @@ def setup(device: torch.device) -> tuple[Dist, torch.device]:
 
     ``device``: the resolved training device; on CUDA each rank trains on
     ``cuda:LOCAL_RANK`` (one GPU per process). A group the caller already initialised is
-    used as it is.
+    used as it is, also with one process (the DDP path on one device, for smoke tests);
+    torchrun with one process (``WORLD_SIZE=1``) trains single-process.
     """
     if not dist.is_available():
         return Dist(), device
@@ -120,8 +118,6 @@ def setup(device: torch.device) -> tuple[Dist, torch.device]:
         else:
             dist.init_process_group(backend)
     world = dist.get_world_size()
-    if world == 1:
-        return Dist(), device
     backend = str(dist.get_backend())
     local = int(os.environ.get("LOCAL_RANK", dist.get_rank()))
     if device.type == "cuda" and device.index != local:
@@ -135,7 +131,7 @@ def setup(device: torch.device) -> tuple[Dist, torch.device]:
         if _CONTROL is None:
             _CONTROL = dist.new_group(backend="gloo")
         control = _CONTROL
-    return Dist(dist.get_rank(), world, local, backend, control), device
+    return Dist(dist.get_rank(), world, local, backend, control, active=True), device
 
 
 _CONTROL: Any = None
