@@ -15,6 +15,9 @@ Projected wall time of the preset's training, per mode: for every run (net x see
 ``epochs x (50,000 / train images/s + 10,000 / eval images/s)``, summed. The flow and
 ensemble stages of the study (minutes) are not in it.
 
+Device batches: fit keeps the training set on the GPU; its batches (permutation, crops,
+flips) must equal the host-resident ones bit for bit.
+
 DDP smoke: ``fit`` through DistributedDataParallel in a one-process group (nccl on CUDA,
 gloo on the CPU), a few steps on resnet20: finite losses, config.json records the world
 size and backend.
@@ -44,7 +47,7 @@ from resgrad.data.cifar10 import pad_crop_flip
 from resgrad.distributed import Dist
 from resgrad.experiments.study import preset
 from resgrad.nets.registry import twin_names
-from resgrad.train import _evaluate
+from resgrad.train import _evaluate, _on_device
 
 CIFAR = (3, 32, 32)
 N_TRAIN, N_TEST = 50_000, 10_000  # CIFAR-10's split: what one epoch and one evaluation process
@@ -114,6 +117,22 @@ def time_eval(name: str, mode: str, device: torch.device, n: int, batch: int) ->
 
     once()  # warm-up (cuDNN autotuning, allocator)
     return n / min(once(), once())
+
+
+def device_batches(device: torch.device) -> dict[str, Any]:
+    """fit keeps the training set on the GPU (train._on_device): its batches must be the host's, bit for bit."""
+    if device.type != "cuda":
+        return {"pass": True, "skipped": "the data stays on the CPU there"}
+    host = random_cifar(1000, 100)
+    dev = _on_device(host, device)
+    resident = dev.x_train.device.type == "cuda"
+    same = []
+    for train in (True, False):
+        g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+        for (xa, ya), (xb, yb) in zip(host.batches(128, train=train, generator=g1),
+                                      dev.batches(128, train=train, generator=g2), strict=True):
+            same.append(xb.device.type == "cuda" and torch.equal(xa, xb.cpu()) and torch.equal(ya, yb.cpu()))
+    return {"pass": resident and all(same), "resident": resident, "batches_compared": len(same)}
 
 
 def ddp_smoke(device: torch.device) -> dict[str, Any]:
@@ -197,14 +216,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"projected he2015-cifar10 training, {mode}: {hours:.2f} h on this device "
               f"({deg.train.epochs} epochs, {scope}, one run at a time)")
 
-    try:
-        out["ddp_smoke"] = ddp_smoke(device)
-    except Exception as e:
-        traceback.print_exc()
-        out["ddp_smoke"] = {"pass": False, "error": f"{type(e).__name__}: {e}"[:300]}
-    print(("PASS" if out["ddp_smoke"]["pass"] else "FAIL") + f" ddp_smoke {out['ddp_smoke']}")
-    if not out["ddp_smoke"]["pass"]:
-        failed.append("ddp_smoke")
+    for check, fn in (("device_batches", device_batches), ("ddp_smoke", ddp_smoke)):
+        try:
+            out[check] = fn(device)
+        except Exception as e:
+            traceback.print_exc()
+            out[check] = {"pass": False, "error": f"{type(e).__name__}: {e}"[:300]}
+        print(("PASS" if out[check]["pass"] else "FAIL") + f" {check} {out[check]}", flush=True)
+        if not out[check]["pass"]:
+            failed.append(check)
 
     out["failed"] = failed
     if os.environ.get("OUT"):

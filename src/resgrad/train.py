@@ -227,6 +227,7 @@ def fit(
     spe = data.num_batches(config.batch_size)
     _check_world(config, data, spe)  # before joining the group: a bad batch size fails in one line
     ddp, device = distributed.setup(device)
+    data = _on_device(data, device)
     total = spe * config.epochs if config.max_steps is None else min(spe * config.epochs, config.max_steps)
     # Milestones are fractions of the steps actually run, so a max_steps run keeps the shape;
     # never step 0 (a one-step run would otherwise run at the post-milestone lr).
@@ -914,6 +915,25 @@ def _resolve_device(device: str | torch.device) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r}: CUDA is not available on this machine; use cpu")
     return dev
+
+
+def _on_device(data: DataBundle, device: torch.device, *, budget: float = 0.25) -> DataBundle:
+    """``data`` with its tensors on a CUDA ``device`` once, when they take at most ``budget`` of its free memory.
+
+    Batches are then gathered and augmented on the GPU: the permutation and the crop/flip
+    draws still come from the same CPU generators (a few hundred numbers per batch), so a
+    run draws exactly the batches it drew with host-resident data; no image crosses the bus
+    per step. On the CPU (and MPS) the bundle is returned as it is.
+    """
+    if device.type != "cuda" or data.x_train.device == device:
+        return data
+    tensors = (data.x_train, data.y_train, data.x_test, data.y_test)
+    size = sum(t.numel() * t.element_size() for t in tensors)
+    free, _ = torch.cuda.mem_get_info(device)
+    if size > budget * free:
+        return data  # too big to keep resident: batches are copied per step as before
+    x_train, y_train, x_test, y_test = (t.to(device) for t in tensors)
+    return dataclasses.replace(data, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
 
 
 def _model_device(model: nn.Module) -> torch.device:
