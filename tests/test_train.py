@@ -299,3 +299,91 @@ def test_a_failed_fit_leaves_no_monitor_hook_behind():
     assert seen == ["NonFiniteLoss"] and not mon.attached
     for m in model.modules():
         assert not m._forward_hooks and not m._forward_pre_hooks and not m._backward_hooks
+
+
+# ---- mixed precision and memory format ----------------------------------------------------
+
+
+class DtypeProbe(Callback):
+    """Records the dtype and memory format a module's forward saw, in training and in evaluation."""
+
+    def __init__(self, module):
+        self.seen = []
+        module.register_forward_hook(lambda m, args, out: self.seen.append(
+            (m.training, out.dtype, args[0].dim() == 4 and args[0].is_contiguous(memory_format=torch.channels_last))))
+
+
+def image_data():
+    return synthetic((3, 8, 8), num_classes=4, n_train=96, n_test=32, seed=3)
+
+
+def image_net():
+    torch.manual_seed(0)
+    return resgrad.build_for("resnet20", (3, 8, 8), 4)
+
+
+def test_bf16_autocast_trains_on_the_cpu_and_is_recorded(tmp_path):
+    d, m = data(), net()
+    before = evaluate(m, d)  # public evaluate: full precision
+    probe = DtypeProbe(m.head[-1])  # the last Linear: bfloat16 out under autocast
+    res = fit(m, d, cfg(amp="bf16"), out_dir=tmp_path / "run", model_spec=SPEC, progress=False)
+    assert {dt for training, dt, _ in probe.seen} == {torch.bfloat16}  # train and test forwards alike
+    assert {training for training, _, _ in probe.seen} == {True, False}
+    losses = [h["train_loss"] for h in res.history]
+    assert all(math.isfinite(v) for v in losses) and losses[-1] < 0.5 * losses[0]
+    assert res.final["test_loss"] < 0.5 * before["loss"]
+    assert next(m.parameters()).dtype == torch.float32  # autocast: the weights stay float32
+    rec = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert rec["config"]["amp"] == "bf16" and rec["config"]["channels_last"] is False
+    # bf16 is not the fp32 run: its numbers differ (else autocast did nothing)
+    fp32 = fit(net(), d, cfg(), progress=False)
+    assert fp32.final["train_loss"] != res.final["train_loss"]
+
+
+def test_channels_last_gives_the_contiguous_numbers(tmp_path):
+    d = image_data()
+    # lr 0.01: at 0.05 a few BN steps amplify the rounding differences to ~5e-4 on the test loss.
+    c = dict(epochs=2, batch_size=32, lr=0.01, device="cpu")
+    ref = fit(image_net(), d, TrainConfig(**c), progress=False)
+    m = image_net()
+    probe = DtypeProbe(m.stem[0])  # the first convolution
+    res = fit(m, d, TrainConfig(**c, channels_last=True), out_dir=tmp_path / "run", progress=False)
+    assert probe.seen and all(cl for _, _, cl in probe.seen)  # every batch, train and test, in channels_last
+    w = next(p for p in m.parameters() if p.dim() == 4)
+    assert w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
+    # Other convolution kernels sum in another order: equal up to float32 rounding (measured 2e-7).
+    for a, b in zip(res.history, ref.history, strict=True):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
+        assert a["test_loss"] == pytest.approx(b["test_loss"], rel=1e-5)
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["config"]["channels_last"] is True
+
+
+def test_a_folder_from_before_amp_and_channels_last_still_resumes(tmp_path):
+    run = tmp_path / "run"
+    fit(net(), data(), cfg(epochs=1), out_dir=run, progress=False)
+    rec = json.loads((run / "config.json").read_text())
+    for key in ("amp", "channels_last"):  # as written by resgrad before these fields existed
+        del rec["config"][key]
+    (run / "config.json").write_text(json.dumps(rec))
+    again = fit(net(), data(), cfg(epochs=1), out_dir=run, progress=False)
+    assert again.resumed_from == 1
+    with pytest.raises(ValueError, match="config.amp: None -> 'bf16'"):
+        fit(net(), data(), cfg(epochs=1, amp="bf16"), out_dir=run, progress=False)
+
+
+def test_bad_amp_and_channels_last_are_refused_in_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from resgrad.cli import app
+
+    with pytest.raises(ValueError, match="amp must be one of None, 'bf16', received 'fp16'"):
+        cfg(amp="fp16")
+    with pytest.raises(ValueError, match="channels_last must be True or False, received 'yes'"):
+        cfg(channels_last="yes")
+    with pytest.raises(ValueError, match=r"channels_last applies to images .* shape \(20,\)"):
+        fit(net(), data(), cfg(channels_last=True), progress=False)
+    base = ["train", "resmlp-4x64", "--data", "synthetic", "--epochs", "1", "--out", str(tmp_path / "r")]
+    for extra, says in ((["--amp", "fp8"], "--amp takes bf16 (or none), received 'fp8'"),
+                        (["--channels-last"], "channels_last applies to images")):
+        r = CliRunner().invoke(app, [*base, *extra])
+        assert r.exit_code == 2 and says in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr

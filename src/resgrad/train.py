@@ -49,6 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import distributed
 from .callbacks import Callback
 from .data import DataBundle
 from .io import environment, jsonable
@@ -65,6 +66,7 @@ OPTIMIZERS = ("sgd", "adamw")
 WARMUP_SHAPES = ("constant", "linear")
 _FREE_FIELDS = ("device", "checkpoint_every", "checkpoint_steps", "checkpoint_minutes", "eval_batch_size")
 _SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR1")  # Slurm's SIGTERM, Ctrl-C, sbatch --signal=USR1@...
+_AMP = (None, "bf16")  # mixed precision: bfloat16 needs no loss scaling (its exponent range is float32's)
 
 
 @dataclass
@@ -96,6 +98,8 @@ class TrainConfig:
     optimizer: str = "sgd"  # "sgd" (He et al. 2015) or "adamw" (Loshchilov & Hutter 2019)
     betas: tuple[float, float] = (0.9, 0.999)  # AdamW's moment decay rates (Transformers: (0.9, 0.98))
     warmup_shape: str = "constant"  # "constant" (He et al. §4.2) or "linear" (Transformers)
+    amp: str | None = None  # "bf16": forward and loss under torch.autocast(bfloat16), training and evaluation
+    channels_last: bool = False  # image nets and batches in torch.channels_last (faster convolutions on GPUs)
 
     def __post_init__(self) -> None:
         self.milestones = tuple(float(m) for m in self.milestones)
@@ -144,6 +148,8 @@ def _validate(c: TrainConfig) -> None:
     need(len(c.betas) == 2 and all(0 <= b < 1 for b in c.betas), "betas must be two numbers in [0, 1)", c.betas)
     need(c.warmup_shape in WARMUP_SHAPES, f"warmup_shape must be one of {', '.join(WARMUP_SHAPES)}",
          c.warmup_shape)
+    need(c.amp in _AMP, f"amp must be one of {', '.join(map(repr, _AMP))}", c.amp)
+    need(isinstance(c.channels_last, bool), "channels_last must be True or False", c.channels_last)
 
 
 @dataclass
@@ -226,7 +232,13 @@ def fit(
                          "both must be non-empty")
 
     device = _resolve_device(config.device)
+    if config.channels_last and len(data.input_shape) != 3:
+        raise ValueError(f"channels_last applies to images (C, H, W); dataset {data.name!r} has inputs of shape "
+                         f"{tuple(data.input_shape)}; drop channels_last (--channels-last) for it")
     spe = data.num_batches(config.batch_size)
+    _check_world(config, data, spe)  # before joining the group: a bad batch size fails in one line
+    ddp, device = distributed.setup(device)
+    data = _on_device(data, device)
     total = spe * config.epochs if config.max_steps is None else min(spe * config.epochs, config.max_steps)
     # Milestones are fractions of the steps actually run, so a max_steps run keeps the shape;
     # never step 0 (a one-step run would otherwise run at the post-milestone lr).
@@ -256,55 +268,113 @@ def fit(
 
     run = RunDir(out_dir) if out_dir is not None else None
     with ExitStack() as held:
-        if run is not None:  # one writer per run folder; a finished run may be read on read-only storage
+        if run is not None and ddp.main:  # one writer per run folder; a finished run may be read on read-only storage
             held.enter_context(run.locked(read_only_ok=True))
         return _fit(model, data, config, cbs, run, resume, model_spec, progress, device, spe, total, marks,
-                    schedule, bl, k, optimizer, scheduler)
+                    schedule, bl, k, optimizer, scheduler, ddp)
+
+
+def _check_world(config: TrainConfig, data: DataBundle, spe: int) -> None:
+    """Under torchrun: the global batch must split evenly, and its last one must reach every rank."""
+    world = (torch.distributed.get_world_size()
+             if torch.distributed.is_available() and torch.distributed.is_initialized()
+             else distributed.world_from_env())
+    if world == 1:
+        return
+    if config.batch_size % world:
+        lo = config.batch_size - config.batch_size % world
+        raise ValueError(f"batch_size {config.batch_size} does not split over {world} processes "
+                         f"(each takes batch_size / {world}); choose a multiple of {world}, e.g. {lo or world}")
+    n = len(data.x_train)
+    if n > config.batch_size and n % config.batch_size == 1:
+        n -= 1  # data.batches drops a last batch of one
+    last = n - (spe - 1) * config.batch_size
+    if last < world:
+        raise ValueError(f"the last batch of each epoch holds {last} of {n} training examples, fewer than the "
+                         f"{world} processes, so a rank would get none; choose a batch size that divides {n}")
 
 
 def _fit(
     model: nn.Module, data: DataBundle, config: TrainConfig, cbs: list[Callback], run: RunDir | None, resume: bool,
     model_spec: dict[str, Any] | None, progress: bool | None, device: torch.device, spe: int, total: int,
     marks: list[int], schedule: dict[str, Any], bl: list, k: int | None, optimizer: torch.optim.Optimizer,
-    scheduler: Any,
+    scheduler: Any, ddp: distributed.Dist,
 ) -> FitResult:
     out = run.path if run is not None else None
+    writer = run if ddp.main else None  # under torchrun only rank 0 writes the run folder
     epoch0, step, history = 0, 0, []
     metrics_file = None
     partial: dict[str, Any] | None = None  # a mid-epoch checkpoint's position and partial losses
     if run is not None:
-        state = _open_run(run, _run_record(config, device, model, data, model_spec, schedule), resume, marks)
+        record = _run_record(config, device, model, data, model_spec, schedule, ddp)
+        state, history = _open_shared(run, record, resume, marks, ddp)
         if state is not None:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
             epoch0, step = int(state["epoch"]), int(state["step"])
-            history = run.keep_metrics(epoch0)
             if state["finished"] and step >= total:
                 final = history[-1] if history else {}
                 return FitResult(model, history, final, out, epoch0, schedule)
             _set_rng_state(state["rng"])
             _load_callback_states(cbs, state.get("callbacks", {}))
             partial = state.get("partial")
-        run.need_write()  # there is training left to do
-        metrics_file = run.open_metrics()  # closed in the finally below
+        if writer is not None:
+            writer.need_write()  # there is training left to do
+            metrics_file = writer.open_metrics()  # closed in the finally below
     if epoch0 == 0 and partial is None:
         _seed_all(config.seed)
+    fmt = torch.channels_last if config.channels_last else None
+    if fmt is not None:
+        model.to(memory_format=fmt)  # in place: the optimizer's parameters stay the same objects
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes every step: let cuDNN pick its fastest kernels
+    # Under torchrun: forward through DDP (it averages the gradients over ranks in backward);
+    # callbacks, checkpoints and evaluation see the inner model (the single-process names).
+    net = model
+    if ddp.active:
+        from torch.nn.parallel import DistributedDataParallel
+
+        # A lesioned branch (active_blocks) takes no part in the step: DDP must be told to look.
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                      find_unused_parameters=k is not None)
 
     loss_fn = nn.CrossEntropyLoss()
     # Per-step losses stay on the device; one host sync per epoch checks them all and
     # still names the first bad step (no .item() in the hot loop: it stalls CUDA queues).
+    # Under torchrun each entry is this rank's share of the global batch's mean loss, summed
+    # over ranks at the epoch's end (its one all-reduce of metrics).
     step_losses = torch.empty(spe, device=device)
-    bar = _Progress(progress, total, step, config.epochs)
+    bar = _Progress(progress if ddp.main else False, total, step, config.epochs)
     last_ckpt = epoch0
     stop = _Stop()
     saved_at = time.monotonic()
 
+    def global_sums(losses: Tensor, wrong: Tensor) -> tuple[Tensor, Tensor]:
+        # Every rank's share of the losses and its wrong count, summed over ranks (one all-reduce).
+        if not ddp.active:
+            return losses, wrong
+        buf = torch.cat([losses.detach(), wrong.to(losses.dtype).view(1)])
+        ddp.all_sum_(buf)
+        return buf[:-1], buf[-1].round().long()
+
     def save_partial(epoch: int, pos: int, wrong: Tensor, sizes: list[int], pick: torch.Generator | None) -> None:
-        assert run is not None
-        part = {"pos": pos, "losses": step_losses[:pos].detach().cpu(), "wrong": int(wrong), "sizes": list(sizes),
-                "pick": pick.get_state() if pick is not None else None}
-        _save_checkpoint(run, model, optimizer, scheduler, epoch - 1, step, False, cbs, part)
+        losses, wrong = global_sums(step_losses[:pos], wrong)  # every rank takes part; rank 0 writes
+        if writer is not None:
+            part = {"pos": pos, "losses": losses.detach().cpu(), "wrong": int(wrong), "sizes": list(sizes),
+                    "pick": pick.get_state() if pick is not None else None}
+            _save_checkpoint(writer, model, optimizer, scheduler, epoch - 1, step, False, cbs, part)
+
+    def agree(signum: int | None, due: bool) -> tuple[int | None, bool]:
+        # One signal on one rank stops them all at the same step; a clock checkpoint likewise.
+        if not ddp.active:
+            return signum, due
+        sig, d = ddp.all_max([signum or 0, int(due)])
+        return (sig or None), bool(d)
+
+    def preempted(signum: int, epoch: int) -> Preempted:
+        ddp.barrier()  # rank 0's checkpoint is on disk before any rank exits (torchrun then stops the rest)
+        return _preempted(signum, epoch, step, run)
 
     try:
         stop.__enter__()
@@ -322,8 +392,9 @@ def _fit(
             skip = 0
             if partial is not None:  # resume inside this epoch: replay its data order up to the position
                 skip = int(partial["pos"])
-                step_losses[:skip] = partial["losses"].to(step_losses)
-                wrong += int(partial["wrong"])
+                # The checkpoint holds the sums over ranks: rank 0 carries them, the others start at 0.
+                step_losses[:skip] = partial["losses"].to(step_losses) if ddp.main else 0
+                wrong += int(partial["wrong"]) if ddp.main else 0
                 sizes = [int(n) for n in partial["sizes"]]
                 if pick is not None and partial.get("pick") is not None:
                     pick.set_state(partial["pick"])
@@ -332,8 +403,16 @@ def _fit(
             for i, (xb, yb) in enumerate(data.batches(config.batch_size, train=True, generator=order)):
                 if i < skip:
                     continue  # drawn (so the order and augmentation RNG advance exactly), already trained
+                n_global = yb.numel()  # scored labels: per example, or per position for token targets
+                if ddp.active:
+                    # Every rank draws the same global batch (same permutation, same augmentation
+                    # draws) and keeps every world-th example from its rank on: together the ranks
+                    # train exactly the single-process batch.
+                    xb, yb = xb[ddp.rank :: ddp.world], yb[ddp.rank :: ddp.world]
                 xb = xb.to(device, non_blocking=True)
                 yb = yb.to(device, non_blocking=True)
+                if fmt is not None:
+                    xb = xb.contiguous(memory_format=fmt)
                 if pick is not None:
                     # Veit et al. 2016 §5.2: lesion all but k random blocks for this batch, so
                     # every path that trains passes through at most k branches.
@@ -341,9 +420,15 @@ def _fit(
                     ctx = gates(bl, lesion=off)
                 else:
                     ctx = nullcontext()
-                with ctx:
-                    logits = model(xb)
-                    loss = loss_fn(logits, yb)
+                with ctx, _autocast(config.amp, device):
+                    logits = net(xb)
+                    if ddp.active:
+                        # This rank's summed loss over the GLOBAL batch size, times world (DDP
+                        # averages over ranks): the gradient of the global batch's mean loss, also
+                        # when the last batch splits unevenly.
+                        loss = F.cross_entropy(logits, yb, reduction="sum") * (ddp.world / n_global)
+                    else:
+                        loss = loss_fn(logits, yb)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 for cb in cbs:
@@ -353,25 +438,27 @@ def _fit(
                 lr = optimizer.param_groups[0]["lr"]
                 optimizer.step()
                 scheduler.step()
-                step_losses[i] = loss.detach()
+                step_losses[i] = loss.detach() / ddp.world if ddp.active else loss.detach()
                 wrong += (logits.detach().argmax(1) != yb).sum()
-                sizes.append(yb.numel())  # scored labels: per example, or per position for token targets
+                sizes.append(n_global)
                 step += 1
                 bar.advance()
                 if step >= total:
                     break
                 if i + 1 == spe:
                     continue  # the epoch's last step: its end below checkpoints (and stops on a signal)
+                signum, due = agree(stop.signum, bool(config.checkpoint_minutes) and
+                                    time.monotonic() - saved_at >= 60 * (config.checkpoint_minutes or 0))
                 if run is not None and (
-                        stop.signum is not None
-                        or (config.checkpoint_steps and step % config.checkpoint_steps == 0)
-                        or (config.checkpoint_minutes and time.monotonic() - saved_at >= 60 * config.checkpoint_minutes)):
+                        signum is not None or due
+                        or (config.checkpoint_steps and step % config.checkpoint_steps == 0)):
                     save_partial(epoch, i + 1, wrong, sizes, pick)
                     saved_at = time.monotonic()
-                if stop.signum is not None:
-                    raise _preempted(stop.signum, epoch, step, run)
-            train = _epoch_train_metrics(step_losses[: len(sizes)], sizes, wrong, epoch, step, out, last_ckpt)
-            test = evaluate(model, data, batch_size=config.eval_batch_size, device=device)
+                if signum is not None:
+                    raise preempted(signum, epoch)
+            losses, wrong = global_sums(step_losses[: len(sizes)], wrong)
+            train = _epoch_train_metrics(losses, sizes, wrong, epoch, step, out, last_ckpt)
+            test = _evaluate_on(model, data, config.eval_batch_size, device, ddp, config)
             if not math.isfinite(test["loss"]):
                 raise NonFiniteLoss(
                     f"non-finite test loss after epoch {epoch} (global step {step}): the weights diverged; "
@@ -383,18 +470,22 @@ def _fit(
             metrics = jsonable(metrics)  # in memory exactly as metrics.jsonl will give it back
             history.append(metrics)
             bar.epoch_end(metrics)
-            if run is not None:
+            signum, _ = agree(stop.signum, False)
+            if writer is not None:
                 assert metrics_file is not None
-                run.append_metrics(metrics_file, metrics)
+                writer.append_metrics(metrics_file, metrics)
+            if run is not None:
                 done = step >= total
-                if done or epoch % config.checkpoint_every == 0 or stop.signum is not None:
-                    _save_checkpoint(run, model, optimizer, scheduler, epoch, step, done, cbs)
+                if done or epoch % config.checkpoint_every == 0 or signum is not None:
+                    if writer is not None:
+                        _save_checkpoint(writer, model, optimizer, scheduler, epoch, step, done, cbs)
                     last_ckpt = epoch
                     saved_at = time.monotonic()
-            if stop.signum is not None and step < total:
-                raise _preempted(stop.signum, epoch, step, run)
+            if signum is not None and step < total:
+                raise preempted(signum, epoch)
         for cb in cbs:
             cb.on_train_end(model)
+        ddp.barrier()  # rank 0's last checkpoint is written before any rank reports success
     except BaseException as exc:
         for cb in cbs:  # let callbacks release what they hold (hooks, files); Lightning's name
             cb.on_exception(model, exc)
@@ -501,6 +592,33 @@ def evaluate(
     train/eval mode is restored afterwards.
     """
     dev = torch.device(device) if device is not None else _model_device(model)
+    return _evaluate(model, data, batch_size, dev, distributed.Dist())
+
+
+def _evaluate_on(
+    model: nn.Module, data: DataBundle, batch_size: int, dev: torch.device, ddp: distributed.Dist,
+    config: TrainConfig,
+) -> dict[str, float]:
+    """:func:`evaluate` inside fit: under torchrun sharded over ranks (below), in the run's precision
+    and memory format (so the test numbers are those of the model as it trains)."""
+    ddp.sync_buffers(model)
+    return _evaluate(model, data, batch_size, dev, ddp, config.amp, config.channels_last)
+
+
+def _autocast(amp: str | None, device: torch.device) -> Any:
+    # bf16 autocast runs matmuls/convolutions in bfloat16 and keeps reductions such as
+    # cross_entropy in float32 (torch's autocast op lists), on CPU and CUDA alike.
+    return torch.autocast(device.type, dtype=torch.bfloat16) if amp == "bf16" else nullcontext()
+
+
+@torch.no_grad()
+def _evaluate(
+    model: nn.Module, data: DataBundle, batch_size: int, dev: torch.device, ddp: distributed.Dist,
+    amp: str | None = None, channels_last: bool = False,
+) -> dict[str, float]:
+    # Under torchrun the test batches are dealt round-robin to the ranks (every rank holds
+    # rank 0's weights and BN statistics, see Dist.sync_buffers) and the sums are all-reduced,
+    # so every rank gets the same numbers; single-process up to the order of the float64 sums.
     # Scored labels: one per example for a classifier, one per position for token targets
     # ((B, T) labels against (B, V, T) logits, resgrad.tokens.TokenView).
     n = data.y_test.numel()
@@ -512,14 +630,20 @@ def evaluate(
     was_training = model.training
     model.eval()
     try:
-        for xb, yb in data.batches(batch_size, train=False):
+        for i, (xb, yb) in enumerate(data.batches(batch_size, train=False)):
+            if i % ddp.world != ddp.rank:
+                continue
             xb, yb = xb.to(dev, non_blocking=True), yb.to(dev, non_blocking=True)
-            logits = model(xb)
-            loss_sum += F.cross_entropy(logits, yb, reduction="sum").to(acc)
+            if channels_last:
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            with _autocast(amp, dev):
+                logits = model(xb)
+            loss_sum += F.cross_entropy(logits.float() if amp else logits, yb, reduction="sum").to(acc)
             wrong += (logits.argmax(1) != yb).sum()
     finally:
         model.train(was_training)
-    loss, n_wrong = torch.stack([loss_sum, wrong.to(acc)]).tolist()
+    sums = torch.stack([loss_sum, wrong.to(acc)])
+    loss, n_wrong = ddp.all_sum_(sums).tolist()
     return {"loss": loss / n, "error": n_wrong / n}
 
 
@@ -544,6 +668,40 @@ def load_run(run_dir: str | os.PathLike, *, device: str | torch.device = "cpu") 
 
 
 # ---- run folder -----------------------------------------------------------------------
+
+
+def _open_shared(
+    run: RunDir, record: dict[str, Any], resume: bool, marks: list[int], ddp: distributed.Dist
+) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """:func:`_open_run` on rank 0; then every rank holds rank 0's checkpoint and kept metrics.
+
+    Rank 0 checks, claims and cuts back the folder while the others wait; it tells them how
+    that went (an error there stops every rank with its line), then they read the checkpoint
+    and metrics it left (the run folder is on storage every rank sees).
+    """
+    state: dict[str, Any] | None = None
+    history: list[dict[str, Any]] = []
+    if ddp.main:
+        try:
+            state = _open_run(run, record, resume, marks)
+            if state is not None:
+                history = run.keep_metrics(int(state["epoch"]))
+        except Exception as e:
+            if ddp.active:
+                usage = isinstance(e, (ValueError, TypeError, FileNotFoundError))
+                ddp.from_main({"failed": (str(e).strip().splitlines() or [type(e).__name__])[0], "usage": usage})
+            raise
+    if not ddp.active:
+        return state, history
+    told = ddp.from_main({"failed": None, "resume": state is not None})
+    if ddp.main:
+        return state, history
+    if told["failed"] is not None:
+        raise (ValueError if told["usage"] else RuntimeError)(f"rank 0 could not open {run.path}: {told['failed']}")
+    if told["resume"]:
+        state = _load_checkpoint(run)
+        history = run.read_metrics()[: int(state["epoch"])]
+    return state, history
 
 
 def _open_run(run: RunDir, record: dict[str, Any], resume: bool, marks: list[int]) -> dict[str, Any] | None:
@@ -573,7 +731,7 @@ def _grow(run: RunDir, old: dict[str, Any], new: dict[str, Any], marks: list[int
     allowed only when every step already run had the same lr under the new schedule (a
     constant lr, or milestones still ahead); otherwise one line says what to pass instead.
     """
-    a, b = dict(old.get("config") or {}), dict(new["config"])
+    a, b = {**_DEFAULTS, **(old.get("config") or {})}, dict(new["config"])
     if a.get("epochs") == b.get("epochs") or not isinstance(a.get("epochs"), int):
         return None
     rest = [k for k in set(a) | set(b) if k not in (*_FREE_FIELDS, "epochs") and jsonable(a.get(k)) != jsonable(b.get(k))]
@@ -598,7 +756,7 @@ def _grow(run: RunDir, old: dict[str, Any], new: dict[str, Any], marks: list[int
 
 def _run_record(
     config: TrainConfig, device: torch.device, model: nn.Module, data: DataBundle,
-    spec: dict | None, schedule: dict,
+    spec: dict | None, schedule: dict, ddp: distributed.Dist | None = None,
 ) -> dict[str, Any]:
     return {
         "kind": RUN_KIND,
@@ -615,6 +773,9 @@ def _run_record(
             "n_train": len(data.x_train), "n_test": len(data.x_test), "info": data.info,
         },
         "schedule": schedule,
+        # Not part of the config compared on resume: the same global batches under any world size.
+        "world_size": ddp.world if ddp is not None else 1,
+        "backend": ddp.backend if ddp is not None else None,
         "environment": environment(str(device)),
     }
 
@@ -776,6 +937,25 @@ def _resolve_device(device: str | torch.device) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r}: CUDA is not available on this machine; use cpu")
     return dev
+
+
+def _on_device(data: DataBundle, device: torch.device, *, budget: float = 0.25) -> DataBundle:
+    """``data`` with its tensors on a CUDA ``device`` once, when they take at most ``budget`` of its free memory.
+
+    Batches are then gathered and augmented on the GPU: the permutation and the crop/flip
+    draws still come from the same CPU generators (a few hundred numbers per batch), so a
+    run draws exactly the batches it drew with host-resident data; no image crosses the bus
+    per step. On the CPU (and MPS) the bundle is returned as it is.
+    """
+    if device.type != "cuda" or data.x_train.device == device:
+        return data
+    tensors = (data.x_train, data.y_train, data.x_test, data.y_test)
+    size = sum(t.numel() * t.element_size() for t in tensors)
+    free, _ = torch.cuda.mem_get_info(device)
+    if size > budget * free:
+        return data  # too big to keep resident: batches are copied per step as before
+    x_train, y_train, x_test, y_test = (t.to(device) for t in tensors)
+    return dataclasses.replace(data, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
 
 
 def _model_device(model: nn.Module) -> torch.device:

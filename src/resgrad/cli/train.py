@@ -8,7 +8,17 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ._common import CheckFailed, DataDirOpt, DeviceOpt, OutOpt, SeedOpt, console, guarded, resolve_device
+from ._common import (
+    CheckFailed,
+    DataDirOpt,
+    DeviceOpt,
+    OutOpt,
+    SeedOpt,
+    UsageError,
+    console,
+    guarded,
+    resolve_device,
+)
 
 __all__ = ["command"]
 
@@ -27,6 +37,10 @@ def command(
     active_blocks: Annotated[
         int | None, typer.Option(help="Train only K random blocks per batch (Veit et al. 2016 §5.2).")
     ] = None,
+    amp: Annotated[str | None, typer.Option(
+        help="Mixed precision: bf16 runs forward and loss under torch.autocast(bfloat16) (CPU or CUDA).")] = None,
+    channels_last: Annotated[bool, typer.Option(
+        "--channels-last", help="Image nets and batches in channels_last memory format (faster on GPUs).")] = False,
     checkpoint_every: Annotated[str, typer.Option(
         help="Checkpoint every N epochs (2), N steps (500s) or N minutes (10m); each epoch's end counts.")] = "1",
     seed: SeedOpt = 0,
@@ -46,15 +60,22 @@ def command(
       resgrad train plain56 --data cifar10 --data-dir ~/data --device cuda
       resgrad train resmlp-16x64 --data synthetic --epochs 3 --out runs/smoke
       resgrad train resnet110 --data cifar10 --checkpoint-every 10m
+      resgrad train resnet56 --data cifar10 --device cuda --amp bf16 --channels-last
+      torchrun --nproc-per-node 4 -m resgrad train resnet110 --data cifar10   (one run, DDP over 4 GPUs)
+
+    Under torchrun the run is one DistributedDataParallel job: the global batch is
+    --batch-size (a multiple of the process count), rank 0 writes the run folder.
     """
     import torch
 
     import resgrad
+    from resgrad import distributed
     from resgrad.train import NonFiniteLoss
 
     config = resgrad.TrainConfig(
         epochs=epochs, batch_size=batch_size, lr=lr, warmup_iters=warmup_iters, max_steps=max_steps,
         active_blocks=active_blocks, seed=seed, device=resolve_device(device), **checkpoint_option(checkpoint_every),
+        amp=amp_option(amp), channels_last=channels_last,
     )
     name = model.strip().lower()
     try:  # an unknown name or a bad depth: say so before loading any data
@@ -72,11 +93,26 @@ def command(
         result = resgrad.fit(net, bundle, config, out_dir=run_dir, resume=resume, model_spec=spec)
     except NonFiniteLoss as e:
         raise CheckFailed(str(e)) from e
+    finally:
+        rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+        distributed.shutdown()  # under torchrun: leave the process group fit joined
+    if rank != 0:
+        return  # rank 0 prints the result for the run
 
     if result.history and result.history[-1]["epoch"] == result.resumed_from:  # nothing left to train
         console.print(f"{run_dir} already finished; showing its recorded result", highlight=False, soft_wrap=True)
     _print_table(result.history, sum(p.numel() for p in net.parameters()))
     console.print(f"run folder: {run_dir}", highlight=False, soft_wrap=True)
+
+
+def amp_option(text: str | None) -> str | None:
+    """``--amp``: ``bf16`` (or ``none``/``fp32`` for full precision) as ``TrainConfig.amp``."""
+    if text is None or text.strip().lower() in ("none", "fp32", "float32"):
+        return None
+    t = text.strip().lower().replace("bfloat16", "bf16")
+    if t != "bf16":
+        raise UsageError(f"--amp takes bf16 (or none), received {text!r}")
+    return t
 
 
 def checkpoint_option(text: str) -> dict[str, int | float]:

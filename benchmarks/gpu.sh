@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# One prepared GPU run (fits a 15-minute device budget; nothing downloads; CIFAR-10 need not be there):
+# training images/s of every he2015-cifar10 net in fp32 / channels_last / bf16, the preset's projected
+# wall time on this GPU, and a one-process DDP (nccl) smoke. Figures go to $OUT/gpu.json when OUT is set.
+#   bash benchmarks/gpu.sh              # from the repository root, on the GPU machine
+#   bash benchmarks/gpu.sh --quick      # a 1-minute version (also runs on the CPU)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY="${PYTHON:-}"
+if [ -z "$PY" ]; then
+  if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi
+fi
+export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"  # this checkout's resgrad, installed or not
+"$PY" -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available(), torch.version.cuda)'
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || true
+exec timeout "${GPU_TIMEOUT:-780}" "$PY" benchmarks/gpu.py "$@"
