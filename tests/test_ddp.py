@@ -148,6 +148,20 @@ def test_two_processes_train_the_single_process_run_and_only_rank_0_writes(tmp_p
     assert all(torch.allclose(w2[k], w1[k], rtol=RTOL, atol=1e-6) for k in w1)
 
 
+@pytest.mark.slow  # ~15 s: two more process starts
+def test_active_blocks_under_ddp_train_the_single_process_run(tmp_path):
+    # Lesioned branches take no part in a step: DDP runs with find_unused_parameters, and both
+    # ranks draw the same k blocks (the seeded pick generator), so the run is the single-process one.
+    extra = ["--active-blocks", "2", "--epochs", "3"]
+    args = [*ARGS, "--out"]
+    one = CliRunner().invoke(app, ["train", *args, str(tmp_path / "one"), *extra])
+    assert one.exit_code == 0, one.output
+    code, _, stderr = _finish(_torchrun(tmp_path / "two", *extra))
+    assert code == 0, stderr
+    for a, b in zip(_metrics(tmp_path / "two"), _metrics(tmp_path / "one"), strict=True):
+        _close(a, b)
+
+
 def test_a_killed_two_process_run_resumes_with_every_epoch_once(tmp_path, single):
     run = tmp_path / "run"
     proc = _torchrun(run)
