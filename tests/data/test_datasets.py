@@ -136,7 +136,7 @@ def test_load_dispatches_by_name(mnist_cache):
     assert load(" mnist1d ", cache_dir=cache).name == "mnist1d"
     if importlib.util.find_spec("sklearn") is not None:
         assert load("digits").name == "digits"
-    assert data.DATASETS == ("mnist1d", "cifar10", "digits", "synthetic")
+    assert data.DATASETS == ("mnist1d", "cifar10", "digits", "synthetic", "text")
 
 
 def test_load_unknown_name_lists_close_matches():

@@ -69,6 +69,9 @@ def main() -> None:
         dist.all_reduce = real
         if rank == 0:
             (out / f"{mode}.json").write_text(json.dumps({"rows": rows, "calls": calls, "sharded": sharded}))
+        # Both ranks done before either tears gloo down: a rank that leaves while the other is
+        # still in the group can abort it ("terminate called without an active exception").
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
