@@ -139,3 +139,15 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path):
         assert res.exit_code == 2, (args, res.output)
         assert msg in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
     assert not (tmp_path / "o").exists()  # nothing written for bad input
+
+
+def test_cli_runs_the_quick_size_and_renders_its_report(tmp_path):
+    out = tmp_path / "tf"
+    args = ["transformer", "--size", "quick", "--out", str(out), "--device", "cpu", "--workers", "1"]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "report:" in res.output.strip().splitlines()[-1]
+    assert isinstance(load(out / "results.json"), TransformerResult)
+    assert "Transformer" in (out / "report.html").read_text()
+    again = runner.invoke(app, args)  # finished: a no-op that re-renders
+    assert again.exit_code == 0 and "already finished" in again.output

@@ -6,11 +6,14 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+
+if TYPE_CHECKING:  # _executor imports this module
+    from ._executor import ExecutorOptions
 
 __all__ = ["console", "err_console", "DeviceOpt", "SeedOpt", "OutOpt", "DataDirOpt",
            "resolve_device", "UsageError", "CheckFailed", "guarded"]
@@ -87,3 +90,26 @@ def guarded(fn: F) -> F:
             raise typer.Exit(code) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def say(msg: str) -> None:
+    """One line of progress on the console (no markup guessing, long lines kept whole)."""
+    console.print(msg, highlight=False, soft_wrap=True)
+
+
+def run_and_report(executors: ExecutorOptions, run_dir: Path, run: Callable[..., object]) -> None:
+    """Run ``run(log=..., executor=...)`` on the executor the flags describe, then render
+    ``run_dir/report.html``; a finished run on read-only storage keeps its old report."""
+    from resgrad.report import render
+
+    ex = executors.build(run_dir)
+    with ex:
+        say(f"training runs: {ex.describe()}")
+        result = run(log=say, executor=ex)
+    report = run_dir / "report.html"
+    try:
+        say(f"report: {render(result, report)}")
+    except OSError:
+        if not report.is_file():
+            raise
+        say(f"report: {report} (not re-rendered: {run_dir} cannot be written)")

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ._common import DataDirOpt, DeviceOpt, OutOpt, console, guarded, resolve_device
+from ._common import DataDirOpt, DeviceOpt, OutOpt, guarded, resolve_device, run_and_report
 from ._executor import ExecutorOptions, executor_options
 
 __all__ = ["command"]
@@ -67,19 +67,4 @@ def command(
                          data_dir=str(data_dir) if data_dir else None)
     run_dir = out if out is not None else Path("runs") / f"study-{preset}"
 
-    def log(msg: str) -> None:
-        console.print(msg, highlight=False, soft_wrap=True)
-
-    from resgrad.report import render
-
-    ex = executors.build(run_dir)
-    with ex:
-        log(f"training runs: {ex.describe()}")
-        result = run_study(config, run_dir, log=log, executor=ex)
-    report = run_dir / "report.html"
-    try:
-        log(f"report: {render(result, report)}")
-    except OSError:
-        if not report.is_file():
-            raise
-        log(f"report: {report} (not re-rendered: {run_dir} cannot be written)")
+    run_and_report(executors, run_dir, lambda **kw: run_study(config, run_dir, **kw))

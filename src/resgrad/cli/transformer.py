@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ._common import DeviceOpt, OutOpt, console, guarded, resolve_device
+from ._common import DeviceOpt, OutOpt, guarded, resolve_device, run_and_report
 from ._executor import ExecutorOptions, executor_options
 
 __all__ = ["command"]
@@ -58,19 +58,4 @@ def command(
         load_data_for(config)
     run_dir = out if out is not None else Path("runs") / f"transformer-{size}"
 
-    def log(msg: str) -> None:
-        console.print(msg, highlight=False, soft_wrap=True)
-
-    from resgrad.report import render
-
-    ex = executors.build(run_dir)
-    with ex:
-        log(f"training runs: {ex.describe()}")
-        result = run(config, run_dir, log=log, executor=ex)
-    report = run_dir / "report.html"
-    try:
-        log(f"report: {render(result, report)}")
-    except OSError:
-        if not report.is_file():
-            raise
-        log(f"report: {report} (not re-rendered: {run_dir} cannot be written)")
+    run_and_report(executors, run_dir, lambda **kw: run(config, run_dir, **kw))
