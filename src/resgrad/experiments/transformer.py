@@ -37,7 +37,6 @@ from torch import Tensor, nn
 
 from .. import paths, stats
 from ..data import DataBundle
-from ..data import load as load_data
 from ..executors import Executor, LocalExecutor, make_executor
 from ..io import environment, jsonable
 from ..nets import blocks, build_for
@@ -383,11 +382,9 @@ def _layer_lesion(model: nn.Module, kind: str, name: str, data: DataBundle, conf
 
 
 def load_data_for(config: TransformerConfig) -> DataBundle:
-    """The dataset of ``config``, cut to ``n_train``/``n_test`` when set."""
-    data = load_data(config.data, **config.data_kwargs)
-    if config.n_train is not None or config.n_test is not None:
-        data = data.subset(config.n_train, config.n_test)
-    return data
+    """The dataset of ``config``, cut to ``n_train``/``n_test`` when set (as the degradation
+    stage loads it: the same four fields, so training workers load the same examples)."""
+    return _degradation.load_for(config)  # type: ignore[arg-type]  # reads data, data_kwargs, n_train, n_test
 
 
 def _comparable(record: dict[str, Any]) -> dict[str, Any]:
