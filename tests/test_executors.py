@@ -146,6 +146,49 @@ def test_bad_options_are_one_line_errors(tmp_path):
         Task("resgrad.executors.probe")
 
 
+def test_a_pool_spreads_its_workers_over_the_gpus_round_robin(monkeypatch):
+    # Each worker sees one GPU of the list (CUDA_VISIBLE_DEVICES, as Ray and Slurm set it); the
+    # GPU names need not exist: on this CPU machine the variable is only read back.
+    ex = LocalExecutor(2, threads=1, gpus=["3", "GPU-5"])
+    assert ex.gpus == ("3", "GPU-5") and ex.describe().endswith("over GPUs 3,GPU-5")
+    seen = ex.map([Task(PROBE, {"sleep": 1.0}, f"/tmp/t{i}") for i in range(4)])
+    by_pid = {r["pid"]: r["cuda_visible_devices"] for r in seen}
+    assert set(by_pid.values()) <= {"3", "GPU-5"}
+    assert len(set(by_pid.values())) == len(by_pid)  # two workers: two different GPUs
+    # The round robin itself, in start order, with no processes:
+    from resgrad.executors.local import _pin_gpu
+
+    slot = multiprocessing.get_context("spawn").Value("i", 0)
+    got = []
+    for _ in range(5):
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+        _pin_gpu(("0", "1", "2"), slot)
+        got.append(os.environ["CUDA_VISIBLE_DEVICES"])
+    assert got == ["0", "1", "2", "0", "1"]
+
+
+def test_gpus_default_to_every_visible_gpu_when_there_are_several(monkeypatch):
+    from resgrad.executors import local
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 3)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert local.visible_gpus() == ["0", "1", "2"]
+    assert LocalExecutor(2).gpus == ("0", "1", "2")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,6,-1,7")  # CUDA reads up to the first invalid entry
+    assert local.visible_gpus() == ["4", "6"]
+    assert LocalExecutor(2).gpus == ("4", "6")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2")  # one GPU: every worker shares it, nothing to pin
+    assert LocalExecutor(2).gpus == ()
+    assert LocalExecutor(2, gpus=[]).gpus == ()  # asked not to pin
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert local.visible_gpus() == [] and LocalExecutor(2).gpus == ()
+    with pytest.raises(ValueError, match=r"gpus must be a list of GPU indices or UUIDs such as \[0, 1\], received '0,1'"):
+        LocalExecutor(2, gpus="0,1")
+    with pytest.raises(ValueError, match=r"workers=1 runs in this process: give the run its GPU as its device \(cuda:0\)"):
+        LocalExecutor(1, gpus=[0])
+
+
 def _kill_mid_run(cfg, out, ex, find_workers, *, epochs_total):
     """Run the degradation experiment in a thread; SIGKILL its workers once every run has a
     finished epoch; return (result, epochs per run at the kill, workers killed)."""

@@ -142,4 +142,5 @@ def environment(device: str | None = None) -> dict[str, Any]:
         env["device"] = str(device)
         if str(device).startswith("cuda") and torch.cuda.is_available():
             env["gpu"] = torch.cuda.get_device_name(torch.device(device))
+            env["cuda_visible_devices"] = os.environ.get("CUDA_VISIBLE_DEVICES")  # which GPU a pool worker had
     return env

@@ -936,6 +936,11 @@ def _resolve_device(device: str | torch.device) -> torch.device:
         raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps, received {device!r}") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r}: CUDA is not available on this machine; use cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= (n := torch.cuda.device_count()):
+        seen = os.environ.get("CUDA_VISIBLE_DEVICES")
+        raise ValueError(f"device {device!r}: this process sees {n} CUDA device(s)"
+                         + (f" (CUDA_VISIBLE_DEVICES={seen})" if seen is not None else "")
+                         + "; use cuda (a worker of a pool spread over GPUs sees only its own GPU, as cuda:0)")
     return dev
 
 

@@ -52,6 +52,10 @@ def test_sweep_runs_the_grid_and_prints_the_cells(tmp_path, grid):
     (["--executor", "dask"], None, "--executor must be one of local, ray, slurm, received 'dask'"),
     (["--workers", "0"], None, "--workers must be >= 1"),
     (["--address", "auto"], None, "--address is an option of --executor ray, not local"),
+    (["--gpus", "0,x"], None, "--gpus must be GPU indices or UUIDs separated by commas"),
+    (["--executor", "ray", "--gpus", "0"], None, "--gpus is an option of --executor local, not ray"),
+    (["--workers", "1", "--gpus", "1"], None, "workers=1 runs in this process: give the run its GPU as its "
+                                              "device (cuda:1) instead"),
     (["--executor", "ray", "--address", "127.0.0.1:9"], None, "cannot reach a Ray cluster at '127.0.0.1:9'"),
     ([], "depth = [8]\n", "unknown key 'depth'; did you mean 'depths'?"),
     ([], "depths = [9]\n", "depths [9]: He et al. 2015 nets have 6n+2 layers"),

@@ -1,7 +1,7 @@
 """The executor options every fan-out command shares (``study``, ``sweep``, ``flow``), defined once.
 
 A command declares one parameter ``executors: ExecutorOptions`` and is wrapped in
-:func:`executor_options`, which gives it the ten flags below and hands them over as one
+:func:`executor_options`, which gives it the eleven flags below and hands them over as one
 object (``opts.build(folder)`` makes the executor), so no command repeats them.
 
 Numbers do not depend on the worker count: every run fanned out uses ``--threads``
@@ -26,7 +26,7 @@ import typer
 from ._common import UsageError
 
 __all__ = ["ExecutorOpt", "WorkersOpt", "ThreadsOpt", "AddressOpt", "NumCpusOpt", "NumGpusOpt", "PartitionOpt",
-           "TimeOpt", "GpusPerTaskOpt", "ClusterOpt", "ExecutorOptions", "executor_options", "build_executor",
+           "TimeOpt", "GpusPerTaskOpt", "ClusterOpt", "GpusOpt", "ExecutorOptions", "executor_options", "build_executor",
            "DEFAULT_THREADS"]
 
 DEFAULT_THREADS = 1  # torch threads per fanned-out run unless --threads says otherwise
@@ -39,6 +39,10 @@ WorkersOpt = Annotated[
 ThreadsOpt = Annotated[
     int | None, typer.Option("--threads", help="Torch threads per run (default 1; recorded in each run). On a CPU "
                                                "runs are bitwise identical at equal --threads, whatever --workers.")
+]
+GpusOpt = Annotated[
+    str | None, typer.Option("--gpus", help="local: GPUs to spread the workers over, e.g. 0,1 (default: every "
+                                            "visible GPU; none: leave CUDA_VISIBLE_DEVICES as it is).")
 ]
 AddressOpt = Annotated[
     str | None, typer.Option("--address", help="ray: 'auto' or ray://host:10001 to join a cluster (default: start one).")
@@ -60,6 +64,7 @@ class ExecutorOptions:
     executor: str = "local"
     workers: int | None = None
     threads: int | None = None
+    gpus: str | None = None
     address: str | None = None
     num_cpus: float | None = None
     num_gpus: float = 0
@@ -74,7 +79,7 @@ class ExecutorOptions:
 
 
 _OPTION_TYPES: dict[str, Any] = {
-    "executor": ExecutorOpt, "workers": WorkersOpt, "threads": ThreadsOpt, "address": AddressOpt,
+    "executor": ExecutorOpt, "workers": WorkersOpt, "threads": ThreadsOpt, "gpus": GpusOpt, "address": AddressOpt,
     "num_cpus": NumCpusOpt, "num_gpus": NumGpusOpt, "partition": PartitionOpt, "time": TimeOpt,
     "gpus_per_task": GpusPerTaskOpt, "cluster": ClusterOpt,
 }
@@ -86,7 +91,7 @@ def executor_options(fn: F) -> F:
     """Give a command the executor flags; it receives them as ``executors: ExecutorOptions``.
 
     Typer reads the wrapper's signature: the command's own parameters (``executors``
-    removed) followed by the ten flags, so ``--help`` lists them after the command's own.
+    removed) followed by the eleven flags, so ``--help`` lists them after the command's own.
     """
     sig = inspect.signature(fn)
     if "executors" not in sig.parameters:
@@ -112,7 +117,7 @@ def executor_options(fn: F) -> F:
 def build_executor(
     executor: str, *, workers: int | None, threads: int | None, address: str | None, num_cpus: float | None,
     num_gpus: float, partition: str | None, time: int | None, gpus_per_task: int, cluster: str | None,
-    folder: Path,
+    folder: Path, gpus: str | None = None,
 ) -> Any:
     """The executor the options name, started (so a bad address fails before any work).
 
@@ -137,6 +142,7 @@ def build_executor(
                              f"add --executor {kinds.split('|')[0]} or drop {flag}")
 
     only("--workers", workers, None, "local")
+    only("--gpus", gpus, None, "local")
     only("--address", address, None, "ray")
     only("--num-cpus", num_cpus, None, "ray")
     only("--num-gpus", num_gpus, 0, "ray")
@@ -150,11 +156,12 @@ def build_executor(
         raise UsageError(f"--time must be >= 1 minute, received {time}")
     if kind == "local" and workers is None:
         workers = cores()
+    gpu_list = _parse_gpus(gpus)
     threads = DEFAULT_THREADS if threads is None else threads
     try:
         ex = make_executor(kind, workers=workers, threads=threads, address=address, num_cpus=num_cpus,
                            num_gpus=num_gpus, partition=partition, time_min=time, gpus_per_task=gpus_per_task,
-                           cluster=cluster, folder=folder / "submitit")
+                           cluster=cluster, folder=folder / "submitit", gpus=gpu_list)
     except ImportError as e:
         raise UsageError(str(e).replace("the ray executor", "--executor ray")
                          .replace("the slurm executor", "--executor slurm")) from None
@@ -166,3 +173,17 @@ def build_executor(
         ex.close()
         raise
     return ex
+
+
+def _parse_gpus(raw: str | None) -> tuple[str, ...] | None:
+    """``--gpus``: None (every visible GPU), "none" (no pinning) or a comma list of indices or UUIDs."""
+    if raw is None:
+        return None
+    text = raw.strip()
+    if text.lower() == "none":
+        return ()
+    names = tuple(s.strip() for s in text.split(","))
+    if not text or any(not n or not (n.isdigit() or n.startswith(("GPU-", "MIG-"))) for n in names):
+        raise UsageError(f"--gpus must be GPU indices or UUIDs separated by commas (0,1 or GPU-...), or none; "
+                         f"received {raw!r}")
+    return names

@@ -10,7 +10,7 @@ runs finish never changes a number. ::
 
 | kind | engine | extra |
 | --- | --- | --- |
-| local (default) | ``concurrent.futures.ProcessPoolExecutor`` (spawn); ``workers=1``: in process | — |
+| local (default) | ``concurrent.futures.ProcessPoolExecutor`` (spawn), workers spread over the GPUs; ``workers=1``: in process | — |
 | ray | Ray core tasks (``num_cpus``, fractional ``num_gpus``, retries) | ``resgrad[ray]`` |
 | slurm | submitit job arrays (``cluster="local"`` in tests) | ``resgrad[slurm]`` |
 
@@ -27,6 +27,7 @@ identical across executors and worker counts at the same ``threads``.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 from ._base import (
@@ -78,11 +79,13 @@ def make_executor(
     cluster: str | None = None,
     folder: str | os.PathLike | None = None,
     max_retries: int | None = None,
+    gpus: Sequence[int | str] | None = None,
 ) -> Executor:
     """An executor by name; an :class:`Executor` passes through, None is ``local``.
 
     ``local``: ``workers`` (default: one per core), ``threads`` per worker (default
-    cores // workers). ``ray``: ``address`` (None starts a local cluster), ``num_cpus``
+    cores // workers), ``gpus`` to spread the workers over (default: every visible GPU
+    when there are several; ``()``: leave them be). ``ray``: ``address`` (None starts a local cluster), ``num_cpus``
     (default ``threads`` or 1) and ``num_gpus`` per run. ``slurm``: ``partition``,
     ``time_min``, ``gpus_per_task``, ``cluster`` (None: auto, "local" for tests) and the
     ``folder`` for submitit's logs.
@@ -95,7 +98,7 @@ def make_executor(
         raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}, received {kind!r}")
     retries = {} if max_retries is None else {"max_retries": max_retries}
     if key == "local":
-        return LocalExecutor(workers, threads=threads, **retries)
+        return LocalExecutor(workers, threads=threads, gpus=gpus, **retries)
     if key == "ray":
         from .ray import RayExecutor
 

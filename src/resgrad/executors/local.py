@@ -1,9 +1,13 @@
 """``local``: a process pool over this machine's cores (``concurrent.futures``, spawn context).
 
 ``workers=1`` runs the tasks in this process, one after another. More workers each get
-``cores // workers`` intra-op threads. A worker that dies (kill -9, out of memory)
-breaks the pool; the tasks that had not finished are submitted again to a fresh pool,
-up to ``max_retries`` times, and resume from their run folders' checkpoints.
+``cores // workers`` intra-op threads. On a machine with several GPUs the workers are
+spread over them, worker ``i`` seeing only GPU ``i mod n`` (``CUDA_VISIBLE_DEVICES``, the
+way Ray and Slurm hand out GPUs), so a run's ``cuda`` device is its worker's GPU.
+
+A worker that dies (kill -9, out of memory) breaks the pool; the tasks that had not
+finished are submitted again to a fresh pool, up to ``max_retries`` times, and resume
+from their run folders' checkpoints.
 
 SIGTERM, SIGINT or SIGUSR1 to the parent (or to any worker) stops the whole map the way
 one ``train`` stops: the signal is passed to every worker, each running ``fit``
@@ -41,7 +45,7 @@ from ._base import (
     torch_threads,
 )
 
-__all__ = ["LocalExecutor"]
+__all__ = ["LocalExecutor", "visible_gpus"]
 
 
 def _die_with_parent(parent: int) -> None:
@@ -94,8 +98,46 @@ def _worker_signal(signum: int, frame: Any) -> None:
         _exit_soon()
 
 
-def _init_worker(threads: int, parent: int) -> None:
+def visible_gpus() -> list[str]:
+    """The GPUs this process may use, named as ``CUDA_VISIBLE_DEVICES`` names them; [] without CUDA."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return []
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is None:
+        return [str(i) for i in range(torch.cuda.device_count())]
+    names = []
+    for s in (s.strip() for s in env.split(",")):
+        if not s or s.startswith("-"):  # CUDA ignores the list from its first invalid entry on
+            break
+        names.append(s)
+    return names
+
+
+def _check_gpus(gpus: Any) -> tuple[str, ...]:
+    if isinstance(gpus, (str, int)) or not all(isinstance(g, (str, int)) and not isinstance(g, bool) for g in gpus):
+        raise ValueError(f"gpus must be a list of GPU indices or UUIDs such as [0, 1], received {gpus!r}")
+    names = tuple(str(g).strip() for g in gpus)
+    bad = [n for n in names if not n or "," in n or n.startswith("-")]
+    if bad:
+        raise ValueError(f"gpus must be GPU indices (0, 1, ...) or UUIDs (GPU-..., MIG-...), received {bad[0]!r}")
+    return names
+
+
+def _pin_gpu(gpus: tuple[str, ...], slot: Any) -> None:
+    """Give this worker one GPU of ``gpus``, round robin in start order (before CUDA starts here)."""
+    if not gpus:
+        return
+    with slot.get_lock():
+        i = slot.value
+        slot.value += 1
+    os.environ["CUDA_VISIBLE_DEVICES"] = gpus[i % len(gpus)]
+
+
+def _init_worker(threads: int, parent: int, gpus: tuple[str, ...] = (), slot: Any = None) -> None:
     _die_with_parent(parent)
+    _pin_gpu(gpus, slot)
     for sig in STOP_SIGNALS:
         signal.signal(sig, _worker_signal)
     # The parent spawned us with the stop signals blocked (so one sent while this interpreter
@@ -146,12 +188,17 @@ def _forward(pool: ProcessPoolExecutor, signum: int, told: set[int]) -> None:
 
 
 class LocalExecutor(Executor):
-    """A process pool on this machine; ``workers=1``: in this process."""
+    """A process pool on this machine; ``workers=1``: in this process.
+
+    ``gpus``: the GPUs to spread the workers over (indices or UUIDs); None: every visible
+    GPU when there are two or more (one GPU or none: workers are left as they are); ``()``:
+    never pin.
+    """
 
     kind = "local"
 
     def __init__(self, workers: int | None = None, *, threads: int | None = None, max_retries: int = 2,
-                 context: str = "spawn") -> None:
+                 context: str = "spawn", gpus: Sequence[int | str] | None = None) -> None:
         n = cores()
         if workers is not None and (not isinstance(workers, int) or isinstance(workers, bool) or workers < 1):
             raise ValueError(f"workers must be an integer >= 1 (processes; default: one per core, {n} here), "
@@ -166,12 +213,21 @@ class LocalExecutor(Executor):
         self.max_retries = max_retries
         self.context = context
         self.in_process = self.workers == 1
+        if gpus is None:
+            auto = visible_gpus() if not self.in_process else []
+            self.gpus = tuple(auto) if len(auto) > 1 else ()
+        else:
+            self.gpus = _check_gpus(gpus)
+            if self.gpus and self.in_process:
+                raise ValueError(f"gpus={list(self.gpus)} spreads worker processes, and workers=1 runs in this "
+                                 f"process: give the run its GPU as its device (cuda:{self.gpus[0]}) instead")
         self.restarts = 0  # pools replaced after a worker died, over this executor's life
 
     def describe(self) -> str:
         if self.in_process:
             return f"local, in this process, {self.threads} thread{'s' * (self.threads > 1)}"
-        return f"local, {self.workers} worker processes x {self.threads} thread{'s' * (self.threads > 1)}"
+        where = f", over GPUs {','.join(self.gpus)}" if self.gpus else ""
+        return f"local, {self.workers} worker processes x {self.threads} thread{'s' * (self.threads > 1)}{where}"
 
     def map(self, tasks: Sequence[Task], *, on_start: OnEvent | None = None,
             on_done: OnEvent | None = None) -> list[Any]:
@@ -219,7 +275,8 @@ class LocalExecutor(Executor):
         broken: list[int] = []
         told: set[int] = set()  # workers the stop signal was passed to
         with ProcessPoolExecutor(max_workers=min(self.workers, len(todo)), mp_context=ctx,
-                                 initializer=_init_worker, initargs=(self.threads, os.getpid())) as pool:
+                                 initializer=_init_worker,
+                                 initargs=(self.threads, os.getpid(), self.gpus, ctx.Value("i", 0))) as pool:
             with _signals_blocked():  # workers are spawned by submit, in this thread
                 futs: dict[Future, int] = {pool.submit(_call, tasks[i]): i for i in todo}
             waiting = set(futs)
