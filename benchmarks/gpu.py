@@ -15,6 +15,12 @@ Projected wall time of the preset's training, per mode: for every run (net x see
 ``epochs x (50,000 / train images/s + 10,000 / eval images/s)``, summed. The flow and
 ensemble stages of the study (minutes) are not in it.
 
+Shared GPU: the study's local pool (one worker per core) trains all of the preset's runs at
+once, so they share the GPU. In the fastest mode, one process per run (one thread each)
+times the same steps with every process started together (a barrier); the wall time from
+the common start to the last one's finish, scaled to an epoch (391 steps) plus the runs'
+evaluations one after another, is the projection of the preset as ``resgrad study`` runs it.
+
 Device batches: fit keeps the training set on the GPU; its batches (permutation, crops,
 flips) must equal the host-resident ones bit for bit.
 
@@ -31,7 +37,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import multiprocessing as mp
 import os
+import queue
 import sys
 import tempfile
 import time
@@ -60,19 +68,26 @@ MODES = {  # name -> (TrainConfig.amp, TrainConfig.channels_last)
 
 
 class _Clock(Callback):
-    """Wall time from step ``start`` to step ``stop`` (before their optimizer steps), device synchronised."""
+    """Wall time from step ``start`` to step ``stop`` (before their optimizer steps), device synchronised.
 
-    def __init__(self, start: int, stop: int, device: torch.device) -> None:
-        self.start, self.stop, self.device = start, stop, device
+    With a ``barrier``, every process waits there at step ``start``, so their clocks (CLOCK_MONOTONIC,
+    one per machine on Linux) start together.
+    """
+
+    def __init__(self, start: int, stop: int, device: torch.device, barrier: Any = None) -> None:
+        self.start, self.stop, self.device, self.barrier = start, stop, device, barrier
         self.t0 = self.t1 = None
 
     def _now(self) -> float:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-        return time.perf_counter()
+        return time.monotonic()
 
     def on_before_optimizer_step(self, model, optimizer, step):  # noqa: ANN001 - Callback's signature
         if step == self.start:
+            self._now()
+            if self.barrier is not None:
+                self.barrier.wait()
             self.t0 = self._now()
         elif step == self.stop:
             self.t1 = self._now()
@@ -86,18 +101,63 @@ def random_cifar(n_train: int, n_test: int, seed: int = 0) -> DataBundle:
                       {"source": "random tensors of CIFAR-10's shape (throughput only)"})
 
 
-def time_train(name: str, mode: str, device: torch.device, batch: int, warm: int, steps: int) -> dict[str, Any]:
+def time_train(name: str, mode: str, device: torch.device, batch: int, warm: int, steps: int,
+               barrier: Any = None) -> dict[str, Any]:
     amp, cl = MODES[mode]
     data = random_cifar((warm + steps + 1) * batch, 2 * batch)  # every timed step inside epoch 1
     torch.manual_seed(0)
     net = resgrad.build_for(name, CIFAR, 10)
-    clock = _Clock(warm, warm + steps, device)
+    clock = _Clock(warm, warm + steps, device, barrier)
     cfg = TrainConfig(epochs=1, batch_size=batch, max_steps=warm + steps + 1, device=str(device), amp=amp,
                       channels_last=cl, eval_batch_size=batch)
     res = fit(net, data, cfg, callbacks=[clock], progress=False)
     secs = clock.t1 - clock.t0
-    return {"images_per_s": steps * batch / secs, "step_ms": 1000 * secs / steps,
+    return {"images_per_s": steps * batch / secs, "step_ms": 1000 * secs / steps, "t0": clock.t0, "t1": clock.t1,
             "train_loss": res.final["train_loss"], "finite": math.isfinite(res.final["train_loss"])}
+
+
+def _shared_run(name: str, mode: str, device: str, batch: int, warm: int, steps: int, barrier: Any,
+                results: Any) -> None:
+    torch.set_num_threads(1)  # the pool's workers: cores // workers threads, one per run here
+    try:
+        results.put((name, time_train(name, mode, torch.device(device), batch, warm, steps, barrier)))
+    except BaseException as e:
+        barrier.abort()  # the others must not wait for this one
+        results.put((name, {"error": f"{type(e).__name__}: {e}"[:300], "finite": False}))
+
+
+def time_shared(runs: list[str], mode: str, device: torch.device, batch: int, warm: int,
+                steps: int) -> dict[str, Any]:
+    """Every run in its own process on one device, timed over the same steps from a common start."""
+    ctx = mp.get_context("spawn")
+    barrier, results = ctx.Barrier(len(runs), timeout=600), ctx.Queue()
+    procs = [ctx.Process(target=_shared_run, args=(n, mode, str(device), batch, warm, steps, barrier, results))
+             for n in runs]
+    for p in procs:
+        p.start()
+    got: dict[str, dict[str, Any]] = {}
+    try:
+        while len(got) < len(runs):
+            try:
+                name, r = results.get(timeout=5)
+                got[name] = r
+            except queue.Empty:
+                dead = [n for n, p in zip(runs, procs, strict=True) if p.exitcode not in (None, 0) and n not in got]
+                if dead:  # died without a word (killed, out of memory): the others are stuck at the barrier
+                    barrier.abort()
+                    raise RuntimeError(f"shared run processes died: {dead}") from None
+    finally:
+        for p in procs:
+            p.join(timeout=60)
+            if p.is_alive():
+                p.kill()
+    bad = {n: r["error"] for n, r in got.items() if "error" in r}
+    if bad:
+        raise RuntimeError(f"shared runs failed: {bad}")
+    wall = max(r["t1"] for r in got.values()) - min(r["t0"] for r in got.values())
+    return {"mode": mode, "processes": len(runs), "wall_s": wall, "finite": all(r["finite"] for r in got.values()),
+            "images_per_s": {n: r["images_per_s"] for n, r in got.items()},
+            "total_images_per_s": len(runs) * steps * batch / wall}
 
 
 def time_eval(name: str, mode: str, device: torch.device, n: int, batch: int) -> float:
@@ -192,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         for mode in modes:
             try:
                 r = time_train(name, mode, device, batch, warm, steps)
+                del r["t0"], r["t1"]
                 r["eval_images_per_s"] = time_eval(name, mode, device, n_eval, 1000 if not args.quick else batch)
             except Exception as e:  # one failing mode must not hide the others' figures
                 traceback.print_exc()
@@ -215,6 +276,26 @@ def main(argv: list[str] | None = None) -> int:
         scope = "these nets only" if args.quick else f"{len(nets)} nets x {len(deg.seeds)} seed(s)"
         print(f"projected he2015-cifar10 training, {mode}: {hours:.2f} h on this device "
               f"({deg.train.epochs} epochs, {scope}, one run at a time)")
+
+    # The preset as the study runs it: every run at once on this device, in the fastest mode.
+    fastest = min(out["projected_hours"], key=out["projected_hours"].get, default=None)
+    if fastest is not None:
+        try:
+            sh = time_shared(nets, fastest, device, batch, warm, steps)
+            evals = sum(N_TEST / out["nets"][n][fastest]["eval_images_per_s"] for n in nets)  # one after another
+            epoch = math.ceil(N_TRAIN / batch) / steps * sh["wall_s"] + evals
+            sh["projected_hours"] = deg.train.epochs * len(deg.seeds) * epoch / 3600
+            out["shared"] = sh
+            if not sh["finite"]:
+                failed.append("shared")
+            print(f"shared, {fastest}: {len(nets)} runs at once, {sh['total_images_per_s']:.0f} img/s in all; "
+                  f"projected he2015-cifar10 training {sh['projected_hours']:.2f} h on this device "
+                  f"({len(deg.seeds)} seed(s) after another, all nets at once)", flush=True)
+        except Exception as e:
+            traceback.print_exc()
+            out["shared"] = {"error": f"{type(e).__name__}: {e}"[:300]}
+            failed.append("shared")
+            print(f"shared FAILED {out['shared']['error']}", flush=True)
 
     for check, fn in (("device_batches", device_batches), ("ddp_smoke", ddp_smoke)):
         try:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One prepared GPU run (fits a 15-minute device budget; nothing downloads; CIFAR-10 need not be there):
 # training images/s of every he2015-cifar10 net in fp32 / channels_last / bf16, the preset's projected
-# wall time on this GPU, and a one-process DDP (nccl) smoke. Figures go to $OUT/gpu.json when OUT is set.
+# wall time on this GPU (one run at a time, and all at once as the study runs them), and a one-process DDP
+# (nccl) smoke. Figures go to $OUT/gpu.json when OUT is set.
 #   bash benchmarks/gpu.sh              # from the repository root, on the GPU machine
 #   bash benchmarks/gpu.sh --quick      # a 1-minute version (also runs on the CPU)
 set -euo pipefail
