@@ -185,6 +185,8 @@ def test_gpus_default_to_every_visible_gpu_when_there_are_several(monkeypatch):
     assert local.visible_gpus() == [] and LocalExecutor(2).gpus == ()
     with pytest.raises(ValueError, match=r"gpus must be a list of GPU indices or UUIDs such as \[0, 1\], received '0,1'"):
         LocalExecutor(2, gpus="0,1")
+    with pytest.raises(ValueError, match=r"gpus must be GPU indices \(0, 1, ...\) or UUIDs \(GPU-..., MIG-...\), received 'x'"):
+        LocalExecutor(2, gpus=["0", "x"])
     with pytest.raises(ValueError, match=r"workers=1 runs in this process: give the run its GPU as its device \(cuda:0\)"):
         LocalExecutor(1, gpus=[0])
 

@@ -177,13 +177,14 @@ def build_executor(
 
 def _parse_gpus(raw: str | None) -> tuple[str, ...] | None:
     """``--gpus``: None (every visible GPU), "none" (no pinning) or a comma list of indices or UUIDs."""
+    from resgrad.executors.local import check_gpus
+
     if raw is None:
         return None
-    text = raw.strip()
-    if text.lower() == "none":
+    if raw.strip().lower() == "none":
         return ()
-    names = tuple(s.strip() for s in text.split(","))
-    if not text or any(not n or not (n.isdigit() or n.startswith(("GPU-", "MIG-"))) for n in names):
+    try:
+        return check_gpus([s.strip() for s in raw.split(",")])  # the executor's rule, not a second copy
+    except ValueError:
         raise UsageError(f"--gpus must be GPU indices or UUIDs separated by commas (0,1 or GPU-...), or none; "
-                         f"received {raw!r}")
-    return names
+                         f"received {raw!r}") from None

@@ -45,7 +45,7 @@ from ._base import (
     torch_threads,
 )
 
-__all__ = ["LocalExecutor", "visible_gpus"]
+__all__ = ["LocalExecutor", "check_gpus", "visible_gpus"]
 
 
 def _die_with_parent(parent: int) -> None:
@@ -115,11 +115,12 @@ def visible_gpus() -> list[str]:
     return names
 
 
-def _check_gpus(gpus: Any) -> tuple[str, ...]:
+def check_gpus(gpus: Any) -> tuple[str, ...]:
+    """GPU names as ``CUDA_VISIBLE_DEVICES`` takes them: indices or UUIDs; ValueError otherwise."""
     if isinstance(gpus, (str, int)) or not all(isinstance(g, (str, int)) and not isinstance(g, bool) for g in gpus):
         raise ValueError(f"gpus must be a list of GPU indices or UUIDs such as [0, 1], received {gpus!r}")
     names = tuple(str(g).strip() for g in gpus)
-    bad = [n for n in names if not n or "," in n or n.startswith("-")]
+    bad = [n for n in names if not (n.isdigit() or n.startswith(("GPU-", "MIG-")))]
     if bad:
         raise ValueError(f"gpus must be GPU indices (0, 1, ...) or UUIDs (GPU-..., MIG-...), received {bad[0]!r}")
     return names
@@ -217,7 +218,7 @@ class LocalExecutor(Executor):
             auto = visible_gpus() if not self.in_process else []
             self.gpus = tuple(auto) if len(auto) > 1 else ()
         else:
-            self.gpus = _check_gpus(gpus)
+            self.gpus = check_gpus(gpus)
             if self.gpus and self.in_process:
                 raise ValueError(f"gpus={list(self.gpus)} spreads worker processes, and workers=1 runs in this "
                                  f"process: give the run its GPU as its device (cuda:{self.gpus[0]}) instead")
