@@ -85,7 +85,7 @@ class _Clock(Callback):
 
     def on_before_optimizer_step(self, model, optimizer, step):  # noqa: ANN001 - Callback's signature
         if step == self.start:
-            self._now()
+            self._now()  # this process's queued work done before it waits for the others
             if self.barrier is not None:
                 self.barrier.wait()
             self.t0 = self._now()
