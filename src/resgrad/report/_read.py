@@ -22,10 +22,11 @@ from resgrad.results import (
     ResultError,
     StudyResult,
     TransformerResult,
+    result_types,
 )
-from resgrad.results._schema import envelope, result_types
 from resgrad.results.ensemble import Deletion, Lesion, Reorder, Window
 from resgrad.results.flow import FlowGroup
+from resgrad.schema import envelope
 
 __all__ = [
     "Sections", "as_result", "sections", "flow_rows", "headline_groups", "label", "pretty_model",

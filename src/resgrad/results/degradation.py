@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ._schema import Num, Record, Result
+from ..schema import Num, Record, Result
 
 __all__ = ["DegradationResult", "TrainedRun", "FinalErrors", "GradProfile", "ArchCell", "DepthRow", "DataInfo"]
 

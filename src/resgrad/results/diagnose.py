@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._schema import Num, Record, Result
+from ..schema import Num, Record, Result
 
 __all__ = ["DiagnoseResult", "LayerRow", "BlockSummary", "Cause"]
 

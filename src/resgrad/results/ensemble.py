@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._schema import Num, Record, Result
+from ..schema import Num, Record, Result
 
 __all__ = ["EnsembleResult", "Window", "ModelInfo", "ExactPaths", "ExactPlain", "SampledPaths", "Effective",
            "LesionBlock", "Lesion", "Deletion", "ReorderTrial", "Reorder", "ShortPath"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ._schema import Num, Record, Result
+from ..schema import Num, Record, Result
 
 __all__ = ["FlowResult", "FlowProfile", "FlowMeasurement", "FlowGroup", "FlowData", "FlowThresholds",
            "FlowSummary", "ArchPick", "LargestDepth", "BnPlain", "DepthTrend", "Signal", "ShatteringRow",

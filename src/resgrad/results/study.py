@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ._schema import Record, Result
+from ..schema import Record, Result
 from .degradation import DegradationResult
 from .ensemble import EnsembleResult
 from .flow import FlowResult

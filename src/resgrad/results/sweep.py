@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ._schema import Num, Record, Result
+from ..schema import Num, Record, Result
 from .degradation import DataInfo, FinalErrors, GradProfile
 
 __all__ = ["SweepResult", "SweepRun", "SweepCell", "Stat", "METRICS"]

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ._schema import Num, Record, Result
+from ..schema import Num, Record, Result
 from .degradation import FinalErrors, GradProfile
 from .ensemble import EnsembleResult
 

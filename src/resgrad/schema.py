@@ -1,4 +1,6 @@
-"""Typed results: dataclasses that validate themselves when read back from JSON.
+"""The typed record engine: dataclasses that validate themselves when read back from JSON.
+
+Results and experiment configs are built on it (``resgrad.results``, ``resgrad.experiments``).
 
 Every experiment returns a :class:`Result` (a dataclass with a schema name and version);
 its parts are :class:`Record` dataclasses. ``to_json()`` gives plain JSON (non-finite
@@ -27,9 +29,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar, Union
 
-from ..io import jsonable, write_json
+from .io import jsonable, write_json
 
-__all__ = ["Record", "Result", "ResultError", "Num", "load", "read_file", "result_types"]
+__all__ = ["Record", "Result", "ResultError", "Num", "envelope", "read_file", "registered"]
 
 Num = Union[float, None]  # a measured number; None where it was NaN/Inf (JSON has no NaN)  # noqa: UP007
 
@@ -267,13 +269,6 @@ def envelope(d: dict[str, Any]) -> tuple[str | None, Any]:
     return (f"resgrad.{exp}" if isinstance(exp, str) else None), d.get("schema_version", 1)
 
 
-def result_types() -> dict[str, type[Result]]:
-    """Every registered result type by schema name."""
-    from . import degradation, diagnose, ensemble, flow, study, sweep  # noqa: F401 - they register themselves
-
-    return dict(_REGISTRY)
-
-
 def read_file(path: str | os.PathLike) -> Any:
     """Parsed JSON of ``path``; an unreadable, non-UTF-8, empty or cut file is one line naming it."""
     p = Path(path)
@@ -293,17 +288,6 @@ def read_file(path: str | os.PathLike) -> Any:
         raise ResultError(f"{p} is not valid JSON ({e.msg} at line {e.lineno} column {e.colno}); {_FIX}") from None
 
 
-def load(path: str | os.PathLike, cls: type[R] | None = None) -> R:
-    """Read and validate a results file: as ``cls``, or as the type its envelope names."""
-    d = read_file(path)
-    if not isinstance(d, dict):
-        raise ResultError(f"{path} holds {_show(d)}, expected a results object; {_FIX}")
-    if cls is None:
-        schema, _ = envelope(d)
-        types_ = result_types()
-        if schema not in types_:
-            raise ResultError(f"{path} is not a resgrad results file (schema {schema!r}; known: "
-                              f"{', '.join(sorted(types_))})")
-        cls = types_[schema]  # type: ignore[assignment]
-    assert cls is not None
-    return cls.from_json(d, source=str(path))
+def registered() -> dict[str, type[Result]]:
+    """Every Result type defined so far, by schema name (``resgrad.results.result_types`` imports them all)."""
+    return dict(_REGISTRY)
