@@ -80,9 +80,12 @@ def test_log_history_and_tensorboard_get_autograd_norms(tmp_path, one_thread, mo
     monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", str(tmp_path / "tb"))  # transformers 5: no logging_dir
     ea = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
     model = _gpt2()
-    snap, cb = _Snapshots(), GradientMonitorCallback(activations=True)
+    snap = _Snapshots()
     trainer = transformers.Trainer(model=model, args=_args(tmp_path, report_to=["tensorboard"]),
-                                   train_dataset=_Tokens(), callbacks=[snap, cb])
+                                   train_dataset=_Tokens(), callbacks=[snap])
+    cb = GradientMonitorCallback(activations=True).add_to(trainer)
+    cbs = trainer.callback_handler.callbacks
+    assert cbs[0] is cb and snap in cbs and len(cbs) == len(set(map(id, cbs)))
     trainer.train()
     assert sorted({r["step"] for r in cb.records}) == [1, 3]  # logs at global_step 2 and 4
     logs = {h["step"]: h for h in trainer.state.log_history if "resgrad/nonfinite/total" in h}
@@ -106,6 +109,26 @@ def test_log_history_and_tensorboard_get_autograd_norms(tmp_path, one_thread, mo
     assert tag in acc.Tags()["scalars"]
     assert [e.step for e in acc.Scalars(tag)] == [2, 4]
     assert acc.Scalars(tag)[0].value == pytest.approx(snap.grads[1]["transformer.wte.weight"], rel=1e-5)
+
+
+def test_placement_by_argument_and_warning_without_it(tmp_path, one_thread, monkeypatch):
+    """``trainer=`` places the callback first; passed in callbacks=[...] with a reporter
+    behind which it runs, it warns once (and its norms still reach log_history)."""
+    monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", str(tmp_path / "tb"))
+    pytest.importorskip("tensorboard")
+    args = _args(tmp_path, max_steps=2, logging_steps=1, report_to=["tensorboard"])
+    trainer = transformers.Trainer(model=_gpt2(), args=args, train_dataset=_Tokens())
+    before = list(trainer.callback_handler.callbacks)
+    cb = GradientMonitorCallback(trainer=trainer)
+    assert trainer.callback_handler.callbacks == [cb, *before]
+    late = GradientMonitorCallback()
+    trainer = transformers.Trainer(model=_gpt2(), args=args, train_dataset=_Tokens(), callbacks=[late])
+    with pytest.warns(RuntimeWarning, match="add_to") as got:
+        trainer.train()
+    assert sum("add_to" in str(w.message) for w in got) == 1
+    assert any("resgrad/nonfinite/total" in h for h in trainer.state.log_history)
+    with pytest.raises(TypeError, match="needs a transformers.Trainer, received int"):
+        GradientMonitorCallback().add_to(3)
 
 
 def test_params_only_every_step_and_blocks(tmp_path, one_thread):

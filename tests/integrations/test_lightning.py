@@ -138,3 +138,25 @@ def test_missing_lightning_is_one_line(monkeypatch):
     monkeypatch.setitem(sys.modules, "lightning.pytorch", None)  # import now fails like an absent package
     with pytest.raises(ImportError, match=r"pip install 'resgrad\[lightning\]'"):
         importlib.import_module("resgrad.integrations.lightning")
+
+
+def test_state_dict_round_trips_through_a_checkpoint(tmp_path, one_thread):
+    """Saved by one Trainer, loaded by another's fit(ckpt_path=...): the same state."""
+    torch.manual_seed(0)
+    cb = GradientMonitorCallback(activations=True)
+    trainer = _trainer(tmp_path / "a", cb, max_steps=4, log_every_n_steps=2)
+    trainer.fit(_Net(), _loader())
+    saved = cb.state_dict()
+    assert saved["step"] == 4 and saved["last_metrics"] == cb.last_metrics and saved["last_metrics"]
+    ckpt = tmp_path / "a.ckpt"
+    trainer.save_checkpoint(ckpt)
+
+    cb2 = GradientMonitorCallback(activations=True)
+    assert cb2.state_key == cb.state_key  # Lightning matches callback states by this key
+    trainer2 = _trainer(tmp_path / "b", cb2, max_steps=4, log_every_n_steps=2)
+    trainer2.fit(_Net(), _loader(), ckpt_path=str(ckpt))  # restores, then max_steps is reached
+    # last_metrics can only have come from the checkpoint: trainer2 measured no step.
+    assert cb2.records == [] and cb2.state_dict() == saved and cb2.last_metrics == cb.last_metrics
+    assert cb2.monitor.state_dict() == {"step": 4}
+    with pytest.raises(TypeError, match="received list"):
+        cb2.load_state_dict([])

@@ -14,7 +14,14 @@ import pytest
 import torch
 from torch import nn
 
-from resgrad.integrations.loggers import CSVLogger, JSONLLogger, MLflowLogger, WandbLogger, make_logger
+from resgrad.integrations.loggers import (
+    CSVLogger,
+    JSONLLogger,
+    MLflowLogger,
+    WandbLogger,
+    make_logger,
+    records_to_tensorboard,
+)
 from resgrad.probes import GradientMonitor
 
 
@@ -68,7 +75,7 @@ def test_tensorboard_logger_and_export_read_back(tmp_path):
     with make_logger("tensorboard", log_dir=tmp_path / "tb") as tb:
         tb.write(mon)
         tb.write_histograms(model, step=1)
-    mon.to_tensorboard(tmp_path / "tb2")  # the monitor's own export uses the same names
+    records_to_tensorboard(mon, tmp_path / "tb2")  # the record export uses the same names
     for d in ("tb", "tb2"):
         acc = ea.EventAccumulator(str(tmp_path / d))
         acc.Reload()

@@ -244,23 +244,31 @@ def test_callback_mode_and_update_ratio():
     assert mon.state_dict() == {"step": 2}
 
 
-def test_exports(tmp_path):
+def test_exports(tmp_path, monkeypatch):
+    from resgrad.integrations.loggers import records_frame, records_to_jsonl
+    from resgrad.probes import monitor as mmod
+
+    monkeypatch.setattr(mmod, "_WARNED", set())  # warned once per process: reset for this test
+
     model = nn.Linear(3, 2)
     with GradientMonitor(model) as mon:
         model(torch.randn(2, 3)).sum().backward()
         mon.step()
-    p = mon.to_jsonl(tmp_path / "g.jsonl")
+    p = records_to_jsonl(mon, tmp_path / "g.jsonl")
     with open(p) as f:
         lines = [json.loads(s) for s in f]
     assert len(lines) == 2 and lines[0]["kind"] == "param"
+    assert lines[0]["norm"] == pytest.approx(float(model.weight.grad.norm()), rel=1e-6)
     pd = pytest.importorskip("pandas")
-    df = mon.to_pandas()
+    df = records_frame(mon)
     assert isinstance(df, pd.DataFrame) and list(df.columns)[:3] == ["step", "name", "kind"]
-    try:
-        import tensorboard  # noqa: F401
-    except ImportError:
-        with pytest.raises(ImportError, match="pip install tensorboard"):
-            mon.to_tensorboard(tmp_path / "tb")
+    # The 0.1 methods still work, warning once that they moved.
+    with pytest.warns(DeprecationWarning, match="records_to_jsonl"):
+        p2 = mon.to_jsonl(tmp_path / "g2.jsonl")
+    with open(p) as f, open(p2) as g:
+        assert f.read() == g.read()
+    with pytest.warns(DeprecationWarning, match="records_frame"):
+        assert mon.to_pandas().equals(df)
 
 
 def test_bad_arguments_say_what_was_received():
@@ -310,9 +318,9 @@ def test_as_a_fit_callback():
 
 def test_device_path_without_host_reads(monkeypatch):
     """The accelerator path (float64 accumulation, counts on the device, no .item()) agrees."""
-    from resgrad.probes import gradients as gmod
+    from resgrad.probes import _norms
 
-    monkeypatch.setattr(gmod, "_host_readable", lambda t: False)
+    monkeypatch.setattr(_norms, "host_readable", lambda t: False)
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
     x = torch.randn(5, 4)

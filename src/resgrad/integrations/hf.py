@@ -1,6 +1,8 @@
 """GradientMonitor as a Hugging Face ``TrainerCallback`` (``pip install 'resgrad[hf]'``).
 
-    trainer = Trainer(model, args, train_dataset=ds, callbacks=[GradientMonitorCallback()])
+    trainer = Trainer(model, args, train_dataset=ds)
+    GradientMonitorCallback(activations="blocks").add_to(trainer)   # before the reporters
+    trainer.train()
 
 Measures in ``on_pre_optimizer_step``: the Trainer calls it once per optimizer step,
 after the last accumulation micro-batch and after gradient clipping (transformers
@@ -9,30 +11,40 @@ At the Trainer's logging steps (``logging_steps``, ``logging_first_step``) the n
 added to the ``logs`` of ``Trainer.log`` and to ``state.log_history``, so every reporter
 the user set up (``report_to``: TensorBoard, W&B, MLflow, ...) receives them — on the
 world process zero only, as the Trainer's reporters do.
+
+``on_log`` hands one ``logs`` dict to each callback in the order of the Trainer's list,
+and ``Trainer(callbacks=[...])`` puts user callbacks after the ``report_to`` reporters;
+so the callback must be ahead of them for the reporters to see the norms.
+:meth:`GradientMonitorCallback.add_to` (or the ``trainer=`` argument) places it first
+with the Trainer's own ``pop_callback``/``add_callback``. Passed in ``callbacks=[...]``
+instead, the norms reach ``state.log_history`` and the callbacks after it, and the
+callback warns once that the reporters before it miss them.
 """
 
 from __future__ import annotations
 
-import sys
 import warnings
 from typing import Any
 
-from ..probes.gradients import GradientMonitor
+from ..probes.monitor import GradientMonitor
 from ._common import PREFIX, metric_dict, require
+from ._readout import MonitorReadout
 
 _tf = require("transformers", "hf", "resgrad.integrations.hf")
 
 __all__ = ["GradientMonitorCallback"]
 
 
-class GradientMonitorCallback(_tf.TrainerCallback):
+class GradientMonitorCallback(MonitorReadout, _tf.TrainerCallback):
     """Per-layer gradient norms of the Trainer's model, in its log history.
 
     ``monitor_options`` are :class:`resgrad.GradientMonitor`'s, checked at construction;
     without ``every``/``schedule`` it measures exactly the steps the Trainer logs.
     """
 
-    def __init__(self, *, prefix: str = PREFIX, **monitor_options: Any) -> None:
+    _during = "Trainer.train"
+
+    def __init__(self, *, prefix: str = PREFIX, trainer: Any = None, **monitor_options: Any) -> None:
         GradientMonitor.check_options(**monitor_options)
         if not isinstance(prefix, str) or not prefix:
             raise TypeError(f"prefix must be a non-empty string, received {prefix!r}")
@@ -42,28 +54,31 @@ class GradientMonitorCallback(_tf.TrainerCallback):
         self._n_rows = 0
         self._pending: dict[str, float] | None = None
         self._last: dict[str, float] = {}
+        self._placed = False  # first in the Trainer's list (add_to)
+        self._warned = False
+        if trainer is not None:
+            self.add_to(trainer)
 
     # ---- lifecycle ----------------------------------------------------------------
 
-    def _go_first(self) -> None:
-        """Move this callback ahead of the reporters, which receive the same ``logs`` dict.
+    def add_to(self, trainer: Any) -> GradientMonitorCallback:
+        """Make this the Trainer's first callback, so the ``report_to`` reporters, which
+        receive the same ``logs`` dict after it, log the norms too; returns ``self``.
 
-        ``Trainer(callbacks=[...])`` appends user callbacks after the ``report_to``
-        reporters, and ``on_log`` hands one dict to each in turn; added after them, our
-        norms would reach ``log_history`` but no reporter. The handler is the caller of
-        this event (``CallbackHandler.call_event``); moving ourselves to index 0 while it
-        iterates neither skips nor repeats a callback (the ones before us shift by one).
+        Uses only the Trainer's API: every callback is popped and added back behind this
+        one, in its order. The Trainer's ``on_init_end`` has already run, so the model is
+        checked here (a frozen model fails now, not at step 10,000).
         """
-        frame = sys._getframe(2)  # _go_first <- on_* <- call_event
-        handler = frame.f_locals.get("self")
-        cbs = getattr(handler, "callbacks", None)
-        if not isinstance(cbs, list) or self not in cbs:
-            warnings.warn("resgrad: could not place GradientMonitorCallback before the Trainer's reporters; "
-                          "norms go to state.log_history only", RuntimeWarning, stacklevel=3)
-            return
-        if cbs[0] is not self:
-            cbs.remove(self)
-            cbs.insert(0, self)
+        if not callable(getattr(trainer, "pop_callback", None)) or not hasattr(trainer, "callback_handler"):
+            raise TypeError(f"add_to needs a transformers.Trainer, received {type(trainer).__name__}")
+        others = [cb for cb in trainer.callback_handler.callbacks if cb is not self]
+        for cb in [*others, self]:
+            trainer.pop_callback(cb)
+        for cb in [self, *others]:
+            trainer.add_callback(cb)
+        self._placed = True
+        self._build(trainer.args, trainer.model)
+        return self
 
     def _build(self, args: Any, model: Any) -> None:
         if self.monitor is not None or model is None:
@@ -74,11 +89,18 @@ class GradientMonitorCallback(_tf.TrainerCallback):
         self.monitor = GradientMonitor(model, **opts)  # raises now for a frozen model
 
     def on_init_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
-        self._go_first()
         self._build(args, model)  # so bad input fails in Trainer(...), not at step 10,000
 
     def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
-        self._go_first()
+        report_to = getattr(args, "report_to", None) or []
+        reporters = [r for r in ([report_to] if isinstance(report_to, str) else report_to) if r != "none"]
+        if reporters and not self._placed and not self._warned:
+            warnings.warn(
+                f"resgrad: GradientMonitorCallback in Trainer(callbacks=[...]) runs after the report_to "
+                f"reporters ({', '.join(map(str, reporters))}), which then miss the norms (they reach "
+                "state.log_history only); use GradientMonitorCallback(...).add_to(trainer) instead",
+                RuntimeWarning, stacklevel=2)
+            self._warned = True
         self._build(args, model)
         if self.monitor is None:
             raise ValueError("GradientMonitorCallback received no model from the Trainer; pass model= to Trainer")
@@ -120,21 +142,6 @@ class GradientMonitorCallback(_tf.TrainerCallback):
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.monitor is not None:
             self.monitor.detach()
-
-    # ---- reading ------------------------------------------------------------------
-
-    @property
-    def records(self) -> list[dict[str, Any]]:
-        return self.monitor.records if self.monitor is not None else []
-
-    @property
-    def last_metrics(self) -> dict[str, float]:
-        return dict(self._last)
-
-    def to_pandas(self) -> Any:
-        if self.monitor is None:
-            raise ValueError("no measurements yet: the callback measures during Trainer.train")
-        return self.monitor.to_pandas()
 
 
 def _log_schedule(args: Any) -> Any:

@@ -19,15 +19,16 @@ from typing import Any
 
 from torch import nn
 
-from ..probes.gradients import GradientMonitor
+from ..probes.monitor import GradientMonitor
 from ._common import PREFIX, metric_dict, require
+from ._readout import MonitorReadout
 
 _pl = require("lightning.pytorch", "lightning", "resgrad.integrations.lightning")
 
 __all__ = ["GradientMonitorCallback"]
 
 
-class GradientMonitorCallback(_pl.Callback):
+class GradientMonitorCallback(MonitorReadout, _pl.Callback):
     """Per-layer gradient norms of the LightningModule, logged where its metrics go.
 
     ``monitor_options`` are :class:`resgrad.GradientMonitor`'s (``activations``,
@@ -43,6 +44,8 @@ class GradientMonitorCallback(_pl.Callback):
     (needed to monitor them with ModelCheckpoint or EarlyStopping).
     """
 
+    _during = "Trainer.fit"
+
     def __init__(self, *, prefix: str = PREFIX, log: bool = True, log_via: str = "loggers",
                  **monitor_options: Any) -> None:
         GradientMonitor.check_options(**monitor_options)
@@ -57,6 +60,7 @@ class GradientMonitorCallback(_pl.Callback):
         self.monitor: GradientMonitor | None = None
         self._n_rows = 0
         self._last: dict[str, float] = {}
+        self._restored: dict[str, Any] = {}  # load_state_dict before setup made the monitor
 
     # ---- lifecycle ----------------------------------------------------------------
 
@@ -74,6 +78,8 @@ class GradientMonitorCallback(_pl.Callback):
         model: nn.Module = pl_module
         # Raises here (before step 0) for a model with nothing to measure.
         self.monitor = GradientMonitor(model, **opts)
+        if "step" in self._restored:
+            self.monitor.load_state_dict({"step": int(self._restored["step"])})
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
         if self.monitor is None:  # fit without setup (a hand-driven loop)
@@ -119,21 +125,18 @@ class GradientMonitorCallback(_pl.Callback):
             self.monitor.detach()
 
     def state_dict(self) -> dict[str, Any]:
-        return self.monitor.state_dict() if self.monitor is not None else {}
+        """What a Lightning checkpoint keeps: the monitor's step and the last logged values."""
+        state = dict(self.monitor.state_dict()) if self.monitor is not None else dict(self._restored)
+        if self._last or "last_metrics" in self._restored:
+            state["last_metrics"] = dict(self._last)
+        return state
 
-    # ---- reading ------------------------------------------------------------------
-
-    @property
-    def records(self) -> list[dict[str, Any]]:
-        """The monitor's tidy rows (``resgrad.probes.COLUMNS``)."""
-        return self.monitor.records if self.monitor is not None else []
-
-    @property
-    def last_metrics(self) -> dict[str, float]:
-        """What was logged at the last measured step."""
-        return dict(self._last)
-
-    def to_pandas(self) -> Any:
-        if self.monitor is None:
-            raise ValueError("no measurements yet: the callback measures during Trainer.fit")
-        return self.monitor.to_pandas()
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` (Lightning calls it on ``fit(ckpt_path=...)``, after
+        ``setup``); the step is applied to the monitor now or when it is made."""
+        if not isinstance(state_dict, dict):
+            raise TypeError(f"load_state_dict takes the dict state_dict() returned, received {type(state_dict).__name__}")
+        self._restored = dict(state_dict)
+        self._last = dict(state_dict.get("last_metrics", {}))
+        if self.monitor is not None and "step" in state_dict:
+            self.monitor.load_state_dict({"step": int(state_dict["step"])})

@@ -32,11 +32,52 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..probes.gradients import GradientMonitor
+from ..probes.monitor import GradientMonitor
+from ..probes.quantities import COLUMNS
 from ._common import PREFIX, metric_dict, require
 
 __all__ = ["MetricLogger", "JSONLLogger", "CSVLogger", "TensorBoardLogger", "WandbLogger", "MLflowLogger",
-           "make_logger", "finite_values", "LOGGERS"]
+           "make_logger", "finite_values", "LOGGERS", "records_to_jsonl", "records_frame",
+           "records_to_tensorboard"]
+
+
+def _json_line(obj: dict[str, Any]) -> str:
+    """One JSON line; NaN/Inf become null (JSON has neither)."""
+    clean = {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in obj.items()}
+    return json.dumps(clean) + "\n"
+
+
+def records_to_jsonl(monitor: GradientMonitor, path: str | os.PathLike) -> str:
+    """Write the monitor's tidy rows (``COLUMNS``), one JSON object per line (atomic:
+    temp file + rename); returns the path."""
+    from ..io import atomic_write
+
+    rows = monitor.records
+
+    def write(f: Any) -> None:
+        for r in rows:
+            f.write(_json_line(r))
+
+    return str(atomic_write(path, write))
+
+
+def records_frame(monitor: GradientMonitor) -> Any:
+    """The monitor's tidy rows as a pandas DataFrame with columns ``COLUMNS`` (needs pandas)."""
+    try:
+        import pandas as pd
+    except ImportError as e:
+        raise ImportError("records_frame needs pandas: pip install pandas") from e
+    return pd.DataFrame(monitor.records, columns=list(COLUMNS))
+
+
+def records_to_tensorboard(monitor: GradientMonitor, writer: Any, prefix: str = PREFIX) -> None:
+    """Every record as a TensorBoard scalar (``writer``: a SummaryWriter or a log dir),
+    under the framework callbacks' names; :class:`TensorBoardLogger` does the writing."""
+    if isinstance(writer, (str, os.PathLike)):
+        with TensorBoardLogger(writer, prefix=prefix) as logger:
+            logger.write(monitor)
+        return
+    TensorBoardLogger(writer=writer, prefix=prefix).write(monitor)
 
 
 def finite_values(t: Tensor) -> tuple[Tensor, int]:
@@ -110,8 +151,7 @@ class JSONLLogger(MetricLogger):
         self._f = open(self.path, "a")  # noqa: SIM115 - held open across writes, closed by close()
 
     def _line(self, obj: dict[str, Any]) -> None:
-        clean = {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in obj.items()}
-        self._f.write(json.dumps(clean) + "\n")
+        self._f.write(_json_line(obj))
         self._f.flush()
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:

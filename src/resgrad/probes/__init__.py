@@ -4,8 +4,11 @@ Probes assume nothing about residual blocks (they use ``resgrad.nets.blocks`` on
 label per-block rows when a model has them) and never import ``resgrad.paths``.
 """
 
-from .gradients import COLUMNS, GradientMonitor, block_gradient_profile, robust_norm
+from ._norms import robust_norm
 from .jacobian import JacobianSpectrum, jacobian_spectrum
+from .monitor import GradientMonitor
+from .profile import block_gradient_profile
+from .quantities import COLUMNS
 from .shattering import GradientCorrelation, gradient_correlation, line_inputs
 
 __all__ = [

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from .gradients import ORIGIN_KIND
+from .quantities._base import ORIGIN_KIND
 
 __all__ = ["metric_name", "metric_dict", "PREFIX"]
 

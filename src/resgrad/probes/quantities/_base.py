@@ -1,0 +1,97 @@
+"""What every quantity of :class:`resgrad.GradientMonitor` shares: the row format, the
+per-step record, and the two-phase :class:`Quantity` contract.
+
+A quantity *collects* at a measured step, leaving tensors on the device in the step's
+:class:`StepData` (no host read, so an accelerator is not stalled), and turns them into
+tidy rows when the records are read (*rows*). The monitor runs its quantities in one
+fixed order, which is the order of their rows in ``records``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from ..monitor import GradientMonitor
+
+__all__ = ["COLUMNS", "ORIGIN_KIND", "Quantity", "StepData", "Slot", "TapSlot", "make_row"]
+
+# Columns of every row in GradientMonitor.records (tidy: one measurement per row).
+COLUMNS = ("step", "name", "kind", "block", "norm", "rms", "numel", "nonfinite", "ratio")
+# Row kind naming where a step's first non-finite gradient appeared (quantities/origin.py).
+ORIGIN_KIND = "nonfinite_origin"
+
+
+def make_row(step: int, name: str, kind: str, block: int | None, norm: float | None, numel: int,
+             nonfinite: int | None, ratio: float | None = None) -> dict[str, Any]:
+    """One record; ``rms`` = norm / sqrt(numel), the per-element scale comparable across layers."""
+    rms = None if norm is None or numel == 0 else norm / math.sqrt(numel)
+    return {"step": step, "name": name, "kind": kind, "block": block, "norm": norm,
+            "rms": rms, "numel": numel, "nonfinite": nonfinite, "ratio": ratio}
+
+
+@dataclass
+class Slot:
+    """One activation row of one step: accumulates over passes (gradient accumulation)."""
+
+    name: str
+    kind: str
+    block: int | None
+    numel: int = 0
+    norms: list[Tensor] = field(default_factory=list)
+    counts: list[Tensor | int] = field(default_factory=list)
+    order: int | None = None  # position in backward order of its first gradient (1 = first)
+
+
+@dataclass
+class TapSlot:
+    """A module hooked for compiled mode: its probe and where it sits in forward order."""
+
+    name: str
+    kind: str
+    block: int | None
+    probe: Tensor
+    forward_index: int
+    # Compiled mode, block inputs only: the key of the previous block's output tap when
+    # that output is this block's input (adjacent blocks in one nn.Sequential); no second
+    # tap on the same tensor then, its measurement is reused.
+    source: str | None = None
+
+
+@dataclass
+class StepData:
+    """What one measured step left on the device, turned into rows on read."""
+
+    step: int
+    param_scale: Tensor | None  # inverse loss scale applied to parameter norms
+    act_scale: Tensor | None  # inverse loss scale for activation norms
+    slots: list[Slot]
+    param_idx: list[int] = field(default_factory=list)  # indices into monitor._params whose grad existed
+    param_norms: Tensor | list[Tensor] | None = None
+    param_counts: Tensor | list[Tensor | int] | None = None
+    weights: Tensor | list[Tensor] | None = None
+    updates: tuple[Tensor | list[Tensor], Tensor | list[Tensor]] | None = None  # (‖Δw‖, ‖w‖) of this step's update
+    taps: list[TapSlot] = field(default_factory=list)  # compiled-mode slots with a gradient
+    tap_vals: Tensor | None = None  # (len(taps), 3): Σg², #non-finite, numel
+    act: Tensor | None = None  # (len(slots) + len(taps), 4) reduced over ranks: Σg², #bad, reached, numel
+    shard_idx: list[int] = field(default_factory=list)  # params whose grad is an FSDP2 shard
+    shards: list[Any] = field(default_factory=list)  # their DTensor gradients (until reduced)
+    shard: Tensor | None = None  # (len(shard_idx), 2) reduced: Σg², #non-finite
+
+
+class Quantity:
+    """One measured quantity: ``collect`` at a measured step, ``rows`` when read.
+
+    ``found`` is shared by the quantities of one step while its rows are made (the
+    non-finite origin reads the parameter and activation rows made before it).
+    """
+
+    def collect(self, mon: GradientMonitor, data: StepData) -> None:
+        """Leave this step's measurement in ``data`` (device tensors; no host read)."""
+
+    def rows(self, mon: GradientMonitor, data: StepData, found: dict[str, Any]) -> list[dict[str, Any]]:
+        raise NotImplementedError

@@ -1,0 +1,45 @@
+"""``update`` rows: ‖Δw‖ of the optimizer step that follows a measured step, and
+``ratio`` = ‖Δw‖/‖w‖ (the relative update size; about 1e-3 is the healthy rule of thumb
+in Karpathy's "A Recipe for Training Neural Networks", 2019).
+
+The weights are copied at the measured step (before ``optimizer.step()``) and compared
+at the next call of the monitor, once the update has been applied.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .._norms import fused_norms, tolist
+from ._base import Quantity, StepData, make_row
+
+__all__ = ["UpdateNorm"]
+
+
+class UpdateNorm(Quantity):
+    kind = "update"
+
+    def collect(self, mon: Any, data: StepData) -> None:
+        ps = [p.detach() for _, p in mon._params]
+        if ps:  # a copy; ‖Δw‖ is read at the next step (after optimizer.step())
+            mon._snapshot = (data, torch._foreach_mul(ps, 1.0))
+
+    @staticmethod
+    def finish(mon: Any) -> None:
+        """Compare the weights with the copy taken at the last measured step, if any."""
+        if mon._snapshot is None:
+            return
+        data, snap = mon._snapshot
+        mon._snapshot = None
+        ps = [p.detach() for _, p in mon._params]
+        delta = torch._foreach_sub(ps, snap)
+        data.updates = (fused_norms(delta, counts=False)[0], fused_norms(snap, counts=False)[0])
+
+    def rows(self, mon: Any, d: StepData, found: dict[str, Any]) -> list[dict[str, Any]]:
+        if d.updates is None:
+            return []
+        dn, w0 = tolist(d.updates[0]), tolist(d.updates[1])
+        return [make_row(d.step, name, "update", b, u, p.numel(), None, u / w if w else None)
+                for (name, p), b, u, w in zip(mon._params, mon._param_block, dn, w0, strict=True)]
