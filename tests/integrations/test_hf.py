@@ -87,11 +87,14 @@ def test_log_history_and_tensorboard_get_autograd_norms(tmp_path, one_thread, mo
     cbs = trainer.callback_handler.callbacks
     assert cbs[0] is cb and snap in cbs and len(cbs) == len(set(map(id, cbs)))
     trainer.train()
-    assert sorted({r["step"] for r in cb.records}) == [1, 3]  # logs at global_step 2 and 4
+    # One numbering: the Trainer's global_step after the optimizer step, in records,
+    # log_history and TensorBoard alike.
+    assert sorted({r["step"] for r in cb.records}) == [2, 4]
     logs = {h["step"]: h for h in trainer.state.log_history if "resgrad/nonfinite/total" in h}
     assert sorted(logs) == [2, 4]
+    assert sorted(h["step"] for h in trainer.state.log_history if "loss" in h) == [2, 4]
     names = ["transformer.h.0.ln_1", "transformer.h.1.mlp.c_fc", "transformer.ln_f", "lm_head"]
-    for s in (1, 3):
+    for s in (1, 3):  # global_step before the increment, as _Snapshots keys them
         h = logs[s + 1]
         for pname, ref in snap.grads[s].items():
             if pname == "lm_head.weight":  # tied to wte: one parameter, listed once by named_parameters
@@ -131,12 +134,53 @@ def test_placement_by_argument_and_warning_without_it(tmp_path, one_thread, monk
         GradientMonitorCallback().add_to(3)
 
 
+def _ref_unit_inputs(state_dict):
+    """‖∂L/∂x‖ at each residual unit's input of the plain GPT-2, by torch.autograd.grad:
+    unit 2l's input is block l's input, unit 2l+1's is the sum ln_2 reads (x + attn(x))."""
+    model = _gpt2()
+    model.load_state_dict(state_dict)
+    xs = []
+    hs = []
+    for blk in model.transformer.h:
+        hs.append(blk.register_forward_pre_hook(lambda m, a: xs.append(a[0])))
+        hs.append(blk.ln_2.register_forward_pre_hook(lambda m, a: xs.append(a[0])))
+    ids = _Tokens().ids
+    loss = model(input_ids=ids, labels=ids, num_items_in_batch=torch.tensor(ids.numel())).loss
+    for h in hs:
+        h.remove()
+    return [float(g.norm()) for g in torch.autograd.grad(loss, xs)]
+
+
+def test_blocks_of_a_plain_gpt2_with_one_step_numbering(tmp_path, one_thread, recwarn):
+    """activations='blocks' on an unadapted GPT2LMHeadModel: the units come from the adapter
+    registry, hooked on the original modules; records and log_history share step numbers."""
+    model = _gpt2()
+    keys = list(model.state_dict())
+    snap = _Snapshots()
+    trainer = transformers.Trainer(model=model, args=_args(tmp_path, logging_first_step=True),
+                                   train_dataset=_Tokens(), callbacks=[snap])
+    cb = GradientMonitorCallback(activations="blocks", trainer=trainer)
+    trainer.train()
+    assert not [w for w in recwarn if "compile" in str(w.message)]
+    assert sorted({r["step"] for r in cb.records}) == [1, 2, 4]
+    logged = {h["step"]: h for h in trainer.state.log_history if "resgrad/block_grad/0" in h}
+    assert sorted(logged) == [1, 2, 4] == sorted(h["step"] for h in trainer.state.log_history if "loss" in h)
+    for step in (1, 2, 4):
+        ref = _ref_unit_inputs(snap.weights[step - 1])
+        got = [logged[step][f"resgrad/block_grad/{i}"] for i in range(4)]
+        assert got == pytest.approx(ref, rel=1e-4), step
+    names = [r["name"] for r in cb.records if r["kind"] == "input" and r["step"] == 4]
+    assert names == ["transformer.h.0.attn", "transformer.h.0.mlp", "transformer.h.1.attn", "transformer.h.1.mlp"]
+    assert list(model.state_dict()) == keys and type(model.transformer.h[0]).__name__ == "GPT2Block"
+    assert not any(m._forward_pre_hooks for m in model.modules())
+
+
 def test_params_only_every_step_and_blocks(tmp_path, one_thread):
     model = _gpt2()
     cb = GradientMonitorCallback(every=1)
     transformers.Trainer(model=model, args=_args(tmp_path, max_steps=3, logging_steps=10),
                          train_dataset=_Tokens(), callbacks=[cb]).train()
-    assert sorted({r["step"] for r in cb.records}) == [0, 1, 2]
+    assert sorted({r["step"] for r in cb.records}) == [1, 2, 3]
     assert {r["kind"] for r in cb.records} == {"param"}
     assert not any(getattr(m, "_forward_hooks", None) for m in model.modules())
 

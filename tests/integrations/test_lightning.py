@@ -160,3 +160,59 @@ def test_state_dict_round_trips_through_a_checkpoint(tmp_path, one_thread):
     assert cb2.monitor.state_dict() == {"step": 4}
     with pytest.raises(TypeError, match="received list"):
         cb2.load_state_dict([])
+
+
+class _Timm(L.LightningModule):
+    """A timm ResNet, unadapted; keeps the weights each step trained from."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        timm = pytest.importorskip("timm")
+        torch.manual_seed(0)
+        self.net = timm.create_model("resnet10t", num_classes=3)
+        self.weights: dict[int, dict[str, torch.Tensor]] = {}
+
+    def training_step(self, batch, i):
+        self.weights[self.global_step] = {k: v.clone() for k, v in self.net.state_dict().items()}
+        x, y = batch
+        return F.cross_entropy(self.net(x), y)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.05)
+
+
+def _images(n=16, bs=8):
+    g = torch.Generator().manual_seed(0)
+    ds = torch.utils.data.TensorDataset(torch.randn(n, 3, 32, 32, generator=g), torch.randint(0, 3, (n,), generator=g))
+    return torch.utils.data.DataLoader(ds, batch_size=bs)
+
+
+def test_blocks_of_an_unadapted_timm_resnet(tmp_path, one_thread, recwarn):
+    """activations='blocks' finds timm's residual blocks through the adapter registry: one
+    block_grad per BasicBlock, equal to torch.autograd.grad at each block's input."""
+    import timm
+
+    module = _Timm()
+    keys = list(module.state_dict())
+    cb = GradientMonitorCallback(activations="blocks")
+    trainer = _trainer(tmp_path, cb, max_steps=4, log_every_n_steps=2)
+    trainer.fit(module, _images())
+    assert not [w for w in recwarn if "compile" in str(w.message)]
+    logged = {int(r["step"]): r for r in _csv_rows(tmp_path) if r.get("resgrad/block_grad/0")}
+    assert sorted(logged) == [1, 3]
+    batches = list(_images())
+    for step in (1, 3):
+        ref_net = timm.create_model("resnet10t", num_classes=3)
+        ref_net.load_state_dict(module.weights[step])
+        xs = []
+        hs = [b.register_forward_pre_hook(lambda m, a, xs=xs: xs.append(a[0]))
+              for b in ref_net.modules() if isinstance(b, timm.models.resnet.BasicBlock)]
+        x, y = batches[step % 2]
+        loss = F.cross_entropy(ref_net(x), y)
+        for h in hs:
+            h.remove()
+        ref = [float(g.norm()) for g in torch.autograd.grad(loss, xs)]
+        assert len(ref) == 4
+        got = [float(logged[step][f"resgrad/block_grad/{i}"]) for i in range(4)]
+        assert got == pytest.approx(ref, rel=1e-4), step
+    assert list(module.state_dict()) == keys and not _hooks_left(module)

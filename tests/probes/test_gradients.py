@@ -246,9 +246,9 @@ def test_callback_mode_and_update_ratio():
 
 def test_exports(tmp_path, monkeypatch):
     from resgrad.integrations.loggers import records_frame, records_to_jsonl
-    from resgrad.probes import monitor as mmod
+    from resgrad.probes import _exports
 
-    monkeypatch.setattr(mmod, "_WARNED", set())  # warned once per process: reset for this test
+    monkeypatch.setattr(_exports, "_WARNED", set())  # warned once per process: reset for this test
 
     model = nn.Linear(3, 2)
     with GradientMonitor(model) as mon:

@@ -109,7 +109,9 @@ class GradientMonitorCallback(MonitorReadout, _tf.TrainerCallback):
             self.monitor = None
             self._build(args, model)
         assert self.monitor is not None
-        self.monitor.load_state_dict({"step": int(state.global_step)})
+        # Steps are numbered as the Trainer numbers them: global_step after the optimizer
+        # step, the number log_history and every reporter show for that step's logs.
+        self.monitor.load_state_dict({"step": int(state.global_step) + 1})
         self.monitor.attach()
 
     def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, optimizer: Any = None,
@@ -120,7 +122,7 @@ class GradientMonitorCallback(MonitorReadout, _tf.TrainerCallback):
         if mon.scaler is None and getattr(optimizer, "scaler", None) is not None:
             mon.scaler = optimizer.scaler  # accelerate's AcceleratedOptimizer carries the GradScaler
         inner = getattr(optimizer, "optimizer", optimizer)  # the torch optimizer the scaler knows
-        if not mon.step(int(state.global_step), optimizer=inner):
+        if not mon.step(int(state.global_step) + 1, optimizer=inner):  # the step being completed
             return
         rows = mon.records
         new, self._n_rows = rows[self._n_rows:], len(rows)
@@ -145,10 +147,10 @@ class GradientMonitorCallback(MonitorReadout, _tf.TrainerCallback):
 
 
 def _log_schedule(args: Any) -> Any:
-    """The optimizer steps the Trainer logs after: DefaultFlowCallback sets should_log
-    when the incremented global_step is a multiple of logging_steps (or is 1 with
-    logging_first_step); on_pre_optimizer_step sees the step before the increment.
-    None (measure every step, log the latest) where that cannot be known in advance."""
+    """The optimizer steps the Trainer logs after, numbered as the Trainer does (global_step
+    after the increment): DefaultFlowCallback sets should_log when that is a multiple of
+    logging_steps (or is 1 with logging_first_step). None (measure every step, log the
+    latest) where that cannot be known in advance."""
     n = args.logging_steps
     first = bool(getattr(args, "logging_first_step", False))
     strategy = str(getattr(args.logging_strategy, "value", args.logging_strategy))
@@ -158,4 +160,4 @@ def _log_schedule(args: Any) -> Any:
     if n < 1:  # a fraction of max_steps: DefaultFlowCallback resolves it into state.logging_steps
         return None
     k = int(n)
-    return lambda s, k=k, first=first: (s + 1) % k == 0 or (first and s == 0)
+    return lambda s, k=k, first=first: s % k == 0 or (first and s == 1)

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import os
 import warnings
 from collections.abc import Callable
 from functools import partial
@@ -48,9 +47,12 @@ from torch.optim import Optimizer
 from torch.utils.hooks import RemovableHandle
 
 from ..callbacks import Callback
+from ..nets.adapters import UnitSite, locate_units
 from ..nets.blocks import blocks as _blocks
 from . import _norms
 from ._dtensor import dist_world, reduce_step
+from ._exports import _DeprecatedExports
+from ._foreign import _ForeignUnits
 from ._options import check_options
 from ._taps import Tap, first_tensor, replace_first
 from .quantities import (
@@ -70,17 +72,7 @@ __all__ = ["GradientMonitor", "COLUMNS", "Schedule", "Activations"]
 
 Schedule = Callable[[int], bool]
 Activations = bool | Literal["all", "leaves", "blocks"]
-_WARNED: set[str] = set()
-
-
-def _deprecated(name: str, instead: str) -> None:
-    """One DeprecationWarning per process and method, naming the replacement."""
-    if name not in _WARNED:
-        _WARNED.add(name)
-        warnings.warn(f"GradientMonitor.{name} is deprecated; use {instead}", DeprecationWarning, stacklevel=3)
-
-
-class GradientMonitor(Callback):
+class GradientMonitor(_ForeignUnits, _DeprecatedExports, Callback):
     """Record per-layer gradient norms while a model trains; use as a ``with`` block.
 
     ``every=k`` measures steps 0, k, 2k, ...; ``schedule(step) -> bool`` overrides it.
@@ -145,7 +137,17 @@ class GradientMonitor(Callback):
             ((n, block_names[id(m)]) for n, m in model.named_modules() if id(m) in block_names),
             key=lambda t: -len(t[0]),
         )
-        self._param_block = [self._block_of(n) for n, _ in self._params]
+        # A model without resgrad blocks: its residual units as the adapter registry sees
+        # them, watched by hooks on its own modules (the model is left as it is).
+        self._sites: list[UnitSite] = [] if self._blocks else locate_units(model)
+        self._site_of = {k: i for i, st in reversed(list(enumerate(self._sites))) for k in st.modules | st.params}
+        if self._sites:
+            self._unit_names = [st.name for st in self._sites]
+            self._param_block = [self._site_of.get(id(p)) for _, p in self._params]
+        else:
+            names = {i: n for n, i in self._block_prefix}
+            self._unit_names = [names[i] for i in range(len(self._blocks))]
+            self._param_block = [self._block_of(n) for n, _ in self._params]
         # The quantities measured, in the order of their rows in ``records``.
         self._quantities: list[Quantity] = [
             *([ParamGrad()] if params else []),
@@ -171,6 +173,9 @@ class GradientMonitor(Callback):
         self._taps: dict[str, TapSlot] = {}  # compiled mode: "kind:name" -> probe
         self.nonfinite_origin: dict[str, Any] | None = None  # the first step's, once found
         self._warned_no_hooks = False
+        if self.activations is not None and not self._has_targets():
+            self._warned_no_hooks = True  # said once, here, rather than at the first step
+            warnings.warn(self._no_units_message(), RuntimeWarning, stacklevel=2)
 
     @staticmethod
     def check_options(**options: Any) -> None:
@@ -219,9 +224,11 @@ class GradientMonitor(Callback):
                         and not any(True for _ in mod.children())
                         and not isinstance(mod, nn.Identity)
                     ):
-                        self._add_tap(label, "activation", self._block_of(name))
-                        self._handles.append(mod.register_forward_hook(
-                            partial(self._on_output, label, self._block_of(name))))
+                        bl = self._site_of.get(id(mod)) if self._sites else self._block_of(name)
+                        self._add_tap(label, "activation", bl)
+                        self._handles.append(mod.register_forward_hook(partial(self._on_output, label, bl)))
+                if self.activations in ("all", "blocks"):
+                    self._hook_sites()
             self._armed = self._due(self._step)
         except BaseException:
             self.detach()
@@ -380,14 +387,6 @@ class GradientMonitor(Callback):
         data.shards = []  # reduced: the DTensor gradients need not be kept
         self._pending.append(data)
 
-    def _no_hook_message(self) -> str:
-        """Why no activation hook ran although gradients exist (see ActivationGrad)."""
-        # Typically torch.compile reusing code traced before the hooks existed (dynamo
-        # skips guards on module hooks by default).
-        return ("resgrad: no activation hook ran this step although gradients exist; if the model is "
-                "torch.compile'd, attach the monitor before its first compiled call, or set "
-                "torch._dynamo.config.skip_nnmodule_hook_guards = False so hooks are guarded")
-
     def _finish_update(self) -> None:
         UpdateNorm.finish(self)
 
@@ -491,39 +490,17 @@ class GradientMonitor(Callback):
         if not steps:
             raise ValueError(
                 "no block measurements: create the monitor with activations='blocks' (or True) on a "
-                "model with resgrad blocks, and call step() after a backward pass"
+                "model with resgrad blocks or residual units resgrad.adapt knows, and call step() after a "
+                "backward pass"
             )
         step = max(steps) if step is None else step
         kind = "input" if at == "input" else "activation"
-        out: list[float | None] = [None] * len(self._blocks)
-        names = {i: n for n, i in self._block_prefix}
+        out: list[float | None] = [None] * len(self._unit_names)
+        names = dict(enumerate(self._unit_names))
         for r in rows:
             if r["step"] == step and r["kind"] == kind and r["block"] is not None and r["name"] == names.get(r["block"]):
                 out[r["block"]] = r["norm"]
         return out
-
-    # ---- exporters: in resgrad.integrations.loggers; these names stay for 0.1 code ----
-
-    def to_jsonl(self, path: str | os.PathLike) -> str:
-        """Deprecated: :func:`resgrad.integrations.loggers.records_to_jsonl` (the same file)."""
-        from ..integrations import loggers
-
-        _deprecated("to_jsonl", "resgrad.integrations.loggers.records_to_jsonl(monitor, path)")
-        return loggers.records_to_jsonl(self, path)
-
-    def to_pandas(self) -> Any:
-        """Deprecated: :func:`resgrad.integrations.loggers.records_frame` (the same frame)."""
-        from ..integrations import loggers
-
-        _deprecated("to_pandas", "resgrad.integrations.loggers.records_frame(monitor)")
-        return loggers.records_frame(self)
-
-    def to_tensorboard(self, writer: Any, prefix: str = "resgrad") -> None:
-        """Deprecated: ``TensorBoardLogger(log_dir or writer=...).write(monitor)`` (the same scalars)."""
-        from ..integrations import loggers
-
-        _deprecated("to_tensorboard", "resgrad.integrations.loggers.TensorBoardLogger(...).write(monitor)")
-        loggers.records_to_tensorboard(self, writer, prefix)
 
     def __repr__(self) -> str:
         return (f"GradientMonitor(params={self.params}, activations={self.activations!r}, "

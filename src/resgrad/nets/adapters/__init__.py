@@ -15,6 +15,8 @@ The optional packages are never imported to adapt a model that does not use them
 
 from . import _torch, hf, timm  # noqa: F401  (each registers its adapters)
 from ._registry import SUPPORTED, adapt, register_adapter, registered
+from ._sites import UnitSite, locate_units
 from ._torch import EncoderLayerView, EncoderView
 
-__all__ = ["adapt", "register_adapter", "registered", "SUPPORTED", "EncoderLayerView", "EncoderView"]
+__all__ = ["adapt", "register_adapter", "registered", "SUPPORTED", "EncoderLayerView", "EncoderView",
+           "UnitSite", "locate_units"]
