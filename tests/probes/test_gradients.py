@@ -1,4 +1,4 @@
-"""GradientMonitor against plain autograd (STYLE.md 9), hooks removed, edge cases."""
+"""GradientMonitor against plain autograd (an independent computation), hooks removed, edge cases."""
 
 from __future__ import annotations
 

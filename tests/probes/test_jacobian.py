@@ -1,4 +1,4 @@
-"""jacobian_spectrum against the dense Jacobian and torch.linalg.svdvals (STYLE.md 9)."""
+"""jacobian_spectrum against the dense Jacobian and torch.linalg.svdvals (an independent computation)."""
 
 from __future__ import annotations
 

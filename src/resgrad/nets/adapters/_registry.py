@@ -14,6 +14,7 @@ from collections.abc import Callable
 from torch import nn
 
 from ..blocks import Block, blocks
+from ._names import keep_original_names
 
 __all__ = ["adapt", "register_adapter", "registered", "SUPPORTED", "shallow", "is_view", "mark_view"]
 
@@ -116,6 +117,7 @@ def _adapt(m: nn.Module, memo: dict[int, nn.Module]) -> tuple[nn.Module, int]:
                 "unit; an adapter must return a module built from Residual(branch, shortcut, post) units"
             )
         mark_view(view)
+        keep_original_names(view, m)
     else:
         children = {}
         if not is_view(m):
