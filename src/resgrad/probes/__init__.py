@@ -1,7 +1,8 @@
 """Measurements of any ``nn.Module``: gradient norms, Jacobian spectra, shattering.
 
-Probes assume nothing about residual blocks (they use ``resgrad.nets.blocks`` only to
-label per-block rows when a model has them) and never import ``resgrad.paths``.
+Probes assume nothing about residual blocks (they use ``resgrad.nets.blocks``, or the
+adapter registry's unit sites for a foreign model, only to label per-block rows) and
+never import ``resgrad.paths``.
 """
 
 from ._norms import robust_norm

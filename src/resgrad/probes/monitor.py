@@ -77,7 +77,9 @@ class GradientMonitor(_ForeignUnits, _DeprecatedExports, Callback):
 
     ``every=k`` measures steps 0, k, 2k, ...; ``schedule(step) -> bool`` overrides it.
     ``activations``: False, True/``"all"`` (leaf modules and blocks), ``"leaves"`` or
-    ``"blocks"`` (resgrad blocks only: cheapest way to get the per-block profile).
+    ``"blocks"`` (blocks only: cheapest way to get the per-block profile). Blocks are the
+    model's resgrad blocks or, in a model without any (torchvision, timm, Hugging Face),
+    the residual units the adapter registry finds, hooked on the model's own modules.
     ``scaler``: a ``torch.amp.GradScaler``; norms are divided by the loss scale used in
     the backward pass (activation gradients always; parameter gradients unless the
     optimizer's gradients were already unscaled with ``scaler.unscale_``, which the
