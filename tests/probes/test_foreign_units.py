@@ -98,3 +98,60 @@ def test_hooks_that_did_not_run_name_both_causes():
         other(torch.randn(2, 3)).sum().backward()
         with pytest.warns(RuntimeWarning, match="did not run its hooked modules, or it is torch.compile'd"):
             mon.step()
+
+
+class _MyBlock(nn.Module):
+    """A user's residual block: x + f(x), then tanh."""
+
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.f = nn.Sequential(nn.Linear(d, d), nn.Tanh(), nn.Linear(d, d))
+        self.act = nn.Tanh()
+
+    def forward(self, x):
+        return self.act(x + self.f(x))
+
+
+@pytest.fixture
+def clean_registry():
+    from resgrad.nets.adapters import _registry
+
+    saved, builtin = dict(_registry._ADAPTERS), set(_registry._BUILTIN)
+    yield
+    _registry._ADAPTERS.clear()
+    _registry._ADAPTERS.update(saved)
+    _registry._BUILTIN.clear()
+    _registry._BUILTIN.update(builtin)
+
+
+@pytest.mark.usefixtures("clean_registry")
+def test_a_registered_user_block_is_found_and_matches_autograd():
+    resgrad.register_adapter(_MyBlock, lambda b: resgrad.Residual(b.f, post=b.act))
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 6), _MyBlock(6), _MyBlock(6), nn.Linear(6, 2))
+    x = torch.randn(4, 3)
+    with GradientMonitor(model, activations="blocks") as mon:
+        model(x).square().sum().backward()
+        mon.step()
+    xs = []
+    hs = [model[i].register_forward_pre_hook(lambda m, a: xs.append(a[0])) for i in (1, 2)]
+    hs.append(model[2].register_forward_hook(lambda m, a, o: xs.append(o)))
+    ref = torch.autograd.grad(model(x).square().sum(), xs)
+    for h in hs:
+        h.remove()
+    rows = {(r["kind"], r["name"]): r["norm"] for r in mon.records}
+    assert rows[("input", "1")] == pytest.approx(float(ref[0].norm()), rel=1e-6)
+    assert rows[("input", "2")] == pytest.approx(float(ref[1].norm()), rel=1e-6)
+    assert rows[("activation", "2")] == pytest.approx(float(ref[2].norm()), rel=1e-6)
+    assert mon.block_profile() == pytest.approx([float(ref[0].norm()), float(ref[1].norm())], rel=1e-6)
+
+
+def test_a_refused_layer_is_skipped_with_one_line():
+    T = pytest.importorskip("transformers")
+    model = T.GPT2LMHeadModel(T.GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=40, n_positions=8,
+                                           add_cross_attention=True, bos_token_id=0, eos_token_id=0))
+    with pytest.warns(RuntimeWarning, match=r"transformer.h.0 is not watched as residual units: .*cross-attention"):
+        GradientMonitor(model, activations="blocks")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # parameters only: nothing to say
+        GradientMonitor(model)

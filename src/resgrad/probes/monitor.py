@@ -141,7 +141,9 @@ class GradientMonitor(_ForeignUnits, _DeprecatedExports, Callback):
         )
         # A model without resgrad blocks: its residual units as the adapter registry sees
         # them, watched by hooks on its own modules (the model is left as it is).
-        self._sites: list[UnitSite] = [] if self._blocks else locate_units(model)
+        # (Located even without activation rows: parameter rows are labelled by unit.)
+        self._sites: list[UnitSite] = [] if self._blocks else locate_units(
+            model, warn=self.activations in ("all", "blocks"))
         self._site_of = {k: i for i, st in reversed(list(enumerate(self._sites))) for k in st.modules | st.params}
         if self._sites:
             self._unit_names = [st.name for st in self._sites]

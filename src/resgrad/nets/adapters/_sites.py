@@ -75,11 +75,11 @@ def _sites(name: str, layer: nn.Module, view: nn.Module) -> list[UnitSite]:
     return out
 
 
-def locate_units(model: nn.Module) -> list[UnitSite]:
+def locate_units(model: nn.Module, *, warn: bool = True) -> list[UnitSite]:
     """The residual units the adapter registry knows in ``model``, in registration order.
 
     Nothing is changed on ``model`` (each layer's view is built and dropped). A module whose
-    adapter refuses it (e.g. GPT-2 with cross-attention) is skipped with a warning; a model
+    adapter refuses it (e.g. GPT-2 with cross-attention) is skipped, with a warning if ``warn``; a model
     built from resgrad blocks, or with no known unit, gives ``[]``.
     """
     if blocks(model):
@@ -97,6 +97,7 @@ def locate_units(model: nn.Module) -> list[UnitSite]:
             view = _lookup(m)(m)  # type: ignore[misc]
             found.extend(_sites(name, m, view))
         except (NotImplementedError, ValueError) as e:
-            warnings.warn(f"resgrad: {name or type(m).__name__} is not watched as residual units: {e}",
-                          RuntimeWarning, stacklevel=2)
+            if warn:
+                warnings.warn(f"resgrad: {name or type(m).__name__} is not watched as residual units: {e}",
+                              RuntimeWarning, stacklevel=2)
     return found
