@@ -39,7 +39,10 @@ class GradientMonitorCallback(MonitorReadout, _tf.TrainerCallback):
     """Per-layer gradient norms of the Trainer's model, in its log history.
 
     ``monitor_options`` are :class:`resgrad.GradientMonitor`'s, checked at construction;
-    without ``every``/``schedule`` it measures exactly the steps the Trainer logs.
+    without ``every``/``schedule`` it measures exactly the steps the Trainer logs. Steps are
+    the Trainer's ``global_step`` after the optimizer step (what ``log_history`` shows), so
+    ``every=k`` measures steps k, 2k, ... ``trainer``: place the callback first in that
+    Trainer now (:meth:`add_to`).
     """
 
     _during = "Trainer.train"
