@@ -90,6 +90,8 @@ class Quantity:
     non-finite origin reads the parameter and activation rows made before it).
     """
 
+    kind: str  # the ``kind`` column of its rows
+
     def collect(self, mon: GradientMonitor, data: StepData) -> None:
         """Leave this step's measurement in ``data`` (device tensors; no host read)."""
 
