@@ -51,7 +51,7 @@ def resolve(spec: str, data: str | None, data_dir: Path | None, tok: dict[str, A
 
     A run folder is passed on as its path (run_ensemble loads it and records it); a
     registry name as the name (built, and trained when asked, for the data); any other
-    SPEC (``torchvision:NAME``, ``module:factory``, see cli/_spec.py) is built and viewed
+    SPEC (``torchvision:NAME``, ``module:factory``, see resgrad.nets.spec) is built and viewed
     through ``resgrad.adapt``, which says what it supports when it cannot.
 
     ``tok``: the token options (vocab, seq_len, text, batch_size, seed, layers, width); a
@@ -59,37 +59,34 @@ def resolve(spec: str, data: str | None, data_dir: Path | None, tok: dict[str, A
     cross-entropy, the loss the model's own ``.loss`` computes) through ``TokenView``.
     """
     import resgrad
+    from resgrad.nets.registry import contract_of
 
-    from ._spec import resolve_spec, wants_tokens
+    from ._spec import resolve_spec, spec_kind, wants_tokens
 
     tok = tok or {}
+    seed = tok.get("seed") or 0  # every model built here initialises its weights from --seed
+    kind = spec_kind(spec)
     asked = wants_tokens(None, tok.get("vocab"), tok.get("seq_len"), tok.get("text"))
     if asked and data is not None:
         raise UsageError("pass --data or token options (--vocab/--seq-len/--text), not both")
-    if spec.strip().lower().startswith("hf:") and not Path(spec).expanduser().is_dir():
-        import torch
-
-        torch.manual_seed(tok.get("seed") or 0)  # hf:ARCH initialises its weights from --seed
-        rm = resolve_spec(spec, layers=tok.get("layers"), width=tok.get("width"), vocab=tok.get("vocab"))
+    if kind == "hf":
+        rm = resolve_spec(spec, layers=tok.get("layers"), width=tok.get("width"), vocab=tok.get("vocab"), seed=seed)
         if wants_tokens(rm, None, None, None) or asked:
             return _token_resolve(rm, tok)
     elif asked:
-        import torch
+        return _token_resolve(resolve_spec(spec, seed=seed), tok)
 
-        torch.manual_seed(tok.get("seed") or 0)
-        return _token_resolve(resolve_spec(spec), tok)
-
-    folder = Path(spec).expanduser()
-    if folder.is_dir():
+    if kind == "run":
+        folder = Path(spec).expanduser()
         model_name, data_name = _run_record(folder)
         name = data or data_name or "mnist1d"
         return str(folder), model_name or folder.name, True, resgrad.load_data(name, **data_kwargs(name, data_dir))
     name = data or "mnist1d"
     bundle = resgrad.load_data(name, **data_kwargs(name, data_dir))
-    rm = resolve_spec(spec, input_shape=bundle.input_shape, num_classes=bundle.num_classes,
-                      layers=tok.get("layers"), width=tok.get("width"))
-    if rm.kind == "registry":
+    if kind == "registry":  # built (and trained, with --epochs) by the experiment, from --seed
+        contract_of(spec).check(spec.strip(), bundle.input_shape)  # unknown names and wrong shapes: one line now
         return spec.strip().lower(), spec.strip().lower(), False, bundle
+    rm = resolve_spec(spec, input_shape=bundle.input_shape, num_classes=bundle.num_classes, seed=seed)
     if rm.kind == "hf":  # an image classifier: its ImageClassifierOutput reduced to the logits
         from resgrad.tokens import LogitsView
 
