@@ -253,3 +253,20 @@ def test_a_missing_extra_is_one_line_from_python(monkeypatch, spec, package, ext
     with pytest.raises(ImportError, match=rf"SPEC '{spec}' needs {package}.*pip install 'resgrad\[{extra}\]'") as e:
         resgrad.build(spec)
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("spec,kind", [("resnet56", "registry"), ("ResMLP-7x32", "registry"),
+                                       ("torchvision:resnet18", "torchvision"), ("TIMM:resnet18", "timm"),
+                                       ("hf:gpt2", "hf"), ("pkg.mod:make", "factory"), ("nets.py:make", "factory"),
+                                       ("nosuchname", "registry")])
+def test_spec_kind_reads_the_grammar_without_building(spec, kind):
+    assert spec_kind(spec) == kind
+
+
+def test_a_registered_name_wins_over_a_folder_of_that_name(tmp_path, monkeypatch):
+    (tmp_path / "resnet8").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert spec_kind("resnet8") == "registry" and spec_kind("./resnet8") == "run"
+    assert type(resgrad.build("resnet8")).__name__ == "HeNet"
+    with pytest.raises(FileNotFoundError, match="not a resgrad run"):
+        resgrad.build("./resnet8")

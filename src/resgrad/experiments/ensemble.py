@@ -46,7 +46,7 @@ from ..data import DataBundle
 from ..data import load as load_data
 from ..io import environment, jsonable
 from ..nets import blocks, build_for, residual_blocks
-from ..nets.spec import resolve_spec
+from ..nets.spec import resolve_spec, spec_kind
 from ..results import EnsembleResult
 from ..rundir import RunDir
 from ..train import RUN_KIND, TrainConfig, evaluate, fit, load_run
@@ -157,7 +157,7 @@ def _resolve(
     if isinstance(spec, nn.Module):
         model = spec
         info["name"] = name or type(spec).__name__
-    elif isinstance(spec, (str, Path)) and Path(spec).is_dir():
+    elif isinstance(spec, (str, Path)) and Path(spec).is_dir() and (isinstance(spec, Path) or spec_kind(spec) == "run"):
         model, record = load_run(spec, device=config.device)
         info.update(source="run", run_dir=str(spec), name=name or record.get("model_spec", {}).get("name"))
         if data is None:
