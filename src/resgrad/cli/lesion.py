@@ -158,10 +158,11 @@ def command(
 ) -> None:
     """Delete and reorder blocks at test time and report the test error (Veit et al. 2016 §4).
 
-    RUN_DIR may also be a registry name (at init, or trained first with --epochs) or any
-    SPEC; --input-shape scores random inputs with random labels instead of a dataset. A net
-    whose baseline is at chance gets a warning and no verdict. Writes results.json and
-    lesion.png to --out (default: RUN_DIR/lesion).
+    RUN_DIR may be a registry name (at init, or trained first with
+    --epochs) or any SPEC; --input-shape scores random inputs with random
+    labels instead of a dataset. A net whose baseline is at chance gets a
+    warning and no verdict. Writes results.json and lesion.png to --out
+    (default: RUN_DIR/lesion).
 
     Examples:
       resgrad lesion runs/resnet110-mnist1d-s0

@@ -321,10 +321,11 @@ def command(
 ) -> None:
     """Split a residual net's gradient by path length, exactly and by Veit's sampling.
 
-    SPEC: a run folder, a registry name (trained first with --epochs), torchvision:NAME,
-    timm:NAME, hf:ARCH or module:factory (viewed through resgrad.adapt). --input-shape
-    measures on random inputs instead of a dataset. Writes results.json and paths.png to
-    --out (default: RUN_DIR/paths).
+    SPEC: a run folder, a registry name (trained first with --epochs),
+    torchvision:NAME, timm:NAME, hf:ARCH or module:factory (viewed through
+    resgrad.adapt). --input-shape measures on random inputs instead of a
+    dataset. Writes results.json and paths.png to --out (default:
+    RUN_DIR/paths).
 
     Examples:
       resgrad paths runs/resnet110-mnist1d-s0
