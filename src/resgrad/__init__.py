@@ -30,8 +30,11 @@ from .nets import (
     register_model,
     residual_blocks,
 )
+from .nets.spec import register_run_loader as _register_run_loader
 from .probes import GradientMonitor, gradient_correlation, jacobian_spectrum
 from .train import TrainConfig, evaluate, fit, load_run
+
+_register_run_loader(load_run)  # resgrad.build(RUN_FOLDER): nets reads no run folder itself
 
 __all__ = [
     "__version__",

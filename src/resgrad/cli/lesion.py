@@ -18,6 +18,7 @@ from ._common import (
     guarded,
     resolve_device,
 )
+from ._spec import InputShapeOpt, parse_shape
 from .paths import (
     LayersOpt,
     SeqLenOpt,
@@ -29,10 +30,13 @@ from .paths import (
     default_out,
     resolve,
     token_options,
+    train_config,
 )
 
 if TYPE_CHECKING:
+    from resgrad.data import DataBundle
     from resgrad.results import EnsembleResult
+    from resgrad.results.ensemble import Lesion
 
 __all__ = ["command"]
 
@@ -58,7 +62,32 @@ def _pm(mean: Any, std: Any) -> str:
     return "n/a" if mean is None else f"{mean:.1%} ± {(std or 0):.1%}"
 
 
-def _print_lesions(r: EnsembleResult) -> None:
+def chance_error(bundle: DataBundle, examples: int | None) -> float:
+    """The error of always answering the most frequent label of the scored examples."""
+    import torch
+
+    y = bundle.y_test[:examples].flatten()
+    return 1.0 - int(torch.bincount(y).max()) / len(y)
+
+
+def at_chance(error: float, chance: float) -> bool:
+    """An error no better than chance: within TRAINED_BELOW_CHANCE of it, the rule the
+    degradation verdicts use for "does this twin train" (5 points, beyond binomial noise)."""
+    from resgrad.verdicts import TRAINED_BELOW_CHANCE
+
+    return error > chance - TRAINED_BELOW_CHANCE
+
+
+def _chance_warning(m: Lesion, chance: float, random_labels: bool) -> None:
+    fix = ("the labels are random (--input-shape), so every net scores at chance: pass --data for a dataset"
+           if random_labels else "train it first (--epochs N for a registry name) or pass a run folder from "
+           "`resgrad train`")
+    console.print(f"warning: {m.model}'s baseline error {m.baseline:.1%} is at chance ({chance:.1%}, always the most "
+                  "frequent label): deleting blocks cannot raise the error of a net that has learnt nothing, so no "
+                  f"verdict is drawn; {fix}", style="yellow", highlight=False)
+
+
+def _print_lesions(r: EnsembleResult, chance: float, random_labels: bool = False) -> None:
     assert r.lesion is not None and r.deletion is not None
     res, plain = r.lesion["residual"], r.lesion.get("plain")
     t = Table("block", "stage", "", f"{res.model} error", *([f"{plain.model} error"] if plain else []),
@@ -71,11 +100,15 @@ def _print_lesions(r: EnsembleResult) -> None:
         t.add_row(*row)
     console.print(t)
     others = [b.error for b in res.blocks if not b.downsample]
-    if others:
+    if at_chance(res.baseline, chance):
+        _chance_warning(res, chance, random_labels)
+    elif others:
         console.print(f"{res.model}: non-downsampling deletions raise error by at most "
                       f"{max(others) - res.baseline:+.1%} (mean {sum(others) / len(others) - res.baseline:+.1%})",
                       highlight=False)
-    if plain:
+    if plain and at_chance(plain.baseline, chance):
+        _chance_warning(plain, chance, random_labels)
+    elif plain:
         po = [b.error for b in plain.blocks if not b.downsample]
         console.print(f"{plain.model}: deleting one block gives {min(po):.1%}–{max(po):.1%} error "
                       f"(baseline {plain.baseline:.1%})", highlight=False)
@@ -110,6 +143,8 @@ def command(
     examples: Annotated[int | None, typer.Option(help="Test examples to score (default: all).")] = None,
     no_plain: Annotated[bool, typer.Option("--no-plain", help="Do not look for a plain twin.")] = False,
     data: Annotated[str | None, typer.Option("--data", "-d", help="Dataset (default: the run's).")] = None,
+    epochs: Annotated[int, typer.Option(help="For a model name: train this many epochs first (0: at init).")] = 0,
+    input_shape: InputShapeOpt = None,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
     out: OutOpt = None,
@@ -123,34 +158,50 @@ def command(
 ) -> None:
     """Delete and reorder blocks at test time and report the test error (Veit et al. 2016 §4).
 
-    Writes results.json and lesion.png to --out (default: RUN_DIR/lesion).
+    RUN_DIR may be a registry name (at init, or trained first with
+    --epochs) or any SPEC; --input-shape scores random inputs with random
+    labels instead of a dataset. A net whose baseline is at chance gets a
+    warning and no verdict. Writes results.json and lesion.png to --out
+    (default: RUN_DIR/lesion).
 
     Examples:
       resgrad lesion runs/resnet110-mnist1d-s0
       resgrad lesion runs/resnet56-mnist1d-s0 runs/plain56-mnist1d-s0 --trials 10
+      resgrad lesion resnet20 plain20 --epochs 10
       resgrad lesion hf:gpt2 --layers 4 --vocab 256 --seq-len 32   (error: next-token top-1)
     """
+    import torch
+
     from resgrad.experiments.ensemble import EnsembleConfig, run_ensemble
     from resgrad.report import lesion_figure, save_figure
 
     if trials < 1:
         raise UsageError(f"--trials must be >= 1, received {trials}")
+    if examples is not None and examples < 1:
+        raise UsageError(f"--examples must be >= 1, received {examples}")
     dev = resolve_device(device)
+    shape = parse_shape(input_shape)
+    train = train_config(epochs, run_dir, shape, dev, seed)
+    if train is not None and plain is not None:
+        train_config(epochs, plain, shape, dev, seed)  # the twin is trained alike: a name too
+    torch.manual_seed(seed)  # anything drawn from the global generator follows --seed too
     tok = token_options(vocab, seq_len, text, batch_size, seed, layers, width)
-    model, name, is_run, bundle = resolve(run_dir, data, data_dir, tok)
+    model, name, is_run, bundle = resolve(run_dir, data, data_dir, tok, input_shape=shape, examples=examples)
     twin, twin_name = None, None
     if plain is not None:
-        twin, twin_name, _, _ = resolve(plain, None if bundle.info.get("inputs") else bundle.name, data_dir, tok)
+        own_data = bundle.info.get("inputs") or shape is not None  # token ids or random inputs: made again alike
+        twin, twin_name, _, _ = resolve(plain, None if own_data else bundle.name, data_dir, tok, input_shape=shape,
+                                        examples=examples)
     elif is_run and not no_plain:
         twin = find_twin(run_dir)
         if twin:
             twin_name = _run_record(Path(twin))[0] or Path(twin).name
             console.print(f"plain twin: {twin}", style="dim", highlight=False)
-    cfg = EnsembleConfig(residual=run_dir, plain=plain or twin, data=bundle.name, trials=trials, eval_examples=examples,
-                         seed=seed, device=dev)
+    cfg = EnsembleConfig(residual=run_dir, plain=plain or twin, data=bundle.name, train=train, trials=trials,
+                         eval_examples=examples, seed=seed, device=dev)
     out_dir = out or default_out(run_dir if is_run else name, is_run, "lesion", bundle.name, seed)
     r = run_ensemble(cfg, out_dir, residual=model, plain=twin, data=bundle, names=(name, twin_name),
                      parts=("lesion",), log=lambda s: console.print(f"· {s}", style="dim", highlight=False))
-    _print_lesions(r)
+    _print_lesions(r, chance_error(bundle, examples), random_labels=shape is not None)
     fig = save_figure(lesion_figure(r), Path(out_dir) / "lesion.png")
     console.print(f"results: {Path(out_dir) / 'results.json'}  figure: {fig}", highlight=False, soft_wrap=True)

@@ -7,34 +7,54 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ._common import console, guarded
+from ._common import UsageError, console, guarded
 
 
 @guarded
 def command(
     pattern: Annotated[str, typer.Argument(help="Glob over model names, e.g. 'plain*'.")] = "*",
-    dims: Annotated[int, typer.Option(help="1 for signals (MNIST-1D), 2 for images.")] = 2,
+    dims: Annotated[int | None, typer.Option(
+        help="Convolutional nets (resnet*, plain*, preresnet*, preplain*): 1 for signals (MNIST-1D), 2 for images "
+             "(default 2).", show_default=False)] = None,
 ) -> None:
-    """List registered models with their parameter count and number of blocks.
+    """List registered models with their parameter count, number of blocks and input.
 
     Examples:
       resgrad models
-      resgrad models 'resnet*'
+      resgrad models 'resnet*' --dims 1
     """
     import resgrad
-    from resgrad.nets.registry import describe
+    from resgrad.nets.registry import contract_of, describe
 
     names = resgrad.list_models(pattern)
     if not names:
         raise ValueError(f"no model matches {pattern!r}; try `resgrad models` for all of them")
-    table = Table("model", "parameters", "blocks", "description", box=None)
+    if dims is not None and dims not in (1, 2):
+        raise UsageError(f"--dims must be 1 (signals) or 2 (images), received {dims}")
+    contracts = {name: contract_of(name) for name in names}  # registered with each builder, not read off names
+    if dims is not None and not any(c.takes_dims for c in contracts.values()):
+        raise UsageError(f"--dims applies to the convolutional nets (resnet*, plain*, preresnet*, preplain*); "
+                         f"{pattern!r} matches only models that take {_inputs(contracts)}: drop --dims")
+    d = 2 if dims is None else dims
+    table = Table("model", "parameters", "blocks", "input", "description", box=None)
     for name in names:
-        kw = {} if "mlp" in name else {"dims": dims, "in_channels": 3 if dims == 2 else 1}
+        c = contracts[name]
+        # --dims sizes the convolutional nets; the others are shown at their builders' defaults.
+        kw = {"dims": d, "in_channels": 3 if d == 2 else 1} if c.takes_dims else {}
         with _meta_device():
             m = resgrad.build(name, **kw)
         n_params = sum(p.numel() for p in m.parameters())
-        table.add_row(name, f"{n_params:,}", str(len(resgrad.blocks(m))), describe(name))
+        shown = f"{'2-D' if d == 2 else '1-D'} conv" if c.takes_dims else c.kind
+        table.add_row(name, f"{n_params:,}", str(len(resgrad.blocks(m))), shown, describe(name))
     console.print(table)
+    skipped = sorted({c.kind for c in contracts.values() if not c.takes_dims})
+    if dims is not None and skipped:
+        console.print(f"--dims {dims} sizes the convolutional nets only; {' and '.join(skipped)} models are at "
+                      "their defaults", style="dim", highlight=False)
+
+
+def _inputs(contracts: dict) -> str:
+    return " or ".join(sorted({c.summary for c in contracts.values()}))
 
 
 def _meta_device():

@@ -46,6 +46,7 @@ from ..data import DataBundle
 from ..data import load as load_data
 from ..io import environment, jsonable
 from ..nets import blocks, build_for, residual_blocks
+from ..nets.spec import resolve_spec, spec_kind
 from ..results import EnsembleResult
 from ..rundir import RunDir
 from ..train import RUN_KIND, TrainConfig, evaluate, fit, load_run
@@ -156,7 +157,7 @@ def _resolve(
     if isinstance(spec, nn.Module):
         model = spec
         info["name"] = name or type(spec).__name__
-    elif isinstance(spec, (str, Path)) and Path(spec).is_dir():
+    elif isinstance(spec, (str, Path)) and Path(spec).is_dir() and (isinstance(spec, Path) or spec_kind(spec) == "run"):
         model, record = load_run(spec, device=config.device)
         info.update(source="run", run_dir=str(spec), name=name or record.get("model_spec", {}).get("name"))
         if data is None:
@@ -165,8 +166,9 @@ def _resolve(
     elif isinstance(spec, str):
         if data is None:
             data = load_data(config.data, **config.data_kwargs)
-        key = spec.strip().lower()
-        model = build_for(key, data.input_shape, data.num_classes)
+        # The SPEC grammar is nets.spec's; weights drawn from config.seed, so a name measured at init reproduces.
+        rm = resolve_spec(spec, input_shape=data.input_shape, num_classes=data.num_classes, seed=config.seed)
+        key, model = rm.name.lower(), rm.model
         info["name"] = name or key
         if config.train is not None:
             run = None if out_dir is None else out_dir / "runs" / f"{key}-{data.name}-s{config.train.seed}"

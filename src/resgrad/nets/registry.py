@@ -2,7 +2,12 @@
 
 Modelled on torchvision's ``@register_model`` and timm's ``create_model``: each public
 name is a two-line function over one private builder; a duplicate name is an error; an
-unknown name lists the close matches (STYLE.md 3).
+unknown name lists the close matches.
+
+Every builder is registered with its :class:`InputContract` (what one example looks like
+and which builder arguments fit the model to a dataset), as timm registers a model's
+pretrained config beside its builder: ``build_for`` reads the contract, it never guesses
+from the name.
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ import difflib
 import fnmatch
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 from torch import nn
 
@@ -18,7 +25,7 @@ from .he2015 import he_net
 from .mlp import MLP
 
 __all__ = ["register_model", "build", "build_for", "list_models", "family_of", "describe", "twin_names",
-           "plain_twin", "TWIN_UNITS"]
+           "plain_twin", "TWIN_UNITS", "InputContract", "contract_of", "CONV", "VECTOR", "SEQUENCE"]
 
 # Residual families and their plain twins (same layers and parameters, no skip), longest prefix first.
 _TWIN_PREFIXES = (("preresnet", "preplain"), ("resnet", "plain"), ("resmlp", "plainmlp"))
@@ -41,75 +48,146 @@ def plain_twin(name: str) -> str | None:
             return plain + name[len(res):]
     return None
 
+
+def _numel(shape: tuple[int, ...]) -> int:
+    n = 1
+    for s in shape:
+        n *= s
+    return n
+
+
+@dataclass(frozen=True)
+class InputContract:
+    """What input a model takes: one example's shape (no batch dim) and its class count.
+
+    ``kind``: ``"conv"`` (a ``(C, L)`` signal or ``(C, H, W)`` image), ``"vector"`` (any
+    shape, read flattened), ``"sequence"`` (any shape, read flattened as a sequence of
+    patches), ``"image"`` (a fixed ``(C, H, W)``) or ``"tokens"`` (``(T,)`` integer ids).
+    ``ranks``: the example ranks accepted (None: any). ``shape``/``num_classes``: the
+    defaults when a caller names none. ``fit``: the builder keyword arguments that fit the
+    model to examples of a shape and a class count (registry builders only).
+    """
+
+    kind: str
+    summary: str  # one line for people: "(C, L) signal or (C, H, W) image"
+    ranks: tuple[int, ...] | None = None
+    shape: tuple[int, ...] | None = None
+    num_classes: int | None = None
+    fit: Callable[[tuple[int, ...], int], dict[str, Any]] | None = None
+    takes_dims: bool = False  # the builder takes ``dims`` (1: signals, 2: images)
+
+    def check(self, name: str, shape: tuple[int, ...]) -> None:
+        """One-line ValueError when ``shape`` is not an example this model takes."""
+        if self.ranks is not None and len(shape) not in self.ranks:
+            if self.kind == "conv":
+                raise ValueError(f"{name} is a convolutional net: it needs inputs {self.summary}, received {shape}; "
+                                 "use an MLP (e.g. resmlp-16x64) for flat features")
+            raise ValueError(f"{name} takes {self.summary}, received {shape}")
+
+    def kwargs(self, name: str, shape: tuple[int, ...], num_classes: int) -> dict[str, Any]:
+        """The builder arguments for examples of ``shape`` and ``num_classes`` classes."""
+        if self.fit is None:
+            raise ValueError(f"{name} is built as it is ({self.summary}); it takes no input shape")
+        shape = tuple(int(s) for s in shape)
+        self.check(name, shape)
+        return self.fit(shape, int(num_classes))
+
+
+# (C, L) -> 1-D convolutions, (C, H, W) -> 2-D (He et al. 2015 nets; MNIST-1D is (1, 40)).
+CONV = InputContract("conv", "(C, L) or (C, H, W)", ranks=(2, 3), shape=(1, 40), num_classes=10,
+                     fit=lambda s, c: {"dims": len(s) - 1, "in_channels": s[0], "num_classes": c}, takes_dims=True)
+VECTOR = InputContract("vector", "any example, read flattened as a vector", shape=(1, 40), num_classes=10,
+                       fit=lambda s, c: {"in_features": _numel(s), "num_classes": c})
+# A Transformer reads the flattened example as a sequence of patches (4 values when they divide).
+SEQUENCE = InputContract("sequence", "any example, read flattened as a sequence of patches", shape=(1, 40),
+                         num_classes=10,
+                         fit=lambda s, c: {"length": _numel(s), "patch": 4 if _numel(s) % 4 == 0 else 1,
+                                           "num_classes": c})
+
+_MLP_RE = re.compile(r"^(resmlp|plainmlp)-(\d+)x(\d+)$")
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 # Families take an explicit depth: build("resnet", depth=74).
 _FAMILIES: dict[str, Callable[..., nn.Module]] = {}
+_CONTRACTS: dict[str, InputContract] = {}  # every registered name and family -> what input it takes
 
 
-def register_model(name: str | None = None, *, family: bool = False):
-    """Decorator: register a builder under ``name`` (default: the function's name)."""
+def register_model(name: str | None = None, *, family: bool = False, contract: InputContract | None = None):
+    """Decorator: register a builder under ``name`` (default: the function's name).
+
+    ``contract``: what input the model takes (default :data:`CONV`, the signature of the
+    He et al. builders: ``dims``, ``in_channels``, ``num_classes``).
+    """
 
     def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         key = name or fn.__name__
         table = _FAMILIES if family else _MODELS
         if key in _MODELS or key in _FAMILIES:
             raise ValueError(f"a model named {key!r} is already registered; choose another name")
+        if contract is not None and not isinstance(contract, InputContract):
+            raise TypeError(f"contract must be an InputContract, received {type(contract).__name__}")
         table[key] = fn
+        _CONTRACTS[key] = contract or CONV
         return fn
 
     return deco
 
 
-_MLP_RE = re.compile(r"^(resmlp|plainmlp)-(\d+)x(\d+)$")
+def _lookup(name: str) -> tuple[Callable[..., nn.Module], dict[str, Any], str] | None:
+    """(builder, fixed keyword arguments, registered key) for a name, or None when unknown."""
+    key = name.strip().lower()
+    if key in _MODELS:
+        return _MODELS[key], {}, key
+    if key in _FAMILIES:
+        return _FAMILIES[key], {}, key
+    m = _MLP_RE.match(key)
+    if m:
+        return _FAMILIES[m.group(1)], {"depth": int(m.group(2)), "width": int(m.group(3))}, m.group(1)
+    # A family name with a depth that is not registered by name: "resnet74".
+    fam = re.match(r"^([a-z]+?)-?(\d+)$", key)  # "resnet74", "preln-8"
+    if fam and fam.group(1) in _FAMILIES:
+        return _FAMILIES[fam.group(1)], {"depth": int(fam.group(2))}, fam.group(1)
+    return None
+
+
+def _unknown(name: str) -> ValueError:
+    key = name.strip().lower()
+    names = list_models() + list(_FAMILIES)
+    close = difflib.get_close_matches(key, names, n=4, cutoff=0.5)
+    hint = f"did you mean {', '.join(close)}?" if close else "see `resgrad models` for the list"
+    return ValueError(f"unknown model {name!r}; {hint}")
+
+
+def contract_of(name: str) -> InputContract:
+    """The input contract registered with ``name``'s builder (``resnet74``: the resnet family's)."""
+    if not isinstance(name, str):
+        raise TypeError(f"model name must be a string, received {type(name).__name__}")
+    found = _lookup(name)
+    if found is None:
+        raise _unknown(name)
+    return _CONTRACTS[found[2]]
 
 
 def build(name: str, **kwargs) -> nn.Module:
     """Build a registered model by name; keyword arguments go to its builder."""
     if not isinstance(name, str):
         raise TypeError(f"model name must be a string, received {type(name).__name__}")
-    key = name.strip().lower()
-    if key in _MODELS:
-        return _MODELS[key](**kwargs)
-    if key in _FAMILIES:
-        return _FAMILIES[key](**kwargs)
-    m = _MLP_RE.match(key)
-    if m:
-        return _FAMILIES[m.group(1)](depth=int(m.group(2)), width=int(m.group(3)), **kwargs)
-    # A family name with a depth that is not registered by name: "resnet74".
-    fam = re.match(r"^([a-z]+?)-?(\d+)$", key)  # "resnet74", "preln-8"
-    if fam and fam.group(1) in _FAMILIES:
-        return _FAMILIES[fam.group(1)](depth=int(fam.group(2)), **kwargs)
-    names = list_models() + list(_FAMILIES)
-    close = difflib.get_close_matches(key, names, n=4, cutoff=0.5)
-    hint = f"did you mean {', '.join(close)}?" if close else "see `resgrad models` for the list"
-    raise ValueError(f"unknown model {name!r}; {hint}")
+    found = _lookup(name)
+    if found is None:
+        raise _unknown(name)
+    fn, fixed, _ = found
+    return fn(**fixed, **kwargs)
 
 
 def build_for(name: str, input_shape: tuple[int, ...], num_classes: int, **kwargs) -> nn.Module:
     """Build ``name`` for examples of ``input_shape`` (no batch dim) and ``num_classes``.
 
-    ``(C, L)`` gives a 1-D conv net, ``(C, H, W)`` a 2-D one; MLPs take the flattened size.
+    The builder's registered :class:`InputContract` says how: ``(C, L)`` gives a 1-D conv
+    net and ``(C, H, W)`` a 2-D one; MLPs take the flattened size, Transformers the
+    flattened example as patches. ``kwargs`` win over the contract's (``patch=1``).
     """
     shape = tuple(int(s) for s in input_shape)
-    key = name.strip().lower()
-    if "mlp" in key:
-        n = 1
-        for s in shape:
-            n *= s
-        return build(name, in_features=n, num_classes=num_classes, **kwargs)
-    if family_of(key) in ("preln", "postln", "noskip"):
-        # A Transformer reads the flattened example as a sequence of patches (4 values when they divide).
-        n = 1
-        for s in shape:
-            n *= s
-        kwargs.setdefault("patch", 4 if n % 4 == 0 else 1)
-        return build(name, length=n, num_classes=num_classes, **kwargs)
-    if len(shape) not in (2, 3):
-        raise ValueError(
-            f"{name} is a convolutional net: it needs inputs (C, L) or (C, H, W), received {shape}; "
-            "use an MLP (e.g. resmlp-16x64) for flat features"
-        )
-    return build(name, dims=len(shape) - 1, in_channels=shape[0], num_classes=num_classes, **kwargs)
+    fitted = contract_of(name).kwargs(name, shape, num_classes)
+    return build(name, **{**fitted, **kwargs})
 
 
 def list_models(pattern: str = "*") -> list[str]:
@@ -163,13 +241,13 @@ def preplain(depth: int = 110, **kw) -> nn.Module:
     return _he(depth, residual=False, unit="pre", **kw)
 
 
-@register_model(family=True)
+@register_model(family=True, contract=VECTOR)
 def resmlp(depth: int = 16, width: int = 64, **kw) -> nn.Module:
     """Residual pre-activation MLP (``resmlp-DEPTHxWIDTH`` by name)."""
     return MLP(depth, width, residual=True, **kw)
 
 
-@register_model(family=True)
+@register_model(family=True, contract=VECTOR)
 def plainmlp(depth: int = 16, width: int = 64, **kw) -> nn.Module:
     """The plain twin of :func:`resmlp`."""
     return MLP(depth, width, residual=False, **kw)
@@ -184,7 +262,7 @@ def _named(name: str, fam: Callable[..., nn.Module], depth: int, **fixed) -> Non
 
     builder.__name__ = name
     builder.__doc__ = f"{fam.__doc__.splitlines()[0].rstrip('.')}, depth {depth}."
-    register_model(name)(builder)
+    register_model(name, contract=_CONTRACTS[fam.__name__])(builder)  # a named depth takes what its family takes
 
 
 for _d in (20, 32, 44, 56, 110, 1202):
@@ -209,7 +287,7 @@ def _transformer_family(kind: str, doc: str) -> None:
         return Transformer(depth, kind=kind, **kw)
 
     fam.__name__, fam.__doc__ = kind, doc
-    register_model(family=True)(fam)
+    register_model(family=True, contract=SEQUENCE)(fam)
     for d in (2, 4, 8):
         _named(f"{kind}-{d}", fam, d)
 

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from ..nets.adapters import SUPPORTED
 from ..nets.blocks import Block, Residual, blocks, residual_blocks
 
-__all__ = ["LossFn", "chain", "call_loss", "preserved", "as_input"]
+__all__ = ["LossFn", "chain", "call_loss", "preserved", "as_input", "normalisations", "has_batchnorm", "mode_phrase"]
 
 # loss(output) -> scalar, or loss(output, targets) -> scalar when targets are given.
 LossFn = Callable[..., Tensor]
@@ -61,6 +61,37 @@ def as_input(model: nn.Module, inputs: Tensor) -> Tensor:
         return inputs
     x = inputs.to(p.device)
     return x.to(p.dtype) if x.is_floating_point() else x
+
+
+# Normalisation layers by how they treat a batch: BatchNorm mixes the examples of a batch in
+# train mode (Ioffe & Szegedy 2015); these normalise each example (or token) on its own.
+_PER_EXAMPLE_NORMS = ("LayerNorm", "RMSNorm", "GroupNorm", "InstanceNorm")
+
+
+def normalisations(model: nn.Module) -> list[str]:
+    """The normalisation layer types ``model`` holds, by class name, in order of first use."""
+    seen: dict[str, None] = {}
+    for m in model.modules():
+        name = type(m).__name__
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) or any(k in name for k in _PER_EXAMPLE_NORMS):
+            seen.setdefault(name, None)
+    return list(seen)
+
+
+def has_batchnorm(model: nn.Module) -> bool:
+    """Whether ``model`` holds a BatchNorm layer (its train mode mixes the examples of a batch)."""
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+def mode_phrase(model: nn.Module, training: bool) -> str:
+    """How the measurement ran, naming what the model has: ``BatchNorm eval mode`` for a
+    He et al. net, ``eval mode; GPT2Block... has LayerNorm, no BatchNorm`` for GPT-2."""
+    mode = "train" if training else "eval"
+    if has_batchnorm(model):
+        return f"BatchNorm {mode} mode"
+    norms = normalisations(model)
+    has = f"{', '.join(norms)}, no BatchNorm" if norms else "no normalisation layer"
+    return f"{mode} mode; {type(model).__name__} has {has}"
 
 
 @contextmanager

@@ -38,7 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from ..nets.blocks import Residual, gates
-from ._common import LossFn, as_input, call_loss, chain, preserved
+from ._common import LossFn, as_input, call_loss, chain, has_batchnorm, preserved
 from .counting import EffectiveRange, counts
 from .decompose import _Batching, _Recorder, _vjp
 
@@ -47,6 +47,11 @@ __all__ = ["Sampled", "sample", "sample_loop", "NOTE"]
 NOTE = (
     "BatchNorm in eval mode (running statistics) and dropout off while sampling, so that each "
     "example's randomly drawn path does not interact with the others in the batch"
+)
+# The same for a model without BatchNorm (GPT-2, a pre-LN Transformer): only dropout could mix.
+NOTE_NO_BATCHNORM = (
+    "eval mode (dropout off) while sampling; the model has no BatchNorm, so each example's randomly "
+    "drawn path does not interact with the others in the batch"
 )
 
 
@@ -284,7 +289,7 @@ def sample(
             _sample_graph(model, res, x, loss, targets, want, n, per, None if rows is None else max(1, int(rows)), g, got,
                           _Batching.choose(vjp, x.device), forward_kwargs)
     values = torch.stack([torch.cat(got[k]) for k in ks])  # (len(ks), samples)
-    return Sampled(n, ks, values, f"vectorised ({method})", time.perf_counter() - t0, len(x))
+    return Sampled(n, ks, values, f"vectorised ({method})", time.perf_counter() - t0, len(x), _note(model))
 
 
 def sample_loop(
@@ -319,4 +324,8 @@ def sample_loop(
                     tb = targets[b : b + 1].to(x.device)
                     kw = _take(forward_kwargs, slice(b, b + 1), len(x))
                     vals[j, s] = _row_norms(model, res, first, x[b : b + 1], tb, loss, route, kw)[0]
-    return Sampled(n, ks, vals, "loop", time.perf_counter() - t0, len(x))
+    return Sampled(n, ks, vals, "loop", time.perf_counter() - t0, len(x), _note(model))
+
+
+def _note(model: nn.Module) -> str:
+    return NOTE if has_batchnorm(model) else NOTE_NO_BATCHNORM
