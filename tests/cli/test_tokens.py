@@ -59,12 +59,13 @@ def test_loss_is_the_models_own_and_equals_cross_entropy_over_logits(arch, causa
 
 def test_text_ids_are_bytes_cut_in_sequences(tmp_path):
     f = tmp_path / "t.txt"
-    f.write_bytes(bytes(range(200)) * 2)
+    raw = ("ASCII and UTF-8: héllo wörld ✓ 日本語. " * 12).encode()[:400]  # multi-byte characters: ids >= 128
+    f.write_bytes(raw)
     ids = tokens.text_ids(f, 50, 100)
     assert ids.shape == (8, 50) and ids.dtype == torch.int64
-    assert ids.flatten().tolist() == list(range(200)) * 2
+    assert ids.flatten().tolist() == list(raw)
     assert tokens.text_ids(f, 50, 3).shape == (3, 50)
-    with pytest.raises(ValueError, match="byte ids up to 199 .* vocabulary is 64"):
+    with pytest.raises(ValueError, match=f"byte ids up to {max(raw)} .* vocabulary is 64"):
         tokens.text_ids(f, 50, 8, vocab=64)
 
 

@@ -10,6 +10,7 @@ text, never overlapping it). Nothing is downloaded: the file is the user's.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 from pathlib import Path
 
@@ -43,8 +44,8 @@ def not_text(raw: bytes) -> str | None:
     ctrl = len(raw.translate(None, _TEXT))
     if ctrl > CONTROL_SHARE * len(raw):
         return f"{ctrl / len(raw):.0%} of its {len(raw)} bytes are control characters"
-    try:
-        raw.decode("utf-8")
+    try:  # not final: a file cut inside a multi-byte character is still UTF-8
+        codecs.getincrementaldecoder("utf-8")().decode(raw, final=False)
     except UnicodeDecodeError:
         high = len(raw.translate(None, bytes(range(0x80))))
         if high > HIGH_SHARE * len(raw):
