@@ -127,7 +127,7 @@ def diagnose(spec: str, *, input_shape: tuple[int, ...] | None = None, data: str
 def _print(result: DiagnoseResult, max_rows: int, files: list[Path]) -> None:
     layers = result.layers
     flagged = [r for r in layers if r.flags]
-    heads = ["‖∂L/∂out‖", "‖∂L/∂out‖·‖out‖", "vs trend", "‖∂L/∂w‖/‖w‖", "flags"]
+    heads = ["‖∂L/∂h‖", "‖∂L/∂h‖‖h‖", "Δtrend", "‖∂L/∂w‖/‖w‖", "flags"]  # h: the layer's output
     shown = layers
     if len(layers) > max_rows:
         keep = {id(r) for r in layers[:5] + layers[-5:] + flagged}
@@ -141,8 +141,8 @@ def _print(result: DiagnoseResult, max_rows: int, files: list[Path]) -> None:
     # The name column gets what the terminal leaves: long names lose their head, not their tail.
     others = sum(max([len(h)] + [len(c[j]) for c in cells]) + 2 for j, h in enumerate(heads))  # + padding
     room = max(12, console.width - others - 1)
-    table = Table(Column("layer", no_wrap=True), *(Column(h, no_wrap=True) for h in heads), box=None,
-                  pad_edge=False)
+    table = Table(Column("layer", no_wrap=True, min_width=min(room, max(len(r.name) for r in shown))),
+                  *(Column(h, no_wrap=True) for h in heads), box=None, pad_edge=False)
     for r, c in zip(shown, cells, strict=True):
         style = "red" if {"non-finite", "vanishing", "exploding"} & set(r.flags) else None
         table.add_row(_truncate(r.name, room), *c, style=style)
@@ -158,7 +158,7 @@ def _print(result: DiagnoseResult, max_rows: int, files: list[Path]) -> None:
     t = result.trend
     if t is not None and t.decades is not None:
         off = f", {t.left_out} rows off it left out" if t.left_out else ""
-        console.print(f"trend: ‖∂L/∂out‖·‖out‖ changes {t.decades:+.2f} decades from the output to the input, "
+        console.print(f"trend: ‖∂L/∂h‖‖h‖ changes {t.decades:+.2f} decades from the output to the input, "
                       f"fitted along {t.rows} layers ({t.last} back to {t.first}{off}): {t.verdict}",
                       highlight=False)
     console.print(f"{len(flagged)} of {len(layers)} layers flagged (±{result.thresholds['decades']:g} decades from "

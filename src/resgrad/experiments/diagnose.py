@@ -1,13 +1,16 @@
-"""Diagnose any model: per-layer gradient norms on a few batches, flagged against their median.
+"""Diagnose any model: per-layer gradient norms on a few batches, flagged against their trend.
 
 ``run(config, out, model=...)`` measures every module's output gradient and its
 parameters' gradients with :class:`~resgrad.probes.GradientMonitor` on ``config.steps``
-batches (SGD steps, lr 0.01, between them) and flags layers whose gradient RMS lies
-``config.threshold`` decades or more from the median layer's: *vanishing* / *exploding*,
-*zero*, *non-finite*, *no grad*. For models with resgrad blocks it also gives the per-block
-input-gradient profile and the flow experiment's verdict. The result is a
-:class:`resgrad.results.DiagnoseResult`; ``resgrad diagnose`` resolves the SPEC to a model
-and prints it.
+batches (SGD steps, lr 0.01, between them). The flags follow the gradient through depth
+(:func:`_trend`): a least-squares line of log10 ``‖∂L/∂h‖·‖h‖`` along the forward order,
+judged as the flow experiment judges a net; layers ``config.threshold`` decades or more
+off the line, or that far from its output end where the line itself vanishes or
+explodes, are *vanishing* / *exploding*; also *zero*, *non-finite*, *no grad*. Each flag
+is explained by a named cause or listed under "no known cause". For models with resgrad
+blocks it also gives the per-block input-gradient profile and the flow experiment's
+verdict. The result is a :class:`resgrad.results.DiagnoseResult`; ``resgrad diagnose``
+resolves the SPEC to a model and prints it.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ class DiagnoseConfig:
     data: str | None = None  # dataset whose training batches are used; None: random inputs
     steps: int = 1  # measured steps (SGD, lr 0.01, between them); 1 = at initialisation
     batch_size: int = 16  # examples per step
-    threshold: float = 2.0  # flag layers this many decades from the median gradient RMS (100x)
+    threshold: float = 2.0  # flag layers this many decades (100x) off the gradient's trend through depth
     seed: int = 0  # the inputs and the SGD steps
     device: str = "cpu"
     tokens: dict[str, Any] | None = None  # token inputs: vocab, seq_len, text, causal (resgrad.tokens)
