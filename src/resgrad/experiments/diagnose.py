@@ -246,8 +246,8 @@ def _trend(layers: list[dict[str, Any]], threshold: float, side: Collection[str]
     The trend is a least-squares line of ``log10 s`` along the forward order
     (:func:`resgrad.experiments.flow.fit_slope`), judged by
     :func:`resgrad.verdicts.flow_verdict` as the flow experiment judges a net. It is
-    fitted on the main path: rows inside ``side`` (branches a known mechanism scales at
-    init: layer scale, a zero-initialised last weight) and rows ``threshold`` decades or
+    fitted on the main path: rows inside ``side`` (blocks whose branch a layer scale
+    shrinks at init) and rows ``threshold`` decades or
     more below the line (side branches, attention scores) are left out and the line
     refitted, so that they neither drag it down nor make the main path look "exploding"
     (a ConvNeXt's branch layers outnumber its stem, downsampling and head). A row is flagged
@@ -300,11 +300,12 @@ def _inside(prefix: str, name: str) -> bool:
 
 
 def _scaled_branches(records: list[dict[str, Any]], init: dict[str, float], layers: list[dict[str, Any]]) -> set[str]:
-    """The modules whose output a layer-scale vector or a zero-initialised weight scales down at init."""
+    """The blocks whose branch a layer-scale vector scales down at init. (A zero-initialised
+    branch needs no leaving out: its layers' gradient is 0, which no line is fitted on, while
+    the block's own stream layers -- its post-addition activation, its downsampling -- are
+    on the main path.)"""
     names = {r["name"] for r in layers}
-    w0 = [r["name"] for r in records if r["step"] == 0 and r["kind"] == "weight" and r["norm"] == 0
-          and not r["name"].endswith("bias")]
-    return {_branch_of(n, names) for n in [*w0, *init]}
+    return {_branch_of(n, names) for n in init}
 
 
 def _line(idx: list[int], y: dict[int, float]) -> tuple[float, float]:
