@@ -47,6 +47,11 @@ def text_ids(path: str | Path, seq_len: int, n: int, vocab: int | None = None) -
     if not p.is_file():
         raise FileNotFoundError(f"--text {path}: no such file; pass a text file to cut token sequences from")
     data = p.read_bytes()
+    from .data.text import not_text
+
+    why = not_text(data)
+    if why is not None:
+        raise ValueError(f"--text {path} is not text: {why}; give a plain text file (its bytes are the token ids)")
     if len(data) < seq_len:
         raise ValueError(f"--text {path} holds {len(data)} bytes, fewer than one sequence of --seq-len {seq_len}; "
                          "give a longer file or a shorter --seq-len")

@@ -132,3 +132,22 @@ def test_diagnose_run_folder(tmp_path):
     assert rm.kind == "run" and rm.input_shape == (1, 40) and rm.data == "synthetic"
     assert isinstance(rm.model, nn.Module)
     _ok(runner.invoke(app, ["diagnose", str(run), "--out", str(tmp_path / "d")]))
+
+
+def test_diagnose_table_fits_the_terminal_and_every_flag_has_a_cause(tmp_path, monkeypatch):
+    pytest.importorskip("transformers")
+    from resgrad.cli import _common
+
+    monkeypatch.setattr(_common.console, "width", 80)
+    out = _ok(runner.invoke(app, ["diagnose", "hf:bert", "--layers", "2", "--width", "64", "--vocab", "256",
+                                  "--seq-len", "16", "--batch-size", "4", "--out", str(tmp_path)]))
+    res = json.loads((tmp_path / "results.json").read_text())
+    names = [r["name"] for r in res["layers"]]
+    lines = out.splitlines()
+    table = lines[1:lines.index(next(ln for ln in lines if ln.startswith("trend:")))]
+    assert table and all(len(ln) <= 80 for ln in table), [ln for ln in table if len(ln) > 80]
+    cut = [ln.split()[0] for ln in table if ln.startswith("…")]
+    assert cut and all(any(n.endswith(c[1:]) for n in names) for c in cut)  # the tail of a real name
+    flagged = [r for r in res["layers"] if r["flags"]]
+    assert flagged and all(r["cause"] == "attention-scores" for r in flagged)
+    assert "cause (attention-scores)" in out and res["trend"]["verdict"] in out

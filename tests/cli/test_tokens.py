@@ -59,12 +59,13 @@ def test_loss_is_the_models_own_and_equals_cross_entropy_over_logits(arch, causa
 
 def test_text_ids_are_bytes_cut_in_sequences(tmp_path):
     f = tmp_path / "t.txt"
-    f.write_bytes(bytes(range(200)) * 2)
+    raw = ("ASCII and UTF-8: héllo wörld ✓ 日本語. " * 12).encode()[:400]  # multi-byte characters: ids >= 128
+    f.write_bytes(raw)
     ids = tokens.text_ids(f, 50, 100)
     assert ids.shape == (8, 50) and ids.dtype == torch.int64
-    assert ids.flatten().tolist() == list(range(200)) * 2
+    assert ids.flatten().tolist() == list(raw)
     assert tokens.text_ids(f, 50, 3).shape == (3, 50)
-    with pytest.raises(ValueError, match="byte ids up to 199 .* vocabulary is 64"):
+    with pytest.raises(ValueError, match=f"byte ids up to {max(raw)} .* vocabulary is 64"):
         tokens.text_ids(f, 50, 8, vocab=64)
 
 
@@ -198,3 +199,63 @@ def test_unknown_model_and_too_large_vocab_one_line_exit_2(tmp_path):
     _usage_error(runner.invoke(app, ["diagnose", f"{f}:emb", "--vocab", "60", "--out", str(tmp_path / "d")]),
                  "--vocab 60 is larger than", "vocabulary of 50")
     _ok(runner.invoke(app, ["diagnose", f"{f}:emb", "--vocab", "50", "--out", str(tmp_path / "d2")]))
+
+
+def _binaries(tmp_path):
+    """Files a user may pass by mistake: a checkpoint, gzip, random bytes, an image, UTF-16 text."""
+    import gzip
+    import random
+
+    out = {}
+    torch.save({"w": torch.randn(64, 64)}, tmp_path / "ckpt.pt")
+    out["checkpoint"] = tmp_path / "ckpt.pt"
+    (tmp_path / "a.gz").write_bytes(gzip.compress(b"some text to compress " * 200, mtime=0))
+    out["gzip"] = tmp_path / "a.gz"
+    (tmp_path / "rand.bin").write_bytes(random.Random(0).randbytes(4096))
+    out["random"] = tmp_path / "rand.bin"
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig = plt.figure(figsize=(2, 2))
+    fig.savefig(tmp_path / "fig.png")
+    plt.close(fig)
+    out["png"] = tmp_path / "fig.png"
+    (tmp_path / "u16.txt").write_text("hello world, a text in UTF-16 " * 20, encoding="utf-16")
+    out["utf16"] = tmp_path / "u16.txt"
+    return out
+
+
+def test_not_text_refuses_binaries_and_keeps_text(tmp_path):
+    from pathlib import Path
+
+    from resgrad.data.text import not_text
+
+    for kind, p in _binaries(tmp_path).items():
+        assert not_text(p.read_bytes()) is not None, kind
+    assert "UTF-16" in not_text(_binaries(tmp_path)["utf16"].read_bytes())
+    readme = Path(__file__).resolve().parents[2] / "README.md"
+    texts = [readme.read_bytes(), "héllo wörld ✓ 日本語\n".encode() * 50, "café crème, à la française\n".encode(
+        "latin-1") * 50, b"\x1b[31mred\x1b[0m log line\tand a tab\r\n" * 50, b""]
+    for t in texts:
+        assert not_text(t) is None, t[:40]
+    # the counts it gives are the file's (an independent count of the same bytes)
+    rand = _binaries(tmp_path)["random"].read_bytes()
+    nul = sum(1 for b in rand if b == 0)
+    assert f"{nul} NUL byte(s) in 4096" in not_text(rand)
+
+
+def test_every_text_option_refuses_a_binary_file_in_one_line(tmp_path):
+    bins = _binaries(tmp_path)
+    small = ["--layers", "2", "--width", "32", "--seq-len", "8"]
+    for p in bins.values():
+        for cmd in ("diagnose", "paths", "lesion"):
+            _usage_error(runner.invoke(app, [cmd, "hf:gpt2", *small, "--text", str(p), "--out", str(tmp_path / cmd)]),
+                         f"--text {p} is not text", "give a plain text file")
+        _usage_error(runner.invoke(app, ["transformer", "--text", str(p), "--out", str(tmp_path / "t")]),
+                     "is not text", "give a plain text file")
+    with pytest.raises(ValueError, match="is not text"):
+        resgrad.data.text(str(bins["checkpoint"]))
+    with pytest.raises(ValueError, match="is not text"):
+        tokens.text_ids(bins["png"], 8, 4)

@@ -84,3 +84,20 @@ def test_non_finite_origin():
     # The NaN first shows in the gradient at the Linear's output, made by _Sqrt's backward.
     assert c.modules == ["0"] and "produced by the backward of '1'" in c.message, c.message
     assert "non-finite" not in _causes(nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 4)))
+
+
+def test_zero_init_branch_explains_every_flag_and_keeps_the_stream_on_the_trend():
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    r = run(DiagnoseConfig(spec="t", input_shape=(3, 64, 64), batch_size=2),
+            model=timm.create_model("resnet18", pretrained=False, num_classes=10))
+    flagged = [x for x in r.layers if x.flags]
+    # the layers before each block's zero-initialised bn2 get exactly zero gradient ...
+    want = {f"layer{s}.{b}.{m}" for s in range(1, 5) for b in range(2) for m in ("conv1", "bn1", "drop_block",
+                                                                                   "act1", "aa", "conv2")}
+    assert flagged and {x.name for x in flagged} <= want and all(x.flags == ["zero"] for x in flagged)
+    assert {x.cause for x in flagged} == {"zero-init-branch"} and "no-known-cause" not in {c.kind for c in r.causes}
+    # ... while each block's post-addition activation stays on the main path the trend is fitted on
+    rows = {x.name: x for x in r.layers}
+    assert rows["layer2.0.act2"].decades_from_trend is not None and not rows["layer2.0.act2"].flags
+    assert r.trend.verdict == "healthy" and r.trend.left_out == 0

@@ -1,4 +1,4 @@
-"""``resgrad diagnose``: per-layer gradient norms of any model, with vanishing/exploding flags."""
+"""``resgrad diagnose``: per-layer gradient norms of any model, flagged against their trend through depth."""
 
 from __future__ import annotations
 
@@ -36,7 +36,9 @@ def command(
     data: Annotated[str | None, typer.Option("--data", help="Use a dataset's batch: mnist1d, cifar10, digits, synthetic.")] = None,
     steps: Annotated[int, typer.Option(help="Measured steps; SGD steps (lr 0.01) between them. 1 = at init.")] = 1,
     batch_size: Annotated[int, typer.Option(help="Examples per step.")] = 16,
-    threshold: Annotated[float, typer.Option(help="Flag layers this many decades from the median gradient RMS.")] = 2.0,
+    threshold: Annotated[float, typer.Option(
+        help="Flag layers this many decades off the gradient's trend through depth (or, where the trend "
+             "vanishes or explodes, from its output end).")] = 2.0,
     max_rows: Annotated[int, typer.Option(help="Rows shown in the table (all are in the JSON).")] = 60,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
@@ -125,17 +127,25 @@ def diagnose(spec: str, *, input_shape: tuple[int, ...] | None = None, data: str
 def _print(result: DiagnoseResult, max_rows: int, files: list[Path]) -> None:
     layers = result.layers
     flagged = [r for r in layers if r.flags]
-    table = Table(Column("layer", overflow="fold"), "‖∂L/∂out‖", "rms", "‖∂L/∂w‖", "‖∂L/∂w‖/‖w‖", "nonfinite",
-                  "flags", box=None)
+    heads = ["‖∂L/∂h‖", "‖∂L/∂h‖‖h‖", "Δtrend", "‖∂L/∂w‖/‖w‖", "flags"]  # h: the layer's output
     shown = layers
     if len(layers) > max_rows:
         keep = {id(r) for r in layers[:5] + layers[-5:] + flagged}
         shown = [r for r in layers if id(r) in keep]
+    cells = []
     for r in shown:
         rel = r.param_grad_norm / r.weight_norm if r.param_grad_norm is not None and r.weight_norm else None
+        trend = "" if r.decades_from_trend is None else f"{r.decades_from_trend:+.1f}"
+        flags = ", ".join(r.flags) + (f" ({r.nonfinite})" if r.nonfinite else "")
+        cells.append([_fmt(r.grad_norm), _fmt(r.sensitivity), trend, _fmt(rel), flags])
+    # The name column gets what the terminal leaves: long names lose their head, not their tail.
+    others = sum(max([len(h)] + [len(c[j]) for c in cells]) + 2 for j, h in enumerate(heads))  # + padding
+    room = max(12, console.width - others - 1)
+    table = Table(Column("layer", no_wrap=True, min_width=min(room, max(len(r.name) for r in shown))),
+                  *(Column(h, no_wrap=True) for h in heads), box=None, pad_edge=False)
+    for r, c in zip(shown, cells, strict=True):
         style = "red" if {"non-finite", "vanishing", "exploding"} & set(r.flags) else None
-        table.add_row(r.name, _fmt(r.grad_norm), _fmt(r.grad_rms), _fmt(r.param_grad_norm), _fmt(rel),
-                      str(r.nonfinite) if r.nonfinite else "", ", ".join(r.flags), style=style)
+        table.add_row(_truncate(r.name, room), *c, style=style)
     console.print(table)
     if len(shown) < len(layers):
         console.print(f"({len(layers) - len(shown)} unflagged rows not shown; all {len(layers)} are in the JSON)",
@@ -145,11 +155,23 @@ def _print(result: DiagnoseResult, max_rows: int, files: list[Path]) -> None:
         console.print(f"blocks: ‖∂L/∂x_first‖/‖∂L/∂x_last‖ = {b.ratio_first_last:.3g} "
                       f"({b.decades:+.2f} decades fitted over {len(b.profile_rms)} blocks): {b.verdict}",
                       highlight=False)
-    console.print(f"{len(flagged)} of {len(layers)} layers flagged (threshold ±{result.thresholds['decades']:g} "
-                  f"decades from the median rms); loss {_fmt(result.losses[-1])}", highlight=False)
+    t = result.trend
+    if t is not None and t.decades is not None:
+        off = f", {t.left_out} rows off it left out" if t.left_out else ""
+        console.print(f"trend: ‖∂L/∂h‖‖h‖ changes {t.decades:+.2f} decades from the output to the input, "
+                      f"fitted along {t.rows} layers ({t.last} back to {t.first}{off}): {t.verdict}",
+                      highlight=False)
+    console.print(f"{len(flagged)} of {len(layers)} layers flagged (±{result.thresholds['decades']:g} decades from "
+                  f"the trend, or from its output end where the trend vanishes or explodes); loss "
+                  f"{_fmt(result.losses[-1])}", highlight=False)
     for c in result.causes:
         console.print(f"cause ({c.kind}): {c.message}", style="yellow", highlight=False)
     console.print(f"wrote {', '.join(map(str, files))}", highlight=False, soft_wrap=True)
+
+
+def _truncate(name: str, width: int) -> str:
+    """``name`` in at most ``width`` characters: its tail after an ellipsis when it is longer."""
+    return name if len(name) <= width else "…" + name[len(name) - width + 1:]
 
 
 def _fmt(v: float | None) -> str:

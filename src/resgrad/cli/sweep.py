@@ -63,18 +63,18 @@ def command(
     rerun the same command to resume a killed sweep. Prints final errors with mean, std
     and a 95% interval over seeds per cell, and the first/last gradient ratio.
 
-    A sweep file (unknown keys are errors):
+    A sweep file, examples/sweep.toml (unknown keys are errors; about 20 s on two cores):
 
       family = "he2015"          # or models = ["resnet20", "plainmlp-8x64"]
-      depths = [20, 56]
-      seeds = [0, 1, 2]
+      depths = [8, 14]
+      seeds = [0, 1]
       datasets = ["mnist1d"]
-      [train]
-      epochs = 12
-      lr = 0.02
+      \\[train]
+      epochs = 2
+      batch_size = 128
 
     Examples:
-      resgrad sweep sweep.toml --out runs/sweep
+      resgrad sweep examples/sweep.toml --out runs/sweep
       resgrad sweep sweep.toml --workers 2 --threads 1
       resgrad sweep sweep.toml --executor ray --address auto --num-gpus 0.25
       resgrad sweep sweep.toml --executor slurm --partition gpu --gpus-per-task 1 --time 120

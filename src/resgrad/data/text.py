@@ -10,6 +10,7 @@ text, never overlapping it). Nothing is downloaded: the file is the user's.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 from pathlib import Path
 
@@ -17,9 +18,39 @@ import torch
 
 from .bundle import DataBundle
 
-__all__ = ["text", "MIN_WINDOWS"]
+__all__ = ["text", "MIN_WINDOWS", "not_text"]
 
 MIN_WINDOWS = 8  # fewer training windows than this is not a training set
+# Bytes that no text encoding of 8 bits per unit uses for text: the C0 controls other than
+# backspace, tab, newline, vertical tab, form feed, carriage return and escape (ANSI colours), and DEL.
+_CONTROL = bytes([*range(0x01, 0x08), *range(0x0E, 0x1B), *range(0x1C, 0x20), 0x7F])
+_TEXT = bytes(b for b in range(256) if b not in _CONTROL and b != 0)
+# A text file holds no NUL and almost no other control byte; a binary one (an archive, an image, a
+# checkpoint) has them everywhere. 1% leaves room for a stray control character in real text.
+CONTROL_SHARE = 0.01
+# Not UTF-8 and more than 30% of bytes >= 0x80: binary (Perl's -T test uses the same share); text
+# in Latin-1 or another 8-bit encoding has a few accented letters among ASCII.
+HIGH_SHARE = 0.30
+
+
+def not_text(raw: bytes) -> str | None:
+    """Why ``raw`` is not text (a short reason), or None when it reads as text."""
+    if not raw:
+        return None
+    nul = raw.count(0)
+    if nul:
+        utf16 = " (UTF-16 text? save it as UTF-8)" if nul * 3 >= len(raw) else ""
+        return f"it holds {nul} NUL byte(s) in {len(raw)}{utf16}"
+    ctrl = len(raw.translate(None, _TEXT))
+    if ctrl > CONTROL_SHARE * len(raw):
+        return f"{ctrl / len(raw):.0%} of its {len(raw)} bytes are control characters"
+    try:  # not final: a file cut inside a multi-byte character is still UTF-8
+        codecs.getincrementaldecoder("utf-8")().decode(raw, final=False)
+    except UnicodeDecodeError:
+        high = len(raw.translate(None, bytes(range(0x80))))
+        if high > HIGH_SHARE * len(raw):
+            return f"it is not UTF-8 and {high / len(raw):.0%} of its bytes are >= 0x80"
+    return None
 
 
 def text(path: str, *, seq_len: int = 32, test_fraction: float = 0.1) -> DataBundle:
@@ -32,6 +63,10 @@ def text(path: str, *, seq_len: int = 32, test_fraction: float = 0.1) -> DataBun
     if not 0.0 < float(test_fraction) < 1.0:
         raise ValueError(f"test_fraction must be in (0, 1), received {test_fraction!r}")
     raw = p.read_bytes()
+    why = not_text(raw)
+    if why is not None:
+        raise ValueError(f"text file {path!r} is not text: {why}; give a plain text file (UTF-8 or another "
+                         "8-bit encoding)")
     chars = sorted(set(raw))
     lut = torch.zeros(256, dtype=torch.int64)
     lut[torch.tensor(chars, dtype=torch.int64)] = torch.arange(len(chars))

@@ -1,13 +1,16 @@
-"""Diagnose any model: per-layer gradient norms on a few batches, flagged against their median.
+"""Diagnose any model: per-layer gradient norms on a few batches, flagged against their trend.
 
 ``run(config, out, model=...)`` measures every module's output gradient and its
 parameters' gradients with :class:`~resgrad.probes.GradientMonitor` on ``config.steps``
-batches (SGD steps, lr 0.01, between them) and flags layers whose gradient RMS lies
-``config.threshold`` decades or more from the median layer's: *vanishing* / *exploding*,
-*zero*, *non-finite*, *no grad*. For models with resgrad blocks it also gives the per-block
-input-gradient profile and the flow experiment's verdict. The result is a
-:class:`resgrad.results.DiagnoseResult`; ``resgrad diagnose`` resolves the SPEC to a model
-and prints it.
+batches (SGD steps, lr 0.01, between them). The flags follow the gradient through depth
+(:func:`_trend`): a least-squares line of log10 ``‖∂L/∂h‖·‖h‖`` along the forward order,
+judged as the flow experiment judges a net; layers ``config.threshold`` decades or more
+off the line, or that far from its output end where the line itself vanishes or
+explodes, are *vanishing* / *exploding*; also *zero*, *non-finite*, *no grad*. Each flag
+is explained by a named cause or listed under "no known cause". For models with resgrad
+blocks it also gives the per-block input-gradient profile and the flow experiment's
+verdict. The result is a :class:`resgrad.results.DiagnoseResult`; ``resgrad diagnose``
+resolves the SPEC to a model and prints it.
 """
 
 from __future__ import annotations
@@ -28,7 +31,17 @@ from ..nets import blocks as _model_blocks
 from ..probes import GradientMonitor
 from ..results import DiagnoseResult
 from ..rundir import RunDir
-from ..verdicts import DEAD_RELU_FRACTION
+from ._diagnose_flags import (
+    TREND_REFERENCE,
+    _causes,
+    _dead_hook,
+    _layers,
+    _Outputs,
+    _saturating,
+    _scaled_branches,
+    _small_scales,
+    _trend,
+)
 from .flow import fit_slope, verdict
 
 __all__ = ["DiagnoseConfig", "run", "KIND"]
@@ -45,7 +58,7 @@ class DiagnoseConfig:
     data: str | None = None  # dataset whose training batches are used; None: random inputs
     steps: int = 1  # measured steps (SGD, lr 0.01, between them); 1 = at initialisation
     batch_size: int = 16  # examples per step
-    threshold: float = 2.0  # flag layers this many decades from the median gradient RMS (100x)
+    threshold: float = 2.0  # flag layers this many decades (100x) off the gradient's trend through depth
     seed: int = 0  # the inputs and the SGD steps
     device: str = "cpu"
     tokens: dict[str, Any] | None = None  # token inputs: vocab, seq_len, text, causal (resgrad.tokens)
@@ -107,6 +120,8 @@ def run(config: DiagnoseConfig, out: str | Path | RunDir | None = None, *, model
     dead: dict[str, float] = {}  # ReLU name -> share of units never active over the last step's batch
     relu_hooks = [m.register_forward_hook(_dead_hook(name, dead)) for name, m in model.named_modules()
                   if isinstance(m, nn.ReLU)]
+    init = _small_scales(model)  # before any step: layer-scale vectors as initialised
+    fwd = _Outputs(model)  # ‖h‖ of every module's output and the query/key outputs, last forward
     with GradientMonitor(model, activations=True, weights=True) as mon:
         for step in range(config.steps):
             xb, yb = _batch(data, batches, shape, config.batch_size, g, n_classes)
@@ -119,17 +134,20 @@ def run(config: DiagnoseConfig, out: str | Path | RunDir | None = None, *, model
                 opt.step()
     for h in relu_hooks:
         h.remove()
+    fwd.remove()
     records = mon.records
     last = config.steps - 1
-    layers = _layers(records, last, config.threshold)
+    layers = _layers(records, last, config.threshold, fwd.norms)
+    trend = _trend(layers, config.threshold, _scaled_branches(records, init, layers))
     result = DiagnoseResult.of(jsonable({
         "spec": config.spec, "kind": source, "model": type(model).__name__,
         "parameters": sum(p.numel() for p in model.parameters()),
         "input_shape": list(shape), "num_classes": n_classes, "data": data.name if data is not None else "random",
         "batch_size": config.batch_size, "steps": config.steps, "seed": config.seed, "losses": losses,
-        "thresholds": {"decades": config.threshold, "reference": "median gradient RMS over layers at the last step"},
-        "layers": layers,
-        "causes": _causes(records, layers, config.steps, dead, mon.nonfinite_origin),
+        "thresholds": {"decades": config.threshold, "reference": TREND_REFERENCE},
+        "layers": layers, "trend": trend,
+        "causes": _causes(records, layers, config.steps, dead, mon.nonfinite_origin, init=init,
+                          attention=fwd.attention(model), saturating=_saturating(model), trend=trend),
         "blocks": _blocks(records, last, len(_model_blocks(model)), config.threshold),
         "records": records, "environment": environment(device),
     }))
@@ -157,59 +175,6 @@ def _batch(bundle, batches, shape, batch_size, g, n_classes=None):
     return x, y
 
 
-def _layers(records: list[dict[str, Any]], step: int, threshold: float) -> list[dict[str, Any]]:
-    """One row per module at ``step``, in forward order: activation gradient, its params' gradients."""
-    rows: dict[str, dict[str, Any]] = {}
-    for r in records:
-        if r["step"] != step or r["kind"] != "activation":
-            continue
-        rows[r["name"]] = {"name": r["name"], "block": r["block"], "grad_norm": r["norm"], "grad_rms": r["rms"],
-                           "numel": r["numel"], "nonfinite": r["nonfinite"] or 0, "param_grad_norm": None,
-                           "weight_norm": None, "params": 0, "flags": []}
-    sq: dict[str, float] = {}
-    wsq: dict[str, float] = {}
-    missing: dict[str, int] = {}
-    for r in records:
-        if r["step"] != step or r["kind"] not in ("param", "weight"):
-            continue
-        owner = r["name"].rsplit(".", 1)[0] if "." in r["name"] else "<model>"
-        row = rows.setdefault(owner, {"name": owner, "block": r["block"], "grad_norm": None, "grad_rms": None,
-                                      "numel": None, "nonfinite": 0, "param_grad_norm": None,
-                                      "weight_norm": None, "params": 0, "flags": []})
-        if r["kind"] == "weight":
-            wsq[owner] = wsq.get(owner, 0.0) + (r["norm"] or 0.0) ** 2
-            continue
-        row["params"] += r["numel"]
-        if r["norm"] is None:
-            missing[owner] = missing.get(owner, 0) + 1
-        else:
-            sq[owner] = sq.get(owner, 0.0) + r["norm"] ** 2
-            row["nonfinite"] += r["nonfinite"] or 0
-    for owner, row in rows.items():
-        if owner in sq:
-            row["param_grad_norm"] = math.sqrt(sq[owner])
-        if owner in wsq:
-            row["weight_norm"] = math.sqrt(wsq[owner])
-        if missing.get(owner) and owner not in sq:
-            row["flags"].append("no grad")
-    logs = [math.log10(r["grad_rms"]) for r in rows.values()
-            if r["grad_rms"] is not None and math.isfinite(r["grad_rms"]) and r["grad_rms"] > 0]
-    median = sorted(logs)[len(logs) // 2] if logs else None
-    for row in rows.values():
-        rms = row["grad_rms"]
-        if row["nonfinite"]:
-            row["flags"].append("non-finite")
-        if rms == 0:
-            row["flags"].append("zero")
-        elif rms is not None and median is not None and math.isfinite(rms):
-            row["decades_from_median"] = math.log10(rms) - median
-            if row["decades_from_median"] <= -threshold:
-                row["flags"].append("vanishing")
-            elif row["decades_from_median"] >= threshold:
-                row["flags"].append("exploding")
-    return list(rows.values())
-
-
 def _blocks(records: list[dict[str, Any]], step: int, n_blocks: int, threshold: float) -> dict[str, Any] | None:
     """For models with resgrad blocks: the per-block input gradient, ratio, slope, verdict."""
     if not n_blocks:
@@ -225,63 +190,6 @@ def _blocks(records: list[dict[str, Any]], step: int, n_blocks: int, threshold: 
     return {"profile_rms": prof, "ratio_first_last": prof[0] / prof[-1],  # type: ignore[operator]
             "slope": slope, "decades": slope * (n_blocks - 1),
             "verdict": verdict(slope, None, n_blocks, threshold) if n_blocks > 1 else "healthy"}
-
-
-
-
-def _dead_hook(name: str, into: dict[str, float]):
-    def hook(module: nn.Module, args: Any, out: Any) -> None:
-        if isinstance(out, torch.Tensor) and out.dim() >= 2 and out.shape[0] > 0:
-            with torch.no_grad():
-                into[name] = float((~(out.detach() > 0).flatten(1).any(0)).double().mean())
-
-    return hook
-
-
-def _few(names: list[str], k: int = 4) -> str:
-    return ", ".join(names[:k]) + (f" and {len(names) - k} more" if len(names) > k else "")
-
-
-def _causes(records: list[dict[str, Any]], layers: list[dict[str, Any]], steps: int, dead: dict[str, float],
-            origin: dict[str, Any] | None) -> list[dict[str, Any]]:
-    """Named causes behind what the table shows, as ``Cause`` records (kind, modules, message)."""
-    out: list[dict[str, Any]] = []
-    # (a) Weights exactly 0 at initialisation (not biases, which are commonly 0): a zero-initialised
-    # residual branch -- its last norm's gamma or scale set to 0 so each block starts as the identity
-    # (Goyal et al. 2017, arXiv 1706.02677, §5.1; timm's zero_init_last; Fixup, ReZero).
-    w0 = {r["name"]: r["norm"] for r in records if r["step"] == 0 and r["kind"] == "weight"}
-    zero = [n for n, v in w0.items() if v == 0 and not n.endswith("bias")]
-    if zero:
-        last = {r["name"]: r["norm"] for r in records if r["step"] == steps - 1 and r["kind"] == "weight"}
-        moved = [n for n in zero if last.get(n)]
-        after = (f"; after {steps - 1} SGD step(s) {len(moved)} of them are no longer 0" if steps > 1 else
-                 "; pass --steps N to see them after N-1 SGD steps")
-        out.append({"kind": "zero-init-branch", "modules": zero, "message": (
-            f"{len(zero)} weight tensor(s) are exactly 0 at initialisation ({_few(zero)}): zero-initialised "
-            "residual branches (the branch's last scale starts at 0, so each block starts as the identity; "
-            "Goyal et al. 2017 §5.1, timm zero_init_last). Expected at init: the layers inside such a branch get "
-            f"zero gradient until that weight moves{after}")})
-    # (b) Dead ReLUs.
-    gone = sorted((n for n, f in dead.items() if f > DEAD_RELU_FRACTION), key=lambda n: -dead[n])
-    if gone:
-        out.append({"kind": "dead-relu", "modules": gone, "message": (
-            f"{len(gone)} ReLU layer(s) have more than {DEAD_RELU_FRACTION:.0%} of their units never active over "
-            f"the batch ({', '.join(f'{n}: {dead[n]:.0%}' for n in gone[:4])}): no gradient flows through a dead "
-            "unit; look at the biases and the inputs' scale before them")})
-    # (c) Parameters that need grad but got none: not used in the forward.
-    unused = [r["name"] for r in layers if "no grad" in r["flags"]]
-    if unused:
-        out.append({"kind": "no-grad", "modules": unused, "message": (
-            f"{len(unused)} module(s) have parameters that need grad but got none ({_few(unused)}): they are not "
-            "used in the forward to the loss (dead code, a skipped branch, or a head the loss does not read)")})
-    # (d) Non-finite values: the first module in backward order to show one (GradientMonitor's origin).
-    if origin is not None:
-        by = f", produced by the backward of {origin['produced_by']!r}" if origin.get("produced_by") else ""
-        out.append({"kind": "non-finite", "modules": [origin["name"]], "message": (
-            f"the first non-finite gradient (step {origin['step']}) appeared at the {'output' if origin['kind'] == 'activation' else origin['kind']} of "
-            f"{origin['name']!r}{by}; "
-            "everything before it in the backward only inherits it")})
-    return out
 
 
 def _one_line(e: BaseException) -> str:
