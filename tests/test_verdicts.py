@@ -1,4 +1,4 @@
-"""verdicts.py: each named threshold at its edge, and the records' relations."""
+"""resgrad.verdicts: each named threshold at its edge, and the records' relations."""
 
 from __future__ import annotations
 

@@ -24,7 +24,7 @@ from ._read import FlowRow, pretty_model
 from ._refs import PUBLISHED
 
 __all__ = [
-    "PLAIN", "RESIDUAL", "to_svg", "ratio_band", "panel_title",
+    "PLAIN", "RESIDUAL", "REF", "STYLE", "make_figure", "as_array", "positive", "to_svg", "ratio_band", "panel_title",
     "flow_profiles", "flow_ratio", "degradation_curves", "degradation_grad",
     "ensemble_paths", "ensemble_lesion", "ensemble_deletion",
 ]
@@ -32,7 +32,7 @@ __all__ = [
 PLAIN = "#c0392b"
 RESIDUAL = "#1f5fa8"
 REF = "#555555"
-_STYLE = {"font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 8,
+STYLE = {"font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 8,
           "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True, "grid.alpha": 0.3,
           "svg.hashsalt": "resgrad", "svg.fonttype": "path"}
 
@@ -40,27 +40,27 @@ _STYLE = {"font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fon
 def to_svg(fig: Figure) -> str:
     """The figure as one standalone SVG document (no date stamp, stable ids)."""
     buf = io.StringIO()
-    with matplotlib.rc_context(_STYLE):
+    with matplotlib.rc_context(STYLE):
         # No metadata block (date, creator, RDF links): smaller, and the same bytes for the same results.
         fig.savefig(buf, format="svg",
                     metadata={"Date": None, "Creator": None, "Format": None, "Type": None})
     return buf.getvalue()
 
 
-def _fig(w: float, h: float, ncols: int = 1, nrows: int = 1, **kw: Any) -> tuple[Figure, np.ndarray]:
-    with matplotlib.rc_context(_STYLE):
+def make_figure(w: float, h: float, ncols: int = 1, nrows: int = 1, **kw: Any) -> tuple[Figure, np.ndarray]:
+    with matplotlib.rc_context(STYLE):
         fig = Figure(figsize=(w, h), layout="constrained")
         axes = fig.subplots(nrows, ncols, squeeze=False, **kw)
     return fig, axes
 
 
-def _arr(xs: Sequence[float | None]) -> np.ndarray:
+def as_array(xs: Sequence[float | None]) -> np.ndarray:
     return np.array([np.nan if x is None else x for x in xs], dtype=float)
 
 
-def _pos(xs: Sequence[float | None]) -> np.ndarray:
+def positive(xs: Sequence[float | None]) -> np.ndarray:
     """For log axes: non-finite and non-positive values become gaps."""
-    a = _arr(xs)
+    a = as_array(xs)
     a[~(a > 0)] = np.nan
     return a
 
@@ -114,16 +114,16 @@ def flow_profiles(rows: list[FlowRow]) -> str | None:
         return None
     norms = sorted({r["norm"] for r in rows}, key=lambda s: (s != "batch", s))
     depths = _pick_depths(sorted({r["depth"] for r in rows if r["depth"]}))
-    fig, axes = _fig(10, 3.6, ncols=len(norms), sharey=True)
+    fig, axes = make_figure(10, 3.6, ncols=len(norms), sharey=True)
     shades = np.linspace(0.45, 1.0, len(depths)) if depths else []
-    with matplotlib.rc_context(_STYLE):
+    with matplotlib.rc_context(STYLE):
         for ax, norm in zip(axes[0], norms, strict=False):
             for arch in ("plain", "residual"):
                 for depth, alpha in zip(depths, shades, strict=False):
                     r = next((r for r in rows if r["arch"] == arch and r["norm"] == norm and r["depth"] == depth), None)
                     if r is None:
                         continue
-                    y = _pos(r["profile"])
+                    y = positive(r["profile"])
                     ax.plot(np.arange(len(y)), y, color=_color(arch), alpha=float(alpha),
                             lw=1.0 + float(alpha), ls="-" if arch == "plain" else "--",
                             label=_depth_label(r))
@@ -144,9 +144,9 @@ def flow_ratio(rows: list[FlowRow], thresholds: FlowThresholds) -> str | None:
     combos = sorted({(r["family"], r["activation"], r["init"]) for r in rows})
     ncols = min(len(combos), 3)
     nrows = math.ceil(len(combos) / ncols)
-    fig, axes = _fig(10 if ncols > 1 else 6.2, 3.4 * nrows, ncols=ncols, nrows=nrows, sharey=True)
+    fig, axes = make_figure(10 if ncols > 1 else 6.2, 3.4 * nrows, ncols=ncols, nrows=nrows, sharey=True)
     lo, hi = ratio_band(thresholds)
-    with matplotlib.rc_context(_STYLE):
+    with matplotlib.rc_context(STYLE):
         for i, (fam, act, init) in enumerate(combos):
             ax = axes[i // ncols][i % ncols]
             sel = [r for r in rows if (r["family"], r["activation"], r["init"]) == (fam, act, init)]
@@ -158,7 +158,7 @@ def flow_ratio(rows: list[FlowRow], thresholds: FlowThresholds) -> str | None:
                     if not s:
                         continue
                     x = np.array([r["depth"] for r in s], dtype=float)
-                    y = _pos([r["ratio"] for r in s])
+                    y = positive([r["ratio"] for r in s])
                     ax.plot(x, y, color=_color(arch), ls=_ls(norm), marker="o" if norm == "batch" else "s", ms=4,
                             label=f"{'plain' if arch == 'plain' else 'residual'}, {'BN' if norm == 'batch' else 'no norm'}")
                     for xi, r in zip(x, s, strict=False):
@@ -202,10 +202,10 @@ def degradation_curves(runs: list[TrainedRun]) -> str | None:
         return None
     ncols = min(len(depths), 3)
     nrows = math.ceil(len(depths) / ncols)
-    fig, axes = _fig(10, 3.1 * nrows + 0.3, ncols=ncols, nrows=nrows, sharey=True)
+    fig, axes = make_figure(10, 3.1 * nrows + 0.3, ncols=ncols, nrows=nrows, sharey=True)
     top = 0.0
     legend: tuple[list, list] | None = None
-    with matplotlib.rc_context(_STYLE):
+    with matplotlib.rc_context(STYLE):
         for i, d in enumerate(depths):
             ax = axes[i // ncols][i % ncols]
             for arch in ("plain", "residual"):
@@ -239,12 +239,12 @@ def degradation_grad(runs: list[TrainedRun]) -> str | None:
     sel = [r for r in runs if r.grad]
     if not sel:
         return None
-    fig, axes = _fig(6.2, 3.4)
+    fig, axes = make_figure(6.2, 3.4)
     ax = axes[0][0]
     depths = sorted({r.depth for r in sel})
     shades = dict(zip(depths, np.linspace(0.45, 1.0, len(depths)), strict=False))
     drawn = set()
-    with matplotlib.rc_context(_STYLE):
+    with matplotlib.rc_context(STYLE):
         for r in sorted(sel, key=lambda r: (r.arch, r.depth)):
             pts = [(g.epoch, g.ratio_first_last) for g in r.grad
                    if g.ratio_first_last is not None and g.ratio_first_last > 0]
@@ -279,13 +279,13 @@ def ensemble_paths(v: dict[str, Any]) -> str | None:
     n = v.get("n")
     if not n or not v.get("counts"):
         return None
-    fig, axes = _fig(10, 3.3, ncols=3)
+    fig, axes = make_figure(10, 3.3, ncols=3)
     a, b, c = axes[0]
     k = np.arange(n + 1)
     counts = np.array(v["counts"], dtype=float)
     frac = counts / counts.sum()
     weff = v.get("eff_exact") or v.get("eff_sampled")
-    with matplotlib.rc_context(_STYLE):
+    with matplotlib.rc_context(STYLE):
         a.bar(k, 100 * frac, color="#888888", width=0.9, label=f"Binomial({n}, 1/2)")
         _shade(a, weff, "#2e8b57", "effective window (measured)")
         if n == PUBLISHED["veit_blocks"]:
@@ -297,8 +297,8 @@ def ensemble_paths(v: dict[str, Any]) -> str | None:
         a.set_title("(a) path lengths")
         a.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
 
-        ks, mean, std = v["sampled_lengths"], _pos(v["sampled_mean"]), _arr(v["sampled_std"])
-        q10, q90 = _pos(v.get("sampled_q10") or []), _pos(v.get("sampled_q90") or [])
+        ks, mean, std = v["sampled_lengths"], positive(v["sampled_mean"]), as_array(v["sampled_std"])
+        q10, q90 = positive(v.get("sampled_q10") or []), positive(v.get("sampled_q90") or [])
         if ks and len(mean) == len(ks):
             b.plot(ks, mean, color=RESIDUAL, marker="o", ms=3, lw=1.4, label="sampled: mean single path")
             if len(q10) == len(ks) and len(q90) == len(ks):
@@ -306,7 +306,7 @@ def ensemble_paths(v: dict[str, Any]) -> str | None:
             elif len(std) == len(ks):
                 low = np.where(mean - std > 0, mean - std, np.nan)
                 b.fill_between(ks, low, mean + std, color=RESIDUAL, alpha=0.15, lw=0, label="± 1 std")
-        ex = _pos(v["exact_norms"])
+        ex = positive(v["exact_norms"])
         if len(ex):
             b.plot(np.arange(len(ex)), ex, color="#e67e22", lw=1.4, label="exact: ‖Σ paths of length k‖")
         if v.get("plain_norm") and v["plain_norm"] > 0:
@@ -318,7 +318,7 @@ def ensemble_paths(v: dict[str, Any]) -> str | None:
         b.set_title("(b) gradient per length")
         b.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
 
-        tot = _pos(v["sampled_total"])
+        tot = positive(v["sampled_total"])
         if ks and len(tot) == len(ks) and np.nansum(tot) > 0:
             c.plot(ks, 100 * tot / np.nansum(tot), color=RESIDUAL, marker="o", ms=3, lw=1.4,
                    label="sampled: count × mean")
@@ -341,15 +341,15 @@ def ensemble_lesion(v: dict[str, Any], classes: int | None = 10) -> str | None:
     lr, lp = v.get("lesion_res"), v.get("lesion_plain")
     if not (lr and lr["blocks"]) and not (lp and lp["blocks"]):
         return None
-    fig, axes = _fig(10, 3.2)
+    fig, axes = make_figure(10, 3.2)
     ax = axes[0][0]
-    with matplotlib.rc_context(_STYLE):
+    with matplotlib.rc_context(STYLE):
         for les, arch in ((lp, "plain"), (lr, "residual")):
             if not les or not les["blocks"]:
                 continue
             name = pretty_model(les["model"]) if les["model"] else arch
             x = [b["block"] for b in les["blocks"]]
-            y = 100 * _arr([b["error"] for b in les["blocks"]])
+            y = 100 * as_array([b["error"] for b in les["blocks"]])
             ax.plot(x, y, color=_color(arch), marker="o", ms=3, lw=1, label=f"{name}: one block deleted")
             if les["baseline"] is not None:
                 ax.axhline(100 * les["baseline"], color=_color(arch), ls=":", lw=1, label=f"{name}: nothing deleted")
@@ -371,13 +371,13 @@ def ensemble_deletion(v: dict[str, Any], classes: int | None = 10) -> str | None
     dr, dp, ro = v.get("del_res"), v.get("del_plain"), v.get("reorder")
     if not (dr or dp or ro):
         return None
-    fig, axes = _fig(10, 3.3, ncols=2)
+    fig, axes = make_figure(10, 3.3, ncols=2)
     a, b = axes[0]
-    with matplotlib.rc_context(_STYLE):
+    with matplotlib.rc_context(STYLE):
         for cur, arch, name in ((dp, "plain", v.get("plain_model")), (dr, "residual", v.get("model"))):
             if not cur:
                 continue
-            x, m, s = _arr(cur["x"]), 100 * _arr(cur["mean"]), 100 * _arr(cur["std"])
+            x, m, s = as_array(cur["x"]), 100 * as_array(cur["mean"]), 100 * as_array(cur["std"])
             a.plot(x, m, color=_color(arch), marker="o", ms=3, lw=1.4,
                    label=pretty_model(name) if name else arch)
             if np.isfinite(s).any():
@@ -402,7 +402,7 @@ def ensemble_deletion(v: dict[str, Any], classes: int | None = 10) -> str | None
                                     (ro, "residual", v.get("model"))):
                 if not cur:
                     continue
-                x, m = _arr(cur["x"]), 100 * _arr(cur["mean"])
+                x, m = as_array(cur["x"]), 100 * as_array(cur["mean"])
                 order = np.argsort(-x)  # tau is not monotone in the number of swaps: draw along tau
                 b.plot(x[order], m[order], color=_color(arch), marker="o", ms=3, lw=1.4,
                        label=(pretty_model(name) if name else arch) + " (mean per swap count)")
