@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Summary", "summary", "seed_stat", "geometric_mean", "mean", "std", "slope", "t_interval", "pearson",
+__all__ = ["Summary", "summary", "seed_stat", "geometric_mean", "clip_interval", "MIN_INTERVAL_VALUES", "mean", "std", "slope", "t_interval", "pearson",
            "median"]
 
 
@@ -120,3 +120,15 @@ def geometric_mean(xs: Sequence[float | None]) -> float | None:
     """10 ** the mean log10 of the finite positive values (ratios span decades); None when there are none."""
     logs = [math.log10(x) for x in _finite(xs) if x > 0]
     return 10 ** mean(logs) if logs else None
+
+
+# Fewest values a t interval is worth showing from: with two it has one degree of freedom, and its
+# half-width is t(0.975, 1) = 12.7 standard errors, wider than the range of most quantities.
+MIN_INTERVAL_VALUES = 3
+
+
+def clip_interval(low: float, high: float, lo_bound: float = 0.0, hi_bound: float = 1.0) -> tuple[float, float]:
+    """An interval cut to the possible range of its quantity (an error rate: [0, 1])."""
+    if lo_bound > hi_bound:
+        raise ValueError(f"clip_interval needs lo_bound <= hi_bound, received {lo_bound!r} > {hi_bound!r}")
+    return (min(max(low, lo_bound), hi_bound), max(min(high, hi_bound), lo_bound))

@@ -81,7 +81,8 @@ def test_report_of_a_sweep_folder_shows_the_computed_values(sweep_dir):
         for metric in ("train_error", "test_error"):
             s = c[metric]
             assert f"{pct(s['mean'])} ± {pct(s['std'])}" in html
-            assert f"[{pct(s['ci'][0])}, {pct(s['ci'][1])}]" in html
+            lo, hi = stats.clip_interval(*s["ci"])  # an error rate's interval, cut to [0, 1]
+            assert f"[{pct(lo)}, {pct(hi)}]" in html
         assert f"<td>{sig(c['grad_ratio_init'])}</td><td>{sig(c['grad_ratio_final'])}</td>" in html
     assert "95% Student-t interval" in html and "Sweep: plain vs residual" in html
 
@@ -127,4 +128,21 @@ def test_the_study_report_shows_cells_when_its_degradation_repeats_seeds():
     r = deg.runs[0]
     xs = [r.final.test_error, r.final.test_error / 2]
     lo, hi = _t_interval(xs, 0.95)
-    assert f"[{pct(lo)}, {pct(hi)}]" in html
+    assert f"[{pct(max(lo, 0))}, {pct(min(hi, 1))}] (n = 2: not meaningful)" in html
+
+
+def test_an_interval_over_two_seeds_is_cut_to_0_100_and_marked_not_meaningful(sweep_dir):
+    # Issue 23: a sweep with 2 seeds printed an error-rate interval of [-6.0, 137.5].
+    from resgrad.cli.sweep import _err as cli_err
+
+    result = load(sweep_dir / "results.json")
+    two = _with_test_stat(result, [0.1, 0.7])  # t(0.975, 1) = 12.7: the raw interval runs far past 0 and 1
+    raw = two.cells[0].metrics["test_error"]
+    assert raw.ci_low < 0 and raw.ci_high > 1
+    html = sweep_report.section(two)
+    assert "[0%, 100%] (n = 2: not meaningful)" in html
+    assert cli_err(raw).endswith("[0.0, 100.0] (n = 2: not meaningful)")
+    three = _with_test_stat(result, [0.4, 0.5, 0.6])
+    lo, hi = _t_interval([0.4, 0.5, 0.6], 0.95)
+    assert f"[{pct(lo)}, {pct(hi)}]</span>" in sweep_report.section(three)  # inside [0, 1]: unchanged, unmarked
+    assert stats.clip_interval(-0.06, 1.375) == (0.0, 1.0) and stats.clip_interval(0.2, 0.4) == (0.2, 0.4)

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import io
 import math
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
 import matplotlib
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from resgrad.results.degradation import TrainedRun
 from resgrad.results.flow import FlowThresholds
@@ -24,7 +26,8 @@ from ._read import FlowRow, pretty_model
 from ._refs import PUBLISHED
 
 __all__ = [
-    "PLAIN", "RESIDUAL", "REF", "STYLE", "make_figure", "as_array", "positive", "to_svg", "ratio_band", "panel_title",
+    "PLAIN", "RESIDUAL", "REF", "STYLE", "make_figure", "as_array", "positive", "mark_nonpositive",
+    "finish_log_axes", "readable_log_ticks", "to_svg", "ratio_band", "panel_title",
     "flow_profiles", "flow_ratio", "degradation_curves", "degradation_grad",
     "ensemble_paths", "ensemble_lesion", "ensemble_deletion",
 ]
@@ -37,10 +40,63 @@ STYLE = {"font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.font
           "svg.hashsalt": "resgrad", "svg.fonttype": "path"}
 
 
+# Values a log axis cannot show, per axes: (x, value, colour), drawn as a marked floor by finish_log_axes.
+_BELOW: weakref.WeakKeyDictionary[Axes, list[tuple[float, float, str]]] = weakref.WeakKeyDictionary()
+
+
+def mark_nonpositive(ax: Axes, xs: Sequence[float], values: Sequence[float | None], color: str) -> None:
+    """Remember the finite values <= 0 of a series drawn on log axes ``ax`` (``positive`` left them as gaps):
+    ``finish_log_axes`` draws them on the axis floor, marked, so that no measured point is dropped silently."""
+    pts = [(float(x), float(v)) for x, v in zip(xs, values, strict=False)
+           if v is not None and math.isfinite(v) and v <= 0]
+    if pts:
+        _BELOW.setdefault(ax, []).extend((x, v, color) for x, v in pts)
+
+
+def _plain(v: float, _pos: Any = None) -> str:
+    return f"{v:g}"
+
+
+def readable_log_ticks(ax: Axes) -> None:
+    """A log y axis spanning few decades gets ticks at 1, 2 and 5 (or every integer) per decade, written as
+    plain numbers, so that its values can be read off (matplotlib's default leaves a single 10^0)."""
+    lo, hi = ax.get_ylim()
+    if not (lo > 0 and hi > lo) or not isinstance(ax.yaxis.get_major_locator(), LogLocator):
+        return
+    decades = math.log10(hi / lo)
+    if decades >= 3:
+        return
+    subs = (1.0, 2.0, 5.0) if decades >= 1 else tuple(float(k) for k in range(1, 10))
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=subs))
+    ax.yaxis.set_major_formatter(FuncFormatter(_plain))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.set_ylim(lo, hi)
+
+
+def finish_log_axes(fig: Figure) -> None:
+    """Every log y axis of ``fig``: readable ticks, and the values it cannot show (<= 0) drawn as open
+    triangles on its floor, with a note saying so. Called by ``to_svg`` and ``save_figure``."""
+    for ax in fig.axes:
+        if ax.get_yscale() != "log":
+            continue
+        below = _BELOW.pop(ax, [])
+        if below:
+            lo, hi = ax.get_ylim()
+            for x, _v, color in below:
+                ax.plot([x], [lo], marker="v", ms=7, mfc="none", mec=color, mew=1.4, ls="none", clip_on=False,
+                        zorder=5)
+            ax.text(0.99, 0.01, "▽: value ≤ 0 (" + ", ".join(f"{v:.3g}" for _x, v, _c in below[:3])
+                    + (" …" if len(below) > 3 else "") + "), below the log axis",
+                    transform=ax.transAxes, ha="right", va="bottom", fontsize=7, color=REF)
+            ax.set_ylim(lo, hi)
+        readable_log_ticks(ax)
+
+
 def to_svg(fig: Figure) -> str:
     """The figure as one standalone SVG document (no date stamp, stable ids)."""
     buf = io.StringIO()
     with matplotlib.rc_context(STYLE):
+        finish_log_axes(fig)
         # No metadata block (date, creator, RDF links): smaller, and the same bytes for the same results.
         fig.savefig(buf, format="svg",
                     metadata={"Date": None, "Creator": None, "Format": None, "Type": None})
@@ -127,6 +183,7 @@ def flow_profiles(rows: list[FlowRow]) -> str | None:
                     ax.plot(np.arange(len(y)), y, color=_color(arch), alpha=float(alpha),
                             lw=1.0 + float(alpha), ls="-" if arch == "plain" else "--",
                             label=_depth_label(r))
+                    mark_nonpositive(ax, list(range(len(y))), r["profile"], _color(arch))
             ax.set_yscale("log")
             ax.set_title(_norm_title(norm))
             ax.set_xlabel("block index (0 = input side)")
@@ -161,6 +218,7 @@ def flow_ratio(rows: list[FlowRow], thresholds: FlowThresholds) -> str | None:
                     y = positive([r["ratio"] for r in s])
                     ax.plot(x, y, color=_color(arch), ls=_ls(norm), marker="o" if norm == "batch" else "s", ms=4,
                             label=f"{'plain' if arch == 'plain' else 'residual'}, {'BN' if norm == 'batch' else 'no norm'}")
+                    mark_nonpositive(ax, list(x), [r["ratio"] for r in s], _color(arch))
                     for xi, r in zip(x, s, strict=False):
                         seeds = [v for v in r["ratio_seeds"] if v is not None and v > 0]
                         if len(seeds) > 1:
@@ -248,6 +306,7 @@ def degradation_grad(runs: list[TrainedRun]) -> str | None:
         for r in sorted(sel, key=lambda r: (r.arch, r.depth)):
             pts = [(g.epoch, g.ratio_first_last) for g in r.grad
                    if g.ratio_first_last is not None and g.ratio_first_last > 0]
+            mark_nonpositive(ax, [g.epoch for g in r.grad], [g.ratio_first_last for g in r.grad], _color(r.arch))
             if not pts:
                 continue
             key = (r.arch, r.depth)
@@ -301,6 +360,7 @@ def ensemble_paths(v: dict[str, Any]) -> str | None:
         q10, q90 = positive(v.get("sampled_q10") or []), positive(v.get("sampled_q90") or [])
         if ks and len(mean) == len(ks):
             b.plot(ks, mean, color=RESIDUAL, marker="o", ms=3, lw=1.4, label="sampled: mean single path")
+            mark_nonpositive(b, ks, v["sampled_mean"], RESIDUAL)
             if len(q10) == len(ks) and len(q90) == len(ks):
                 b.fill_between(ks, q10, q90, color=RESIDUAL, alpha=0.15, lw=0, label="10–90% of sampled paths")
             elif len(std) == len(ks):
@@ -309,6 +369,7 @@ def ensemble_paths(v: dict[str, Any]) -> str | None:
         ex = positive(v["exact_norms"])
         if len(ex):
             b.plot(np.arange(len(ex)), ex, color="#e67e22", lw=1.4, label="exact: ‖Σ paths of length k‖")
+            mark_nonpositive(b, list(range(len(ex))), v["exact_norms"], "#e67e22")
         if v.get("plain_norm") and v["plain_norm"] > 0:
             b.plot([n], [v["plain_norm"]], marker="D", ms=6, color=PLAIN, ls="none",
                    label=f"plain twin (its one path, length {n})")

@@ -14,7 +14,7 @@ from typing import Any
 import matplotlib
 import numpy as np
 
-from .figures import PLAIN, REF, RESIDUAL, STYLE, make_figure, to_svg
+from .figures import PLAIN, REF, RESIDUAL, STYLE, make_figure, mark_nonpositive, to_svg
 
 __all__ = ["shattering_figure", "spectrum_figure"]
 
@@ -87,6 +87,7 @@ def shattering_figure(rows: list[dict[str, Any]], fits: list[dict[str, Any]]) ->
                 if fit and fit.get("power") is not None:
                     st["label"] += f" (L^{fit['power']:.2f})"
                 ax.plot([r["depth"] for r in s], y, **st)
+                mark_nonpositive(ax, [r["depth"] for r in s], [r["neighbor"] for r in s], st["color"])
                 lows.extend(v for v in y if np.isfinite(v))
             d = np.geomspace(depths[0], depths[-1], 64)
             for arch, curve, name, ls in _REFS:
@@ -131,6 +132,7 @@ def spectrum_figure(rows: list[dict[str, Any]]) -> str | None:
                 st = _style(arch, norm)
                 x = [r["depth"] for r in s]
                 ax.plot(x, positive([r["median"] for r in s]), **st)
+                mark_nonpositive(ax, list(x), [r["median"] for r in s], st["color"])
                 ax.fill_between(x, positive([r["q10"] for r in s]), positive([r["q90"] for r in s]),
                                 color=st["color"], alpha=0.12 if norm == "batch" else 0.07, lw=0)
                 r = next((r for r in s if r["depth"] == deepest), None)

@@ -19,7 +19,7 @@ from matplotlib.ticker import MaxNLocator
 from resgrad.results.transformer import LayerLesion, TransformerFlow, TransformerRun
 from resgrad.verdicts import GROWTH_TOWARD_OUTPUT
 
-from .figures import PLAIN, REF, RESIDUAL, STYLE, as_array, make_figure, positive, to_svg
+from .figures import PLAIN, REF, RESIDUAL, STYLE, as_array, make_figure, mark_nonpositive, positive, to_svg
 
 __all__ = ["KINDS", "NAMES", "COLORS", "shown_depths", "flow_layers", "flow_growth", "training_curves", "layer_lesions"]
 
@@ -53,6 +53,7 @@ def flow_layers(flow: TransformerFlow) -> str | None:
                 y = positive(r.layer_norms)
                 ax.plot(np.arange(len(y)), y, color=COLORS[kind], marker=_MARK[kind], ms=3 if len(y) <= 16 else 0,
                         lw=1.5, label=NAMES[kind])
+                mark_nonpositive(ax, list(range(len(y))), r.layer_norms, COLORS[kind])
             ax.set_yscale("log")
             ax.set_title(f"{depth} layers")
             ax.set_xlabel("layer (0 = input side)")
@@ -81,12 +82,14 @@ def flow_growth(flow: TransformerFlow) -> str | None:
             x = np.array([r.depth for r in s], dtype=float)
             a.plot(x, positive([r.growth for r in s]), color=COLORS[kind], marker=_MARK[kind], ms=4, lw=1.5,
                    label=NAMES[kind])
+            mark_nonpositive(a, list(x), [r.growth for r in s], COLORS[kind])
             for xi, r in zip(x, s, strict=True):
                 seeds = [v for v in r.per_seed_growth if v is not None and v > 0]
                 if len(seeds) > 1:
                     a.vlines(xi, min(seeds), max(seeds), color=COLORS[kind], alpha=0.5, lw=2)
             b.plot(x, positive([r.stream_ratio for r in s]), color=COLORS[kind], marker=_MARK[kind], ms=4, lw=1.5,
                    label=NAMES[kind])
+            mark_nonpositive(b, list(x), [r.stream_ratio for r in s], COLORS[kind])
         for ax in (a, b):
             ax.axhline(1.0, color=REF, lw=0.8)
             ax.set_xscale("log", base=2)

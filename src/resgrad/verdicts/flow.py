@@ -172,23 +172,30 @@ def he2016_eq5(groups: Sequence[FlowGroup]) -> Eq5Verdict | None:
 
 @dataclass(frozen=True)
 class TwinsVerdict:
-    """Where a plain net's gradient vanished, did its residual twin's?"""
+    """Where a plain net's gradient vanished, did its residual twin's?
+
+    ``rescued_pairs`` and ``lost_pairs`` split the pairs with a twin by the twin's own verdict, so a
+    sentence quoting a twin that "did not vanish" takes it from the pairs it counts."""
 
     pairs: tuple[tuple[FlowGroup, FlowGroup | None], ...]  # every vanishing plain net, its twin
     with_twin: int
     rescued: int  # twins that did not vanish
     answer: Literal["all", "some", "none", "no-vanishing", "no-twins"]
+    rescued_pairs: tuple[tuple[FlowGroup, FlowGroup], ...] = ()  # the twin's verdict is not "vanishing"
+    lost_pairs: tuple[tuple[FlowGroup, FlowGroup], ...] = ()  # the twin vanished too
 
 
 def vanishing_twins(groups: Sequence[FlowGroup]) -> TwinsVerdict:
     """Count the vanishing plain nets whose residual twin did not vanish."""
     pairs = tuple((g, _twin(groups, g)) for g in groups if g.arch == "plain" and g.verdict == "vanishing")
     with_twin = [(p, t) for p, t in pairs if t is not None]
-    rescued = sum(1 for _, t in with_twin if t.verdict != "vanishing")
+    rescued_pairs = tuple((p, t) for p, t in with_twin if t.verdict != "vanishing")
+    lost_pairs = tuple((p, t) for p, t in with_twin if t.verdict == "vanishing")
+    rescued = len(rescued_pairs)
     answer: Literal["all", "some", "none", "no-vanishing", "no-twins"] = (
         "no-vanishing" if not pairs else "no-twins" if not with_twin else
         "all" if rescued == len(with_twin) else "some" if rescued else "none")
-    return TwinsVerdict(pairs, len(with_twin), rescued, answer)
+    return TwinsVerdict(pairs, len(with_twin), rescued, answer, rescued_pairs, lost_pairs)
 
 
 
@@ -209,35 +216,75 @@ ISOMETRY_FACTOR = 2.0
 @dataclass(frozen=True)
 class ShatteringVerdict:
     """Balduzzi et al. 2017: gradient correlation decays about as 2^-L in plain nets and about as
-    L^(-1/2) in residual nets with BN. Only those two settings are judged."""
+    L^(-1/2) in residual nets with BN. Only those two settings are judged.
+
+    A correlation at or below the fit's noise floor (``fit.floor``) carries no trend and does not
+    enter the log fits, so where the correlation falls that far the fitted rate describes only the
+    depths before the fall: the verdict then rests on the fall itself (``decorrelated_at``)."""
 
     family: str
     arch: str
     norm: str
     depths: tuple[int, ...]
-    log2_slope: float | None  # per block
-    power: float | None  # fitted exponent of the depth
+    log2_slope: float | None  # per block, fitted over the correlations above the floor
+    power: float | None  # fitted exponent of the depth, over the same
     rule: Literal["exponential", "power-law"] | None  # what was checked
     threshold: float | None  # SHATTER_PLAIN_LOG2_SLOPE, or SHATTER_POWER
     tolerance: float | None  # SHATTER_POWER_TOLERANCE for the power law
     relation: Relation | None  # None: a setting Balduzzi et al. give no rate for, or non-finite
+    floor: float | None = None  # the white-noise floor of the fit
+    decorrelated_at: int | None = None  # the shallowest depth whose correlation is at or below the floor
+    bound: float | None = None  # the steepest log2 change per block between neighbouring depths up to
+    #                             decorrelated_at (the floor standing in there: the fall was at least that steep)
+    stretch: tuple[int, int] | None = None  # the two depths of that steepest stretch
+
+
+def _decorrelated(fit: ShatteringFit) -> tuple[int | None, float | None, tuple[int, int] | None]:
+    """The first depth at or below the floor, and the steepest log2 fall per block between neighbouring
+    depths up to it (the floor standing in for the value there: the fall was at least that steep)."""
+    pts = [(d, c) for d, c in zip(fit.depths, fit.neighbor, strict=False) if finite(c)]
+    if len(pts) < 2 or not finite(fit.floor) or fit.floor <= 0 or pts[0][1] <= fit.floor:  # type: ignore[operator]
+        return None, None, None
+    hit = next((i for i, (_, c) in enumerate(pts) if c <= fit.floor), None)  # type: ignore[operator]
+    if hit is None or fit.used >= len(pts):  # every depth entered the fits: they describe the whole curve
+        return None, None, None
+    upto = [(d, c if i < hit else fit.floor) for i, (d, c) in enumerate(pts[: hit + 1])]
+    steps = [(math.log2(c1 / c0) / (d1 - d0), (d0, d1)) for (d0, c0), (d1, c1) in zip(upto, upto[1:], strict=False)]
+    slope, stretch = min(steps)
+    return pts[hit][0], slope, stretch
 
 
 def shattering_verdict(fit: ShatteringFit) -> ShatteringVerdict:
     """Plain nets: agrees when log2_slope < SHATTER_PLAIN_LOG2_SLOPE. Residual + BN: agrees when
-    |power - SHATTER_POWER| <= SHATTER_POWER_TOLERANCE."""
+    |power - SHATTER_POWER| <= SHATTER_POWER_TOLERANCE.
+
+    Where the correlation falls to the noise floor: a plain net agrees when its steepest stretch
+    (``bound``) falls faster than SHATTER_PLAIN_LOG2_SLOPE, and partly otherwise (it shatters, at a
+    rate these depths cannot pin down); a residual net with BN contradicts (a
+    power law near -1/2 stays far above the floor over any depths a grid measures)."""
     depths = tuple(fit.depths)
     ls = fit.log2_slope if finite(fit.log2_slope) else None
     pw = fit.power if finite(fit.power) else None
+    floor = fit.floor if finite(fit.floor) else None
+    at, bound, stretch = _decorrelated(fit)
+    rel: Relation | None
     if fit.arch == "plain":
-        rel: Relation | None = None if ls is None else "agrees" if ls < SHATTER_PLAIN_LOG2_SLOPE else "contradicts"
+        if at is not None:
+            rel = "agrees" if bound < SHATTER_PLAIN_LOG2_SLOPE else "partly"  # type: ignore[operator]
+        else:
+            rel = None if ls is None else "agrees" if ls < SHATTER_PLAIN_LOG2_SLOPE else "contradicts"
         return ShatteringVerdict(fit.family, fit.arch, fit.norm, depths, ls, pw, "exponential",
-                                 SHATTER_PLAIN_LOG2_SLOPE, None, rel)
+                                 SHATTER_PLAIN_LOG2_SLOPE, None, rel, floor, at, bound, stretch)
     if fit.arch == "residual" and fit.norm == "batch":
-        rel = None if pw is None else "agrees" if abs(pw - SHATTER_POWER) <= SHATTER_POWER_TOLERANCE else "contradicts"
+        if at is not None:
+            rel = "contradicts"
+        else:
+            rel = (None if pw is None else "agrees" if abs(pw - SHATTER_POWER) <= SHATTER_POWER_TOLERANCE
+                   else "contradicts")
         return ShatteringVerdict(fit.family, fit.arch, fit.norm, depths, ls, pw, "power-law", SHATTER_POWER,
-                                 SHATTER_POWER_TOLERANCE, rel)
-    return ShatteringVerdict(fit.family, fit.arch, fit.norm, depths, ls, pw, None, None, None, None)
+                                 SHATTER_POWER_TOLERANCE, rel, floor, at, bound, stretch)
+    return ShatteringVerdict(fit.family, fit.arch, fit.norm, depths, ls, pw, None, None, None, None, floor, at, bound,
+                             stretch)
 
 
 @dataclass(frozen=True)

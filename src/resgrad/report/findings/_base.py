@@ -14,9 +14,24 @@ from resgrad.results.flow import FlowGroup
 
 from .._fmt import NA, pow10, sig, times
 
-__all__ = ["Finding", "Answer", "finding", "points", "signed", "spread", "ratio", "how", "TWIN"]
+__all__ = ["Finding", "Answer", "Quote", "finding", "points", "signed", "spread", "ratio", "how", "TWIN"]
 
 TWIN = {"preln": "pre-LN", "postln": "post-LN", "noskip": "no skip"}
+
+
+@dataclass(frozen=True)
+class Quote:
+    """One item a sentence names (a net, a pair) and the verdict the sentence gives it.
+
+    ``text`` is the words in the sentence that name it, ``record`` the verdict-bearing record it
+    comes from (a FlowGroup), ``says`` the verdicts the sentence allows it. A test checks every
+    quote against the results file: the text in the sentence, the record's verdict in ``says``.
+    """
+
+    text: str
+    record: Any
+    says: tuple[str, ...]
+    shows_ratio: bool = False  # the text quotes the record's first/last ratio
 
 
 @dataclass(frozen=True)
@@ -36,6 +51,7 @@ class Finding:
     claim: str | None = None
     relation: str | None = None
     verdict: Any = None
+    quoted: tuple[Quote, ...] = ()  # the items the sentence names, with the verdicts it gives them
 
     def keys(self) -> list[str]:
         return [f.name for f in fields(self)]
@@ -66,8 +82,9 @@ class Answer(Finding):
 
 
 def finding(id: str, section: str, sentence: str, numbers: dict[str, Any], verdict: Any = None, *,
-            paper: str | None = None, claim: str | None = None, relation: str | None = None) -> Finding:
-    return Finding(id, section, sentence, numbers, paper, claim, relation, verdict)
+            paper: str | None = None, claim: str | None = None, relation: str | None = None,
+            quoted: tuple[Quote, ...] | list[Quote] = ()) -> Finding:
+    return Finding(id, section, sentence, numbers, paper, claim, relation, verdict, tuple(quoted))
 
 
 def points(x: float | None) -> str:

@@ -10,12 +10,18 @@ from resgrad import verdicts as V
 from .._fmt import pct, sig, times
 from .._read import Sections, pretty_model
 from .._refs import PUBLISHED, cite_text
-from ._base import Finding, finding, signed
+from ._base import Finding, finding, signed, spread
 
-__all__ = ["ensemble_findings"]
+__all__ = ["ensemble_findings", "CHANCE"]
 
 
-def ensemble_findings(s: Sections) -> list[Finding]:
+# The chance error the k-deletion level is compared against where the caller names none: 10 classes,
+# as the ensemble figures draw their chance line (MNIST-1D and CIFAR-10 both have 10).
+CHANCE = 0.9
+
+
+def ensemble_findings(s: Sections, chance: float | None = CHANCE) -> list[Finding]:
+    """The ensemble view's findings; ``chance``: the chance error of the data (None: not known)."""
     e = s.ensemble
     assert e is not None
     out: list[Finding] = []
@@ -108,7 +114,7 @@ def ensemble_findings(s: Sections) -> list[Finding]:
                             relation=lv.relation))
 
     d = (e.deletion or {}).get("residual")
-    kv = V.deletion_verdict(d) if d is not None else None
+    kv = V.deletion_verdict(d, n, chance) if d is not None else None
     if kv is not None:
         text = f"Deleting k random blocks of {model}: test error {pct(kv.error[0])} at k={kv.k[0]}"
         for k, at in ((10, kv.at10), (20, kv.at20)):
@@ -119,13 +125,29 @@ def ensemble_findings(s: Sections) -> list[Finding]:
         text += " — it rises smoothly with k" if kv.smooth else " — it does not rise smoothly with k"
         if kv.plateau_k is not None:
             text += f" and levels off near {pct(kv.top)} from k={kv.plateau_k}"
-        text += (f"; Veit et al. 2016 (§4) report about {pct(PUBLISHED['veit_delete10'])} after deleting 10 "
-                 f"of {vn} blocks on CIFAR-10 and a severe drop at 20")
+        text += (f"; Veit et al. 2016 (§4) report about {pct(V.VEIT_DELETED_ERROR)} after deleting 10 of {vn} blocks "
+                 f"on CIFAR-10, {pct(kv.paper_way)} of the way from the intact error to chance")
+        if kv.way is not None:
+            text += (f"; here, with the same share of the blocks deleted ({sig(kv.veit_k)} of {n}), the error is "
+                     f"{pct(kv.veit_error)}, {pct(kv.way)} of the way to chance ({pct(kv.chance)})")
+        text += " — " + {
+            "agrees": f"within {spread(kv.tolerance)} of theirs, as Veit et al. found",
+            "partly": (f"smooth, as Veit et al. found, but {'faster' if (kv.way or 0) > kv.paper_way else 'slower'} "
+                       f"than their level (more than {spread(kv.tolerance)} of the way apart)" if kv.way is not None
+                       else f"smooth, as Veit et al. found; the intact net is within {spread(V.DELETION_TRAINED_MARGIN)} "
+                            f"of chance ({pct(kv.chance)}), so the level is not compared" if kv.near_chance
+                       else "smooth, as Veit et al. found; without a chance error for these data the level is not "
+                            "compared") if kv.smooth else "",
+            "contradicts": "not the smooth rise Veit et al. found",
+        }[kv.relation]
         out.append(finding("ensemble.deletion", "ensemble", text + ".",
-                            {"k": list(kv.k), "error": list(kv.error), "smooth": kv.smooth, "plateau_k": kv.plateau_k,
-                             "at10": kv.at10, "at20": kv.at20}, kv,
-                            paper=cite_text("veit2016", "§4"), claim="error rises smoothly as more blocks are deleted",
-                            relation=kv.relation))
+                           {"k": list(kv.k), "error": list(kv.error), "smooth": kv.smooth, "plateau_k": kv.plateau_k,
+                            "at10": kv.at10, "at20": kv.at20, "veit_k": kv.veit_k, "veit_error": kv.veit_error,
+                            "way": kv.way, "paper_way": kv.paper_way, "chance": kv.chance}, kv,
+                           paper=cite_text("veit2016", "§4"),
+                           claim=f"error rises smoothly as more blocks are deleted, to about "
+                                 f"{pct(V.VEIT_DELETED_ERROR)} after 10 of {vn} blocks",
+                           relation=kv.relation))
 
     rv = V.reorder_verdict(e.reorder) if e.reorder is not None else None
     if rv is not None:

@@ -11,7 +11,7 @@ from resgrad.results.flow import FlowGroup, FlowResult, Signal
 from .._fmt import NA, pct, pow10, sig
 from .._read import headline_groups, label
 from .._refs import cite_text
-from ._base import Finding, finding, how, ratio, signed
+from ._base import Finding, Quote, finding, how, ratio, signed
 
 __all__ = ["flow_findings", "signal_findings"]
 
@@ -64,11 +64,14 @@ def flow_findings(flow: FlowResult) -> list[Finding]:
                     f"(slope {signed(p.slope)} decades per block toward the input, {ci_name} "
                     f"{sig(lo)} to {sig(hi)}; verdict: {p.verdict}) — {_DIRECTION[p.verdict]}")
         nums = _flow_numbers(p)
+        quoted = [Quote(f"{label(p)}{blocks}", p, (p.verdict,))]
         if twin is not None:
-            text += f"; its residual twin {label(twin, with_norm=False)}: {ratio(twin)} ({twin.verdict})"
+            named = f"its residual twin {label(twin, with_norm=False)}: {ratio(twin)} ({twin.verdict})"
+            text += f"; {named}"
+            quoted.append(Quote(named, twin, (twin.verdict,), True))
             nums.update(twin_ratio=twin.ratio_first_last, twin_log10_ratio=twin.log10_ratio,
                         twin_verdict=twin.verdict)
-        out.append(finding(f"flow.deepest.{p.family}.{norm}", "flow", text + ".", nums, d))
+        out.append(finding(f"flow.deepest.{p.family}.{norm}", "flow", text + ".", nums, d, quoted=quoted))
 
     bn = V.he2015_bn_plain(head)
     if bn is not None:
@@ -87,13 +90,18 @@ def flow_findings(flow: FlowResult) -> list[Finding]:
                     f"initialisation, BN plain nets are healthy at every depth measured ({_depths(list(bn.healthy))}; "
                     f"first/last ratio {_range(list(bn.healthy))}) — this agrees with §4.1")
         text += " (their check was on ImageNet plain nets during training; this is at initialisation)."
+        quoted = [Quote(_depths(list(bn.off)), g, tuple(bn.kinds)) for g in bn.off]
+        quoted += [Quote(_depths(list(bn.healthy)), g, ("healthy",)) for g in bn.healthy]
+        if bn.worst is not None:
+            quoted.append(Quote(f"{ratio(bn.worst)} for {label(bn.worst, with_norm=False)}", bn.worst, tuple(bn.kinds),
+                                True))
         out.append(finding("flow.he2015-4.1", "flow", text,
                             {"depths": [g.depth for g in bn.groups], "layers": [g.layers for g in bn.groups],
                              "log10_ratios": [g.log10_ratio for g in bn.groups],
                              "verdicts": [g.verdict for g in bn.groups]}, bn,
                             paper=cite_text("he2015", "§4.1"),
                             claim="BN plain nets: \"the backward propagated gradients exhibit healthy norms\"",
-                            relation=bn.relation))
+                            relation=bn.relation, quoted=quoted))
 
     fam = head[0].family
     eq5 = V.he2016_eq5([g for g in groups if g.family == fam])
@@ -119,6 +127,9 @@ def flow_findings(flow: FlowResult) -> list[Finding]:
                      f"the identity term rules out vanishing, not growth (1 + ∂F/∂x can exceed 1)")
         else:
             text += " — no residual net vanishes or explodes, as the identity term of Eq. 5 predicts"
+        quoted = [Quote(_grouped(list(eq5.vanishing)), g, ("vanishing",)) for g in eq5.vanishing]
+        if eq5.relation == "partly":
+            quoted += [Quote(_grouped(list(eq5.exploding)), g, ("exploding",)) for g in eq5.exploding]
         out.append(finding("flow.he2016-eq5", "flow", text + ".",
                             {"depths": [g.depth for g in eq5.groups], "norms": [g.norm for g in eq5.groups],
                              "activations": [g.act for g in eq5.groups],
@@ -126,7 +137,7 @@ def flow_findings(flow: FlowResult) -> list[Finding]:
                              "verdicts": [g.verdict for g in eq5.groups]}, eq5,
                             paper=cite_text("he2016", "Eq. 5"),
                             claim="the gradient of a layer does not vanish even when the weights are arbitrarily small",
-                            relation=eq5.relation))
+                            relation=eq5.relation, quoted=quoted))
 
     tw = V.vanishing_twins(groups)
     if tw.pairs:
@@ -134,13 +145,27 @@ def flow_findings(flow: FlowResult) -> list[Finding]:
         text = (f"The plain net's gradient vanished in {n} configuration{'s' if n != 1 else ''} "
                 f"({_grouped([p for p, _ in tw.pairs])}); its residual twin's did not in "
                 f"{tw.rescued} of {tw.with_twin}")
-        examples = sorted([(p, t) for p, t in tw.pairs if t is not None],
-                          key=lambda pt: pt[0].log10_ratio if pt[0].log10_ratio is not None else 0)[:2]
-        if examples:
-            text += " (" + "; ".join(f"{label(p)}, {p.act}: {ratio(p)} vs {ratio(t)}" for p, t in examples) + ")"
+        quoted: list[Quote] = []
+
+        def quote(pairs: tuple[tuple[FlowGroup, FlowGroup], ...]) -> str:
+            # The most vanished plain nets first; each pair taken from the pairs the count counts.
+            shown = sorted(pairs, key=lambda pt: pt[0].log10_ratio if pt[0].log10_ratio is not None else 0)[:2]
+            parts = []
+            for p, t in shown:
+                s = f"{label(p)}, {p.act}: {ratio(p)} vs {ratio(t)} ({t.verdict})"
+                quoted.extend([Quote(s, p, ("vanishing",), True), Quote(s, t, (t.verdict,), True)])
+                parts.append(s)
+            return "; ".join(parts) + ("; …" if len(pairs) > len(shown) else "")
+
+        if tw.rescued_pairs:
+            text += f" ({quote(tw.rescued_pairs)})"
+        if tw.lost_pairs:
+            text += f", and vanished too in {len(tw.lost_pairs)} ({quote(tw.lost_pairs)})"
         out.append(finding("flow.vanishing-twins", "flow", text + ".",
-                            {"plain_vanishing": n, "with_twin": tw.with_twin, "rescued": tw.rescued,
-                             "examples": [[p.log10_ratio, t.log10_ratio] for p, t in examples]}, tw))
+                           {"plain_vanishing": n, "with_twin": tw.with_twin, "rescued": tw.rescued,
+                            "rescued_pairs": [[p.log10_ratio, t.log10_ratio] for p, t in tw.rescued_pairs],
+                            "lost_pairs": [[p.log10_ratio, t.log10_ratio] for p, t in tw.lost_pairs]}, tw,
+                           quoted=quoted))
 
     vc = V.verdict_counts(groups)
     text = (f"Across all {vc.n} configurations measured at initialisation ({vc.depths[0]}–{vc.depths[-1]} blocks): "
@@ -149,7 +174,9 @@ def flow_findings(flow: FlowResult) -> list[Finding]:
     if vc.vanishing:
         text += (f". Vanishing gradients appear in: {', '.join(label(g) + _extra(g) for g in vc.vanishing[:4])}"
                  + (" …" if len(vc.vanishing) > 4 else ""))
-    out.append(finding("flow.verdicts", "flow", text + ".", {"counts": vc.counts, "n_configs": vc.n}, vc))
+    quoted = [Quote(label(g) + _extra(g), g, ("vanishing",)) for g in vc.vanishing[:4]]
+    out.append(finding("flow.verdicts", "flow", text + ".", {"counts": vc.counts, "n_configs": vc.n}, vc,
+                       quoted=quoted))
     if flow.signal is not None:
         out += signal_findings(flow.signal)
     return out
@@ -215,9 +242,29 @@ def signal_findings(sig_: Signal) -> list[Finding]:
         if not pts:
             continue
         name = f"{'plain' if fit.arch == 'plain' else 'residual'} {fit.family} nets {how(fit.norm)}"
-        text = (f"Shattering, {name}: the gradient correlation between neighbouring inputs is {sig(pts[0][1])} at "
-                f"{pts[0][0]} blocks and {sig(pts[-1][1])} at {pts[-1][0]}")
-        if v.rule == "exponential":
+        series = ", ".join(f"{sig(c)} at {d}" for d, c in pts)
+        text = (f"Shattering, {name}: the gradient correlation between neighbouring inputs is {series} blocks")
+        if v.decorrelated_at is not None:
+            # The log fits use only the correlations above the noise floor: the fall to it is the measurement.
+            a, b = v.stretch or (pts[0][0], v.decorrelated_at)
+            text += (f" — it falls to the noise floor ({sig(v.floor)}) or below by {v.decorrelated_at} blocks, which "
+                     f"the log fits (over the correlations above the floor) cannot follow; its steepest stretch, "
+                     f"{a} to {b} blocks, falls at least {sig(-v.bound)} per block in log2")
+            if v.rule == "exponential":
+                text += {
+                    "agrees": f", steeper than the {sig(-v.threshold)} taken as exponential: the gradient shatters "
+                              "with exponential decay, as Balduzzi et al. 2017 find for plain nets (about 2^-L)",
+                    "partly": f": the gradient shatters, as Balduzzi et al. 2017 find for plain nets, but these depths "
+                              f"cannot tell whether it falls as fast as the {sig(-v.threshold)} per block in log2 taken "
+                              "as exponential (about 2^-L)",
+                }[v.relation]
+            else:
+                text += (": far faster than the 1/sqrt(L) (power -0.5) Balduzzi et al. 2017 find with skips and BN, "
+                         "which stays well above the floor at these depths")
+            claim = ("gradient correlation decays exponentially with depth in plain nets (about 2^-L)"
+                     if v.rule == "exponential" else "with skip connections and BN, gradient correlation decays about "
+                                                     "as 1/sqrt(L)")
+        elif v.rule == "exponential":
             text += f" (log2 slope {signed(v.log2_slope)} per block)"
             text += {None: " — not finite, so the decay rate cannot be judged",
                      "agrees": f" — exponential decay (steeper than {sig(v.threshold)} per block in log2), as "
@@ -235,7 +282,8 @@ def signal_findings(sig_: Signal) -> list[Finding]:
             claim = "with skip connections and BN, gradient correlation decays about as 1/sqrt(L)"
         out.append(finding(f"flow.shattering.{fit.family}.{fit.arch}.{fit.norm}", "flow", text + ".",
                             {"depths": list(fit.depths), "neighbor": list(fit.neighbor), "log2_slope": v.log2_slope,
-                             "power": v.power}, v, paper=cite_text("balduzzi2017"), claim=claim,
+                             "power": v.power, "floor": v.floor, "decorrelated_at": v.decorrelated_at,
+                             "bound": v.bound, "stretch": list(v.stretch) if v.stretch else None}, v, paper=cite_text("balduzzi2017"), claim=claim,
                             relation=v.relation))
     deepest: dict[tuple[str, str, str, str], Any] = {}
     for row in sig_.spectrum:

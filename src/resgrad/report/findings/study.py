@@ -11,7 +11,7 @@ from resgrad import verdicts as V
 from .._fmt import pct, sig, times
 from .._read import Reportable, Sections, as_result, data_name, headline_groups, label, sections
 from ..registry import parts
-from ._base import TWIN, Answer, Finding, ratio
+from ._base import TWIN, Answer, Finding, Quote, ratio
 
 __all__ = ["answer", "setting", "findings"]
 
@@ -22,6 +22,7 @@ def answer(s: Sections, found: list[Finding]) -> Answer | None:
     verdicts: list[str] = []
     clauses: list[str] = []
     used: dict[str, Any] = {}
+    quoted: list[Quote] = []
 
     groups = s.flow.groups if s.flow is not None else []
     head = headline_groups(groups)
@@ -54,11 +55,13 @@ def answer(s: Sections, found: list[Finding]) -> Answer | None:
     if dp_ is not None:
         p, t = dp_.plain, dp_.residual
         text = f"at initialisation, {label(p)}'s gradient is {p.verdict} ({ratio(p)} first/last)"
+        quoted.append(Quote(text, p, (p.verdict,), True))
         where = (f"in the He et al. setting ({label(p)})" if p.family == "he2015" and norm == "batch"
                  else f"for {label(p)}")
         used.update(plain_log10_ratio=p.log10_ratio, plain_verdict=p.verdict)
         if t is not None and dp_.skip is not None:
             text += f", its residual twin's {t.verdict} ({ratio(t)})"
+            quoted.append(Quote(text, t, (t.verdict,), True))
             used.update(residual_log10_ratio=t.log10_ratio, residual_verdict=t.verdict)
             kind = dp_.skip.kind
             if kind == "tamed":
@@ -73,6 +76,7 @@ def answer(s: Sections, found: list[Finding]) -> Answer | None:
         clauses.append(text)
     if tw_f:
         clauses.append(tw_f.sentence[0].lower() + tw_f.sentence[1:-1])
+        quoted += tw_f.quoted
 
     if sv_.plain is not None:
         pv = sv_.plain
@@ -111,7 +115,7 @@ def answer(s: Sections, found: list[Finding]) -> Answer | None:
     lead = f"Measured answer{' (' + basis + ')' if basis else ''}"
     hedge = "This holds for the nets, data and depths measured here, not in general."
     text = f"{lead}: {verdict}. Evidence: " + "; ".join(clauses) + ". " + hedge
-    return Answer("answer", "answer", text, used, verdict=sv_, lead=lead, verdict_text=verdict,
+    return Answer("answer", "answer", text, used, verdict=sv_, quoted=tuple(quoted), lead=lead, verdict_text=verdict,
                   evidence=tuple(clauses), hedge=hedge)  # the headline box, in parts
 
 

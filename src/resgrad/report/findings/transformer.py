@@ -128,14 +128,18 @@ def transformer_findings(t: TransformerResult) -> list[Finding]:
                    f"it does not train (within {spread(ns.margin)} of chance)"))
         if pre is not None and pre.error is not None:
             text += f"; its pre-LN twin reaches {pct(pre.error)}"
-            if not pre.trained:
+            if pre.trained is False and ns.trained:
+                # The words follow both records: the no-skip twin trains, the pre-LN twin does not.
+                text += f", within {spread(pre.margin)} of chance: unlike the no-skip twin, it barely trained here"
+            elif pre.trained is False:
                 text += ", also within the margin of chance: too little training here to tell the twins apart"
         out.append(finding("transformer.noskip", "transformer", text + ".",
                             {"error": ns.error, "chance": ns.chance, "margin": ns.margin, "trained": ns.trained,
                              "preln_error": pre.error if pre else None}, ns))
 
     if t.ensemble is not None:
-        for f in ensemble_findings(Sections(None, None, t.ensemble)):
+        chance_ = None if t.task == "lm" else next((c for c in chance.values() if c is not None), None)
+        for f in ensemble_findings(Sections(None, None, t.ensemble), chance_):
             out.append(dataclasses.replace(f, id="transformer." + f.id, section="transformer"))
 
     gromov, men, sun = cite_text("gromov2024"), cite_text("men2024"), cite_text("sun2024")

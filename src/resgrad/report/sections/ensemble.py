@@ -32,16 +32,29 @@ def section(ens: EnsembleResult | None, found: list[Finding], classes: int | Non
     model = escape(pretty_model(v["model"])) if v["model"] else "the trained residual net"
     out = []
     if v["models"]:
-        rows = []
+        # One baseline per net: the error every lesion, deletion and reordering below is measured against
+        # (the lesion experiment's own evaluation), not the training run's final error on the full test set.
+        lesions = {"residual": v["lesion_res"], "plain": v["lesion_plain"]}
+        examples = (ens.config or {}).get("eval_examples")
+        rows, own = [], False
         for role in ("residual", "plain"):
             m = v["models"].get(role)
             if m:
                 src = {"initialisation": "untrained (measured at initialisation)", "object": "trained by the study",
                        "run": "a trained run folder", "trained": "trained for this experiment"}.get(
                     m.source, escape(m.source))
+                les = lesions.get(role)
+                base = les["baseline"] if les and les["baseline"] is not None else None
+                own = own or base is not None
                 rows.append([escape(role), escape(pretty_model(m.name)), P.n(f"{m.params:,}"),
-                             P.n(str(m.blocks)), P.n(pct(m.test_error)), src])
-        out.append("<h3>The nets</h3>" + P.table(["", "model", "parameters", "blocks", "test error", "source"], rows))
+                             P.n(str(m.blocks)), P.n(pct(base if base is not None else m.test_error)), src])
+        head = "test error" + (" (lesion baseline)" if own else "")
+        out.append("<h3>The nets</h3>" + P.table(["", "model", "parameters", "blocks", head, "source"], rows))
+        if own:
+            on = f"the {examples} test examples" if isinstance(examples, int) else "the test examples"
+            out.append(f"<p class='muted'>Test error of the intact net on {on} every lesion, deletion and reordering "
+                       "in this section is evaluated on: the one baseline the changes below are measured from. It can "
+                       "differ from the training run's final error on the full test set.</p>")
         if any(m.source == "initialisation" for m in v["models"].values()):
             out.append("<p class='missing'>These nets were not trained: the path and lesion results describe an "
                        "untrained net, whereas Veit et al. measured a trained one.</p>")

@@ -59,7 +59,7 @@ def findings_list(found: list[Finding]) -> str:
         nums = escape(json.dumps(P.rounded(f.numbers), default=str, ensure_ascii=False))
         items.append(f"<li>{P.linkify(escape(f.sentence))} {P.badge(f.relation)} <span class='id'>{escape(f.id)}</span>"
                      f"<details><summary>numbers used</summary><code>{nums}</code></details></li>")
-    return ("<p>Generated from the numbers in results.json (report/findings.py); badges say whether the measurement "
+    return ("<p>Generated from the numbers in results.json (report/findings/, from the records of verdicts/); badges say whether the measurement "
             "agrees with or contradicts the cited paper.</p><ol class='findings'>" + "".join(items) + "</ol>")
 
 

@@ -79,7 +79,10 @@ def _err(s: dict[str, Any]) -> str:
         return "diverged"
     text = f"{pct(s['mean'])} ± {pct(s['std'])}"
     if s["ci"] is not None:
-        text += f" <span class=muted>[{pct(s['ci'][0])}, {pct(s['ci'][1])}]</span>"
+        lo, hi = stats.clip_interval(*s["ci"])  # an error rate lies in [0, 1]
+        few = s["n_finite"] < stats.MIN_INTERVAL_VALUES
+        text += (f" <span class=muted>[{pct(lo)}, {pct(hi)}]"
+                 + (f" (n = {s['n_finite']}: not meaningful)" if few else "") + "</span>")
     if s["n_finite"] < s["n"]:
         text += f" ({s['n'] - s['n_finite']} diverged)"
     return text
@@ -109,7 +112,9 @@ def section(result: SweepResult | DegradationResult) -> str:
     th = "".join(f"<th>{h}</th>" for h in head)
     recipe = _recipe(result)
     return (f"<h3>Per cell, over seeds</h3><p>Final errors: mean ± sample std [{level:.0%} Student-t interval "
-            f"for the mean] over the seeds that finished (no interval with one seed). Gradient ratio "
+            f"for the mean] over the seeds that finished (no interval with one seed; with two, one degree of freedom puts its "
+            f"ends 12.7 standard errors apart from the mean, so it is marked not meaningful), cut to the possible "
+            f"0–100%. Gradient ratio "
             f"‖∂L/∂x<sub>first block</sub>‖ / ‖∂L/∂x<sub>last block</sub>‖, geometric mean over seeds "
             f"(&lt; 1: the gradient shrinks toward the input)."
             + (f" One recipe for every cell: {recipe}." if recipe else "") + "</p>"
