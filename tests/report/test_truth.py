@@ -152,3 +152,29 @@ def test_k_block_deletion_agrees_with_veit_only_within_the_stated_tolerance():
     e = mean[1] + (mean[2] - mean[1]) * (x - k[1])  # linear between k = 1 and k = 2
     assert v.veit_error == pytest.approx(e)
     assert v.way == pytest.approx((e - mean[0]) / (0.9 - mean[0]))
+
+
+def test_the_transformer_stream_labels_follow_the_flow_rule_on_the_file(study):
+    # The stream finding names each twin with a label: recomputed here from the file's ratios with the
+    # flow experiment's rule (2 decades: vanishing at 0.01x or less, exploding at 100x or more).
+    name, found, _ = study
+    rows = json.loads((DATA / name).read_text())["transformer"]["flow"]["rows"]
+    deep = max(r["depth"] for r in rows)
+    f = next(f for f in found if f.id == "transformer.stream")
+    for r in (r for r in rows if r["depth"] == deep):
+        dec = math.log10(r["stream_ratio"])
+        label = "vanishing" if dec <= -2 else "exploding" if dec >= 2 else "healthy"
+        twin = {"preln": "pre-LN", "postln": "post-LN", "noskip": "no skip"}[r["kind"]]
+        assert f"{twin} {times(r['stream_ratio'])} ({label})" in f.sentence
+
+
+def test_each_part_registers_its_verdicts_findings_and_section_mirroring_results():
+    from resgrad.report.registry import parts
+    from resgrad.results import StudyResult
+
+    keys = [p.key for p in parts()]
+    assert keys == ["flow", "degradation", "ensemble", "transformer"]  # the page's order
+    for p in parts():
+        assert p.verdicts.__name__ == f"resgrad.verdicts.{p.key}"
+        assert p.type.__module__ == f"resgrad.results.{p.key}"
+        assert p.key in StudyResult.__dataclass_fields__  # a study holds it under the same name

@@ -1,7 +1,7 @@
 """What each experiment contributes to the report, registered once by its section module.
 
 A :class:`Part` names the Result type, the field of a StudyResult that holds it (also the
-section's id), its findings and its HTML section. ``to_html`` and ``findings`` loop over the
+section's id), the verdicts module that judges it, its findings and its HTML section. ``to_html`` and ``findings`` loop over the
 registered parts by their ``order`` (the page's order of sections); neither names an experiment.
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
 __all__ = ["Part", "register", "parts"]
@@ -22,6 +23,7 @@ class Part:
     type: type  # its Result type
     title: str  # the section's heading
     order: int  # where its section sits on the page among the parts (lower first)
+    verdicts: ModuleType  # the module of resgrad.verdicts its findings word the records of
     findings: Callable[[Any, Any], list[Any]]  # (result, Sections) -> its findings
     section: Callable[[Any, list[Any]], str]  # (result or None, every finding) -> the section's HTML body
     core: bool = True  # one of the study's three kinds of evidence: listed (as missing) even when absent

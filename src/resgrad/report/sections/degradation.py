@@ -7,6 +7,7 @@ from html import escape
 
 from resgrad.results.degradation import DegradationResult
 
+from ... import verdicts
 from .. import figures as F
 from .. import page as P
 from .._fmt import num, pct
@@ -68,4 +69,4 @@ def _section(deg: DegradationResult | None, found: list[Finding]) -> str:
     return "\n".join(out)
 
 
-register(Part("degradation", DegradationResult, TITLE, 20, lambda r, s: degradation_findings(s), section))
+register(Part("degradation", DegradationResult, TITLE, 20, verdicts.degradation, lambda r, s: degradation_findings(s), section))

@@ -9,6 +9,7 @@ from typing import Any
 
 from resgrad.results.ensemble import EnsembleResult
 
+from ... import verdicts
 from .. import figures as F
 from .. import page as P
 from .._fmt import NA, pct
@@ -114,4 +115,4 @@ def _timing(r: EnsembleResult) -> dict[str, Any]:
     return {"ensemble": total} if total is not None else {}
 
 
-register(Part("ensemble", EnsembleResult, TITLE, 30, lambda r, s: ensemble_findings(s), section, timing=_timing))
+register(Part("ensemble", EnsembleResult, TITLE, 30, verdicts.ensemble, lambda r, s: ensemble_findings(s), section, timing=_timing))

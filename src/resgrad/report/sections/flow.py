@@ -8,6 +8,7 @@ from typing import Any
 
 from resgrad.results.flow import FlowResult, FlowThresholds, Signal
 
+from ... import verdicts
 from .. import figures as F
 from .. import page as P
 from .._fmt import NA, pct, sig
@@ -129,4 +130,4 @@ def _timing(r: FlowResult) -> dict[str, Any]:
     return {"flow": r.wall_time_s} if r.wall_time_s is not None else {}
 
 
-register(Part("flow", FlowResult, TITLE, 10, lambda r, s: flow_findings(r), section, timing=_timing))
+register(Part("flow", FlowResult, TITLE, 10, verdicts.flow, lambda r, s: flow_findings(r), section, timing=_timing))

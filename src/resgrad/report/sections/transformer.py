@@ -17,6 +17,7 @@ from typing import Any
 from resgrad import verdicts as V
 from resgrad.results.transformer import TransformerResult
 
+from ... import verdicts
 from .. import figures_transformer as FT
 from .. import page as P
 from .._fmt import NA, num, pct, sig
@@ -203,5 +204,5 @@ def headline(found: list[Finding]) -> str:
             + "</ul></div>")
 
 
-register(Part("transformer", TransformerResult, TITLE, 40, lambda r, s: transformer_findings(r), section, core=False,
+register(Part("transformer", TransformerResult, TITLE, 40, verdicts.transformer, lambda r, s: transformer_findings(r), section, core=False,
               timing=lambda r: dict(r.timing), headline=headline, papers=TRANSFORMER_PAPERS))
