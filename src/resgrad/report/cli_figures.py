@@ -2,7 +2,7 @@
 
 Moved here from ``cli/paths.py`` (plot_paths), ``cli/lesion.py`` (plot_lesions),
 ``cli/diagnose.py`` (_figure) and ``experiments/flow.py`` (_figures), so the report draws
-every figure (DESIGN.md) from typed results and none of it imports torch. Each function
+every figure from typed results and none of it imports torch. Each function
 returns a matplotlib :class:`~matplotlib.figure.Figure` built with the object API (no
 pyplot state); :func:`save_figure` writes it atomically and closes it.
 
