@@ -232,6 +232,12 @@ def _activation_init(gs: list[FlowGroup]) -> str:
 # -- shattering and the Jacobian spectrum -------------------------------------------------
 
 
+_SHATTER_CLAIM = {  # Balduzzi et al. 2017's two rates, as the comparison table quotes them
+    "exponential": "gradient correlation decays exponentially with depth in plain nets (about 2^-L)",
+    "power-law": "with skip connections and BN, gradient correlation decays about as 1/sqrt(L)",
+}
+
+
 def signal_findings(sig_: Signal) -> list[Finding]:
     out: list[Finding] = []
     for fit in sig_.fits:
@@ -261,9 +267,6 @@ def signal_findings(sig_: Signal) -> list[Finding]:
             else:
                 text += (": far faster than the 1/sqrt(L) (power -0.5) Balduzzi et al. 2017 find with skips and BN, "
                          "which stays well above the floor at these depths")
-            claim = ("gradient correlation decays exponentially with depth in plain nets (about 2^-L)"
-                     if v.rule == "exponential" else "with skip connections and BN, gradient correlation decays about "
-                                                     "as 1/sqrt(L)")
         elif v.rule == "exponential":
             text += f" (log2 slope {signed(v.log2_slope)} per block)"
             text += {None: " — not finite, so the decay rate cannot be judged",
@@ -271,7 +274,6 @@ def signal_findings(sig_: Signal) -> list[Finding]:
                                "Balduzzi et al. 2017 find for plain nets (about 2^-L)",
                      "contradicts": f" — slower than exponential decay (the log2 slope is not below {sig(v.threshold)} "
                                     "per block), unlike the 2^-L of Balduzzi et al. 2017"}[v.relation]
-            claim = "gradient correlation decays exponentially with depth in plain nets (about 2^-L)"
         else:
             text += f" (fitted power of depth {signed(v.power)})"
             text += {None: " — not finite, so the decay rate cannot be judged",
@@ -279,11 +281,12 @@ def signal_findings(sig_: Signal) -> list[Finding]:
                                "Balduzzi et al. 2017 find with skips and BN",
                      "contradicts": f" — not within {sig(v.tolerance)} of the power {sig(v.threshold)} (1/sqrt(L)) "
                                     "Balduzzi et al. 2017 find with skips and BN"}[v.relation]
-            claim = "with skip connections and BN, gradient correlation decays about as 1/sqrt(L)"
+        claim = _SHATTER_CLAIM[v.rule]
         out.append(finding(f"flow.shattering.{fit.family}.{fit.arch}.{fit.norm}", "flow", text + ".",
                             {"depths": list(fit.depths), "neighbor": list(fit.neighbor), "log2_slope": v.log2_slope,
                              "power": v.power, "floor": v.floor, "decorrelated_at": v.decorrelated_at,
-                             "bound": v.bound, "stretch": list(v.stretch) if v.stretch else None}, v, paper=cite_text("balduzzi2017"), claim=claim,
+                             "bound": v.bound, "stretch": list(v.stretch) if v.stretch else None}, v,
+                            paper=cite_text("balduzzi2017"), claim=claim,
                             relation=v.relation))
     deepest: dict[tuple[str, str, str, str], Any] = {}
     for row in sig_.spectrum:

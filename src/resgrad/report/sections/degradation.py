@@ -69,4 +69,5 @@ def _section(deg: DegradationResult | None, found: list[Finding]) -> str:
     return "\n".join(out)
 
 
-register(Part("degradation", DegradationResult, TITLE, 20, verdicts.degradation, lambda r, s: degradation_findings(s), section))
+register(Part("degradation", DegradationResult, TITLE, 20, verdicts.degradation,
+              lambda r, s: degradation_findings(s), section))

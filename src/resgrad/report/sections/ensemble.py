@@ -115,4 +115,5 @@ def _timing(r: EnsembleResult) -> dict[str, Any]:
     return {"ensemble": total} if total is not None else {}
 
 
-register(Part("ensemble", EnsembleResult, TITLE, 30, verdicts.ensemble, lambda r, s: ensemble_findings(s), section, timing=_timing))
+register(Part("ensemble", EnsembleResult, TITLE, 30, verdicts.ensemble,
+              lambda r, s: ensemble_findings(s), section, timing=_timing))

@@ -130,4 +130,5 @@ def _timing(r: FlowResult) -> dict[str, Any]:
     return {"flow": r.wall_time_s} if r.wall_time_s is not None else {}
 
 
-register(Part("flow", FlowResult, TITLE, 10, verdicts.flow, lambda r, s: flow_findings(r), section, timing=_timing))
+register(Part("flow", FlowResult, TITLE, 10, verdicts.flow,
+              lambda r, s: flow_findings(r), section, timing=_timing))

@@ -204,5 +204,6 @@ def headline(found: list[Finding]) -> str:
             + "</ul></div>")
 
 
-register(Part("transformer", TransformerResult, TITLE, 40, verdicts.transformer, lambda r, s: transformer_findings(r), section, core=False,
+register(Part("transformer", TransformerResult, TITLE, 40, verdicts.transformer,
+              lambda r, s: transformer_findings(r), section, core=False,
               timing=lambda r: dict(r.timing), headline=headline, papers=TRANSFORMER_PAPERS))
