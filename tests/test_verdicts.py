@@ -1,4 +1,4 @@
-"""verdicts.py: each named threshold at its edge, and the records' relations."""
+"""resgrad.verdicts: each named threshold at its edge, and the records' relations."""
 
 from __future__ import annotations
 
@@ -176,3 +176,49 @@ def test_spectrum_isometry_edges():
     assert V.spectrum_verdict(_spec(0.49, 2.0)).relation == "agrees"
     assert V.spectrum_verdict(_spec(0.1, 5.0, act="tanh")).relation is None  # the claim is about ReLU nets
     assert V.spectrum_verdict(_spec(None, 2.0)).isometric is None
+
+
+def _decorrelating(neighbor, arch="plain", norm="batch", depths=(2, 8, 32)) -> ShatteringFit:
+    return ShatteringFit(family="mlp", arch=arch, norm=norm, act="relu", init="he", depths=list(depths),
+                         neighbor=list(neighbor), used=sum(1 for c in neighbor if c > 0.02), floor=0.02,
+                         log2_slope=-0.04, power=-0.13)
+
+
+def test_shattering_judges_a_fall_to_the_noise_floor_by_the_fall_not_the_fit():
+    # Issue 23: 0.975 -> 0.812 -> -0.0345 fitted over the first two only (-0.044 per block) read "slower".
+    v = V.shattering_verdict(_decorrelating([0.975, 0.812, -0.0345]))
+    assert v.decorrelated_at == 32 and v.stretch == (8, 32)
+    assert v.bound == pytest.approx(math.log2(0.02 / 0.812) / 24)  # the floor stands in for -0.0345
+    assert v.relation == "partly"  # -0.223 per block: shattered, but not shown to be as fast as -0.25
+    steep = V.shattering_verdict(_decorrelating([0.9, 0.6, 0.0255, 5e-4], depths=(4, 8, 16, 32)))
+    assert steep.stretch == (8, 16) and steep.bound == pytest.approx(math.log2(0.0255 / 0.6) / 8)
+    assert steep.relation == "agrees"  # -0.57 per block: exponential at least there
+    assert V.shattering_verdict(_decorrelating([0.99, 0.9, 0.01], arch="residual")).relation == "contradicts"
+    # Above the floor everywhere, the fitted slope decides as before.
+    assert V.shattering_verdict(_decorrelating([0.975, 0.812, 0.5])).decorrelated_at is None
+
+
+def test_deletion_agrees_with_veit_only_within_the_tolerance_of_his_level():
+    def d(mean, n, chance=0.9):
+        return V.deletion_verdict(Deletion(model=None, k=list(range(len(mean))), mean=mean, std=[0.0] * len(mean),
+                                           errors=[], trials=1), n, chance)
+
+    paper = (0.20 - 0.0643) / (0.9 - 0.0643)
+    assert pytest.approx(paper) == V.VEIT_WAY
+    # 54 blocks, the curve through Veit's own point (20% at k = 10): agrees.
+    mean = [0.0643 + (0.20 - 0.0643) * k / 10 for k in range(21)]
+    v = d(mean, 54)
+    assert v.veit_k == pytest.approx(10) and v.way == pytest.approx(paper) and v.relation == "agrees"
+    # 9 blocks reaching chance at k = 3 (issue 23): smooth, but far faster than Veit's level.
+    v = d([0.5, 0.61, 0.71, 0.86, 0.89], 9)
+    assert v.veit_k == pytest.approx(9 * 10 / 54) and v.veit_error == pytest.approx(0.61 + 0.1 * (9 * 10 / 54 - 1))
+    assert v.way == pytest.approx((v.veit_error - 0.5) / 0.4) and v.relation == "partly"
+    # The tolerance's edges: a way of paper +- 0.1 still agrees, beyond it does not.
+    for way, rel in ((paper + 0.099, "agrees"), (paper - 0.099, "agrees"), (paper + 0.101, "partly")):
+        e10 = 0.1 + way * (0.9 - 0.1)
+        curve = [0.1 + (e10 - 0.1) * k / 10 for k in range(11)]
+        assert d(curve, 54).relation == rel, way
+    assert d([0.1, 0.5, 0.2, 0.9], 54).relation == "contradicts"  # not smooth
+    near = d([0.87, 0.89, 0.9], 4)
+    assert near.near_chance and near.way is None and near.relation == "partly"
+    assert d(mean, 54, chance=None).way is None

@@ -2,39 +2,43 @@
 
 Build plain and residual twins, measure gradient flow, train them side by side,
 decompose the gradient by path length, lesion blocks, and report.
+
+The torch-using names below are loaded on first use (PEP 562 module ``__getattr__``), so that
+``import resgrad.results``, ``resgrad.verdicts`` and ``resgrad.report`` (which read finished
+results and need no torch) do not import torch through this package.
 """
 
-from importlib.metadata import PackageNotFoundError, version
+from __future__ import annotations
 
-try:
-    __version__ = version("resgrad")
-except PackageNotFoundError:  # running from a source tree without install
-    __version__ = "0+unknown"
+import importlib
+import importlib.util
+from typing import TYPE_CHECKING, Any
 
-from . import paths
-from .callbacks import Callback
-from .data import DataBundle
-from .data import load as load_data
-from .nets import (
-    Block,
-    Plain,
-    Residual,
-    Scale,
-    adapt,
-    blocks,
-    build,
-    build_for,
-    gates,
-    list_models,
-    register_adapter,
-    register_model,
-    residual_blocks,
-)
-from .nets.spec import register_run_loader as _register_run_loader
-from .probes import GradientMonitor, gradient_correlation, jacobian_spectrum
-from .train import TrainConfig, evaluate, fit, load_run
+from ._version import __version__
 
-_register_run_loader(load_run)  # resgrad.build(RUN_FOLDER): nets reads no run folder itself
+if TYPE_CHECKING:  # what static checkers and IDEs see; at run time each name loads on first use
+    from . import paths
+    from .callbacks import Callback
+    from .data import DataBundle
+    from .data import load as load_data
+    from .nets import (
+        Block,
+        Plain,
+        Residual,
+        Scale,
+        adapt,
+        blocks,
+        build,
+        build_for,
+        gates,
+        list_models,
+        register_adapter,
+        register_model,
+        residual_blocks,
+    )
+    from .probes import GradientMonitor, gradient_correlation, jacobian_spectrum
+    from .train import TrainConfig, evaluate, fit, load_run
+
 
 __all__ = [
     "__version__",
@@ -47,3 +51,44 @@ __all__ = [
     "adapt", "register_adapter", "paths",
     "fit", "TrainConfig", "evaluate", "load_run",
 ]
+
+# name -> (module, attribute in it; None: the module itself)
+_LAZY: dict[str, tuple[str, str | None]] = {
+    "paths": (".paths", None),
+    "Callback": (".callbacks", "Callback"),
+    "DataBundle": (".data", "DataBundle"),
+    "load_data": (".data", "load"),
+    **{n: (".nets", n) for n in ("Block", "Plain", "Residual", "Scale", "adapt", "blocks", "build", "build_for",
+                                 "gates", "list_models", "register_adapter", "register_model", "residual_blocks")},
+    **{n: (".probes", n) for n in ("GradientMonitor", "gradient_correlation", "jacobian_spectrum")},
+    **{n: (".train", n) for n in ("TrainConfig", "evaluate", "fit", "load_run")},
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Load a torch-using public name on first access and keep it (later lookups skip this)."""
+    spec = _LAZY.get(name)
+    if spec is None:
+        if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+            # ``resgrad.nets`` after a bare ``import resgrad``: the package used to import its
+            # subpackages eagerly, so code may reach them as attributes; import on first access.
+            return importlib.import_module(f".{name}", __name__)
+        raise AttributeError(f"module 'resgrad' has no attribute {name!r}")
+    module = importlib.import_module(spec[0], __name__)
+    value = module if spec[1] is None else getattr(module, spec[1])
+    if name == "build":
+        _register_run_loader()
+    globals()[name] = value
+    return value
+
+
+def _register_run_loader() -> None:
+    """``resgrad.build(RUN_FOLDER)`` reads the trained model through resgrad.load_run; nets reads no run
+    folder itself (it imports nothing above it), so the training layer is named here, imported on use."""
+    from .nets.spec import register_run_loader
+
+    register_run_loader(lambda path: importlib.import_module(".train", __name__).load_run(path))
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -120,11 +120,11 @@ def _cpu_name() -> str:
 
 
 def environment(device: str | None = None) -> dict[str, Any]:
-    """Versions and hardware, recorded in every run (STYLE.md 12)."""
+    """Versions and hardware, recorded in every run (so a number can be traced to what produced it)."""
     import numpy
     import torch
 
-    from . import __version__
+    from ._version import __version__
 
     env: dict[str, Any] = {
         "resgrad": __version__,

@@ -10,8 +10,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-__all__ = ["Summary", "summary", "mean", "std", "slope", "t_interval", "pearson", "median"]
+__all__ = ["Summary", "summary", "seed_stat", "geometric_mean", "clip_interval", "MIN_INTERVAL_VALUES", "mean", "std", "slope", "t_interval", "pearson",
+           "median"]
 
 
 def _finite(xs: Sequence[float | None]) -> list[float]:
@@ -101,3 +103,32 @@ def summary(xs: Sequence[float | None]) -> Summary:
     """Mean and sample std of the finite values of ``xs`` (a diverged seed is left out, and counted)."""
     v = _finite(xs)
     return Summary(mean(v) if v else float("nan"), std(v) if v else float("nan"), len(xs), len(v))
+
+
+def seed_stat(values: Sequence[float | None], level: float = 0.95) -> dict[str, Any]:
+    """One quantity over a cell's seeds, as ``resgrad.results.sweep.Stat`` holds it: the mean and sample
+    std of the finite values, a Student-t interval for the mean at ``level`` (None with fewer than two
+    finite values), how many seeds there were and how many were finite, and the values themselves."""
+    s = summary(values)
+    fin = _finite(values)
+    ci = t_interval(fin, level) if len(fin) >= 2 else None
+    return {"mean": s.mean, "std": s.std, "ci_low": ci[0] if ci else None, "ci_high": ci[1] if ci else None,
+            "level": level, "n": s.n, "n_finite": s.n_finite, "values": list(values)}
+
+
+def geometric_mean(xs: Sequence[float | None]) -> float | None:
+    """10 ** the mean log10 of the finite positive values (ratios span decades); None when there are none."""
+    logs = [math.log10(x) for x in _finite(xs) if x > 0]
+    return 10 ** mean(logs) if logs else None
+
+
+# Fewest values a t interval is worth showing from: with two it has one degree of freedom, and its
+# half-width is t(0.975, 1) = 12.7 standard errors, wider than the range of most quantities.
+MIN_INTERVAL_VALUES = 3
+
+
+def clip_interval(low: float, high: float, lo_bound: float = 0.0, hi_bound: float = 1.0) -> tuple[float, float]:
+    """An interval cut to the possible range of its quantity (an error rate: [0, 1])."""
+    if lo_bound > hi_bound:
+        raise ValueError(f"clip_interval needs lo_bound <= hi_bound, received {lo_bound!r} > {hi_bound!r}")
+    return (min(max(low, lo_bound), hi_bound), max(min(high, hi_bound), lo_bound))

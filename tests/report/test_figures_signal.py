@@ -87,3 +87,55 @@ def test_module_imports_no_torch_and_no_measuring_package(banned):
             names.append("resgrad." + (node.module or "") if node.level >= 2 else ("." * node.level) + (node.module or ""))
     assert names, "the ast walk found no imports at all"
     assert not any(n == banned or n.startswith(banned + ".") for n in names), names
+
+
+def test_non_positive_values_on_a_log_axis_are_marked_not_dropped():
+    # Issue 23: a correlation of -0.0345 at 32 blocks vanished silently from the log axis.
+    from matplotlib.lines import Line2D
+
+    from resgrad.report import figures as F
+
+    fig, axes = F.make_figure(4, 3)
+    ax = axes[0][0]
+    raw = [0.975, 0.812, -0.0345]
+    ax.plot([2, 8, 32], F.positive(raw))
+    F.mark_nonpositive(ax, [2, 8, 32], raw, "#c0392b")
+    ax.set_yscale("log")
+    F.finish_log_axes(fig)
+    lo, _ = ax.get_ylim()
+    marks = [ln for ln in ax.get_lines() if ln.get_marker() == "v"]
+    assert len(marks) == 1 and isinstance(marks[0], Line2D)
+    assert list(marks[0].get_xdata()) == [32] and marks[0].get_ydata()[0] == pytest.approx(lo)
+    assert any("below the log axis" in t.get_text() and "-0.0345" in t.get_text() for t in ax.texts)
+
+
+def test_shattering_figure_draws_the_negative_correlation(monkeypatch):
+    from resgrad.report import figures as F
+    from resgrad.report import figures_signal as FS
+
+    seen = []
+    monkeypatch.setattr(FS, "to_svg", lambda fig: (F.finish_log_axes(fig), seen.append(fig))[0] or "<svg/>")
+    shattering, _, fits = _rows()
+    for r in shattering:
+        if r["arch"] == "plain" and r["norm"] == "batch" and r["depth"] == max(x["depth"] for x in shattering):
+            r["neighbor"] = -0.03
+    FS.shattering_figure(shattering, fits)
+    ax = seen[0].axes[0]
+    assert [ln for ln in ax.get_lines() if ln.get_marker() == "v"]
+
+
+def test_every_log_axis_gets_readable_ticks():
+    # Issue 23: the Transformer growth and stream figures showed a single "10^0" on their log axes.
+    from resgrad.report import figures as F
+
+    for lo, hi in ((0.7, 1.45), (0.3, 2.2), (0.05, 3.0)):
+        fig, axes = F.make_figure(4, 3)
+        ax = axes[0][0]
+        ax.plot([1, 2], [lo, hi])
+        ax.set_yscale("log")
+        F.finish_log_axes(fig)
+        ylo, yhi = ax.get_ylim()
+        ticks = [t for t in ax.get_yticks() if ylo <= t <= yhi]
+        assert len(ticks) >= 3, (lo, hi, ticks)
+        labels = [ax.yaxis.get_major_formatter()(t) for t in ticks]
+        assert all(labels) and "1" in labels

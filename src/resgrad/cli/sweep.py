@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from .. import stats
 from ._common import DeviceOpt, OutOpt, console, guarded, resolve_device
 from ._executor import ExecutorOptions, executor_options
 
@@ -23,8 +24,9 @@ def _err(stat: Any) -> str:
     if stat.mean is None:
         return "diverged"
     s = f"{_pct(stat.mean)} ± {_pct(stat.std)}"
-    if stat.ci_low is not None:
-        s += f" [{_pct(stat.ci_low)}, {_pct(stat.ci_high)}]"
+    if stat.ci_low is not None:  # cut to an error rate's range; at n = 2 the t interval says nothing
+        lo, hi = stats.clip_interval(stat.ci_low, stat.ci_high)
+        s += f" [{_pct(lo)}, {_pct(hi)}]" + (" (n = 2: not meaningful)" if stat.n_finite < stats.MIN_INTERVAL_VALUES else "")
     if stat.n_finite < stat.n:
         s += f" ({stat.n - stat.n_finite} diverged)"
     return s

@@ -424,8 +424,8 @@ _RUN_LOADER: list[RunLoader] = []
 def register_run_loader(load: RunLoader) -> None:
     """Say how a run folder is read: ``load(folder) -> (model, its config.json dict)``.
 
-    ``resgrad`` registers :func:`resgrad.load_run` when it is imported; registering again
-    replaces the loader.
+    ``resgrad.build`` and the CLI register :func:`resgrad.load_run` (on first use of
+    ``resgrad.build``); registering again replaces the loader.
     """
     if not callable(load):
         raise TypeError(f"a run loader must be callable, received {type(load).__name__}")
@@ -438,8 +438,8 @@ def _run_folder(spec: str, path: Path) -> ResolvedModel:
             f"{spec} is a folder but not a resgrad run (no config.json); pass a folder written by `resgrad train`"
         )
     if not _RUN_LOADER:
-        raise ValueError(f"SPEC {spec!r} is a run folder, and no run loader is registered; `import resgrad` "
-                         "registers resgrad.load_run")
+        raise ValueError(f"SPEC {spec!r} is a run folder, and no run loader is registered; call it as "
+                         "resgrad.build(...), which registers resgrad.load_run")
     model, record = _RUN_LOADER[0](path)
     data = record.get("data") or {}
     spec_rec = record.get("model_spec") or {}

@@ -1,4 +1,4 @@
-"""The papers the report compares against (../shared/REFERENCES.md), cited as plain links."""
+"""The papers the report compares against, cited as plain links to arXiv, and the figures it quotes from them."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ PAPERS: dict[str, tuple[str, int, str, str]] = {
 # Cited only by the Transformer section: a report without it lists the papers it listed before.
 TRANSFORMER_PAPERS = ("xiong2020", "liu2020", "gromov2024", "men2024", "sun2024")
 
-# Published figures used in comparisons (REFERENCES.md). Errors are fractions.
+# Published figures used in comparisons, each with the paper and place it comes from. Errors are fractions.
 PUBLISHED = {
     # He et al. 2015, Table 6: CIFAR-10 test error, option A ResNets.
     "he2015_table6": {20: 0.0875, 32: 0.0751, 44: 0.0717, 56: 0.0697, 110: 0.0643, 1202: 0.0793},

@@ -2,7 +2,7 @@
 
 Moved here from ``cli/paths.py`` (plot_paths), ``cli/lesion.py`` (plot_lesions),
 ``cli/diagnose.py`` (_figure) and ``experiments/flow.py`` (_figures), so the report draws
-every figure (DESIGN.md) from typed results and none of it imports torch. Each function
+every figure from typed results and none of it imports torch. Each function
 returns a matplotlib :class:`~matplotlib.figure.Figure` built with the object API (no
 pyplot state); :func:`save_figure` writes it atomically and closes it.
 
@@ -28,6 +28,8 @@ from resgrad.results.diagnose import DiagnoseResult
 from resgrad.results.ensemble import EnsembleResult
 from resgrad.results.flow import FlowResult
 
+from .figures import finish_log_axes, mark_nonpositive
+
 __all__ = ["paths_figure", "lesion_figure", "diagnose_figure", "flow_figures", "save_figure"]
 
 
@@ -45,6 +47,7 @@ def save_figure(fig: Figure, path: str | os.PathLike, *, dpi: float | None = 120
     the figure for a second format.
     """
     path = Path(path)
+    finish_log_axes(fig)  # readable log ticks; values a log axis cannot show are marked, not dropped
     if not tight:
         fig.tight_layout()
     fmt = path.suffix.lstrip(".") or "png"
@@ -81,12 +84,15 @@ def paths_figure(r: EnsembleResult) -> Figure:
     lo = [max(v or 0.0, floor) for v in sa.q10]
     ax[1].fill_between(sa.lengths, lo, _nan(sa.q90), color="C1", alpha=0.2, label="sampled, 10-90%")
     ax[1].semilogy(sa.lengths, _nan(sa.mean), ".-", color="C1", ms=3, label="sampled mean (Veit Fig. 6a)")
+    mark_nonpositive(ax[1], sa.lengths, sa.mean, "C1")
     per_path = [math.nan if e is None else e / c for e, c in zip(ex.example_norms, counts, strict=True)]
     ax[1].semilogy(ks, per_path, "--", color="C0", lw=1, label="exact ‖g_k‖ / count")
     ax[1].set(title="one path's gradient magnitude", xlabel="path length k")
     ax[1].legend(fontsize=8)
     ax[2].semilogy(ks, _nan(ex.example_norms), "o-", ms=3, label="exact ‖Σ paths‖ (per example)")
     ax[2].semilogy(sa.lengths, _nan(sa.total), ".-", ms=3, label="count × mean (Veit)")
+    mark_nonpositive(ax[2], ks, ex.example_norms, "C0")
+    mark_nonpositive(ax[2], sa.lengths, sa.total, "C1")
     eff = r.effective
     for w, c in ((eff.exact if eff else None, "C0"), (eff.sampled if eff else None, "C1")):
         if w:

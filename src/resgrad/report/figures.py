@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import io
 import math
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
 import matplotlib
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from resgrad.results.degradation import TrainedRun
 from resgrad.results.flow import FlowThresholds
@@ -24,7 +26,8 @@ from ._read import FlowRow, pretty_model
 from ._refs import PUBLISHED
 
 __all__ = [
-    "PLAIN", "RESIDUAL", "to_svg", "ratio_band", "panel_title",
+    "PLAIN", "RESIDUAL", "REF", "STYLE", "make_figure", "as_array", "positive", "mark_nonpositive",
+    "finish_log_axes", "readable_log_ticks", "to_svg", "ratio_band", "panel_title",
     "flow_profiles", "flow_ratio", "degradation_curves", "degradation_grad",
     "ensemble_paths", "ensemble_lesion", "ensemble_deletion",
 ]
@@ -32,35 +35,88 @@ __all__ = [
 PLAIN = "#c0392b"
 RESIDUAL = "#1f5fa8"
 REF = "#555555"
-_STYLE = {"font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 8,
+STYLE = {"font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 8,
           "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True, "grid.alpha": 0.3,
           "svg.hashsalt": "resgrad", "svg.fonttype": "path"}
+
+
+# Values a log axis cannot show, per axes: (x, value, colour), drawn as a marked floor by finish_log_axes.
+_BELOW: weakref.WeakKeyDictionary[Axes, list[tuple[float, float, str]]] = weakref.WeakKeyDictionary()
+
+
+def mark_nonpositive(ax: Axes, xs: Sequence[float], values: Sequence[float | None], color: str) -> None:
+    """Remember the finite values <= 0 of a series drawn on log axes ``ax`` (``positive`` left them as gaps):
+    ``finish_log_axes`` draws them on the axis floor, marked, so that no measured point is dropped silently."""
+    pts = [(float(x), float(v)) for x, v in zip(xs, values, strict=False)
+           if v is not None and math.isfinite(v) and v <= 0]
+    if pts:
+        _BELOW.setdefault(ax, []).extend((x, v, color) for x, v in pts)
+
+
+def _plain(v: float, _pos: Any = None) -> str:
+    return f"{v:g}"
+
+
+def readable_log_ticks(ax: Axes) -> None:
+    """A log y axis spanning few decades gets ticks at 1, 2 and 5 (or every integer) per decade, written as
+    plain numbers, so that its values can be read off (matplotlib's default leaves a single 10^0)."""
+    lo, hi = ax.get_ylim()
+    if not (lo > 0 and hi > lo) or not isinstance(ax.yaxis.get_major_locator(), LogLocator):
+        return
+    decades = math.log10(hi / lo)
+    if decades >= 3:
+        return
+    subs = (1.0, 2.0, 5.0) if decades >= 1 else tuple(float(k) for k in range(1, 10))
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=subs))
+    ax.yaxis.set_major_formatter(FuncFormatter(_plain))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.set_ylim(lo, hi)
+
+
+def finish_log_axes(fig: Figure) -> None:
+    """Every log y axis of ``fig``: readable ticks, and the values it cannot show (<= 0) drawn as open
+    triangles on its floor, with a note saying so. Called by ``to_svg`` and ``save_figure``."""
+    for ax in fig.axes:
+        if ax.get_yscale() != "log":
+            continue
+        below = _BELOW.pop(ax, [])
+        if below:
+            lo, hi = ax.get_ylim()
+            for x, _v, color in below:
+                ax.plot([x], [lo], marker="v", ms=7, mfc="none", mec=color, mew=1.4, ls="none", clip_on=False,
+                        zorder=5)
+            ax.text(0.99, 0.01, "▽: value ≤ 0 (" + ", ".join(f"{v:.3g}" for _x, v, _c in below[:3])
+                    + (" …" if len(below) > 3 else "") + "), below the log axis",
+                    transform=ax.transAxes, ha="right", va="bottom", fontsize=7, color=REF)
+            ax.set_ylim(lo, hi)
+        readable_log_ticks(ax)
 
 
 def to_svg(fig: Figure) -> str:
     """The figure as one standalone SVG document (no date stamp, stable ids)."""
     buf = io.StringIO()
-    with matplotlib.rc_context(_STYLE):
+    with matplotlib.rc_context(STYLE):
+        finish_log_axes(fig)
         # No metadata block (date, creator, RDF links): smaller, and the same bytes for the same results.
         fig.savefig(buf, format="svg",
                     metadata={"Date": None, "Creator": None, "Format": None, "Type": None})
     return buf.getvalue()
 
 
-def _fig(w: float, h: float, ncols: int = 1, nrows: int = 1, **kw: Any) -> tuple[Figure, np.ndarray]:
-    with matplotlib.rc_context(_STYLE):
+def make_figure(w: float, h: float, ncols: int = 1, nrows: int = 1, **kw: Any) -> tuple[Figure, np.ndarray]:
+    with matplotlib.rc_context(STYLE):
         fig = Figure(figsize=(w, h), layout="constrained")
         axes = fig.subplots(nrows, ncols, squeeze=False, **kw)
     return fig, axes
 
 
-def _arr(xs: Sequence[float | None]) -> np.ndarray:
+def as_array(xs: Sequence[float | None]) -> np.ndarray:
     return np.array([np.nan if x is None else x for x in xs], dtype=float)
 
 
-def _pos(xs: Sequence[float | None]) -> np.ndarray:
+def positive(xs: Sequence[float | None]) -> np.ndarray:
     """For log axes: non-finite and non-positive values become gaps."""
-    a = _arr(xs)
+    a = as_array(xs)
     a[~(a > 0)] = np.nan
     return a
 
@@ -114,19 +170,20 @@ def flow_profiles(rows: list[FlowRow]) -> str | None:
         return None
     norms = sorted({r["norm"] for r in rows}, key=lambda s: (s != "batch", s))
     depths = _pick_depths(sorted({r["depth"] for r in rows if r["depth"]}))
-    fig, axes = _fig(10, 3.6, ncols=len(norms), sharey=True)
+    fig, axes = make_figure(10, 3.6, ncols=len(norms), sharey=True)
     shades = np.linspace(0.45, 1.0, len(depths)) if depths else []
-    with matplotlib.rc_context(_STYLE):
+    with matplotlib.rc_context(STYLE):
         for ax, norm in zip(axes[0], norms, strict=False):
             for arch in ("plain", "residual"):
                 for depth, alpha in zip(depths, shades, strict=False):
                     r = next((r for r in rows if r["arch"] == arch and r["norm"] == norm and r["depth"] == depth), None)
                     if r is None:
                         continue
-                    y = _pos(r["profile"])
+                    y = positive(r["profile"])
                     ax.plot(np.arange(len(y)), y, color=_color(arch), alpha=float(alpha),
                             lw=1.0 + float(alpha), ls="-" if arch == "plain" else "--",
                             label=_depth_label(r))
+                    mark_nonpositive(ax, list(range(len(y))), r["profile"], _color(arch))
             ax.set_yscale("log")
             ax.set_title(_norm_title(norm))
             ax.set_xlabel("block index (0 = input side)")
@@ -144,9 +201,9 @@ def flow_ratio(rows: list[FlowRow], thresholds: FlowThresholds) -> str | None:
     combos = sorted({(r["family"], r["activation"], r["init"]) for r in rows})
     ncols = min(len(combos), 3)
     nrows = math.ceil(len(combos) / ncols)
-    fig, axes = _fig(10 if ncols > 1 else 6.2, 3.4 * nrows, ncols=ncols, nrows=nrows, sharey=True)
+    fig, axes = make_figure(10 if ncols > 1 else 6.2, 3.4 * nrows, ncols=ncols, nrows=nrows, sharey=True)
     lo, hi = ratio_band(thresholds)
-    with matplotlib.rc_context(_STYLE):
+    with matplotlib.rc_context(STYLE):
         for i, (fam, act, init) in enumerate(combos):
             ax = axes[i // ncols][i % ncols]
             sel = [r for r in rows if (r["family"], r["activation"], r["init"]) == (fam, act, init)]
@@ -158,9 +215,10 @@ def flow_ratio(rows: list[FlowRow], thresholds: FlowThresholds) -> str | None:
                     if not s:
                         continue
                     x = np.array([r["depth"] for r in s], dtype=float)
-                    y = _pos([r["ratio"] for r in s])
+                    y = positive([r["ratio"] for r in s])
                     ax.plot(x, y, color=_color(arch), ls=_ls(norm), marker="o" if norm == "batch" else "s", ms=4,
                             label=f"{'plain' if arch == 'plain' else 'residual'}, {'BN' if norm == 'batch' else 'no norm'}")
+                    mark_nonpositive(ax, list(x), [r["ratio"] for r in s], _color(arch))
                     for xi, r in zip(x, s, strict=False):
                         seeds = [v for v in r["ratio_seeds"] if v is not None and v > 0]
                         if len(seeds) > 1:
@@ -202,10 +260,10 @@ def degradation_curves(runs: list[TrainedRun]) -> str | None:
         return None
     ncols = min(len(depths), 3)
     nrows = math.ceil(len(depths) / ncols)
-    fig, axes = _fig(10, 3.1 * nrows + 0.3, ncols=ncols, nrows=nrows, sharey=True)
+    fig, axes = make_figure(10, 3.1 * nrows + 0.3, ncols=ncols, nrows=nrows, sharey=True)
     top = 0.0
     legend: tuple[list, list] | None = None
-    with matplotlib.rc_context(_STYLE):
+    with matplotlib.rc_context(STYLE):
         for i, d in enumerate(depths):
             ax = axes[i // ncols][i % ncols]
             for arch in ("plain", "residual"):
@@ -239,15 +297,16 @@ def degradation_grad(runs: list[TrainedRun]) -> str | None:
     sel = [r for r in runs if r.grad]
     if not sel:
         return None
-    fig, axes = _fig(6.2, 3.4)
+    fig, axes = make_figure(6.2, 3.4)
     ax = axes[0][0]
     depths = sorted({r.depth for r in sel})
     shades = dict(zip(depths, np.linspace(0.45, 1.0, len(depths)), strict=False))
     drawn = set()
-    with matplotlib.rc_context(_STYLE):
+    with matplotlib.rc_context(STYLE):
         for r in sorted(sel, key=lambda r: (r.arch, r.depth)):
             pts = [(g.epoch, g.ratio_first_last) for g in r.grad
                    if g.ratio_first_last is not None and g.ratio_first_last > 0]
+            mark_nonpositive(ax, [g.epoch for g in r.grad], [g.ratio_first_last for g in r.grad], _color(r.arch))
             if not pts:
                 continue
             key = (r.arch, r.depth)
@@ -279,13 +338,13 @@ def ensemble_paths(v: dict[str, Any]) -> str | None:
     n = v.get("n")
     if not n or not v.get("counts"):
         return None
-    fig, axes = _fig(10, 3.3, ncols=3)
+    fig, axes = make_figure(10, 3.3, ncols=3)
     a, b, c = axes[0]
     k = np.arange(n + 1)
     counts = np.array(v["counts"], dtype=float)
     frac = counts / counts.sum()
     weff = v.get("eff_exact") or v.get("eff_sampled")
-    with matplotlib.rc_context(_STYLE):
+    with matplotlib.rc_context(STYLE):
         a.bar(k, 100 * frac, color="#888888", width=0.9, label=f"Binomial({n}, 1/2)")
         _shade(a, weff, "#2e8b57", "effective window (measured)")
         if n == PUBLISHED["veit_blocks"]:
@@ -297,18 +356,20 @@ def ensemble_paths(v: dict[str, Any]) -> str | None:
         a.set_title("(a) path lengths")
         a.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
 
-        ks, mean, std = v["sampled_lengths"], _pos(v["sampled_mean"]), _arr(v["sampled_std"])
-        q10, q90 = _pos(v.get("sampled_q10") or []), _pos(v.get("sampled_q90") or [])
+        ks, mean, std = v["sampled_lengths"], positive(v["sampled_mean"]), as_array(v["sampled_std"])
+        q10, q90 = positive(v.get("sampled_q10") or []), positive(v.get("sampled_q90") or [])
         if ks and len(mean) == len(ks):
             b.plot(ks, mean, color=RESIDUAL, marker="o", ms=3, lw=1.4, label="sampled: mean single path")
+            mark_nonpositive(b, ks, v["sampled_mean"], RESIDUAL)
             if len(q10) == len(ks) and len(q90) == len(ks):
                 b.fill_between(ks, q10, q90, color=RESIDUAL, alpha=0.15, lw=0, label="10–90% of sampled paths")
             elif len(std) == len(ks):
                 low = np.where(mean - std > 0, mean - std, np.nan)
                 b.fill_between(ks, low, mean + std, color=RESIDUAL, alpha=0.15, lw=0, label="± 1 std")
-        ex = _pos(v["exact_norms"])
+        ex = positive(v["exact_norms"])
         if len(ex):
             b.plot(np.arange(len(ex)), ex, color="#e67e22", lw=1.4, label="exact: ‖Σ paths of length k‖")
+            mark_nonpositive(b, list(range(len(ex))), v["exact_norms"], "#e67e22")
         if v.get("plain_norm") and v["plain_norm"] > 0:
             b.plot([n], [v["plain_norm"]], marker="D", ms=6, color=PLAIN, ls="none",
                    label=f"plain twin (its one path, length {n})")
@@ -318,7 +379,7 @@ def ensemble_paths(v: dict[str, Any]) -> str | None:
         b.set_title("(b) gradient per length")
         b.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
 
-        tot = _pos(v["sampled_total"])
+        tot = positive(v["sampled_total"])
         if ks and len(tot) == len(ks) and np.nansum(tot) > 0:
             c.plot(ks, 100 * tot / np.nansum(tot), color=RESIDUAL, marker="o", ms=3, lw=1.4,
                    label="sampled: count × mean")
@@ -341,15 +402,15 @@ def ensemble_lesion(v: dict[str, Any], classes: int | None = 10) -> str | None:
     lr, lp = v.get("lesion_res"), v.get("lesion_plain")
     if not (lr and lr["blocks"]) and not (lp and lp["blocks"]):
         return None
-    fig, axes = _fig(10, 3.2)
+    fig, axes = make_figure(10, 3.2)
     ax = axes[0][0]
-    with matplotlib.rc_context(_STYLE):
+    with matplotlib.rc_context(STYLE):
         for les, arch in ((lp, "plain"), (lr, "residual")):
             if not les or not les["blocks"]:
                 continue
             name = pretty_model(les["model"]) if les["model"] else arch
             x = [b["block"] for b in les["blocks"]]
-            y = 100 * _arr([b["error"] for b in les["blocks"]])
+            y = 100 * as_array([b["error"] for b in les["blocks"]])
             ax.plot(x, y, color=_color(arch), marker="o", ms=3, lw=1, label=f"{name}: one block deleted")
             if les["baseline"] is not None:
                 ax.axhline(100 * les["baseline"], color=_color(arch), ls=":", lw=1, label=f"{name}: nothing deleted")
@@ -371,13 +432,13 @@ def ensemble_deletion(v: dict[str, Any], classes: int | None = 10) -> str | None
     dr, dp, ro = v.get("del_res"), v.get("del_plain"), v.get("reorder")
     if not (dr or dp or ro):
         return None
-    fig, axes = _fig(10, 3.3, ncols=2)
+    fig, axes = make_figure(10, 3.3, ncols=2)
     a, b = axes[0]
-    with matplotlib.rc_context(_STYLE):
+    with matplotlib.rc_context(STYLE):
         for cur, arch, name in ((dp, "plain", v.get("plain_model")), (dr, "residual", v.get("model"))):
             if not cur:
                 continue
-            x, m, s = _arr(cur["x"]), 100 * _arr(cur["mean"]), 100 * _arr(cur["std"])
+            x, m, s = as_array(cur["x"]), 100 * as_array(cur["mean"]), 100 * as_array(cur["std"])
             a.plot(x, m, color=_color(arch), marker="o", ms=3, lw=1.4,
                    label=pretty_model(name) if name else arch)
             if np.isfinite(s).any():
@@ -402,7 +463,7 @@ def ensemble_deletion(v: dict[str, Any], classes: int | None = 10) -> str | None
                                     (ro, "residual", v.get("model"))):
                 if not cur:
                     continue
-                x, m = _arr(cur["x"]), 100 * _arr(cur["mean"])
+                x, m = as_array(cur["x"]), 100 * as_array(cur["mean"])
                 order = np.argsort(-x)  # tau is not monotone in the number of swaps: draw along tau
                 b.plot(x[order], m[order], color=_color(arch), marker="o", ms=3, lw=1.4,
                        label=(pretty_model(name) if name else arch) + " (mean per swap count)")

@@ -14,12 +14,12 @@ from typing import Any
 import matplotlib
 import numpy as np
 
-from .figures import _STYLE, PLAIN, REF, RESIDUAL, _fig, to_svg
+from .figures import PLAIN, REF, RESIDUAL, STYLE, make_figure, mark_nonpositive, to_svg
 
 __all__ = ["shattering_figure", "spectrum_figure"]
 
 
-def _pos(xs: Sequence[float | None]) -> np.ndarray:
+def positive(xs: Sequence[float | None]) -> np.ndarray:
     a = np.array([np.nan if x is None else x for x in xs], dtype=float)
     a[~(a > 0)] = np.nan  # log axes: non-positive and non-finite values become gaps
     return a
@@ -73,20 +73,21 @@ def shattering_figure(rows: list[dict[str, Any]], fits: list[dict[str, Any]]) ->
     if not rows:
         return None
     fams = _families(rows)
-    fig, axes = _fig(6.2 * len(fams), 3.8, ncols=len(fams), sharey=True)
-    with matplotlib.rc_context(_STYLE):
+    fig, axes = make_figure(6.2 * len(fams), 3.8, ncols=len(fams), sharey=True)
+    with matplotlib.rc_context(STYLE):
         for ax, fam in zip(axes[0], fams, strict=True):
             sel = [r for r in rows if r["family"] == fam]
             series = _series(sel)
             depths = sorted({r["depth"] for r in sel})
             lows = []
             for arch, norm, s in series:
-                y = _pos([r["neighbor"] for r in s])
+                y = positive([r["neighbor"] for r in s])
                 fit = next((f for f in fits if (f["family"], f["arch"], f["norm"]) == (fam, arch, norm)), None)
                 st = _style(arch, norm)
                 if fit and fit.get("power") is not None:
                     st["label"] += f" (L^{fit['power']:.2f})"
                 ax.plot([r["depth"] for r in s], y, **st)
+                mark_nonpositive(ax, [r["depth"] for r in s], [r["neighbor"] for r in s], st["color"])
                 lows.extend(v for v in y if np.isfinite(v))
             d = np.geomspace(depths[0], depths[-1], 64)
             for arch, curve, name, ls in _REFS:
@@ -121,8 +122,8 @@ def spectrum_figure(rows: list[dict[str, Any]]) -> str | None:
     if not rows:
         return None
     fams = _families(rows)
-    fig, axes = _fig(10, 3.6 * len(fams), ncols=2, nrows=len(fams))
-    with matplotlib.rc_context(_STYLE):
+    fig, axes = make_figure(10, 3.6 * len(fams), ncols=2, nrows=len(fams))
+    with matplotlib.rc_context(STYLE):
         for (ax, hx), fam in zip(axes, fams, strict=True):
             sel = [r for r in rows if r["family"] == fam]
             depths = sorted({r["depth"] for r in sel})
@@ -130,8 +131,9 @@ def spectrum_figure(rows: list[dict[str, Any]]) -> str | None:
             for arch, norm, s in _series(sel):
                 st = _style(arch, norm)
                 x = [r["depth"] for r in s]
-                ax.plot(x, _pos([r["median"] for r in s]), **st)
-                ax.fill_between(x, _pos([r["q10"] for r in s]), _pos([r["q90"] for r in s]),
+                ax.plot(x, positive([r["median"] for r in s]), **st)
+                mark_nonpositive(ax, list(x), [r["median"] for r in s], st["color"])
+                ax.fill_between(x, positive([r["q10"] for r in s]), positive([r["q90"] for r in s]),
                                 color=st["color"], alpha=0.12 if norm == "batch" else 0.07, lw=0)
                 r = next((r for r in s if r["depth"] == deepest), None)
                 if r is not None and r.get("hist"):

@@ -19,7 +19,7 @@ from matplotlib.ticker import MaxNLocator
 from resgrad.results.transformer import LayerLesion, TransformerFlow, TransformerRun
 from resgrad.verdicts import GROWTH_TOWARD_OUTPUT
 
-from .figures import _STYLE, PLAIN, REF, RESIDUAL, _arr, _fig, _pos, to_svg
+from .figures import PLAIN, REF, RESIDUAL, STYLE, as_array, make_figure, mark_nonpositive, positive, to_svg
 
 __all__ = ["KINDS", "NAMES", "COLORS", "shown_depths", "flow_layers", "flow_growth", "training_curves", "layer_lesions"]
 
@@ -43,16 +43,17 @@ def flow_layers(flow: TransformerFlow) -> str | None:
     shown = shown_depths([r.depth for r in rows])
     if not shown:
         return None
-    fig, axes = _fig(10 if len(shown) > 1 else 6.2, 3.4, ncols=len(shown))
-    with matplotlib.rc_context(_STYLE):
+    fig, axes = make_figure(10 if len(shown) > 1 else 6.2, 3.4, ncols=len(shown))
+    with matplotlib.rc_context(STYLE):
         for ax, depth in zip(axes[0], shown, strict=True):
             for kind in KINDS:
                 r = next((r for r in rows if r.kind == kind and r.depth == depth), None)
                 if r is None:
                     continue
-                y = _pos(r.layer_norms)
+                y = positive(r.layer_norms)
                 ax.plot(np.arange(len(y)), y, color=COLORS[kind], marker=_MARK[kind], ms=3 if len(y) <= 16 else 0,
                         lw=1.5, label=NAMES[kind])
+                mark_nonpositive(ax, list(range(len(y))), r.layer_norms, COLORS[kind])
             ax.set_yscale("log")
             ax.set_title(f"{depth} layers")
             ax.set_xlabel("layer (0 = input side)")
@@ -68,25 +69,27 @@ def flow_growth(flow: TransformerFlow) -> str | None:
     rows = [r for r in flow.rows if r.depth]
     if not rows:
         return None
-    fig, axes = _fig(10, 3.4, ncols=2)
+    fig, axes = make_figure(10, 3.4, ncols=2)
     a, b = axes[0]
     depths = sorted({r.depth for r in rows})
     g = GROWTH_TOWARD_OUTPUT
-    with matplotlib.rc_context(_STYLE):
+    with matplotlib.rc_context(STYLE):
         a.axhspan(1 / g, g, color="#2e8b57", alpha=0.08, lw=0, label=f"level (within {g:g}× either way)")
         for kind in KINDS:
             s = sorted((r for r in rows if r.kind == kind), key=lambda r: r.depth)
             if not s:
                 continue
             x = np.array([r.depth for r in s], dtype=float)
-            a.plot(x, _pos([r.growth for r in s]), color=COLORS[kind], marker=_MARK[kind], ms=4, lw=1.5,
+            a.plot(x, positive([r.growth for r in s]), color=COLORS[kind], marker=_MARK[kind], ms=4, lw=1.5,
                    label=NAMES[kind])
+            mark_nonpositive(a, list(x), [r.growth for r in s], COLORS[kind])
             for xi, r in zip(x, s, strict=True):
                 seeds = [v for v in r.per_seed_growth if v is not None and v > 0]
                 if len(seeds) > 1:
                     a.vlines(xi, min(seeds), max(seeds), color=COLORS[kind], alpha=0.5, lw=2)
-            b.plot(x, _pos([r.stream_ratio for r in s]), color=COLORS[kind], marker=_MARK[kind], ms=4, lw=1.5,
+            b.plot(x, positive([r.stream_ratio for r in s]), color=COLORS[kind], marker=_MARK[kind], ms=4, lw=1.5,
                    label=NAMES[kind])
+            mark_nonpositive(b, list(x), [r.stream_ratio for r in s], COLORS[kind])
         for ax in (a, b):
             ax.axhline(1.0, color=REF, lw=0.8)
             ax.set_xscale("log", base=2)
@@ -120,8 +123,8 @@ def training_curves(runs: Sequence[TransformerRun], chance: float | None = None)
     kinds = [k for k in KINDS if any(r.kind == k and r.history for r in runs)]
     if not kinds:
         return None
-    fig, axes = _fig(10, 3.3, ncols=len(kinds), sharey=True)
-    with matplotlib.rc_context(_STYLE):
+    fig, axes = make_figure(10, 3.3, ncols=len(kinds), sharey=True)
+    with matplotlib.rc_context(STYLE):
         for ax, kind in zip(axes[0], kinds, strict=True):
             n = 0
             for warm, ls in ((True, "-"), (False, "--")):
@@ -151,29 +154,29 @@ def layer_lesions(lesions: Mapping[str, LayerLesion]) -> str | None:
     kinds = [k for k in KINDS if k in lesions]
     if not kinds:
         return None
-    fig, axes = _fig(10, 3.9, ncols=3)
+    fig, axes = make_figure(10, 3.9, ncols=3)
     a, b, c = axes[0]
     chance = next((lesions[k].chance for k in kinds if lesions[k].chance is not None), None)
     width = 0.8 / len(kinds)
-    with matplotlib.rc_context(_STYLE):
+    with matplotlib.rc_context(STYLE):
         for i, kind in enumerate(kinds):
             les, col = lesions[kind], COLORS[kind]
             cons = sorted(les.consecutive, key=lambda x: x.k)
             k = np.array([0] + [x.k for x in cons], dtype=float)
-            a.plot(k, 100 * _arr([les.base] + [x.best for x in cons]), color=col, marker=_MARK[kind], ms=3.5,
+            a.plot(k, 100 * as_array([les.base] + [x.best for x in cons]), color=col, marker=_MARK[kind], ms=3.5,
                    lw=1.5, label=NAMES[kind])
-            a.plot(k, 100 * _arr([les.base] + [x.mean for x in cons]), color=col, ls="--", lw=1)
-            a.plot(k[1:], 100 * _arr([x.angular_error for x in cons]), color=col, marker="x", ms=7, ls="none")
+            a.plot(k, 100 * as_array([les.base] + [x.mean for x in cons]), color=col, ls="--", lw=1)
+            a.plot(k[1:], 100 * as_array([x.angular_error for x in cons]), color=col, marker="x", ms=7, ls="none")
             x = np.arange(les.layers) + (i - (len(kinds) - 1) / 2) * width
-            b.bar(x, 100 * _arr(les.single), width=width, color=col, alpha=0.8, label=NAMES[kind])
+            b.bar(x, 100 * as_array(les.single), width=width, color=col, alpha=0.8, label=NAMES[kind])
             if les.base is not None:
                 b.hlines(100 * les.base, -0.5, les.layers - 0.5, color=col, ls=":", lw=1)
             if les.reorder is not None:
                 xs = np.arange(3) + (i - (len(kinds) - 1) / 2) * width
                 ro = les.reorder
-                c.bar(xs, 100 * _arr([les.base, ro.reversed, ro.shuffled_mean]), width=width, color=col, alpha=0.8,
+                c.bar(xs, 100 * as_array([les.base, ro.reversed, ro.shuffled_mean]), width=width, color=col, alpha=0.8,
                       label=NAMES[kind])
-                c.scatter(np.full(len(ro.shuffled), xs[2]), 100 * _arr(ro.shuffled), s=10, color="k", zorder=3,
+                c.scatter(np.full(len(ro.shuffled), xs[2]), 100 * as_array(ro.shuffled), s=10, color="k", zorder=3,
                           label="one shuffle" if i == 0 else None)
         for ax in (a, b, c):
             if chance is not None:
