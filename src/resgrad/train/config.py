@@ -11,6 +11,8 @@ read as their defaults, so older folders still load and resume.
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -46,7 +48,7 @@ class TrainConfig(Record):
     device: str = "auto"  # device name: "auto" (CUDA when present, else CPU), "cpu", "cuda", "cuda:N", "mps"
     checkpoint_every: int = 1  # epochs between checkpoints; the last epoch is always saved
     checkpoint_steps: int | None = None  # steps between mid-epoch checkpoints too (long epochs); None: none
-    checkpoint_minutes: float | None = None  # ... or minutes (wall clock) since the last checkpoint; None: none
+    checkpoint_minutes: float | None = None  # minutes (wall clock) between mid-epoch checkpoints too; None: none
     eval_batch_size: int = 1000  # test examples per forward pass (memory only, same result)
     max_steps: int | None = None  # SGD steps in all, then stop (smoke runs); the schedule fits them; None: all
     active_blocks: int | None = None  # blocks k: per batch only k random blocks' branches train (Veit et al. 2016 §5.2)
@@ -84,9 +86,16 @@ class TrainConfig(Record):
             raise ResultError(f"{source}: field '{where}.{field}' {why}; restore the file as it was written, "
                               "or use a new --out folder") from None
 
-    def fields_dict(self) -> dict[str, Any]:
-        """Every field, as ``dataclasses.asdict`` gives it (what config.json records)."""
-        return dataclasses.asdict(self)
+    @classmethod
+    def help(cls, name: str) -> str:
+        """The comment declared with field ``name`` (its meaning and unit): ``resgrad train``'s option help."""
+        if not _HELP:
+            for m in re.finditer(r"^    (\w+): [^=\n]+ = [^#\n]+#\s*(.+)$", inspect.getsource(cls), re.M):
+                _HELP[m.group(1)] = m.group(2).strip()
+        return _HELP[name]
+
+
+_HELP: dict[str, str] = {}
 
 
 def _checks() -> list[tuple[str, Callable[[Any], bool], str]]:
