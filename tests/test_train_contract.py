@@ -295,6 +295,17 @@ def test_stopping_and_checks_are_torch_free_and_executors_base_skips_train():
             "    spec.loader.exec_module(importlib.util.module_from_spec(spec))\n"
             "assert 'torch' not in sys.modules and not any(m.startswith('resgrad') for m in sys.modules)\n")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).returncode == 0
+    # resgrad.train without the package __init__ (which imports torch today): TrainConfig,
+    # RUN_KIND and the exceptions come without torch; fit pulls it in on first use.
+    code = ("import sys, types\n"
+            f"pkg = types.ModuleType('resgrad'); pkg.__path__ = [{str(SRC)!r}]; sys.modules['resgrad'] = pkg\n"
+            "from resgrad.train import TrainConfig, RUN_KIND, Preempted\n"
+            "TrainConfig(epochs=2)\n"
+            "assert 'torch' not in sys.modules, 'torch imported'\n"
+            "from resgrad.train import fit\n"
+            "assert 'torch' in sys.modules\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
     tree = ast.parse((SRC / "executors" / "_base.py").read_text())
     modules = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     assert "train" not in modules and "stopping" in modules

@@ -32,16 +32,35 @@ optimizer), ``evaluate``, ``model_spec`` (load_run), ``progress``.
 
 from __future__ import annotations
 
-# _on_device, _evaluate, _resolve_device: private names other code imports from here (benchmarks/gpu.py).
+import importlib
+from typing import Any
+
 from ..stopping import NonFiniteLoss, Preempted
-from .config import TrainConfig
-from .device import on_device as _on_device  # noqa: F401
-from .device import resolve_device
-from .device import resolve_device as _resolve_device  # noqa: F401
-from .evaluate import _evaluate, evaluate  # noqa: F401
-from .loop import FitResult, Loop, fit
-from .model_spec import load_run
-from .resume import RUN_KIND
+from .config import RUN_KIND, TrainConfig
 
 __all__ = ["TrainConfig", "FitResult", "NonFiniteLoss", "Preempted", "fit", "evaluate", "load_run",
            "resolve_device", "RUN_KIND", "Loop"]
+
+# Imported on first use, so that TrainConfig, RUN_KIND and the exceptions cost no torch import
+# (the command line builds its options from TrainConfig). _on_device, _evaluate and
+# _resolve_device are private names other code imports from here (benchmarks/gpu.py).
+_LAZY = {
+    "fit": ("loop", "fit"), "FitResult": ("loop", "FitResult"), "Loop": ("loop", "Loop"),
+    "evaluate": ("evaluate", "evaluate"), "_evaluate": ("evaluate", "_evaluate"),
+    "load_run": ("model_spec", "load_run"),
+    "resolve_device": ("device", "resolve_device"), "_resolve_device": ("device", "resolve_device"),
+    "_on_device": ("device", "on_device"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module, attr = _LAZY[name]
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})

@@ -21,7 +21,10 @@ from .._checks import is_int, is_number, is_positive
 from ..io import jsonable
 from ..schema import Record, ResultError
 
-__all__ = ["TrainConfig", "OPTIMIZERS", "WARMUP_SHAPES", "AMP", "FREE_FIELDS", "DEFAULTS"]
+__all__ = ["TrainConfig", "RUN_KIND", "FORMAT", "OPTIMIZERS", "WARMUP_SHAPES", "AMP", "FREE_FIELDS", "DEFAULTS"]
+
+RUN_KIND = "resgrad.train"  # config.json["kind"]: what load_run recognises as a run folder
+FORMAT = 1  # bump when the checkpoint or config.json layout changes
 
 OPTIMIZERS = ("sgd", "adamw")
 WARMUP_SHAPES = ("constant", "linear")

@@ -33,16 +33,12 @@ from ..io import environment, jsonable
 from ..nets import blocks
 from ..rundir import RunDir
 from ..schema import ResultError
-from .config import DEFAULTS, FREE_FIELDS, TrainConfig
+from .config import DEFAULTS, FORMAT, FREE_FIELDS, RUN_KIND, TrainConfig
 from .rng import rng_state
 from .schedule import lr_factor, milestone_steps
 
 __all__ = ["RUN_KIND", "FORMAT", "run_record", "check_record", "open_run", "open_shared", "grow", "comparable",
            "save_checkpoint", "load_checkpoint", "load_callback_states"]
-
-RUN_KIND = "resgrad.train"  # config.json["kind"]: what load_run recognises as a run folder
-FORMAT = 1  # bump when the checkpoint or config.json layout changes
-
 
 def run_record(
     config: TrainConfig, device: torch.device, model: nn.Module, data: DataBundle,
