@@ -333,3 +333,17 @@ def test_no_file_of_train_is_over_500_lines():
     for p in files:
         n = len(p.read_text().splitlines())
         assert n <= 500, f"{p.name} has {n} lines"
+
+
+def test_every_name_importable_from_resgrad_train_is_the_object_not_a_submodule():
+    import importlib
+    import types
+
+    import resgrad.train as train
+
+    for p in (SRC / "train").glob("*.py"):  # every submodule loaded: none may shadow a public name
+        importlib.import_module(f"resgrad.train.{p.stem}" if p.stem != "__init__" else "resgrad.train")
+    for name in [*train.__all__, "_evaluate", "_on_device", "_resolve_device"]:
+        assert not isinstance(getattr(train, name), types.ModuleType), name
+    assert train.evaluate is resgrad.evaluate and train.fit is resgrad.fit and train.load_run is resgrad.load_run
+    assert train._on_device is train.device.on_device and train.RUN_KIND == "resgrad.train"

@@ -27,7 +27,7 @@ a run folder at a time (:meth:`resgrad.rundir.RunDir.locked`).
 The package, one seam per module: ``config`` (TrainConfig), ``loop`` (fit and the Loop
 object), ``resume`` (the run-folder protocol), ``rng`` (seeds and generator states),
 ``device`` (the device resolver, data on the GPU, autocast), ``schedule`` (lr and the
-optimizer), ``evaluate``, ``model_spec`` (load_run), ``progress``.
+optimizer), ``evaluation``, ``model_spec`` (load_run), ``progress``.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ __all__ = ["TrainConfig", "FitResult", "NonFiniteLoss", "Preempted", "fit", "eva
 # _resolve_device are private names other code imports from here (benchmarks/gpu.py).
 _LAZY = {
     "fit": ("loop", "fit"), "FitResult": ("loop", "FitResult"), "Loop": ("loop", "Loop"),
-    "evaluate": ("evaluate", "evaluate"), "_evaluate": ("evaluate", "_evaluate"),
+    "evaluate": ("evaluation", "evaluate"), "_evaluate": ("evaluation", "_evaluate"),
     "load_run": ("model_spec", "load_run"),
     "resolve_device": ("device", "resolve_device"), "_resolve_device": ("device", "resolve_device"),
     "_on_device": ("device", "on_device"),

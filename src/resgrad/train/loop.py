@@ -31,7 +31,7 @@ from ..rundir import RunDir
 from ..stopping import NonFiniteLoss, Preempted, StopSignals
 from .config import TrainConfig, validate
 from .device import autocast, on_device, resolve_device
-from .evaluate import _evaluate_on
+from .evaluation import _evaluate_on
 from .model_spec import check_spec
 from .progress import Progress
 from .resume import load_callback_states, open_shared, run_record, save_checkpoint
