@@ -39,18 +39,17 @@ class CheckFailed(RuntimeError):
 
 
 def resolve_device(device: str) -> str:
-    import torch
+    """``--device`` as the name of a device this machine has (``auto``: CUDA when present).
 
-    d = device.strip().lower()
-    if d == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if d.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise UsageError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
-        return d
-    if d in ("cpu", "mps"):
-        return d
-    raise UsageError(f"--device must be cpu, cuda, cuda:N or auto, received {device!r}")
+    The one resolver ``fit`` uses too (:func:`resgrad.train.resolve_device`): cpu, cuda,
+    cuda:N (N among the visible GPUs) and mps (when available); anything else is a UsageError line.
+    """
+    from resgrad.train.device import resolve_device as resolve
+
+    try:
+        return str(resolve(device, what="--device"))
+    except ValueError as e:
+        raise UsageError(str(e)) from None
 
 
 F = TypeVar("F", bound=Callable)
@@ -72,8 +71,10 @@ def guarded(fn: F) -> F:
         except Exception as e:
             if os.environ.get("RESGRAD_DEBUG"):
                 raise
+            from resgrad.stopping import Preempted
+
             signum = getattr(e, "signum", None)
-            if type(e).__name__ == "Preempted" and isinstance(signum, int):
+            if isinstance(e, Preempted) and isinstance(signum, int):
                 # Stopped on SIGTERM/SIGINT/SIGUSR1 after a checkpoint: the shell's code for that signal.
                 err_console.print(f"[yellow]{escape(str(e))}[/]", highlight=False, soft_wrap=True)
                 sys.stderr.flush()

@@ -1,50 +1,66 @@
-"""``resgrad train``: train one registered net on one dataset, resumably."""
+"""``resgrad train``: train one registered net on one dataset, resumably.
+
+Every option that sets a :class:`~resgrad.train.TrainConfig` field takes its default and its
+help from that field (``TrainConfig`` declares them once); ``CONFIG_OPTIONS`` maps options to
+fields, and a test checks that each default is the config's.
+"""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
+from resgrad.train.config import TrainConfig
+
 from ._common import (
     CheckFailed,
     DataDirOpt,
-    DeviceOpt,
     OutOpt,
-    SeedOpt,
     UsageError,
     console,
+    err_console,
     guarded,
     resolve_device,
 )
 
-__all__ = ["command"]
+__all__ = ["command", "CONFIG_OPTIONS"]
 
 _DATA_HELP = "Dataset: mnist1d, cifar10, digits or synthetic."
+_D = TrainConfig()  # the defaults, declared once in TrainConfig
+
+
+def _opt(name: str, *flags: str, extra: str = "") -> typer.models.OptionInfo:
+    return typer.Option(*flags, help=TrainConfig.help(name) + (f" {extra}" if extra else ""))
+
+
+# TrainConfig field each option sets (the option's parameter name is the field name).
+CONFIG_OPTIONS = ("epochs", "batch_size", "lr", "warmup_iters", "max_steps", "active_blocks", "amp", "channels_last",
+                  "checkpoint_every", "checkpoint_steps", "checkpoint_minutes", "seed", "device")
 
 
 @guarded
 def command(
     model: Annotated[str, typer.Argument(help="Registered model name, e.g. resnet20, plain56, resmlp-16x64.")],
     data: Annotated[str, typer.Option("--data", "-d", help=_DATA_HELP)],
-    epochs: Annotated[int, typer.Option(help="Passes over the training set (He et al.: 164).")] = 164,
-    batch_size: Annotated[int, typer.Option(help="Examples per SGD step.")] = 128,
-    lr: Annotated[float, typer.Option(help="Peak learning rate; divided by 10 at 50% and 75% of training.")] = 0.1,
-    warmup_iters: Annotated[int, typer.Option(help="Steps at lr 0.01 first (He et al. used ~400 for ResNet-110).")] = 0,
-    max_steps: Annotated[int | None, typer.Option(help="Stop after this many steps (smoke runs).")] = None,
-    active_blocks: Annotated[
-        int | None, typer.Option(help="Train only K random blocks per batch (Veit et al. 2016 §5.2).")
-    ] = None,
-    amp: Annotated[str | None, typer.Option(
-        help="Mixed precision: bf16 runs forward and loss under torch.autocast(bfloat16) (CPU or CUDA).")] = None,
-    channels_last: Annotated[bool, typer.Option(
-        "--channels-last", help="Image nets and batches in channels_last memory format (faster on GPUs).")] = False,
-    checkpoint_every: Annotated[str, typer.Option(
-        help="Checkpoint every N epochs (2), N steps (500s) or N minutes (10m); each epoch's end counts.")] = "1",
-    seed: SeedOpt = 0,
-    device: DeviceOpt = "auto",
+    epochs: Annotated[int, _opt("epochs")] = _D.epochs,
+    batch_size: Annotated[int, _opt("batch_size")] = _D.batch_size,
+    lr: Annotated[float, _opt("lr", extra="Divided by 10 at 50% and 75% of training.")] = _D.lr,
+    warmup_iters: Annotated[int, _opt("warmup_iters")] = _D.warmup_iters,
+    max_steps: Annotated[int | None, _opt("max_steps")] = _D.max_steps,
+    active_blocks: Annotated[int | None, _opt("active_blocks")] = _D.active_blocks,
+    amp: Annotated[str | None, _opt("amp", extra="(bf16 or none; CPU or CUDA).")] = _D.amp,
+    channels_last: Annotated[bool, _opt("channels_last", "--channels-last")] = _D.channels_last,
+    checkpoint_every: Annotated[str, _opt(
+        "checkpoint_every", extra="(The older 500s and 10m forms still work: use --checkpoint-steps / "
+                                  "--checkpoint-minutes.)")] = str(_D.checkpoint_every),
+    checkpoint_steps: Annotated[int | None, _opt("checkpoint_steps")] = _D.checkpoint_steps,
+    checkpoint_minutes: Annotated[float | None, _opt("checkpoint_minutes")] = _D.checkpoint_minutes,
+    seed: Annotated[int, _opt("seed", "--seed", extra="(and of the initial weights).")] = _D.seed,
+    device: Annotated[str, _opt("device", "--device")] = _D.device,
     out: OutOpt = None,
     resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue the run in --out if there is one.")] = True,
     data_dir: DataDirOpt = None,
@@ -59,7 +75,7 @@ def command(
       resgrad train resnet20 --data mnist1d --epochs 30
       resgrad train plain56 --data cifar10 --data-dir ~/data --device cuda
       resgrad train resmlp-16x64 --data synthetic --epochs 3 --out runs/smoke
-      resgrad train resnet110 --data cifar10 --checkpoint-every 10m
+      resgrad train resnet110 --data cifar10 --checkpoint-minutes 10
       resgrad train resnet56 --data cifar10 --device cuda --amp bf16 --channels-last
       torchrun --nproc-per-node 4 -m resgrad train resnet110 --data cifar10   (one run, DDP over 4 GPUs)
 
@@ -72,9 +88,16 @@ def command(
     from resgrad import distributed
     from resgrad.train import NonFiniteLoss
 
+    cadence = checkpoint_option(checkpoint_every)
+    for key, given in (("checkpoint_steps", checkpoint_steps), ("checkpoint_minutes", checkpoint_minutes)):
+        if given is not None:
+            if key in cadence:
+                raise UsageError(f"--{key.replace('_', '-')} is given twice (also as --checkpoint-every "
+                                 f"{checkpoint_every}); pass it once")
+            cadence[key] = given
     config = resgrad.TrainConfig(
         epochs=epochs, batch_size=batch_size, lr=lr, warmup_iters=warmup_iters, max_steps=max_steps,
-        active_blocks=active_blocks, seed=seed, device=resolve_device(device), **checkpoint_option(checkpoint_every),
+        active_blocks=active_blocks, seed=seed, device=resolve_device(device), **cadence,
         amp=amp_option(amp), channels_last=channels_last,
     )
     name = model.strip().lower()
@@ -116,22 +139,31 @@ def amp_option(text: str | None) -> str | None:
 
 
 def checkpoint_option(text: str) -> dict[str, int | float]:
-    """``--checkpoint-every``: ``"2"`` epochs, ``"500s"`` steps or ``"10m"`` minutes, as TrainConfig fields."""
+    """``--checkpoint-every N`` (epochs) as TrainConfig fields.
+
+    The older forms ``500s`` (steps: it read as seconds) and ``10m`` (minutes) still work,
+    with one deprecation line naming ``--checkpoint-steps`` / ``--checkpoint-minutes``.
+    """
     t = text.strip().lower()
     try:
         if t.endswith("s"):
-            n = int(t[:-1])
-            key = "checkpoint_steps"
+            n: int | float = int(t[:-1])
+            key, new = "checkpoint_steps", f"--checkpoint-steps {int(t[:-1])}"
         elif t.endswith("m"):
             n = float(t[:-1])
-            key = "checkpoint_minutes"
+            key, new = "checkpoint_minutes", f"--checkpoint-minutes {t[:-1]}"
         else:
             n = int(t)
-            key = "checkpoint_every"
+            key, new = "checkpoint_every", ""
     except ValueError:
-        n, key = 0, ""
+        n, key, new = 0, "", ""
     if not key or not n > 0:
-        raise ValueError(f"--checkpoint-every takes N epochs (2), N steps (500s) or N minutes (10m), received {text!r}")
+        raise UsageError(f"--checkpoint-every takes N epochs (2); for steps or minutes pass --checkpoint-steps N "
+                         f"or --checkpoint-minutes M; received {text!r}")
+    if new:
+        msg = f"--checkpoint-every {text.strip()} is deprecated; use {new}"
+        warnings.warn(msg, DeprecationWarning, stacklevel=2)
+        err_console.print(f"[yellow]warning:[/] {msg}", highlight=False, soft_wrap=True)
     return {key: n}
 
 

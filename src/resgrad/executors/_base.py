@@ -12,21 +12,18 @@ import functools
 import importlib
 import os
 import pickle
-import signal
-import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from ..train import Preempted as _RunPreempted
+# The one signal catcher and its exceptions, shared with train (a torch-free lower module).
+from ..stopping import STOP_SIGNALS, StopSignals, stopped  # noqa: F401 - local, ray and slurm import stopped here
+from ..stopping import ExecutorPreempted as Preempted
 
 __all__ = ["Task", "TaskFailed", "Preempted", "NotStarted", "StopSignals", "Executor", "OnEvent", "run_task",
            "cores", "portable", "torch_threads", "probe", "STOP_SIGNALS"]
-
-# Slurm's SIGTERM (and SIGUSR1 with --signal), Ctrl-C: the signals train.fit checkpoints on.
-STOP_SIGNALS = tuple(s for s in (getattr(signal, n, None) for n in ("SIGTERM", "SIGINT", "SIGUSR1")) if s is not None)
 
 # on_start / on_done hooks: (index in the task list, task, return value or None)
 OnEvent = Callable[[int, "Task", Any], None]
@@ -51,24 +48,6 @@ class TaskFailed(RuntimeError):
     """A task raised an exception that cannot travel between processes; its type and message."""
 
 
-class Preempted(_RunPreempted):
-    """An executor stopped on a signal: every running run checkpointed, none new started.
-
-    A subclass of :class:`resgrad.train.Preempted` (so ``except Preempted`` catches a single
-    run's stop and a fan-out's alike; the CLI exits 128 + ``signum``); ``epoch`` and ``step``
-    are None, since each run stopped at its own step (its folder says where).
-    """
-
-    def __init__(self, message: str, *, signum: int) -> None:
-        RuntimeError.__init__(self, message)
-        self.signum = signum
-        self.epoch = None
-        self.step = None
-
-    def __reduce__(self) -> tuple:
-        return functools.partial(type(self), signum=self.signum), (str(self),)
-
-
 class NotStarted(BaseException):
     """A worker refused a task, or stopped it before it trained, because it was told to stop.
 
@@ -81,49 +60,6 @@ class NotStarted(BaseException):
 
     def __reduce__(self) -> tuple:
         return functools.partial(type(self), signum=self.signum), (str(self),)
-
-
-def stopped(signum: int, finished: int = 0, total: int = 0) -> Preempted:
-    """The one line a fan-out prints when it stopped on ``signum`` (``finished`` of ``total`` runs done)."""
-    name = signal.Signals(signum).name
-    what = f" after {finished} of {total} runs finished (the running ones checkpointed)" if total else ""
-    return Preempted(f"stopped on {name}{what}; rerun the same command to resume", signum=signum)
-
-
-class StopSignals:
-    """Catch SIGTERM / SIGINT / SIGUSR1 for a block (main thread only; a no-op elsewhere).
-
-    The first signal is kept in ``signum``. ``forward`` (a fan-out's parent): call
-    ``on_signal(signum)`` and go on, so the caller can pass the signal to its workers and
-    wait for their checkpoints. Otherwise (nothing runs elsewhere): raise
-    :class:`Preempted` at once; ``train.fit`` replaces these handlers with its own while it
-    trains, so a run is always stopped at a checkpoint. Handlers are restored on exit.
-    """
-
-    def __init__(self, *, forward: bool = False, on_signal: Callable[[int], None] | None = None) -> None:
-        self.forward = forward
-        self.on_signal = on_signal
-        self.signum: int | None = None
-        self._old: dict[int, Any] = {}
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.signum is None:
-            self.signum = signum
-        if not self.forward:
-            raise stopped(signum)
-        if self.on_signal is not None:
-            self.on_signal(signum)
-
-    def __enter__(self) -> StopSignals:
-        if threading.current_thread() is threading.main_thread():
-            for sig in STOP_SIGNALS:
-                self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-        self._old.clear()
 
 
 def run_task(task: Task) -> Any:

@@ -132,7 +132,7 @@ class SlurmExecutor(Executor):
                             # task's own error reads as a job that died (and is resubmitted, then reported so).
                             except FailedJobError as e:
                                 lines = [s.strip() for s in str(e).strip().splitlines() if s.strip()]
-                                if any(s.startswith(("resgrad.train.Preempted", "Preempted")) for s in lines):
+                                if any(s.startswith(("resgrad.stopping.Preempted", "resgrad.train.Preempted", "Preempted")) for s in lines):
                                     died.append(i)  # it checkpointed on a signal: resubmit (it resumes)
                                     continue
                                 err = next((s for s in reversed(lines) if not s.startswith(("-", "You can", "or at",
