@@ -20,7 +20,7 @@ from torch import nn
 from resgrad.experiments import driver, register
 from resgrad.experiments.config import Config as BaseConfig
 from resgrad.experiments.config import ConfigError, check_int, check_number
-from resgrad.rundir import RunDir, RunLocked
+from resgrad.rundir import RunLocked
 from resgrad.schema import Result as BaseResult
 
 # ---- the experiment: what a new experiment module holds ---------------------------------
