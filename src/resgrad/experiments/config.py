@@ -47,6 +47,10 @@ class Config(Record):
         """Plain JSON of every field, nested configs included (tuples as lists)."""
         return jsonable(dataclasses.asdict(self))
 
+    def to_json(self) -> dict[str, Any]:
+        """The same as :meth:`to_dict` (a nested TrainConfig is a plain dataclass, which asdict reaches)."""
+        return self.to_dict()
+
     @classmethod
     def from_json(cls: type[C], d: Any, *, source: str = "config", version: int | None = None) -> C:
         """Strictly load ``d`` (parsed JSON); ``version``: the format version it was written in."""
