@@ -296,9 +296,6 @@ def comparable(cfg: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in cfg.items() if k not in _FREE}
 
 
-_comparable = comparable
-
-
 def _grid(config: FlowConfig) -> list[tuple[str, str, str, str, str, int]]:
     """The grid's groups (family, arch, norm, act, init, depth) in result order."""
     return [(f, a, n, act, i, d) for f in config.families for n in config.norms for act in config.activations
