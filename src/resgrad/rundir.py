@@ -3,7 +3,8 @@
 Every training run, experiment and command writes through a :class:`RunDir`; nothing
 else spells these names::
 
-    config.json          {"kind": "resgrad.train" | "resgrad.flow" | ..., "config": {...}, ...}
+    config.json          {"kind": "resgrad.train" | "resgrad.flow" | ..., "config": {...}, "config_version": 1,
+                          "environment": {...}, "created": "..."}  (experiments: written by their driver)
     metrics.jsonl        one JSON line per finished epoch (training runs)
     checkpoints/last.pt  the last checkpoint (training runs), written atomically
     checkpoints/last.pt.sha256   its checksum (and the previous one's, for a kill between the two renames)

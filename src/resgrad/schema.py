@@ -100,12 +100,14 @@ def _convert(v: Any, t: Any, where: str, source: str) -> Any:
             raise _fail(source, where, f"is {_show(v)}, expected an object", _FIX)
         item = args[1] if len(args) == 2 else Any
         return {str(k): _convert(x, item, f"{where}.{k}", source) for k, x in v.items()}
-    if isinstance(t, type) and issubclass(t, Record):
+    if isinstance(t, type) and (issubclass(t, Record) or dataclasses.is_dataclass(t)):
         if isinstance(v, t):
             return v
         if not isinstance(v, dict):
             raise _fail(source, where, f"is {_show(v)}, expected an object ({t.__name__})", _FIX)
-        return t._from_dict(v, where, source)
+        if issubclass(t, Record):
+            return t._from_dict(v, where, source)
+        return _fields_from_dict(t, v, where, source)  # a plain dataclass nested in a record (TrainConfig)
     if t is float:
         if isinstance(v, (int, float)) and not isinstance(v, bool):
             return float(v)
@@ -145,29 +147,11 @@ class Record:
 
     @classmethod
     def _fields(cls) -> dict[str, Any]:
-        key = f"{cls.__module__}.{cls.__qualname__}"
-        if key not in Record._hints:
-            hints = typing.get_type_hints(cls)
-            Record._hints[key] = {f.name: hints[f.name] for f in dataclasses.fields(cls)}
-        return Record._hints[key]
+        return _hints_of(cls)
 
     @classmethod
     def _from_dict(cls: type[R], d: dict[str, Any], where: str, source: str) -> R:
-        fields = cls._fields()
-        unknown = sorted(set(d) - set(fields))
-        if unknown:
-            name = f"{where}.{unknown[0]}" if where else unknown[0]
-            raise _fail(source, name, f"is not a field of {cls.__name__} (known: {', '.join(fields)})",
-                        "rename or remove it, or re-run the experiment to rewrite the file")
-        kwargs = {}
-        for f in dataclasses.fields(cls):
-            name = f"{where}.{f.name}" if where else f.name
-            if f.name not in d:
-                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                    raise _fail(source, name, f"is missing ({cls.__name__} needs it)", _FIX)
-                continue
-            kwargs[f.name] = _convert(d[f.name], fields[f.name], name, source)
-        return cls(**kwargs)
+        return _fields_from_dict(cls, d, where, source)
 
     @classmethod
     def from_json(cls: type[R], d: Any, *, source: str = "results") -> R:
@@ -187,6 +171,34 @@ class Record:
     def to_json(self) -> dict[str, Any]:
         """Plain JSON: nested records as objects, tuples as lists, non-finite floats as null."""
         return jsonable({f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)})
+
+
+def _hints_of(cls: type) -> dict[str, Any]:
+    """Field name -> resolved type hint of a dataclass (cached per class)."""
+    key = f"{cls.__module__}.{cls.__qualname__}"
+    if key not in Record._hints:
+        hints = typing.get_type_hints(cls)
+        Record._hints[key] = {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+    return Record._hints[key]
+
+
+def _fields_from_dict(cls: type[R], d: dict[str, Any], where: str, source: str) -> R:
+    """``cls(**d)`` for a dataclass, every field checked: unknown, missing and mistyped ones are one line."""
+    fields = _hints_of(cls)
+    unknown = sorted(set(d) - set(fields))
+    if unknown:
+        name = f"{where}.{unknown[0]}" if where else unknown[0]
+        raise _fail(source, name, f"is not a field of {cls.__name__} (known: {', '.join(fields)})",
+                    "rename or remove it, or re-run the experiment to rewrite the file")
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        name = f"{where}.{f.name}" if where else f.name
+        if f.name not in d:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise _fail(source, name, f"is missing ({cls.__name__} needs it)", _FIX)
+            continue
+        kwargs[f.name] = _convert(d[f.name], fields[f.name], name, source)
+    return cls(**kwargs)
 
 
 def _plain(v: Any) -> Any:

@@ -127,7 +127,7 @@ def test_presets_and_their_errors():
 
 
 def test_a_different_config_in_the_same_folder_is_refused(tmp_path, monkeypatch):
-    from resgrad.experiments import study
+    from resgrad.experiments import flow, study
 
     class Stop(Exception):
         pass
@@ -135,7 +135,7 @@ def test_a_different_config_in_the_same_folder_is_refused(tmp_path, monkeypatch)
     def stop(*a, **k):
         raise Stop
 
-    monkeypatch.setattr(study._flow, "run", stop)  # claim the folder, then stop before any stage
+    monkeypatch.setattr(flow, "compute", stop)  # claim the folder, then stop before any stage
     with pytest.raises(Stop):
         study.run(preset("quick"), tmp_path, log=lambda _: None)
     with pytest.raises(Stop):  # the same config again: the same study

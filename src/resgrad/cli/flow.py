@@ -11,6 +11,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
+from resgrad.experiments.config import default
+from resgrad.experiments.flow import FlowConfig
+
 from ._common import DeviceOpt, OutOpt, UsageError, console, err_console, guarded, resolve_device
 from ._executor import ExecutorOptions, executor_options
 
@@ -43,10 +46,13 @@ def command(
     norms: Annotated[str | None, typer.Option(help="Comma list of none, batch.")] = None,
     inits: Annotated[str | None, typer.Option(help="Comma list of he, xavier.")] = None,
     seeds: Annotated[int | None, typer.Option(help="Number of seeds (0..N-1); the CI is across them.")] = None,
-    train_steps: Annotated[int, typer.Option(help="SGD steps before measuring (0 = at initialisation).")] = 0,
-    data: Annotated[str, typer.Option(help="Dataset of the measured batch.")] = "mnist1d",
-    threshold: Annotated[float, typer.Option(help="Verdict threshold: decades of change across the net.")] = 2.0,
-    device: DeviceOpt = "cpu",
+    # Defaults: FlowConfig's fields (declared once there; tests/cli/test_cli_defaults.py checks).
+    train_steps: Annotated[int, typer.Option(help="SGD steps before measuring (0 = at initialisation).")] = default(
+        FlowConfig, "train_steps"),
+    data: Annotated[str, typer.Option(help="Dataset of the measured batch.")] = default(FlowConfig, "data"),
+    threshold: Annotated[float, typer.Option(help="Verdict threshold: decades of change across the net.")] = default(
+        FlowConfig, "threshold_decades"),
+    device: DeviceOpt = default(FlowConfig, "device"),
     out: OutOpt = None,
     reuse: Annotated[bool, typer.Option("--reuse/--no-reuse", help="Reuse a finished identical run in --out.")] = True,
     *,
@@ -67,7 +73,7 @@ def command(
     chunk writes its part under --out/chunks, so a killed grid resumes, and every config is
     measured at --threads threads (default 1), so the numbers do not depend on --workers.
     """
-    from resgrad.experiments.flow import FlowConfig, run_flow
+    from resgrad.experiments.flow import run_flow
 
     over: dict[str, Any] = {"train_steps": train_steps, "data": data, "threshold_decades": threshold,
                             "device": resolve_device(device)}

@@ -7,6 +7,9 @@ from typing import Annotated
 
 import typer
 
+from resgrad.experiments.config import default
+from resgrad.experiments.study import StudyConfig
+
 from ._common import DataDirOpt, DeviceOpt, OutOpt, guarded, resolve_device, run_and_report
 from ._executor import ExecutorOptions, executor_options
 
@@ -30,9 +33,9 @@ def _seeds(text: str | None) -> tuple[int, ...] | None:
 def command(
     preset: Annotated[
         str, typer.Option(help="quick (<1 min), default (MNIST-1D, ~5 min on 2 CPU cores), he2015-cifar10 (GPU).")
-    ] = "default",
+    ] = default(StudyConfig, "preset"),
     out: OutOpt = None,
-    device: DeviceOpt = "auto",
+    device: DeviceOpt = "auto",  # not StudyConfig's "cpu": the command takes CUDA when there is one
     seeds: Annotated[str | None, typer.Option(help="Training seeds, comma-separated (default: the preset's).")] = None,
     epochs: Annotated[int | None, typer.Option(help="Training epochs per net (default: the preset's).")] = None,
     data_dir: DataDirOpt = None,

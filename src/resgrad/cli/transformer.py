@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from resgrad.experiments import transformer as _transformer
+from resgrad.experiments.config import default
 
 from ._common import DeviceOpt, OutOpt, guarded, resolve_device, run_and_report
 from ._executor import ExecutorOptions, executor_options
@@ -16,13 +20,15 @@ __all__ = ["command"]
 @guarded
 @executor_options
 def command(
-    size: Annotated[str, typer.Option(help="quick (seconds), default (~40 s on 2 CPU cores), full.")] = "default",
+    size: Annotated[str, typer.Option(help="quick (seconds), default (~40 s on 2 CPU cores), full.")] = default(
+        _transformer.TransformerConfig, "size"),
     text: Annotated[Path | None, typer.Option(
         help="A local text file: a character-level language model instead of MNIST-1D patches.")] = None,
-    seq_len: Annotated[int, typer.Option(help="Characters per training window with --text.")] = 32,
+    seq_len: Annotated[int, typer.Option(help="Characters per training window with --text.")] = inspect.signature(
+        _transformer.preset).parameters["seq_len"].default,
     epochs: Annotated[int | None, typer.Option(help="Training epochs per run (default: the size's).")] = None,
     out: OutOpt = None,
-    device: DeviceOpt = "auto",
+    device: DeviceOpt = "auto",  # not TransformerConfig's "cpu": the command takes CUDA when there is one
     *,
     executors: ExecutorOptions,
 ) -> None:

@@ -26,32 +26,40 @@ from torch import nn
 from .. import stats
 from ..data import DataBundle
 from ..data import load as load_data
-from ..executors import Executor, LocalExecutor, Task, make_executor
+from ..executors import Executor, Task
 from ..io import environment, jsonable
 from ..nets import build_for
+from ..nets.he2015 import valid_depths
 from ..nets.registry import TWIN_UNITS, twin_names
 from ..probes import GradientMonitor
 from ..results import DegradationResult
 from ..rundir import RunDir
 from ..train import RUN_KIND, TrainConfig, fit
+from . import driver
+from .config import Config as BaseConfig
+from .config import check_one_of, need
 
-__all__ = ["DegradationConfig", "load_for", "run", "run_degradation", "twin_names", "train_run", "train_runs",
-           "read_run", "count_params", "fingerprint"]
+__all__ = ["DegradationConfig", "load_for", "run", "run_degradation", "compute", "twin_names", "train_run",
+           "train_runs", "read_run", "count_params", "fingerprint", "KIND"]
+
+KIND = "resgrad.degradation"  # config.json's kind for a degradation run folder
+LABEL = "degradation"
+Result = DegradationResult
 
 
 @dataclass
-class DegradationConfig:
+class DegradationConfig(BaseConfig):
     """What to train. Errors are reported as fractions in [0, 1]."""
 
     data: str = "mnist1d"  # dataset name for resgrad.data.load
     data_kwargs: dict = field(default_factory=dict)  # e.g. {"data_dir": ...} for cifar10
-    n_train: int | None = None  # use only the first n training examples (quick runs)
-    n_test: int | None = None  # likewise for the test set
+    n_train: int | None = None  # use only the first n training examples (quick runs); None: all
+    n_test: int | None = None  # likewise for the test set (examples)
     depths: tuple[int, ...] = (20, 56, 110)  # layers, 6n+2 (He et al. 2015 §4.2)
     unit: str = "post"  # "post": the 2015 nets; "pre": pre-activation (He et al. 2016)
     seeds: tuple[int, ...] = (0,)  # one run per seed and model
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=30))  # same recipe for all
-    monitor: bool = True  # record the per-block gradient profile once per epoch
+    monitor: bool = True  # record the per-block gradient profile once per epoch (on its first step)
     # (depth, iterations) at warmup_lr first, for the depths that need it: He et al. 2015
     # §4.2 warm ResNet-110 at lr 0.01 for ~400 iterations; every other net uses train's.
     warmup: tuple[tuple[int, int], ...] = ()
@@ -62,10 +70,16 @@ class DegradationConfig:
         self.depths = tuple(int(d) for d in self.depths)
         self.seeds = tuple(int(s) for s in self.seeds)
         self.warmup = tuple((int(d), int(n)) for d, n in self.warmup)
-        if not self.depths:
-            raise ValueError("depths is empty; give at least one depth, e.g. (20, 56)")
-        if self.unit not in TWIN_UNITS:
-            raise ValueError(f"unit must be 'post' or 'pre', received {self.unit!r}")
+        need(bool(self.depths), "depths", "at least one depth, e.g. (20, 56) (depths is empty)", self.depths)
+        check_one_of("unit", self.unit, tuple(TWIN_UNITS))
+        # The twins are He et al.'s nets: 6n+2 layers (pre-activation also 9n+2, bottleneck blocks).
+        ok = set(valid_depths("basic", max(self.depths))) | (
+            set(valid_depths("bottleneck", max(self.depths))) if self.unit == "pre" else set())
+        bad = [d for d in self.depths if d not in ok]
+        need(not bad, "depths", "6n+2 layers, as He et al. 2015's nets (8, 14, 20, 32, 44, 56, 110, ...)", bad)
+
+
+Config = DegradationConfig  # the experiment contract: this module's config type
 
 
 class _EpochProfile(GradientMonitor):
@@ -209,10 +223,15 @@ def train_runs(
     executor: Executor,
     *,
     log: Callable[[str], None] = print,
-    progress: bool | None = None,
+    progress: driver.Progress | bool | Callable[[int, int, Any], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Train ``jobs`` (each: ``model``, ``seed``, ``train``, ``monitor``, ``data`` spec, ``run_dir``,
-    ``label``) through ``executor``; return each run read back from its folder, in job order."""
+    ``label``) through ``executor``; return each run read back from its folder, in job order.
+
+    ``progress``: as everywhere (:class:`resgrad.experiments.driver.Progress`): training bars
+    (in this process only: bars of parallel runs would interleave), or ``progress(done, n,
+    label)`` after each run."""
+    prog = driver.Progress(progress)
     spec_keys: set[str] = set()
     for j in jobs:  # in-process runs train on the bundle given, not a fresh load
         spec = j["data"]
@@ -220,12 +239,13 @@ def train_runs(
         if key not in _DATA:
             _DATA[key] = data
             spec_keys.add(key)
-    show = progress if executor.in_process else False  # bars of parallel runs would interleave
+    show = prog.bars if executor.in_process else False  # bars of parallel runs would interleave
     tasks = [Task(fn=f"{__name__}:train_run", config={**{k: v for k, v in j.items() if k not in ("run_dir", "label")},
                                                        "progress": show},
                   run_dir=j["run_dir"], label=j["label"]) for j in jobs]
     params = {j["label"]: count_params(j["model"], data, **(j.get("model_kwargs") or {})) for j in jobs}
     n = len(tasks)
+    finished_runs = [0]
 
     def started(i: int, t: Task, _: Any) -> None:
         log(f"[{i + 1}/{n}] {t.config['model']} seed {t.config['seed']}: {params[t.label]:,} parameters")
@@ -234,6 +254,8 @@ def train_runs(
         f = (out or {}).get("final") or {}
         who = "" if executor.in_process else f"[{i + 1}/{n}] {t.label} done: "
         log(f"      {who}train error {_fmt(f.get('train_error'))}, test error {_fmt(f.get('test_error'))}")
+        finished_runs[0] += 1
+        prog(finished_runs[0], n, t.label)
 
     # Longest first on a pool (LPT scheduling): the deepest nets started last would leave the
     # other workers idle at the end. Folders are read back in job order, so no number moves.
@@ -255,17 +277,35 @@ def run(
     out: str | Path | RunDir,
     *,
     data: DataBundle | None = None,
-    log: Callable[[str], None] = print,
-    progress: bool | None = None,
+    log: Callable[[str], None] | None = print,
+    progress: driver.Progress | bool | Callable[[int, int, Any], None] | None = None,
     executor: Executor | str | None = None,
 ) -> DegradationResult:
     """Train every (depth, plain|residual, seed) with one recipe (``out/runs/<model>-s<seed>``).
 
-    ``executor``: where the runs train (an :class:`~resgrad.executors.Executor` or its
-    name; None: one after another in this process, as ``workers=1``). An executor made
-    here from a name is closed here; one passed in is left open for the caller.
+    ``data``: the examples to train on (default: ``load_for(config)``). ``executor``: where the
+    runs train (an :class:`~resgrad.executors.Executor`, left open, or its name, closed here;
+    None: one after another in this process). A finished folder of the same config returns its
+    result; an unfinished one resumes each run from its checkpoint.
     """
-    out = out.path if isinstance(out, RunDir) else Path(out)
+    return driver.run(config, out, executor=executor, log=log, progress=progress, data=data)
+
+
+def comparable(config: dict[str, Any]) -> dict[str, Any]:
+    """What a used folder must match: the config without where the runs train."""
+    train = {k: v for k, v in (config.get("train") or {}).items() if k not in ("device", "eval_batch_size")}
+    return {**config, "train": train}
+
+
+def device_of(config: DegradationConfig) -> str:
+    return config.train.device
+
+
+def compute(config: DegradationConfig, ctx: driver.Context) -> DegradationResult:
+    """Train the twins through ``ctx.pool()``; read every run back from its folder."""
+    assert ctx.run_dir is not None  # NEEDS_OUT: the driver refuses a run without a folder
+    out = ctx.run_dir.path
+    data = ctx.input("data")
     data = load_for(config) if data is None else data
     spec = {**_data_spec(config), "fingerprint": fingerprint(data)}
     jobs = []
@@ -277,14 +317,8 @@ def run(
                 jobs.append({"model": name, "seed": seed, "train": asdict(train), "monitor": config.monitor,
                              "data": spec, "run_dir": str(out / "runs" / f"{name}-s{seed}"),
                              "label": f"{name}-s{seed}", "depth": depth, "arch": arch})
-    owned = not isinstance(executor, Executor)
-    ex = LocalExecutor(1) if executor is None else make_executor(executor)
-    try:
-        got = train_runs([{k: v for k, v in j.items() if k not in ("depth", "arch")} for j in jobs], data, ex,
-                         log=log, progress=progress)
-    finally:
-        if owned:
-            ex.close()
+    got = train_runs([{k: v for k, v in j.items() if k not in ("depth", "arch")} for j in jobs], data, ctx.pool(),
+                     log=ctx.log, progress=ctx.progress)
     runs = [{"model": j["model"], "arch": j["arch"], "depth": j["depth"], "seed": j["seed"],
              "params": g["params"], "run_dir": j["run_dir"], "history": g["history"], "final": g["final"],
              "grad": g["grad"]} for j, g in zip(jobs, got, strict=True)]
@@ -309,7 +343,8 @@ def run(
 
 
 def run_degradation(config: DegradationConfig, out_dir: str | Path, *, data: DataBundle | None = None,
-                    log: Callable[[str], None] = print, progress: bool | None = None,
+                    log: Callable[[str], None] | None = print,
+                    progress: driver.Progress | bool | Callable[[int, int, Any], None] | None = None,
                     executor: Executor | str | None = None) -> DegradationResult:
     """The degradation experiment (the name of resgrad 0.1; same as :func:`run`)."""
     return run(config, out_dir, data=data, log=log, progress=progress, executor=executor)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from ..nets import blocks as _model_blocks
 from ..probes import GradientMonitor
 from ..results import DiagnoseResult
 from ..rundir import RunDir
+from . import driver
 from ._diagnose_flags import (
     TREND_REFERENCE,
     _causes,
@@ -42,15 +43,22 @@ from ._diagnose_flags import (
     _small_scales,
     _trend,
 )
+from .config import Config as BaseConfig
+from .config import check_int, check_number
 from .flow import fit_slope, verdict
 
-__all__ = ["DiagnoseConfig", "run", "KIND"]
+__all__ = ["DiagnoseConfig", "run", "compute", "KIND"]
 
 KIND = "resgrad.diagnose"  # config.json's kind for a diagnose run folder
+LABEL = "diagnose"
+NEEDS_OUT = False  # without a folder nothing is written
+CLAIM = "fresh"  # the model comes from the caller: a used folder records the latest diagnosis
+REUSE = False
+Result = DiagnoseResult
 
 
 @dataclass
-class DiagnoseConfig:
+class DiagnoseConfig(BaseConfig):
     """What to measure (every field is recorded in the run folder's config.json)."""
 
     spec: str  # the model as the user named it (registry name, torchvision:NAME, module:factory, run folder)
@@ -66,21 +74,30 @@ class DiagnoseConfig:
     def __post_init__(self) -> None:
         if self.input_shape is not None:
             self.input_shape = tuple(int(s) for s in self.input_shape)
-        if self.steps < 1 or self.batch_size < 1:
-            raise ValueError(f"steps and batch_size must be >= 1, received {self.steps} and {self.batch_size}")
-        if not (isinstance(self.threshold, (int, float)) and math.isfinite(self.threshold) and self.threshold > 0):
-            raise ValueError(f"threshold must be a number > 0 (decades), received {self.threshold!r}")
+        check_int("steps", self.steps, 1)
+        check_int("batch_size", self.batch_size, 1)
+        check_number("threshold", self.threshold, lo=0, open_lo=True, rule="a number > 0 (decades)")
+
+
+Config = DiagnoseConfig  # the experiment contract: this module's config type
 
 
 def run(config: DiagnoseConfig, out: str | Path | RunDir | None = None, *, model: nn.Module,
         data: DataBundle | None = None, source: str = "object",
         loss: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> DiagnoseResult:
     """Diagnose ``model`` (named ``config.spec``; ``source``: how the SPEC resolved) on ``data``'s
-    batches, or on random inputs of ``config.input_shape``.
+    batches, or on random inputs of ``config.input_shape``; with ``out``, a run folder.
 
     ``loss(model, x, y) -> scalar``: how a step's loss is computed (token models:
     ``resgrad.tokens.own_loss``); default cross-entropy for a classifier's ``(B, C)``
     output, else a quadratic loss on the output."""
+    return driver.run(config, out, log=None, model=model, data=data, source=source, loss=loss)
+
+
+def compute(config: DiagnoseConfig, ctx: driver.Context) -> DiagnoseResult:
+    """The diagnosis of ``ctx.input("model")`` (inputs ``data``, ``source``, ``loss`` as :func:`run`'s)."""
+    model, data, loss = ctx.input("model"), ctx.input("data"), ctx.input("loss")
+    source = ctx.input("source", "object")
     shape = tuple(data.input_shape) if data is not None else config.input_shape
     if shape is None:
         raise ValueError(f"cannot tell the input shape of {config.spec!r}: pass --input-shape (e.g. 3,32,32) or --data")
@@ -151,12 +168,6 @@ def run(config: DiagnoseConfig, out: str | Path | RunDir | None = None, *, model
         "blocks": _blocks(records, last, len(_model_blocks(model)), config.threshold),
         "records": records, "environment": environment(device),
     }))
-    if out is not None:
-        run_dir = out if isinstance(out, RunDir) else RunDir(out)
-        with run_dir.locked():
-            run_dir.claim({"kind": KIND, "config": jsonable(asdict(config)), "environment": result.environment},
-                          fresh=True)
-            run_dir.write_results(result)
     return result
 
 

@@ -33,7 +33,6 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -50,10 +49,22 @@ from ..nets.spec import resolve_spec, spec_kind
 from ..results import EnsembleResult
 from ..rundir import RunDir
 from ..train import RUN_KIND, TrainConfig, evaluate, fit, load_run
+from . import driver
+from .config import Config as BaseConfig
+from .config import check_int, check_number, need
 
-__all__ = ["EnsembleConfig", "run", "run_ensemble", "VEIT2016", "PARTS", "KIND"]
+__all__ = ["EnsembleConfig", "run", "run_ensemble", "compute", "VEIT2016", "PARTS", "KIND"]
 
 KIND = "resgrad.ensemble"  # config.json's kind for an ensemble run folder
+LABEL = "ensemble"
+NEEDS_OUT = False  # without a folder nothing is written (and named models are trained without one)
+# Model objects and data come from the caller, so a used folder is recomputed, never refused: it
+# records what was measured, and the results overwrite it. A caller that knows the inputs are the
+# same (a study's stage) passes reuse=True; a finished result of the very same config is returned.
+CLAIM = "fresh"
+REUSE = False
+REUSE_EXACT = True
+Result = EnsembleResult
 
 PARTS = ("paths", "lesion", "short")
 
@@ -76,7 +87,7 @@ VEIT2016: dict[str, Any] = {
 
 
 @dataclass
-class EnsembleConfig:
+class EnsembleConfig(BaseConfig):
     """What to measure and how much of it (``preset("quick"|"default")`` for sizes)."""
 
     residual: str = "resnet110"  # residual net when no model object is given: run folder or registry name
@@ -104,14 +115,11 @@ class EnsembleConfig:
         if isinstance(self.train, dict):
             self.train = TrainConfig(**self.train)
         for name in ("examples", "samples", "batch_size", "trials"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be an integer >= 1, received {v!r}")
-        if self.short_path is not None and (isinstance(self.short_path, bool) or not isinstance(self.short_path, int)
-                                            or self.short_path < 1):
-            raise ValueError(f"short_path must be None or an integer >= 1 (active blocks), received {self.short_path!r}")
-        if not 0.0 < float(self.mass) <= 1.0:
-            raise ValueError(f"mass must be in (0, 1], received {self.mass!r}")
+            check_int(name, getattr(self, name), 1)
+        need(self.short_path is None or (isinstance(self.short_path, int) and not isinstance(self.short_path, bool)
+                                         and self.short_path >= 1),
+             "short_path", "None or an integer >= 1 (active blocks)", self.short_path)
+        check_number("mass", self.mass, lo=0, hi=1, open_lo=True, rule="in (0, 1]")
         for name in ("lengths", "delete_ks", "swap_ks"):
             v = getattr(self, name)
             if v is not None:
@@ -125,14 +133,17 @@ class EnsembleConfig:
         return cls(**{**SIZES[size], "size": size, **overrides})
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> EnsembleConfig:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+    def from_dict(cls, d: dict[str, Any], *, source: str = "ensemble config") -> EnsembleConfig:
+        """Strictly load an EnsembleConfig dict (an unknown or mistyped field is one line naming it)."""
+        return cls.from_json(d, source=source)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["train"] = None if self.train is None else asdict(self.train)
         return d
+
+
+Config = EnsembleConfig  # the experiment contract: this module's config type
 
 
 SIZES: dict[str, dict[str, Any]] = {
@@ -388,22 +399,18 @@ def run(
     bad = [p for p in parts if p not in PARTS]
     if bad or not parts:
         raise ValueError(f"parts must be a non-empty subset of {', '.join(PARTS)}, received {list(parts)}")
-    log = log or (lambda s: None)
-    run_dir = None if out is None else out if isinstance(out, RunDir) else RunDir(out)
-    with run_dir.locked() if run_dir is not None else nullcontext():  # one writer per folder
-        return _run(config, run_dir, residual, plain, data, names, parts, log)
+    return driver.run(config, out, log=log, residual=residual, plain=plain, data=data, names=names,
+                      parts=tuple(parts))
 
 
-def _run(config: EnsembleConfig, run_dir: RunDir | None, residual: nn.Module | str | None,
-         plain: nn.Module | str | None, data: DataBundle | None, names: tuple[str | None, str | None] | None,
-         parts: Sequence[str], log: Callable[[str], None]) -> EnsembleResult:
-    out = None if run_dir is None else run_dir.path
-    if run_dir is not None:
-        # Model objects and data come from the caller, so a used folder is recomputed, never
-        # refused: it records what was measured, and the results overwrite it.
-        run_dir.claim({"kind": KIND, "config": jsonable(config.to_dict()), "environment": environment(config.device)},
-                      fresh=True)
-    t0 = time.perf_counter()
+def compute(config: EnsembleConfig, ctx: driver.Context) -> EnsembleResult:
+    """The measurements on ``ctx.input("residual")`` and ``ctx.input("plain")`` (default: the
+    config's), with ``data``, ``names`` and ``parts`` from ``ctx.inputs``; trained models go
+    under ``ctx.run_dir/runs`` when there is a folder."""
+    residual, plain, data = ctx.input("residual"), ctx.input("plain"), ctx.input("data")
+    names, parts, log = ctx.input("names"), ctx.input("parts", PARTS), ctx.log
+    out = None if ctx.run_dir is None else ctx.run_dir.path
+    t0 = ctx.started
     res_name, plain_name = names or (None, None)
     residual = config.residual if residual is None else residual
     plain = config.plain if plain is None else plain
@@ -455,10 +462,7 @@ def _run(config: EnsembleConfig, run_dir: RunDir | None, residual: nn.Module | s
     timing["total"] = time.perf_counter() - t0
     results["notes"] = notes
     results["timing"] = timing
-    result = EnsembleResult.of(jsonable(results))
-    if run_dir is not None:
-        run_dir.write_results(result)
-    return result
+    return EnsembleResult.of(jsonable(results))
 
 
 def run_ensemble(config: EnsembleConfig | None = None, out_dir: str | Path | None = None, **kw: Any) -> EnsembleResult:

@@ -64,6 +64,8 @@ from ..nets.blocks import blocks as _blocks
 from ..probes.jacobian import jacobian_spectrum
 from ..probes.shattering import gradient_correlation
 from ._nets import FAMILIES, build_net
+from .config import Config as BaseConfig
+from .config import check_int, check_number, check_one_of, check_subset, is_int, need
 
 __all__ = ["SignalConfig", "measure_signal", "fit_shattering", "calibrate_batchnorm", "signal_line"]
 
@@ -71,7 +73,7 @@ _BN = nn.modules.batchnorm._BatchNorm
 
 
 @dataclass
-class SignalConfig:
+class SignalConfig(BaseConfig):
     """What the signal measurement sweeps and how (every field goes into the results)."""
 
     families: tuple[str, ...] = ("mlp",)  # "mlp" (pre-act MLP) and/or "he2015" (He et al. CIFAR family, 1-D)
@@ -99,49 +101,28 @@ class SignalConfig:
     def __post_init__(self) -> None:
         for name in ("families", "archs", "norms", "depths", "seeds"):
             setattr(self, name, tuple(getattr(self, name)))
-        _subset("families", self.families, FAMILIES)
-        _subset("archs", self.archs, ("plain", "residual"))
-        _subset("norms", self.norms, ("none", "batch"))
-        _one_of("activation", self.activation, ("relu", "tanh", "sigmoid", "gelu"))
-        _one_of("init", self.init, ("he", "xavier"))
-        _one_of("dtype", self.dtype, ("float32", "float64"))
-        if not self.depths or any(not _is_int(d) or d < 1 for d in self.depths):
-            raise ValueError(f"depths must be integers >= 1 (blocks), received {self.depths!r}")
-        if not self.seeds or any(not _is_int(s) for s in self.seeds):
-            raise ValueError(f"seeds must be one or more integers, received {self.seeds!r}")
+        check_subset("families", self.families, FAMILIES)
+        check_subset("archs", self.archs, ("plain", "residual"))
+        check_subset("norms", self.norms, ("none", "batch"))
+        check_one_of("activation", self.activation, ("relu", "tanh", "sigmoid", "gelu"))
+        check_one_of("init", self.init, ("he", "xavier"))
+        check_one_of("dtype", self.dtype, ("float32", "float64"))
+        need(bool(self.depths) and all(is_int(d) and d >= 1 for d in self.depths), "depths",
+             "integers >= 1 (blocks)", self.depths)
+        need(bool(self.seeds) and all(is_int(s) for s in self.seeds), "seeds", "one or more integers", self.seeds)
         for name, lo in (("width", 1), ("line_points", 3), ("max_lag", 1), ("bn_batch", 2),
                          ("spectrum_examples", 1), ("hist_bins", 1), ("threads", 0)):
-            v = getattr(self, name)
-            if not _is_int(v) or v < lo:
-                raise ValueError(f"{name} must be an integer >= {lo}, received {v!r}")
-        if not isinstance(self.fit_floor, (int, float)) or not 0 <= self.fit_floor < 1:
-            raise ValueError(f"fit_floor must be a number in [0, 1), received {self.fit_floor!r}")
-        if self.max_lag >= self.line_points:
-            raise ValueError(f"max_lag must be < line_points ({self.line_points}), received {self.max_lag}")
-        if self.spectrum_examples > self.bn_batch:
-            raise ValueError(f"spectrum_examples must be <= bn_batch ({self.bn_batch}), received {self.spectrum_examples}")
-        if not isinstance(self.line_span, (int, float)) or not 0 < self.line_span <= 1:
-            raise ValueError(f"line_span must be a fraction in (0, 1], received {self.line_span!r}")
+            check_int(name, getattr(self, name), lo)
+        check_number("fit_floor", self.fit_floor, lo=0, hi=1, open_hi=True, rule="a number in [0, 1)")
+        need(self.max_lag < self.line_points, "max_lag", f"< line_points ({self.line_points})", self.max_lag)
+        need(self.spectrum_examples <= self.bn_batch, "spectrum_examples", f"<= bn_batch ({self.bn_batch})",
+             self.spectrum_examples)
+        check_number("line_span", self.line_span, lo=0, hi=1, open_lo=True, rule="a fraction in (0, 1]")
         if self.hist_range is not None:
             r = tuple(self.hist_range)
-            if len(r) != 2 or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in r) or r[0] >= r[1]:
-                raise ValueError(f"hist_range must be None or (lo, hi) log10 values with lo < hi, received {self.hist_range!r}")
+            need(len(r) == 2 and all(isinstance(v, (int, float)) and math.isfinite(v) for v in r) and r[0] < r[1],
+                 "hist_range", "None or (lo, hi) log10 values with lo < hi", self.hist_range)
             self.hist_range = (float(r[0]), float(r[1]))
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _subset(name: str, got: tuple, allowed: tuple) -> None:
-    bad = [v for v in got if v not in allowed]
-    if bad or not got:
-        raise ValueError(f"{name} must be a non-empty subset of {', '.join(allowed)}; received {list(got)}")
-
-
-def _one_of(name: str, got: Any, allowed: tuple) -> None:
-    if got not in allowed:
-        raise ValueError(f"{name} must be one of {', '.join(allowed)}; received {got!r}")
 
 
 # ---- pieces ----------------------------------------------------------------------------

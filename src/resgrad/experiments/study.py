@@ -4,14 +4,16 @@
 
     config.json              the resolved StudyConfig (a rerun must match it)
     flow/                    experiments/flow.py: the grid at initialisation
+    degradation/             experiments/degradation.py: its config.json and results.json, and
     degradation/runs/...     one resumable training run per (depth, plain|residual, seed)
     ensemble/                experiments/ensemble.py on the deepest trained pair
     transformer/             experiments/transformer.py: pre-LN, post-LN, no skip
     results.json             the StudyResult (results/study.py), written atomically
 
-Each stage reuses what a previous (killed) invocation finished: flow, ensemble and
-transformer by their validated results.json, training runs through ``fit``'s checkpoints. A finished study
-returns its result; the command (``resgrad study``) renders report.html from it.
+Every stage is an experiment run by the same driver (experiments/driver.py) into its
+sub-folder, so each reuses what a previous (killed) invocation finished: by its validated
+results.json, and the training runs through ``fit``'s checkpoints. A finished study returns its
+result; the command (``resgrad study``) renders report.html from it.
 """
 
 from __future__ import annotations
@@ -23,30 +25,32 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ..executors import Executor, make_executor
+from ..executors import Executor
 from ..io import environment, jsonable
-from ..results import DegradationResult, EnsembleResult, StudyResult, TransformerResult
+from ..results import StudyResult, TransformerResult
 from ..results.study import Timing
 from ..rundir import RunDir
 from ..train import TrainConfig, load_run
-from . import degradation as _degradation
-from . import ensemble as _ensemble
-from . import flow as _flow
+from . import driver
 from . import transformer as _transformer
+from .config import Config as BaseConfig
 from .degradation import DegradationConfig, load_for, twin_names
 from .ensemble import EnsembleConfig
 from .flow import FlowConfig
 from .transformer import TransformerConfig
 
-__all__ = ["StudyConfig", "PRESETS", "preset", "run", "run_study", "KIND"]
+__all__ = ["StudyConfig", "PRESETS", "preset", "run", "run_study", "compute", "KIND"]
 
 KIND = "resgrad.study"  # config.json's kind for a study folder
+LABEL = "study"
+CLAIM = "additions"  # a folder of an earlier version lacks later stages: they run, the rest is reused
+Result = StudyResult
 
 PRESETS = ("quick", "default", "he2015-cifar10")
 
 
 @dataclass
-class StudyConfig:
+class StudyConfig(BaseConfig):
     """The experiments of a study; each field is that experiment's own config."""
 
     preset: str = "default"  # the preset this came from (recorded; changes nothing itself)
@@ -58,6 +62,9 @@ class StudyConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return jsonable(asdict(self))
+
+
+Config = StudyConfig  # the experiment contract: this module's config type
 
 
 def preset(
@@ -111,57 +118,48 @@ def preset(
     return StudyConfig(preset=name, flow=flow, degradation=deg, ensemble=ens, transformer=tr, device=device)
 
 
-def _comparable(record: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in (record.get("config") or {}).items() if k != "device"}  # any device, same study
+def comparable(config: dict[str, Any]) -> dict[str, Any]:
+    """What a used folder must match: the study on any device."""
+    return {k: v for k, v in config.items() if k != "device"}
+
+
+def check_folder(run_dir: RunDir) -> None:
+    """A study folder of resgrad 0.1 (``study-config.json``) is refused: its stages are not reused."""
+    root = run_dir.path
+    if (root / "study-config.json").is_file() and not run_dir.has_config():
+        raise ValueError(f"{root} holds a study of resgrad 0.1, whose stages this version does not reuse; use a new "
+                         f"--out folder (its report still opens: {run_dir.report_path})")
 
 
 def run(
     config: StudyConfig,
     out: str | Path | RunDir,
     *,
-    log: Callable[[str], None] = print,
-    progress: bool | None = None,
+    log: Callable[[str], None] | None = print,
+    progress: driver.Progress | bool | Callable[[int, int, Any], None] | None = None,
     executor: Executor | str | None = None,
 ) -> StudyResult:
     """Run (or resume) the study in ``out``; write and return its StudyResult.
 
     ``executor`` trains the degradation stage's runs and measures the flow grid in chunks
-    (an Executor or its name; None: in this process, one after another). It changes where
-    runs go, never a number: each run or chunk sets its own seeds and threads.
+    (an Executor, left open, or its name, made once for every stage and closed here; None: in
+    this process, one after another). It changes where runs go, never a number: each run or
+    chunk sets its own seeds and threads.
     """
-    run_dir = out if isinstance(out, RunDir) else RunDir(out)
-    owned = executor is not None and not isinstance(executor, Executor)
-    ex = make_executor(executor) if owned else executor  # one pool or cluster for both stages
-    try:
-        with run_dir.locked(read_only_ok=True):  # one study per folder; a finished one can be read read-only
-            return _run(config, run_dir, log, progress, ex)
-    finally:
-        if owned:
-            ex.close()
+    return driver.run(config, out, executor=executor, log=log, progress=progress)
 
 
-def _run(config: StudyConfig, run_dir: RunDir, log: Callable[[str], None], progress: bool | None,
-         executor: Executor | str | None) -> StudyResult:
-    root = run_dir.path
-    if (root / "study-config.json").is_file() and not run_dir.has_config():
-        raise ValueError(f"{root} holds a study of resgrad 0.1, whose stages this version does not reuse; use a new "
-                         f"--out folder (its report still opens: {run_dir.report_path})")
+def compute(config: StudyConfig, ctx: driver.Context) -> StudyResult:
+    """The stages, each an experiment run by the same driver into its sub-folder (reused when finished)."""
+    log, progress, executor = ctx.log, ctx.progress, ctx.executor
     cfg = config.to_dict()
-    # additions_ok: a folder of an earlier version lacks later stages; they run, the rest is reused.
-    run_dir.claim({"kind": KIND, "config": cfg, "environment": environment(config.device)}, compare=_comparable,
-                  additions_ok=True)
-    done = run_dir.finished(StudyResult)
-    if done is not None and _comparable({"config": done.config}) == _comparable({"config": cfg}):
-        log(f"study already finished in {root}")
-        return done
-
     started = datetime.now(timezone.utc)
     seconds: dict[str, float] = {}
 
     t = time.perf_counter()
     n = 4 if config.transformer is not None else 3
     log(f"1/{n} gradient flow at initialisation")
-    flow = _flow.run(config.flow, run_dir.sub("flow"), executor=executor)  # in chunks, when one is given
+    flow = driver.run(config.flow, ctx.sub("flow"), executor=executor, log=log)  # in chunks, when one is given
     seconds["flow"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -169,10 +167,8 @@ def _run(config: StudyConfig, run_dir: RunDir, log: Callable[[str], None], progr
     log(f"2/{n} degradation: plain vs residual, depths {', '.join(map(str, deg.depths))}, "
         f"{deg.train.epochs} epochs on {deg.data}")
     data = load_for(deg)  # the same examples train the nets and measure their paths
-    deg_dir = run_dir.sub("degradation")
-    degradation: DegradationResult = _degradation.run(deg, deg_dir, data=data, log=log, progress=progress,
-                                                          executor=executor)
-    deg_dir.write_results(degradation)
+    deg_dir = ctx.sub("degradation")
+    degradation = driver.run(deg, deg_dir, executor=executor, log=log, progress=progress, data=data)
     seconds["degradation"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -180,14 +176,12 @@ def _run(config: StudyConfig, run_dir: RunDir, log: Callable[[str], None], progr
     plain_name, res_name = twin_names(deepest, deg.unit)
     seed = deg.seeds[0]
     log(f"3/{n} ensemble view on {res_name} and {plain_name} (seed {seed})")
-    ens_dir = run_dir.sub("ensemble")
-    ensemble = ens_dir.finished(EnsembleResult, jsonable(config.ensemble.to_dict()))  # finished before a kill
-    if ensemble is None:
-        runs = deg_dir.sub("runs")
-        residual, _ = load_run(runs.sub(f"{res_name}-s{seed}"), device=config.device)
-        plain, _ = load_run(runs.sub(f"{plain_name}-s{seed}"), device=config.device)
-        ensemble = _ensemble.run(config.ensemble, ens_dir, residual=residual, plain=plain, data=data,
-                                 names=(res_name, plain_name), log=log)
+    runs = deg_dir.sub("runs")
+    # The trained twins are loaded only when the stage is computed (not when a killed study finished it).
+    ensemble = driver.run(
+        config.ensemble, ctx.sub("ensemble"), log=log, reuse=True, data=data, names=(res_name, plain_name),
+        residual=driver.Lazy(lambda: load_run(runs.sub(f"{res_name}-s{seed}"), device=config.device)[0]),
+        plain=driver.Lazy(lambda: load_run(runs.sub(f"{plain_name}-s{seed}"), device=config.device)[0]))
     seconds["ensemble"] = time.perf_counter() - t
 
     transformer: TransformerResult | None = None
@@ -195,22 +189,20 @@ def _run(config: StudyConfig, run_dir: RunDir, log: Callable[[str], None], progr
         t = time.perf_counter()
         tc = config.transformer
         log(f"4/4 Transformers: pre-LN, post-LN and no skip, {tc.layers} layers on {tc.data}")
-        transformer = _transformer.run(tc, run_dir.sub("transformer"), log=log, progress=progress,
-                                       executor=executor)
+        transformer = driver.run(tc, ctx.sub("transformer"), log=log, progress=progress, executor=executor)
         seconds["transformer"] = time.perf_counter() - t
     seconds["total"] = sum(seconds.values())
 
-    result = StudyResult(
+    return StudyResult(
         preset=config.preset, config=cfg, environment=environment(config.device),
         timing=Timing(started=started.isoformat(timespec="seconds"),
                       finished=datetime.now(timezone.utc).isoformat(timespec="seconds"), seconds=seconds),
         flow=flow, degradation=degradation, ensemble=ensemble, transformer=transformer,
     )
-    run_dir.write_results(result)
-    return result
 
 
-def run_study(config: StudyConfig, out_dir: str | Path, *, log: Callable[[str], None] = print,
-              progress: bool | None = None, executor: Executor | str | None = None) -> StudyResult:
+def run_study(config: StudyConfig, out_dir: str | Path, *, log: Callable[[str], None] | None = print,
+              progress: driver.Progress | bool | Callable[[int, int, Any], None] | None = None,
+              executor: Executor | str | None = None) -> StudyResult:
     """The study (the name of resgrad 0.1; same as :func:`run`; ``resgrad study`` also renders the report)."""
     return run(config, out_dir, log=log, progress=progress, executor=executor)

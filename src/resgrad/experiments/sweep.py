@@ -29,23 +29,28 @@ from typing import Any
 
 from .. import stats
 from ..data import DATASETS
-from ..executors import Executor, LocalExecutor, make_executor
+from ..executors import Executor
 from ..io import environment, jsonable
 from ..nets.registry import TWIN_UNITS, twin_names
 from ..results import SweepResult
 from ..results.sweep import METRICS
 from ..rundir import RunDir
 from ..train import TrainConfig
+from . import driver
+from .config import Config as BaseConfig
 from .degradation import DegradationConfig, fingerprint, load_for, train_runs
 
-__all__ = ["SweepConfig", "FAMILIES", "KIND", "load_config", "parse_config", "model_names", "run", "run_sweep"]
+__all__ = ["SweepConfig", "FAMILIES", "KIND", "load_config", "parse_config", "model_names", "run", "run_sweep",
+           "compute"]
 
 KIND = "resgrad.sweep"  # config.json's kind for a sweep folder
+LABEL = "sweep"
+Result = SweepResult
 FAMILIES = ("he2015", "mlp")
 
 
 @dataclass
-class SweepConfig:
+class SweepConfig(BaseConfig):
     """The grid and its one training recipe (TOML: the same keys; ``[train]``, ``[data_kwargs.<name>]``)."""
 
     models: tuple[str, ...] = ()  # registry names ("resnet20", "plainmlp-8x64"); if given, family/depths are unused
@@ -77,6 +82,9 @@ class SweepConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return jsonable(asdict(self))
+
+
+Config = SweepConfig  # the experiment contract: this module's config type
 
 
 def _check(c: SweepConfig) -> None:
@@ -258,10 +266,14 @@ def load_config(path: str | os.PathLike, *, device: str | None = None) -> SweepC
 # ---- the experiment --------------------------------------------------------------------
 
 
-def _comparable(record: dict[str, Any]) -> dict[str, Any]:
-    cfg = dict(record.get("config") or {})
-    train = {k: v for k, v in (cfg.get("train") or {}).items() if k not in ("device", "eval_batch_size")}
-    return {**cfg, "train": train}  # any device, same sweep
+def comparable(config: dict[str, Any]) -> dict[str, Any]:
+    """What a used folder must match: the sweep on any device (and evaluation batch size)."""
+    train = {k: v for k, v in (config.get("train") or {}).items() if k not in ("device", "eval_batch_size")}
+    return {**config, "train": train}
+
+
+def device_of(config: SweepConfig) -> str:
+    return config.train.device
 
 
 def _stat(values: list[float | None], level: float) -> dict[str, Any]:
@@ -281,57 +293,50 @@ def run(
     out: str | Path | RunDir,
     *,
     executor: Executor | str | None = None,
-    log: Callable[[str], None] = print,
-    progress: bool | None = None,
+    log: Callable[[str], None] | None = print,
+    progress: driver.Progress | bool | Callable[[int, int, Any], None] | None = None,
 ) -> SweepResult:
     """Run (or resume) the grid in ``out``; write and return its SweepResult.
 
-    ``executor``: an :class:`~resgrad.executors.Executor` or its name (None: in this
-    process, one run after another); one made here from a name is closed here.
+    ``executor``: an :class:`~resgrad.executors.Executor` (left open) or its name (made and
+    closed here); None: in this process, one run after another.
     """
-    run_dir = out if isinstance(out, RunDir) else RunDir(out)
-    cfg = config.to_dict()
-    run_dir.claim({"kind": KIND, "config": cfg, "environment": environment(config.train.device)},
-                  compare=_comparable)
-    done = run_dir.finished(SweepResult)
-    if done is not None and _comparable({"config": done.config}) == _comparable({"config": cfg}):
-        log(f"sweep already finished in {run_dir.path}")
-        return done
+    return driver.run(config, out, executor=executor, log=log, progress=progress)
 
+
+def compute(config: SweepConfig, ctx: driver.Context) -> SweepResult:
+    """Every run of the grid through ``ctx.pool()``, read back; the cells' statistics over seeds."""
+    assert ctx.run_dir is not None  # NEEDS_OUT
+    run_dir, log, progress, ex = ctx.run_dir, ctx.log, ctx.progress, ctx.pool()
+    cfg = config.to_dict()
     names = model_names(config)
-    owned = not isinstance(executor, Executor)
-    ex = LocalExecutor(1) if executor is None else make_executor(executor)
     runs: list[dict[str, Any]] = []
     infos = []
-    try:
-        log(f"sweep: {len(config.datasets)} dataset(s) x {len(names)} model(s) x {len(config.seeds)} seed(s) = "
-            f"{len(config.datasets) * len(names) * len(config.seeds)} runs ({ex.describe()})")
-        for ds in config.datasets:
-            dcfg = DegradationConfig(data=ds, data_kwargs=dict(config.data_kwargs.get(ds, {})),
-                                     n_train=config.n_train, n_test=config.n_test)
-            data = load_for(dcfg)
-            infos.append({"name": data.name, "input_shape": list(data.input_shape), "num_classes": data.num_classes,
-                          "n_train": len(data.x_train), "n_test": len(data.x_test)})
-            spec = jsonable({"data": ds, "data_kwargs": dcfg.data_kwargs, "n_train": config.n_train,
-                             "n_test": config.n_test, "fingerprint": fingerprint(data)})
-            jobs, meta = [], []
-            for name in names:
-                arch, depth = _arch_depth(name)
-                for seed in config.seeds:
-                    warm = dict(config.warmup).get(depth, config.train.warmup_iters) if depth else \
-                        config.train.warmup_iters
-                    train = replace(config.train, seed=seed, warmup_iters=warm)
-                    folder = run_dir.sub("runs").sub(ds).sub(f"{name}-s{seed}")
-                    jobs.append({"model": name, "seed": seed, "train": asdict(train), "monitor": config.monitor,
-                                 "data": spec, "run_dir": str(folder.path), "label": f"{ds}/{name}-s{seed}"})
-                    meta.append({"dataset": ds, "model": name, "arch": arch, "depth": depth, "seed": seed,
-                                 "run_dir": str(folder.path)})
-            log(f"{ds}: {len(jobs)} runs")
-            got = train_runs(jobs, data, ex, log=log, progress=progress)
-            runs += [{**m, **g} for m, g in zip(meta, got, strict=True)]
-    finally:
-        if owned:
-            ex.close()
+    log(f"sweep: {len(config.datasets)} dataset(s) x {len(names)} model(s) x {len(config.seeds)} seed(s) = "
+        f"{len(config.datasets) * len(names) * len(config.seeds)} runs ({ex.describe()})")
+    for ds in config.datasets:
+        dcfg = DegradationConfig(data=ds, data_kwargs=dict(config.data_kwargs.get(ds, {})),
+                                 n_train=config.n_train, n_test=config.n_test)
+        data = load_for(dcfg)
+        infos.append({"name": data.name, "input_shape": list(data.input_shape), "num_classes": data.num_classes,
+                      "n_train": len(data.x_train), "n_test": len(data.x_test)})
+        spec = jsonable({"data": ds, "data_kwargs": dcfg.data_kwargs, "n_train": config.n_train,
+                         "n_test": config.n_test, "fingerprint": fingerprint(data)})
+        jobs, meta = [], []
+        for name in names:
+            arch, depth = _arch_depth(name)
+            for seed in config.seeds:
+                warm = dict(config.warmup).get(depth, config.train.warmup_iters) if depth else \
+                    config.train.warmup_iters
+                train = replace(config.train, seed=seed, warmup_iters=warm)
+                folder = run_dir.sub("runs").sub(ds).sub(f"{name}-s{seed}")
+                jobs.append({"model": name, "seed": seed, "train": asdict(train), "monitor": config.monitor,
+                             "data": spec, "run_dir": str(folder.path), "label": f"{ds}/{name}-s{seed}"})
+                meta.append({"dataset": ds, "model": name, "arch": arch, "depth": depth, "seed": seed,
+                             "run_dir": str(folder.path)})
+        log(f"{ds}: {len(jobs)} runs")
+        got = train_runs(jobs, data, ex, log=log, progress=progress)
+        runs += [{**m, **g} for m, g in zip(meta, got, strict=True)]
 
     cells = []
     for ds in config.datasets:
@@ -349,15 +354,14 @@ def run(
                 "grad_ratio_init": 10 ** gi["mean"] if math.isfinite(gi["mean"]) else None,
                 "grad_ratio_final": 10 ** gl["mean"] if math.isfinite(gl["mean"]) else None,
             })
-    result = SweepResult.of(jsonable({
+    return SweepResult.of(jsonable({
         "config": cfg, "environment": environment(config.train.device), "data": infos, "runs": runs,
         "cells": cells,
     }))
-    run_dir.write_results(result)
-    return result
 
 
 def run_sweep(config: SweepConfig, out_dir: str | Path, *, executor: Executor | str | None = None,
-              log: Callable[[str], None] = print, progress: bool | None = None) -> SweepResult:
+              log: Callable[[str], None] | None = print,
+              progress: driver.Progress | bool | Callable[[int, int, Any], None] | None = None) -> SweepResult:
     """The sweep (same as :func:`run`)."""
     return run(config, out_dir, executor=executor, log=log, progress=progress)

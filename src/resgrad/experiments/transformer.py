@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,20 +37,24 @@ from torch import Tensor, nn
 
 from .. import paths, stats
 from ..data import DataBundle
-from ..executors import Executor, LocalExecutor, make_executor
+from ..executors import Executor
 from ..io import environment, jsonable
 from ..nets import blocks, build_for
 from ..nets.transformer import KINDS
-from ..results import EnsembleResult, TransformerResult
+from ..results import TransformerResult
 from ..rundir import RunDir
 from ..train import TrainConfig, load_run
 from . import degradation as _degradation
-from . import ensemble as _ensemble
+from . import driver
+from .config import Config as BaseConfig
+from .config import check_int, need
 from .ensemble import EnsembleConfig
 
-__all__ = ["TransformerConfig", "SIZES", "REFERENCE", "run", "KIND", "flow_at_init"]
+__all__ = ["TransformerConfig", "SIZES", "REFERENCE", "run", "compute", "KIND", "flow_at_init"]
 
 KIND = "resgrad.transformer"  # config.json's kind for a transformer run folder
+LABEL = "transformer study"
+Result = TransformerResult
 
 # Xiong et al. 2020 §3 / Vaswani et al. 2017 §5.3: Adam with beta2 = 0.98; lr 1e-3 is the
 # rate at which Xiong et al. train pre-LN without warm-up. No step decay: the question is
@@ -86,7 +90,7 @@ REFERENCE: dict[str, Any] = {
 
 
 @dataclass
-class TransformerConfig:
+class TransformerConfig(BaseConfig):
     """What the Transformer study measures (``preset(size)`` for the quick/default/full sizes)."""
 
     size: str = "default"  # the preset this came from (recorded only)
@@ -118,15 +122,14 @@ class TransformerConfig:
         self.flow_seeds = tuple(int(s) for s in self.flow_seeds)
         self.seeds = tuple(int(s) for s in self.seeds)
         for name in ("layers", "flow_batch", "shuffles", "d_model", "n_heads"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be an integer >= 1, received {v!r}")
-        if not self.flow_depths or min(self.flow_depths) < 1:
-            raise ValueError(f"flow_depths must be layer counts >= 1, received {self.flow_depths}")
-        if not self.seeds or not self.flow_seeds:
-            raise ValueError("seeds and flow_seeds must each hold at least one seed")
-        if not (isinstance(self.warmup_epochs, (int, float)) and 0 < self.warmup_epochs <= self.train.epochs):
-            raise ValueError(f"warmup_epochs must be in (0, epochs={self.train.epochs}], received {self.warmup_epochs!r}")
+            check_int(name, getattr(self, name), 1)
+        need(bool(self.flow_depths) and min(self.flow_depths) >= 1, "flow_depths", "layer counts >= 1",
+             self.flow_depths)
+        need(bool(self.seeds), "seeds", "at least one seed", self.seeds)
+        need(bool(self.flow_seeds), "flow_seeds", "at least one seed", self.flow_seeds)
+        need(isinstance(self.warmup_epochs, (int, float)) and not isinstance(self.warmup_epochs, bool)
+             and 0 < self.warmup_epochs <= self.train.epochs, "warmup_epochs", f"in (0, epochs={self.train.epochs}]",
+             self.warmup_epochs)
 
     @property
     def task(self) -> str:
@@ -138,9 +141,12 @@ class TransformerConfig:
         return jsonable(d)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TransformerConfig:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+    def from_dict(cls, d: dict[str, Any], *, source: str = "transformer config") -> TransformerConfig:
+        """Strictly load a TransformerConfig dict (an unknown or mistyped field is one line naming it)."""
+        return cls.from_json(d, source=source)
+
+
+Config = TransformerConfig  # the experiment contract: this module's config type
 
 
 SIZES: dict[str, dict[str, Any]] = {
@@ -387,48 +393,35 @@ def load_data_for(config: TransformerConfig) -> DataBundle:
     return _degradation.load_for(config)  # type: ignore[arg-type]  # reads data, data_kwargs, n_train, n_test
 
 
-def _comparable(record: dict[str, Any]) -> dict[str, Any]:
-    cfg = dict(record.get("config") or {})
-    cfg.pop("device", None)
-    return cfg
+def comparable(config: dict[str, Any]) -> dict[str, Any]:
+    """What a used folder must match: the config on any device."""
+    return {k: v for k, v in config.items() if k != "device"}
 
 
 def run(
     config: TransformerConfig,
     out: str | Path | RunDir,
     *,
-    log: Callable[[str], None] = print,
-    progress: bool | None = None,
+    log: Callable[[str], None] | None = print,
+    progress: driver.Progress | bool | Callable[[int, int, Any], None] | None = None,
     executor: Executor | str | None = None,
 ) -> TransformerResult:
     """Run (or resume) the Transformer study in ``out``; write and return its TransformerResult.
 
-    ``executor``: where the training runs go (an Executor or its name; None: one after
-    another in this process). A finished folder with the same config returns its result.
+    ``executor``: where the training runs go (an Executor, left open, or its name, closed here;
+    None: one after another in this process). A finished folder with the same config returns its result.
     """
     if not isinstance(config, TransformerConfig):
         raise TypeError(f"config must be a TransformerConfig, received {type(config).__name__}")
-    run_dir = out if isinstance(out, RunDir) else RunDir(out)
-    owned = not isinstance(executor, Executor)
-    ex = LocalExecutor(1) if executor is None else make_executor(executor)
-    try:
-        with run_dir.locked(read_only_ok=True):  # one writer per folder; a finished one reads read-only
-            return _run(config, run_dir, log, progress, ex)
-    finally:
-        if owned:
-            ex.close()
+    return driver.run(config, out, executor=executor, log=log, progress=progress)
 
 
-def _run(config: TransformerConfig, run_dir: RunDir, log: Callable[[str], None], progress: bool | None,
-         executor: Executor) -> TransformerResult:
+def compute(config: TransformerConfig, ctx: driver.Context) -> TransformerResult:
+    """Flow at initialisation, the trained twins, their ensemble view (a sub-experiment) and lesions."""
+    assert ctx.run_dir is not None  # NEEDS_OUT
+    run_dir, log, progress, executor = ctx.run_dir, ctx.log, ctx.progress, ctx.pool()
     cfg = config.to_dict()
-    run_dir.claim({"kind": KIND, "config": cfg, "environment": environment(config.device)}, compare=_comparable)
-    done = run_dir.finished(TransformerResult)
-    if done is not None and _comparable({"config": done.config}) == _comparable({"config": cfg}):
-        log(f"transformer study already finished in {run_dir.path}")
-        return done
-    run_dir.need_write()
-    t0 = time.perf_counter()
+    t0 = ctx.started
     timing: dict[str, float] = {}
     data = load_data_for(config)
     flow = _flow(config, data, log)
@@ -445,13 +438,11 @@ def _run(config: TransformerConfig, run_dir: RunDir, log: Callable[[str], None],
         trained[kind] = (load_run(r["run_dir"], device=config.device)[0], _label(kind, config.layers, False, seed))
 
     t = time.perf_counter()
-    ens_dir = run_dir.sub("ensemble")
-    ensemble = ens_dir.finished(EnsembleResult, jsonable(config.ensemble.to_dict()))
-    if ensemble is None:
-        log(f"ensemble view of the trained pre-LN net ({2 * config.layers} units) beside its no-skip twin")
-        ensemble = _ensemble.run(config.ensemble, ens_dir, residual=trained["preln"][0], plain=trained["noskip"][0],
-                                 data=data, names=(trained["preln"][1], trained["noskip"][1]),
-                                 parts=("paths", "lesion"), log=log)
+    log(f"ensemble view of the trained pre-LN net ({2 * config.layers} units) beside its no-skip twin")
+    # A sub-experiment through the same driver; reused when a killed run finished it for this config.
+    ensemble = driver.run(config.ensemble, run_dir.sub("ensemble"), log=log, reuse=True,
+                          residual=trained["preln"][0], plain=trained["noskip"][0], data=data,
+                          names=(trained["preln"][1], trained["noskip"][1]), parts=("paths", "lesion"))
     timing["ensemble"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -469,5 +460,4 @@ def _run(config: TransformerConfig, run_dir: RunDir, log: Callable[[str], None],
         "layers": config.layers, "params": runs[0]["params"], "flow": flow, "runs": runs, "cells": _cells(runs),
         "ensemble": ensemble.to_json(), "lesions": lesions, "reference": REFERENCE, "notes": notes, "timing": timing,
     }))
-    run_dir.write_results(result)
     return result
