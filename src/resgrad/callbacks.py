@@ -1,4 +1,4 @@
-"""Training callbacks with Lightning's hook names (STYLE.md 8).
+"""Training callbacks with Lightning's hook names, so a Lightning callback is a thin subclass.
 
 Every hook is a no-op here; probes and experiments override the ones they need, so an
 optional Lightning callback can be a thin subclass. ``fit`` calls, in order:

@@ -20,7 +20,9 @@ from resgrad.data.cifar10 import CLASSES, pad_crop_flip
 
 cifar_mod = importlib.import_module("resgrad.data.cifar10")  # the attribute is the function
 
-REAL_DIR = (Path(__file__).resolve().parents[2] / ".." / "shared" / "data").resolve()
+# The folder holding cifar10-jpeg.tar.gz: $RESGRAD_CIFAR10_TAR_DIR, else a "shared/data" folder beside the checkout.
+REAL_DIR = Path(os.environ.get("RESGRAD_CIFAR10_TAR_DIR")
+                or Path(__file__).resolve().parents[2].parent / "shared" / "data").resolve()
 REAL_TAR = REAL_DIR / "cifar10-jpeg.tar.gz"
 needs_real = pytest.mark.skipif(not REAL_TAR.is_file(), reason=f"no shared CIFAR-10 tarball at {REAL_TAR}")
 
@@ -302,7 +304,7 @@ def test_bad_contents_errors(tmp_path, tiny):
         cifar10(data_dir=tmp_path / "big")
 
 
-# --- the real CIFAR-10 (../shared/data) --------------------------------------------------
+# --- the real CIFAR-10 tarball (RESGRAD_CIFAR10_TAR_DIR; skipped without one) --------------------------------------------------
 
 
 @needs_real

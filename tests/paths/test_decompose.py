@@ -3,7 +3,7 @@
 1. Jacobian matrices: every block's post, shortcut and branch Jacobian at the recorded
    point (torch.autograd.functional.jacobian on tiny widths), multiplied out along all
    2^n paths and summed by length.
-2. Gates: one backward per path, each block routed "branch" or "skip" (DESIGN.md), the
+2. Gates: one backward per path, each block routed "branch" or "skip" by its gate, the
    gradient at the first block's input summed by length.
 Both in float64, to 1e-10 relative; and sum_k g_k equals the autograd gradient.
 """

@@ -2,9 +2,10 @@
 
 ``Residual``: ``y = post(shortcut(x) + branch(x))``; ``Plain``: ``y = post(branch(x))``.
 Both hold the same three named submodules, so a plain net and its residual twin have
-identical ``state_dict`` keys and differ only by the skip (STYLE.md 1-2).
+identical ``state_dict`` keys and differ only by the skip: the skip is a named submodule, never an
+in-place ``out += identity``, so hooks, lesions and the path analysis address branch and skip apart.
 
-Gates change what a block computes without copying weights (DESIGN.md):
+Gates change what a block computes without copying weights, and are always restored on exit:
 
 - *lesion*: the branch is removed, ``y = post(shortcut(x))`` (Veit et al. 2016, §4;
   for a Plain block this replaces the block by its shape-matching shortcut);

@@ -3,7 +3,7 @@
 Unrolled, ``n`` residual blocks are ``2^n`` paths (Veit, Wilber, Belongie 2016, arXiv
 1605.06431, §3). Let ``g_k`` be the part of the gradient at the first block's input that
 is carried by the paths through exactly ``k`` branches. Walking the blocks from the output
-back to the input (DESIGN.md, "Exact path decomposition")::
+back to the input (one batched VJP per block gives every length at once)::
 
     p_k <- P^T g_k                      post Jacobian at the recorded sum
     g_k <- S^T p_k + J^T p_{k-1}        shortcut and branch Jacobians at the recorded input

@@ -11,7 +11,7 @@ Vectorised: every example in a batch carries its own random path, a bool route m
 ``(n_blocks, B)``, so one backward gives a whole batch of samples. Two ways:
 
 - ``method="gates"``: per-sample backward routing (:func:`resgrad.gates`), one forward
-  and one backward per batch (DESIGN.md);
+  and one backward per batch (``x.detach()`` / ``f.detach()`` blended by a per-sample mask);
 - ``method="graph"`` (default): one forward per batch of examples records the graph (as
   :func:`resgrad.paths.decompose` does), then many rounds of paths go back through it at
   once, the cotangent sent at each block to the branch VJP or the shortcut VJP by the
