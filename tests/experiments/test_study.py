@@ -75,6 +75,10 @@ def test_quick_study_survives_kill_and_reruns_as_a_no_op(tmp_path):
         lines = (Path(r["run_dir"]) / "metrics.jsonl").read_text().splitlines()
         assert [json.loads(x)["epoch"] for x in lines] == [1, 2, 3]
     assert results["ensemble"]["n"] == 9  # the deepest residual net: resnet20
+    # One baseline per net: the lesions' intact error is the training run's final test error.
+    finals = {Path(r["run_dir"]).name: r["final"]["test_error"] for r in results["degradation"]["runs"]}
+    for role, name in (("residual", "resnet20-s0"), ("plain", "plain20-s0")):
+        assert results["ensemble"]["lesion"][role]["baseline"] == pytest.approx(finals[name], abs=1e-12), role
     html = (out / "report.html").read_text()
     # Figures inline (no files beside the report): flow, degradation and ensemble at least.
     assert html.count('<img src="data:image/') >= 5
