@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -229,55 +230,65 @@ def flow_figures(r: FlowResult) -> dict[str, Figure]:
     profile at each family's largest depth): one panel per (norm, activation), one row per family."""
     groups, cfg = r.groups, r.config
     fams = [f for f in cfg["families"] if any(g.family == f for g in groups)]
-    panels = [(n, a) for n in cfg["norms"] for a in cfg["activations"]]
     colors = {"he": "C0", "xavier": "C1"}
     styles = {"plain": "-", "residual": "--"}
-    nr, nc = len(fams), len(panels)
+    deep = {fam: max((g.depth for g in groups if g.family == fam), default=0) for fam in fams}
 
     def key(g: Any) -> tuple:
         return g.family, g.norm, g.act, g.init, g.arch
 
-    fig = Figure(figsize=(2.6 * nc, 2.3 * nr))
-    axes = fig.subplots(nr, nc, squeeze=False, sharex=True)
-    for i, fam in enumerate(fams):
-        for j, (norm, act) in enumerate(panels):
-            ax = axes[i][j]
-            for init in cfg["inits"]:
-                for arch in cfg["archs"]:
-                    gs = sorted((g for g in groups if key(g) == (fam, norm, act, init, arch)), key=lambda g: g.depth)
-                    if gs:
-                        ax.plot([g.depth for g in gs], _nan([g.log10_ratio for g in gs]), styles[arch],
-                                color=colors.get(init, "C2"), marker="o", ms=3, label=f"{arch}, {init}")
-            ax.axhline(0, color="grey", lw=0.6)
-            ax.set_xscale("log", base=2)
-            ax.set_title(f"{fam}: {act}, norm={norm}", fontsize=8)
-            if j == 0:
-                ax.set_ylabel("log10 ‖g_first‖/‖g_last‖", fontsize=7)
-            if i == nr - 1:
-                ax.set_xlabel("blocks", fontsize=7)
-            ax.tick_params(labelsize=6)
-    axes[0][0].legend(fontsize=6)
-    fig.suptitle("Gradient ratio first/last block vs depth (< 0: vanishing toward the input)", fontsize=9)
-    ratio = fig
+    def ratio_curve(ax: Any, k: tuple) -> None:
+        gs = sorted((g for g in groups if key(g) == k), key=lambda g: g.depth)
+        if gs:
+            ax.plot([g.depth for g in gs], _nan([g.log10_ratio for g in gs]), styles[k[4]],
+                    color=colors.get(k[3], "C2"), marker="o", ms=3, label=f"{k[4]}, {k[3]}")
 
+    def ratio_panel(ax: Any, fam: str, norm: str, act: str) -> None:
+        ax.axhline(0, color="grey", lw=0.6)
+        ax.set_xscale("log", base=2)
+        ax.set_title(f"{fam}: {act}, norm={norm}", fontsize=8)
+
+    def profile_curve(ax: Any, k: tuple) -> None:
+        g = next((g for g in groups if key(g) == k and g.depth == deep[k[0]]), None)
+        if g:
+            ax.plot(range(len(g.profile_log10_rms)), _nan(g.profile_log10_rms), styles[k[4]],
+                    color=colors.get(k[3], "C2"), lw=1, label=f"{k[4]}, {k[3]}")
+
+    def profile_panel(ax: Any, fam: str, norm: str, act: str) -> None:
+        ax.set_title(f"{fam} {deep[fam]} blocks: {act}, norm={norm}", fontsize=8)
+
+    return {
+        "flow_ratio_vs_depth": _flow_grid(
+            cfg, fams, ratio_curve, ratio_panel, "log10 ‖g_first‖/‖g_last‖", "blocks",
+            "Gradient ratio first/last block vs depth (< 0: vanishing toward the input)", sharex=True),
+        "flow_profiles": _flow_grid(
+            cfg, fams, profile_curve, profile_panel, "log10 rms ∂L/∂x_l", "block l (0 = input side)",
+            "Per-block gradient profile at the largest depth (mean over seeds)"),
+    }
+
+
+def _flow_grid(cfg: dict[str, Any], fams: list[str], curve: Callable[[Any, tuple], None],
+               panel: Callable[[Any, str, str, str], None], ylabel: str, xlabel: str, title: str, *,
+               sharex: bool = False) -> Figure:
+    """The flow figures' grid: a row per family, a panel per (norm, activation), in each a ``curve``
+    per (init, arch) (given the panel's axes and the groups' key ``(family, norm, act, init, arch)``),
+    then ``panel`` (the axes, family, norm, activation) finishing it; labels on the outer panels."""
+    panels = [(n, a) for n in cfg["norms"] for a in cfg["activations"]]
+    nr, nc = len(fams), len(panels)
     fig = Figure(figsize=(2.6 * nc, 2.3 * nr))
-    axes = fig.subplots(nr, nc, squeeze=False)
+    axes = fig.subplots(nr, nc, squeeze=False, sharex=sharex)
     for i, fam in enumerate(fams):
-        deep = max((g.depth for g in groups if g.family == fam), default=0)
         for j, (norm, act) in enumerate(panels):
             ax = axes[i][j]
             for init in cfg["inits"]:
                 for arch in cfg["archs"]:
-                    g = next((g for g in groups if key(g) == (fam, norm, act, init, arch) and g.depth == deep), None)
-                    if g:
-                        ax.plot(range(len(g.profile_log10_rms)), _nan(g.profile_log10_rms), styles[arch],
-                                color=colors.get(init, "C2"), lw=1, label=f"{arch}, {init}")
-            ax.set_title(f"{fam} {deep} blocks: {act}, norm={norm}", fontsize=8)
+                    curve(ax, (fam, norm, act, init, arch))
+            panel(ax, fam, norm, act)
             if j == 0:
-                ax.set_ylabel("log10 rms ∂L/∂x_l", fontsize=7)
+                ax.set_ylabel(ylabel, fontsize=7)
             if i == nr - 1:
-                ax.set_xlabel("block l (0 = input side)", fontsize=7)
+                ax.set_xlabel(xlabel, fontsize=7)
             ax.tick_params(labelsize=6)
     axes[0][0].legend(fontsize=6)
-    fig.suptitle("Per-block gradient profile at the largest depth (mean over seeds)", fontsize=9)
-    return {"flow_ratio_vs_depth": ratio, "flow_profiles": fig}
+    fig.suptitle(title, fontsize=9)
+    return fig
