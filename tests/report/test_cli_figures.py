@@ -65,6 +65,18 @@ def test_diagnose_figure_of_a_version_1_result(tmp_path):
     assert diagnose_figure(_diagnose([None, 0.0])) is None  # nothing finite to draw
 
 
+def test_diagnose_figure_without_a_trend_marks_the_rows_it_cannot_plot():
+    # A version-2 result with one finite row: no line can be fitted (trend None); the zero row is marked.
+    r = _diagnose([1e-3, 0.0])
+    r.layers[0].sensitivity, r.layers[1].sensitivity = 0.25, 0.0
+    r.layers[0].flags, r.layers[1].flags = [], ["zero"]
+    ax = diagnose_figure(r).axes[0]
+    assert list(_gid(ax, "sensitivity").get_ydata()) == pytest.approx([math.log10(0.25)])
+    assert _gid(ax, "trend") is None and _gid(ax, "band-low") is None
+    assert list(_gid(ax, "unplotted").get_xdata()) == [1]
+    assert diagnose_figure(_diagnose([None])) is None
+
+
 def _real_diagnose(tmp_path, name: str, threshold: float, **kw) -> DiagnoseResult:
     """``resgrad diagnose``'s experiment on a registry model, written to and read back from ``tmp_path``."""
     torch = pytest.importorskip("torch")

@@ -175,9 +175,9 @@ def _diagnose_trend_figure(r: DiagnoseResult) -> Figure | None:
                 label=f"trend ± {th:g} decades")
         ax.plot(lx, [v + th for v in line], "--", color="grey", lw=0.7, gid="band-high")
         ax.fill_between(lx, [v - th for v in line], [v + th for v in line], color="0.5", alpha=0.08, lw=0)
-        if t.verdict in ("vanishing", "exploding"):
+        end = next((y - x.decades_from_output for _i, y, x in pts if x.decades_from_output is not None), None)
+        if t.verdict in ("vanishing", "exploding") and end is not None:
             # The trend itself vanishes (explodes): rows that far below (above) its output end are flagged too.
-            end = next(y - x.decades_from_output for _i, y, x in pts if x.decades_from_output is not None)
             sign = -1 if t.verdict == "vanishing" else 1
             ax.axhline(end + sign * th, color=_FLAGGED[t.verdict][1], lw=0.7, ls=":", gid="output-end",
                        label=f"output end {'−' if sign < 0 else '+'} {th:g} decades")
