@@ -11,31 +11,71 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+import types
+import typing
+from collections.abc import Mapping
 from typing import Any
 
-from resgrad.results import (
-    DegradationResult,
-    EnsembleResult,
-    FlowResult,
-    Result,
-    ResultError,
-    StudyResult,
-    TransformerResult,
-    result_types,
-)
-from resgrad.results.ensemble import Deletion, Lesion, Reorder, Window
-from resgrad.results.flow import FlowGroup
+from resgrad.results import Result, ResultError, result_types
+from resgrad.results.ensemble import Deletion, EnsembleResult, Lesion, Reorder, Window
+from resgrad.results.flow import FlowGroup, FlowResult
 from resgrad.schema import envelope
 
+from .registry import Part, parts
+
 __all__ = [
-    "Sections", "as_result", "sections", "flow_rows", "headline_groups", "label", "pretty_model",
-    "data_name", "ensemble_view", "FlowRow",
+    "Sections", "as_result", "sections", "stages", "part_of", "part_of_type", "flow_rows", "headline_groups", "label",
+    "pretty_model", "data_name", "ensemble_view", "FlowRow", "Reportable",
 ]
 
 FlowRow = dict[str, Any]
-Reportable = StudyResult | FlowResult | DegradationResult | EnsembleResult | TransformerResult
-_REPORTABLE = (StudyResult, FlowResult, DegradationResult, EnsembleResult, TransformerResult)
+# What the report reads: a registered part's Result type (report/sections/<name>.py registers it), or a
+# study-like Result whose fields hold such parts (:func:`stages`). Which types those are is found from
+# the registered parts when a result is read, so a new experiment adds no name here.
+Reportable = Result
+
+
+def part_of_type(cls: type) -> Part | None:
+    """The registered part whose Result type ``cls`` is (or derives from); None: not one."""
+    return next((p for p in parts() if issubclass(cls, p.type)), None)
+
+
+def part_of(r: Any) -> Part | None:
+    """The registered part whose Result type ``r`` is an instance of (None: not one)."""
+    return part_of_type(type(r))
+
+
+def _part_types(t: Any) -> list[type]:
+    """The classes a field's type hint names: ``X`` itself, or each member of ``X | None``."""
+    args = typing.get_args(t) if typing.get_origin(t) in (typing.Union, types.UnionType) else (t,)
+    return [a for a in args if isinstance(a, type)]
+
+
+def stages(cls: type) -> dict[str, Part]:
+    """The fields of a study-like Result type that hold a registered part: field name -> part.
+
+    Found from the fields' type hints (``flow: FlowResult``, ``transformer: TransformerResult | None``),
+    in field order; empty for a type that holds none (or is itself a part's type). Where two fields
+    hold the same part, the first is it."""
+    if not (isinstance(cls, type) and issubclass(cls, Result)) or part_of_type(cls) is not None:
+        return {}
+    registered = parts()
+    out: dict[str, Part] = {}
+    for name, hint in cls._fields().items():
+        p = next((p for t in _part_types(hint) for p in registered if issubclass(t, p.type)), None)
+        if p is not None and p.key not in {q.key for q in out.values()}:
+            out[name] = p
+    return out
+
+
+def _reportable_types() -> list[type[Result]]:
+    """The study-like types (every known Result type holding parts), then the parts' own, by page order."""
+    studies = [t for t in result_types().values() if stages(t)]
+    return studies + [p.type for p in parts()]
+
+
+def _names(words: list[str]) -> str:
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
 
 
 def as_result(results: Any, source: str = "results") -> Reportable:
@@ -50,33 +90,66 @@ def as_result(results: Any, source: str = "results") -> Reportable:
                               f"{', '.join(sorted(types_))}); pass what an experiment wrote")
         r = types_[schema].from_json(results, source=source)
     else:
-        raise TypeError(f"the report needs a resgrad result (StudyResult, FlowResult, DegradationResult, "
-                        f"EnsembleResult, TransformerResult) or its parsed JSON, received {type(results).__name__}")
-    if not isinstance(r, _REPORTABLE):
-        raise ResultError(f"{source}: a {r.SCHEMA} result has no report; pass a study, flow, degradation, "
-                          "ensemble or transformer result")
+        raise TypeError(f"the report needs a resgrad result ({', '.join(t.__name__ for t in _reportable_types())}) "
+                        f"or its parsed JSON, received {type(results).__name__}")
+    if part_of(r) is None and not stages(type(r)):
+        raise ResultError(f"{source}: a {r.SCHEMA} result has no report; pass a "
+                          f"{_names([t.EXPERIMENT for t in _reportable_types()])} result")
     return r
 
 
-@dataclass(frozen=True)
 class Sections:
-    """The measured sections of a result; None where it did not measure one.
+    """The registered parts a result holds, by part key: ``s.flow``, ``s.ensemble``, ... (None where
+    it did not measure that part; an unregistered key is an AttributeError).
 
-    ``transformer``: the Transformer study (a study's stage, or a transformer run alone); None in
-    studies without the stage (older results), which then render exactly as before.
+    A part's Result alone holds just itself; a study-like result holds what its fields hold
+    (:func:`stages`). A study without a later stage (an older file without ``transformer``) has None
+    there and renders exactly as before. (``get`` and ``held`` are methods: no part may take those keys.)
     """
 
-    flow: FlowResult | None
-    degradation: DegradationResult | None
-    ensemble: EnsembleResult | None
-    transformer: TransformerResult | None = None
+    __slots__ = ("_held",)
+
+    def __init__(self, held: Mapping[str, Result | None] | None = None) -> None:
+        object.__setattr__(self, "_held", dict(held or {}))
+
+    def __getattr__(self, key: str) -> Any:
+        if key.startswith("_"):  # dunders and the slot itself (while unpickling): no part lookup
+            raise AttributeError(key)
+        return self.get(key)
+
+    def get(self, key: str) -> Any:
+        """The ``key`` part's result, or None where it is registered and not held."""
+        if key in self._held:
+            return self._held[key]
+        known = [p.key for p in parts()]
+        if key not in known:
+            raise AttributeError(f"no report part {key!r}; registered: {', '.join(known)}")
+        return None
+
+    def held(self) -> dict[str, Result]:
+        """The parts held (not None), by key."""
+        return {k: v for k, v in self._held.items() if v is not None}
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        raise AttributeError("Sections is read-only")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sections) and self.held() == other.held()
+
+    def __repr__(self) -> str:
+        return f"Sections({', '.join(f'{k}={type(v).__name__}' for k, v in self.held().items())})"
 
 
 def sections(r: Reportable) -> Sections:
-    if isinstance(r, StudyResult):
-        return Sections(r.flow, r.degradation, r.ensemble, r.transformer)
-    return Sections(r if isinstance(r, FlowResult) else None, r if isinstance(r, DegradationResult) else None,
-                    r if isinstance(r, EnsembleResult) else None, r if isinstance(r, TransformerResult) else None)
+    """The parts ``r`` holds: itself, where it is a part's Result; else its fields that hold parts."""
+    own = part_of(r)
+    if own is not None:
+        return Sections({own.key: r})
+    st = stages(type(r))
+    if not st:
+        raise TypeError(f"a {type(r).__name__} holds no report part; pass a "
+                        f"{_names([t.EXPERIMENT for t in _reportable_types()])} result")
+    return Sections({p.key: getattr(r, f) for f, p in st.items()})
 
 
 def pretty_model(name: Any) -> str:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -134,16 +135,76 @@ def lesion_figure(r: EnsembleResult) -> Figure:
 
 
 def diagnose_figure(r: DiagnoseResult) -> Figure | None:
-    """log10 RMS of each layer's output gradient in forward order, flagged layers in red, and
-    the ±threshold band around the median (``r.thresholds["decades"]``); None if nothing is finite."""
+    """What ``resgrad diagnose`` flags on, in forward order; None if nothing finite is measured.
+
+    A result with the trend (version 2): log10 ``‖∂L/∂h‖·‖h‖`` of each row, the fitted trend line,
+    the ±threshold band around it and, where the trend itself vanishes (explodes), the threshold
+    below (above) its output end; rows flagged vanishing/exploding marked. The line at each row is
+    read back from the row (``log10 sensitivity - decades_from_trend``), so the figure shows the
+    line the flags were judged against. An older result (version 1: no sensitivity) keeps its
+    figure: log10 RMS of each layer's output gradient, flagged layers in red, and the ±threshold
+    band around the median (``r.thresholds["decades"]``), which is what its flags were judged on.
+    Artists carry a ``gid`` naming what they draw (``sensitivity``, ``trend``, ``band-low``, ...).
+    """
+    if any(x.sensitivity is not None for x in r.layers):
+        return _diagnose_trend_figure(r)
+    return _diagnose_median_figure(r)
+
+
+_FLAGGED = {"vanishing": ("v", "C1"), "exploding": ("^", "C3")}
+
+
+def _diagnose_trend_figure(r: DiagnoseResult) -> Figure | None:
+    layers, t = r.layers, r.trend
+    pts = [(i, math.log10(x.sensitivity), x) for i, x in enumerate(layers)
+           if x.sensitivity is not None and math.isfinite(x.sensitivity) and x.sensitivity > 0]
+    if not pts:
+        return None
+    fig, ax = _diagnose_axes(r, len(layers))
+    xs = [i for i, _y, _x in pts]
+    ax.plot(xs, [y for _i, y, _x in pts], "-o", ms=2.5, lw=0.8, color="C0", label="log10 ‖∂L/∂h‖·‖h‖",
+            gid="sensitivity")
+    on = [(i, y - x.decades_from_trend, x) for i, y, x in pts if x.decades_from_trend is not None]
+    if t is not None and on:
+        th = t.threshold
+        line = [v for _i, v, _x in on]
+        lx = [i for i, _v, _x in on]
+        ax.plot(lx, line, "-", color="k", lw=1.0, gid="trend",
+                label=f"trend: {t.verdict}, {t.decades:+.2f} decades output → input ({t.rows} rows fitted)")
+        ax.plot(lx, [v - th for v in line], "--", color="grey", lw=0.7, gid="band-low",
+                label=f"trend ± {th:g} decades")
+        ax.plot(lx, [v + th for v in line], "--", color="grey", lw=0.7, gid="band-high")
+        ax.fill_between(lx, [v - th for v in line], [v + th for v in line], color="0.5", alpha=0.08, lw=0)
+        end = next((y - x.decades_from_output for _i, y, x in pts if x.decades_from_output is not None), None)
+        if t.verdict in ("vanishing", "exploding") and end is not None:
+            # The trend itself vanishes (explodes): rows that far below (above) its output end are flagged too.
+            sign = -1 if t.verdict == "vanishing" else 1
+            ax.axhline(end + sign * th, color=_FLAGGED[t.verdict][1], lw=0.7, ls=":", gid="output-end",
+                       label=f"output end {'−' if sign < 0 else '+'} {th:g} decades")
+    for flag, (marker, color) in _FLAGGED.items():
+        hit = [(i, y) for i, y, x in pts if flag in x.flags]
+        if hit:
+            ax.plot([i for i, _y in hit], [y for _i, y in hit], marker, color=color, ms=5, ls="none",
+                    label=f"flagged {flag} ({len(hit)})", gid=flag)
+    finite = {i for i, _y, _x in pts}
+    other = [i for i, x in enumerate(layers) if i not in finite and x.flags]
+    if other:  # zero, non-finite or no gradient: no log to plot, marked on the axis floor
+        ax.plot(other, [0.0] * len(other), "x", color="C3", ms=4, ls="none", clip_on=False,
+                transform=ax.get_xaxis_transform(), gid="unplotted",
+                label=f"zero / non-finite / no grad ({len(other)})")
+    ax.set_ylabel("log10 ‖∂L/∂h‖·‖h‖")
+    ax.legend(fontsize=7)
+    return fig
+
+
+def _diagnose_median_figure(r: DiagnoseResult) -> Figure | None:
     threshold = float(r.thresholds["decades"])
     layers = r.layers
     pts = [(i, math.log10(x.grad_rms), x) for i, x in enumerate(layers)
            if x.grad_rms and math.isfinite(x.grad_rms) and x.grad_rms > 0]
     if not pts:
         return None
-    fig = Figure(figsize=(max(6.0, min(16.0, len(layers) * 0.12)), 3.2))
-    ax = fig.subplots()
+    fig, ax = _diagnose_axes(r, len(layers))
     ax.plot([p[0] for p in pts], [p[1] for p in pts], "-o", ms=2.5, lw=0.8, label="activation gradient rms")
     bad = [p for p in pts if {"vanishing", "exploding", "non-finite"} & set(p[2].flags)]
     if bad:
@@ -151,11 +212,17 @@ def diagnose_figure(r: DiagnoseResult) -> Figure | None:
     med = sorted(p[1] for p in pts)[len(pts) // 2]
     for d in (-threshold, threshold):
         ax.axhline(med + d, color="grey", lw=0.6, ls="--")
-    ax.set_xlabel("layer (forward order)")
     ax.set_ylabel("log10 rms ∂L/∂output")
-    ax.set_title(f"resgrad diagnose {r.spec}", fontsize=9)
     ax.legend(fontsize=7)
     return fig
+
+
+def _diagnose_axes(r: DiagnoseResult, n: int) -> tuple[Figure, Any]:
+    fig = Figure(figsize=(max(6.0, min(16.0, n * 0.12)), 3.2))
+    ax = fig.subplots()
+    ax.set_xlabel("layer (forward order)")
+    ax.set_title(f"resgrad diagnose {r.spec}", fontsize=9)
+    return fig, ax
 
 
 def flow_figures(r: FlowResult) -> dict[str, Figure]:
@@ -163,55 +230,65 @@ def flow_figures(r: FlowResult) -> dict[str, Figure]:
     profile at each family's largest depth): one panel per (norm, activation), one row per family."""
     groups, cfg = r.groups, r.config
     fams = [f for f in cfg["families"] if any(g.family == f for g in groups)]
-    panels = [(n, a) for n in cfg["norms"] for a in cfg["activations"]]
     colors = {"he": "C0", "xavier": "C1"}
     styles = {"plain": "-", "residual": "--"}
-    nr, nc = len(fams), len(panels)
+    deep = {fam: max((g.depth for g in groups if g.family == fam), default=0) for fam in fams}
 
     def key(g: Any) -> tuple:
         return g.family, g.norm, g.act, g.init, g.arch
 
-    fig = Figure(figsize=(2.6 * nc, 2.3 * nr))
-    axes = fig.subplots(nr, nc, squeeze=False, sharex=True)
-    for i, fam in enumerate(fams):
-        for j, (norm, act) in enumerate(panels):
-            ax = axes[i][j]
-            for init in cfg["inits"]:
-                for arch in cfg["archs"]:
-                    gs = sorted((g for g in groups if key(g) == (fam, norm, act, init, arch)), key=lambda g: g.depth)
-                    if gs:
-                        ax.plot([g.depth for g in gs], _nan([g.log10_ratio for g in gs]), styles[arch],
-                                color=colors.get(init, "C2"), marker="o", ms=3, label=f"{arch}, {init}")
-            ax.axhline(0, color="grey", lw=0.6)
-            ax.set_xscale("log", base=2)
-            ax.set_title(f"{fam}: {act}, norm={norm}", fontsize=8)
-            if j == 0:
-                ax.set_ylabel("log10 ‖g_first‖/‖g_last‖", fontsize=7)
-            if i == nr - 1:
-                ax.set_xlabel("blocks", fontsize=7)
-            ax.tick_params(labelsize=6)
-    axes[0][0].legend(fontsize=6)
-    fig.suptitle("Gradient ratio first/last block vs depth (< 0: vanishing toward the input)", fontsize=9)
-    ratio = fig
+    def ratio_curve(ax: Any, k: tuple) -> None:
+        gs = sorted((g for g in groups if key(g) == k), key=lambda g: g.depth)
+        if gs:
+            ax.plot([g.depth for g in gs], _nan([g.log10_ratio for g in gs]), styles[k[4]],
+                    color=colors.get(k[3], "C2"), marker="o", ms=3, label=f"{k[4]}, {k[3]}")
 
+    def ratio_panel(ax: Any, fam: str, norm: str, act: str) -> None:
+        ax.axhline(0, color="grey", lw=0.6)
+        ax.set_xscale("log", base=2)
+        ax.set_title(f"{fam}: {act}, norm={norm}", fontsize=8)
+
+    def profile_curve(ax: Any, k: tuple) -> None:
+        g = next((g for g in groups if key(g) == k and g.depth == deep[k[0]]), None)
+        if g:
+            ax.plot(range(len(g.profile_log10_rms)), _nan(g.profile_log10_rms), styles[k[4]],
+                    color=colors.get(k[3], "C2"), lw=1, label=f"{k[4]}, {k[3]}")
+
+    def profile_panel(ax: Any, fam: str, norm: str, act: str) -> None:
+        ax.set_title(f"{fam} {deep[fam]} blocks: {act}, norm={norm}", fontsize=8)
+
+    return {
+        "flow_ratio_vs_depth": _flow_grid(
+            cfg, fams, ratio_curve, ratio_panel, "log10 ‖g_first‖/‖g_last‖", "blocks",
+            "Gradient ratio first/last block vs depth (< 0: vanishing toward the input)", sharex=True),
+        "flow_profiles": _flow_grid(
+            cfg, fams, profile_curve, profile_panel, "log10 rms ∂L/∂x_l", "block l (0 = input side)",
+            "Per-block gradient profile at the largest depth (mean over seeds)"),
+    }
+
+
+def _flow_grid(cfg: dict[str, Any], fams: list[str], curve: Callable[[Any, tuple], None],
+               panel: Callable[[Any, str, str, str], None], ylabel: str, xlabel: str, title: str, *,
+               sharex: bool = False) -> Figure:
+    """The flow figures' grid: a row per family, a panel per (norm, activation), in each a ``curve``
+    per (init, arch) (given the panel's axes and the groups' key ``(family, norm, act, init, arch)``),
+    then ``panel`` (the axes, family, norm, activation) finishing it; labels on the outer panels."""
+    panels = [(n, a) for n in cfg["norms"] for a in cfg["activations"]]
+    nr, nc = len(fams), len(panels)
     fig = Figure(figsize=(2.6 * nc, 2.3 * nr))
-    axes = fig.subplots(nr, nc, squeeze=False)
+    axes = fig.subplots(nr, nc, squeeze=False, sharex=sharex)
     for i, fam in enumerate(fams):
-        deep = max((g.depth for g in groups if g.family == fam), default=0)
         for j, (norm, act) in enumerate(panels):
             ax = axes[i][j]
             for init in cfg["inits"]:
                 for arch in cfg["archs"]:
-                    g = next((g for g in groups if key(g) == (fam, norm, act, init, arch) and g.depth == deep), None)
-                    if g:
-                        ax.plot(range(len(g.profile_log10_rms)), _nan(g.profile_log10_rms), styles[arch],
-                                color=colors.get(init, "C2"), lw=1, label=f"{arch}, {init}")
-            ax.set_title(f"{fam} {deep} blocks: {act}, norm={norm}", fontsize=8)
+                    curve(ax, (fam, norm, act, init, arch))
+            panel(ax, fam, norm, act)
             if j == 0:
-                ax.set_ylabel("log10 rms ∂L/∂x_l", fontsize=7)
+                ax.set_ylabel(ylabel, fontsize=7)
             if i == nr - 1:
-                ax.set_xlabel("block l (0 = input side)", fontsize=7)
+                ax.set_xlabel(xlabel, fontsize=7)
             ax.tick_params(labelsize=6)
     axes[0][0].legend(fontsize=6)
-    fig.suptitle("Per-block gradient profile at the largest depth (mean over seeds)", fontsize=9)
-    return {"flow_ratio_vs_depth": ratio, "flow_profiles": fig}
+    fig.suptitle(title, fontsize=9)
+    return fig

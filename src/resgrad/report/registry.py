@@ -1,8 +1,13 @@
 """What each experiment contributes to the report, registered once by its section module.
 
-A :class:`Part` names the Result type, the field of a StudyResult that holds it (also the
-section's id), the verdicts module that judges it, its findings and its HTML section. ``to_html`` and ``findings`` loop over the
-registered parts by their ``order`` (the page's order of sections); neither names an experiment.
+A :class:`Part` names the Result type, its key (the section's id, and how the findings and
+sections reach it: ``s.flow``), the verdicts module that judges it, its findings and its HTML
+section. ``to_html`` and ``findings`` loop over the registered parts by their ``order`` (the page's
+order of sections); neither names an experiment. What the report reads follows from these
+registrations (report/_read.py): a part's Result alone, or a study-like Result whose fields'
+types are parts' Result types (a StudyResult's ``flow: FlowResult``...). A new experiment adds
+its Result type, its section module ending in ``register(Part(...))``, and one import line in
+report/sections/__init__.py.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ __all__ = ["Part", "register", "parts"]
 class Part:
     """One experiment's share of the report."""
 
-    key: str  # the StudyResult field holding it; the section id
+    key: str  # the section id, and the name findings reach it by (s.flow); a study's field holding it is found by type
     type: type  # its Result type
     title: str  # the section's heading
     order: int  # where its section sits on the page among the parts (lower first)

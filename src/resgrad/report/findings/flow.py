@@ -238,6 +238,24 @@ _SHATTER_CLAIM = {  # Balduzzi et al. 2017's two rates, as the comparison table 
 }
 
 
+def _rate_words(v: Any) -> str:
+    """A shattering verdict's fitted rate and how it stands to Balduzzi et al. 2017's claim for its rule:
+    the log2 slope per block against exponential decay, or the power of depth against 1/sqrt(L)."""
+    if v.rule == "exponential":
+        fitted = f" (log2 slope {signed(v.log2_slope)} per block)"
+        words = {"agrees": f" — exponential decay (steeper than {sig(v.threshold)} per block in log2), as "
+                           "Balduzzi et al. 2017 find for plain nets (about 2^-L)",
+                 "contradicts": f" — slower than exponential decay (the log2 slope is not below {sig(v.threshold)} "
+                                "per block), unlike the 2^-L of Balduzzi et al. 2017"}
+    else:
+        fitted = f" (fitted power of depth {signed(v.power)})"
+        words = {"agrees": f" — a power law within {sig(v.tolerance)} of {sig(v.threshold)}, the 1/sqrt(L) "
+                           "Balduzzi et al. 2017 find with skips and BN",
+                 "contradicts": f" — not within {sig(v.tolerance)} of the power {sig(v.threshold)} (1/sqrt(L)) "
+                                "Balduzzi et al. 2017 find with skips and BN"}
+    return fitted + (" — not finite, so the decay rate cannot be judged" if v.relation is None else words[v.relation])
+
+
 def signal_findings(sig_: Signal) -> list[Finding]:
     out: list[Finding] = []
     for fit in sig_.fits:
@@ -267,20 +285,8 @@ def signal_findings(sig_: Signal) -> list[Finding]:
             else:
                 text += (": far faster than the 1/sqrt(L) (power -0.5) Balduzzi et al. 2017 find with skips and BN, "
                          "which stays well above the floor at these depths")
-        elif v.rule == "exponential":
-            text += f" (log2 slope {signed(v.log2_slope)} per block)"
-            text += {None: " — not finite, so the decay rate cannot be judged",
-                     "agrees": f" — exponential decay (steeper than {sig(v.threshold)} per block in log2), as "
-                               "Balduzzi et al. 2017 find for plain nets (about 2^-L)",
-                     "contradicts": f" — slower than exponential decay (the log2 slope is not below {sig(v.threshold)} "
-                                    "per block), unlike the 2^-L of Balduzzi et al. 2017"}[v.relation]
         else:
-            text += f" (fitted power of depth {signed(v.power)})"
-            text += {None: " — not finite, so the decay rate cannot be judged",
-                     "agrees": f" — a power law within {sig(v.tolerance)} of {sig(v.threshold)}, the 1/sqrt(L) "
-                               "Balduzzi et al. 2017 find with skips and BN",
-                     "contradicts": f" — not within {sig(v.tolerance)} of the power {sig(v.threshold)} (1/sqrt(L)) "
-                                    "Balduzzi et al. 2017 find with skips and BN"}[v.relation]
+            text += _rate_words(v)
         claim = _SHATTER_CLAIM[v.rule]
         out.append(finding(f"flow.shattering.{fit.family}.{fit.arch}.{fit.norm}", "flow", text + ".",
                             {"depths": list(fit.depths), "neighbor": list(fit.neighbor), "log2_slope": v.log2_slope,

@@ -138,8 +138,9 @@ def setting(s: Sections) -> str:
 def findings(result: Reportable | dict[str, Any]) -> list[Finding]:
     """Every finding the numbers in ``result`` support, the overall measured answer first.
 
-    ``result``: a StudyResult, FlowResult, DegradationResult, EnsembleResult or
-    TransformerResult, or its parsed JSON (validated first: a bad one raises a one-line ResultError).
+    ``result``: a StudyResult (or another result whose fields hold registered parts), a registered
+    part's result alone (flow, degradation, ensemble, transformer, ...), or its parsed JSON
+    (validated first: a bad one raises a one-line ResultError).
     Each registered part the result holds contributes its findings, in registration order.
     """
     s = sections(as_result(result))

@@ -10,7 +10,7 @@ from resgrad import verdicts as V
 from resgrad.results.transformer import TransformerResult
 
 from .._fmt import NA, pct, pow10, sig, times
-from .._read import Sections
+from .._read import sections
 from .._refs import cite_text
 from ._base import TWIN, Finding, finding, points, spread
 from .ensemble import ensemble_findings
@@ -139,7 +139,7 @@ def transformer_findings(t: TransformerResult) -> list[Finding]:
 
     if t.ensemble is not None:
         chance_ = None if t.task == "lm" else next((c for c in chance.values() if c is not None), None)
-        for f in ensemble_findings(Sections(None, None, t.ensemble), chance_):
+        for f in ensemble_findings(sections(t.ensemble), chance_):
             out.append(dataclasses.replace(f, id="transformer." + f.id, section="transformer"))
 
     gromov, men, sun = cite_text("gromov2024"), cite_text("men2024"), cite_text("sun2024")
