@@ -29,6 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar, Union
 
+from ._checks import is_int, is_number
 from .io import jsonable, write_json
 
 __all__ = ["Record", "Result", "ResultError", "Num", "envelope", "read_file", "registered"]
@@ -109,10 +110,10 @@ def _convert(v: Any, t: Any, where: str, source: str) -> Any:
             return t._from_dict(v, where, source)
         return _fields_from_dict(t, v, where, source)  # a plain dataclass nested in a record (TrainConfig)
     if t is float:
-        if isinstance(v, (int, float)) and not isinstance(v, bool):
+        if is_number(v):
             return float(v)
     elif t is int:
-        if isinstance(v, int) and not isinstance(v, bool):
+        if is_int(v):
             return v
         if isinstance(v, float) and v.is_integer():
             return int(v)
@@ -244,7 +245,7 @@ class Result(Record):
         if schema != cls.SCHEMA:
             raise ResultError(f"{source}: holds a {schema or 'unknown'} result{at}, expected {cls.SCHEMA}; "
                               "pass the file that experiment wrote")
-        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        if not is_int(version) or version < 1:
             raise _fail(source, f"{where}.schema_version" if where else "schema_version",
                         f"is {_show(version)}, expected an integer >= 1", _FIX)
         if version > cls.VERSION:

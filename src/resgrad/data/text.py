@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from .._checks import is_int
 from .bundle import DataBundle
 
 __all__ = ["text", "MIN_WINDOWS", "not_text"]
@@ -58,7 +59,7 @@ def text(path: str, *, seq_len: int = 32, test_fraction: float = 0.1) -> DataBun
     p = Path(path).expanduser()
     if not p.is_file():
         raise FileNotFoundError(f"text file {path!r} not found; give the path of a local text file")
-    if not isinstance(seq_len, int) or isinstance(seq_len, bool) or seq_len < 2:
+    if not is_int(seq_len) or seq_len < 2:
         raise ValueError(f"seq_len must be an integer >= 2, received {seq_len!r}")
     if not 0.0 < float(test_fraction) < 1.0:
         raise ValueError(f"test_fraction must be in (0, 1), received {test_fraction!r}")

@@ -30,7 +30,8 @@ from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager, suppress
 from typing import Any
 
-from ..train import Preempted as _RunPreempted
+from .._checks import is_int
+from ..stopping import Preempted as _RunPreempted
 from ._base import (
     STOP_SIGNALS,
     Executor,
@@ -201,10 +202,10 @@ class LocalExecutor(Executor):
     def __init__(self, workers: int | None = None, *, threads: int | None = None, max_retries: int = 2,
                  context: str = "spawn", gpus: Sequence[int | str] | None = None) -> None:
         n = cores()
-        if workers is not None and (not isinstance(workers, int) or isinstance(workers, bool) or workers < 1):
+        if workers is not None and (not is_int(workers) or workers < 1):
             raise ValueError(f"workers must be an integer >= 1 (processes; default: one per core, {n} here), "
                              f"received {workers!r}")
-        if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+        if threads is not None and (not is_int(threads) or threads < 1):
             raise ValueError(f"threads must be an integer >= 1 (intra-op threads per worker), received {threads!r}")
         if context not in ("spawn", "forkserver"):
             # fork would copy torch's thread pools and any CUDA state into the child: unsafe

@@ -18,7 +18,7 @@ import signal
 from collections.abc import Sequence
 from typing import Any
 
-from ..train import Preempted as _RunPreempted
+from ..stopping import Preempted as _RunPreempted
 from ._base import Executor, OnEvent, StopSignals, Task, portable, run_task, stopped
 
 __all__ = ["RayExecutor", "import_ray"]

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .._checks import is_int
 from ._base import Executor, OnEvent, StopSignals, Task, cores, run_task, stopped
 
 __all__ = ["SlurmExecutor", "import_submitit"]
@@ -56,9 +57,9 @@ class SlurmExecutor(Executor):
         if cluster not in (None, "local", "slurm", "debug"):
             raise ValueError(f"cluster must be None (auto), 'slurm', 'local' or 'debug', received {cluster!r}")
         for name, v in (("time_min", time_min), ("cpus_per_task", cpus_per_task)):
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            if not is_int(v) or v < 1:
                 raise ValueError(f"{name} must be an integer >= 1, received {v!r}")
-        if not isinstance(gpus_per_task, int) or isinstance(gpus_per_task, bool) or gpus_per_task < 0:
+        if not is_int(gpus_per_task) or gpus_per_task < 0:
             raise ValueError(f"gpus_per_task must be an integer >= 0 (Slurm gives whole GPUs), received {gpus_per_task!r}")
         self._submitit = import_submitit()
         self.folder = Path(folder)

@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
+from .._checks import is_int
 from ..io import jsonable
 from ..schema import Record, ResultError, read_file
 
@@ -91,11 +92,6 @@ def default(cls: type, name: str) -> Any:
 
 
 # ---- the one validation style ------------------------------------------------------------------
-
-
-def is_int(v: Any) -> bool:
-    """An int that is not a bool (JSON and Python both let True pass as 1)."""
-    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def need(ok: bool, name: str, rule: str, value: Any) -> None:

@@ -43,6 +43,7 @@ import torch
 from torch import nn
 
 from .. import stats
+from .._checks import is_int
 from ..data import DataBundle
 from ..data import load as load_data
 from ..executors import Executor
@@ -119,7 +120,7 @@ class FlowConfig(BaseConfig):
         check_subset("inits", self.inits, ("he", "xavier"))
         for name in ("depths", "he_depths"):
             ds = getattr(self, name)
-            need(bool(ds) and all(isinstance(d, int) and not isinstance(d, bool) and d >= 2 for d in ds), name,
+            need(bool(ds) and all(is_int(d) and d >= 2 for d in ds), name,
                  "integers >= 2 (blocks)", ds)
         need(bool(self.seeds), "seeds", "at least one seed", self.seeds)
         check_one_of("dtype", self.dtype, ("auto", "float32", "float64"))
@@ -250,7 +251,7 @@ def run(config: FlowConfig | None = None, out: str | Path | RunDir | None = None
     seeds itself and runs at ``config.threads`` threads, so the numbers equal the in-process
     run's bit for bit, whatever the executor or its worker count.
     """
-    if isinstance(chunks, bool) or not isinstance(chunks, int) or chunks < 1:
+    if not is_int(chunks) or chunks < 1:
         raise ValueError(f"chunks must be an integer >= 1, received {chunks!r}")
     if out is None and executor is not None:
         raise ValueError("a flow grid through an executor needs a run folder for its parts; pass out=")

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import stats
+from .._checks import is_int, is_number
 from ..data import DATASETS
 from ..executors import Executor
 from ..io import environment, jsonable
@@ -186,16 +187,13 @@ _TYPES: dict[str, str] = {  # TOML key -> what it must hold, for one-line errors
 
 
 def _typed(where: str, v: Any, kind: str) -> Any:
-    def is_int(x: Any) -> bool:
-        return isinstance(x, int) and not isinstance(x, bool)
-
     ok = {
         "str": isinstance(v, str),
         "strs": isinstance(v, list) and all(isinstance(x, str) for x in v),
         "int": is_int(v),
         "ints": isinstance(v, list) and all(is_int(x) for x in v),
         "bool": isinstance(v, bool),
-        "float": isinstance(v, (int, float)) and not isinstance(v, bool),
+        "float": is_number(v),
         "table": isinstance(v, dict),
         "pairs": isinstance(v, list) and all(isinstance(p, list) and len(p) == 2 and all(is_int(x) for x in p)
                                              for p in v),

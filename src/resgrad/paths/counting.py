@@ -13,11 +13,13 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 
+from .._checks import is_int
+
 __all__ = ["counts", "fraction", "path_window", "window", "EffectiveRange"]
 
 
 def _check_n(n: int) -> int:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+    if not is_int(n) or n < 0:
         raise ValueError(f"n (number of residual blocks) must be an integer >= 0, received {n!r}")
     return n
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from .._checks import is_int
+
 __all__ = ["check_options"]
 
 
@@ -14,7 +16,7 @@ def check_options(known: Sequence[str], options: dict[str, Any]) -> None:
         if k not in known:
             raise TypeError(f"unknown GradientMonitor option {k!r}; valid options: {', '.join(known)}")
     every = options.get("every", 1)
-    if not isinstance(every, int) or isinstance(every, bool) or every < 1:
+    if not is_int(every) or every < 1:
         raise ValueError(f"every must be an integer >= 1, received {every!r}")
     schedule = options.get("schedule")
     if schedule is not None and not callable(schedule):
