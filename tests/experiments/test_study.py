@@ -79,6 +79,10 @@ def test_quick_study_survives_kill_and_reruns_as_a_no_op(tmp_path):
     finals = {Path(r["run_dir"]).name: r["final"]["test_error"] for r in results["degradation"]["runs"]}
     for role, name in (("residual", "resnet20-s0"), ("plain", "plain20-s0")):
         assert results["ensemble"]["lesion"][role]["baseline"] == pytest.approx(finals[name], abs=1e-12), role
+    tr = {Path(r["run_dir"]).name: r["final"]["test_error"] for r in results["transformer"]["runs"]}
+    for role in ("residual", "plain"):
+        les = results["transformer"]["ensemble"]["lesion"][role]
+        assert les["baseline"] == pytest.approx(tr[les["model"]], abs=1e-12), role
     html = (out / "report.html").read_text()
     # Figures inline (no files beside the report): flow, degradation and ensemble at least.
     assert html.count('<img src="data:image/') >= 5

@@ -153,7 +153,8 @@ SIZES: dict[str, dict[str, Any]] = {
     # Seconds: tests and the quick study.
     "quick": {"flow_depths": (2, 4), "flow_seeds": (0,), "flow_batch": 64, "layers": 2, "n_train": 512,
               "n_test": 256, "train": replace(RECIPE, epochs=2), "warmup_epochs": 1.0, "shuffles": 2,
-              "ensemble": EnsembleConfig.preset("quick")},
+              # Lesions on every test example (eval_examples=None), so the pre-LN net has one baseline.
+              "ensemble": EnsembleConfig.preset("quick", eval_examples=None)},
     # The default study's stage: ~40 s on 2 CPU cores (benchmarks/README.md).
     "default": {"flow_depths": (2, 4, 8, 16, 32, 64), "flow_seeds": (0, 1), "layers": 4,
                 "train": replace(RECIPE, epochs=8)},

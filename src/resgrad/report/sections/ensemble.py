@@ -34,7 +34,8 @@ def section(ens: EnsembleResult | None, found: list[Finding], classes: int | Non
     out = []
     if v["models"]:
         # One baseline per net: the error every lesion, deletion and reordering below is measured against
-        # (the lesion experiment's own evaluation), not the training run's final error on the full test set.
+        # (the lesion experiment's own evaluation). In a study it is measured on the training run's own test
+        # examples, so it is the number the degradation table gives for the same net.
         lesions = {"residual": v["lesion_res"], "plain": v["lesion_plain"]}
         examples = (ens.config or {}).get("eval_examples")
         rows, own = [], False
@@ -52,10 +53,18 @@ def section(ens: EnsembleResult | None, found: list[Finding], classes: int | Non
         head = "test error" + (" (lesion baseline)" if own else "")
         out.append("<h3>The nets</h3>" + P.table(["", "model", "parameters", "blocks", head, "source"], rows))
         if own:
-            on = f"the {examples} test examples" if isinstance(examples, int) else "the test examples"
+            from_study = all(m.source == "object" for m in v["models"].values())
+            if isinstance(examples, int):
+                on = f"the first {examples} test examples"
+                same = "It can differ from the training run's final error on the full test set."
+            elif from_study:
+                on, same = "the test examples", ("They are the examples the training run reported its error on, so "
+                                                 "this is the number the degradation table gives for the same net.")
+            else:
+                on, same = "the whole test split", ""
             out.append(f"<p class='muted'>Test error of the intact net on {on} every lesion, deletion and reordering "
-                       "in this section is evaluated on: the one baseline the changes below are measured from. It can "
-                       "differ from the training run's final error on the full test set.</p>")
+                       f"in this section is evaluated on: the one baseline the changes below are measured from. {same}"
+                       "</p>")
         if any(m.source == "initialisation" for m in v["models"].values()):
             out.append("<p class='missing'>These nets were not trained: the path and lesion results describe an "
                        "untrained net, whereas Veit et al. measured a trained one.</p>")
