@@ -101,14 +101,12 @@ def _convert(v: Any, t: Any, where: str, source: str) -> Any:
             raise _fail(source, where, f"is {_show(v)}, expected an object", _FIX)
         item = args[1] if len(args) == 2 else Any
         return {str(k): _convert(x, item, f"{where}.{k}", source) for k, x in v.items()}
-    if isinstance(t, type) and (issubclass(t, Record) or dataclasses.is_dataclass(t)):
+    if isinstance(t, type) and issubclass(t, Record):
         if isinstance(v, t):
             return v
         if not isinstance(v, dict):
             raise _fail(source, where, f"is {_show(v)}, expected an object ({t.__name__})", _FIX)
-        if issubclass(t, Record):
-            return t._from_dict(v, where, source)
-        return _fields_from_dict(t, v, where, source)  # a plain dataclass nested in a record (TrainConfig)
+        return t._from_dict(v, where, source)
     if t is float:
         if is_number(v):
             return float(v)
