@@ -135,9 +135,25 @@ def test_one_baseline_per_net_in_the_ensemble_section():
     nets = ens[ens.index("<h3>The nets</h3>"):ens.index("</table>", ens.index("<h3>The nets</h3>"))]
     assert "test error (lesion baseline)" in nets and f"{round(100 * base)}%" in nets
     assert f"{round(100 * raw['models']['residual']['test_error'])}%" not in nets
-    assert f"the {raw['config']['eval_examples']} test examples" in ens
+    assert f"the first {raw['config']['eval_examples']} test examples" in ens
+    assert "can differ from the training run's final error" in ens
     lesion = next(f for f in findings(r) if f.id == "ensemble.lesion")
     assert lesion.verdict.baseline == base
+
+
+def test_a_study_that_lesions_the_training_runs_test_examples_says_it_is_the_same_number():
+    # Since the study presets lesion every test example (eval_examples None), the ensemble's intact error
+    # is the degradation table's: the section says so instead of warning that they can differ.
+    raw = json.loads((DATA / "baseline-quick.json").read_text())
+    ens = raw["ensemble"]
+    ens["config"]["eval_examples"] = None
+    for role in ("residual", "plain"):
+        ens["lesion"][role]["baseline"] = ens["models"][role]["test_error"]
+    html = to_html(raw)
+    sec = html[html.index('<section id="ensemble">'):html.index('<section id="transformer">')]
+    assert "this is the number the degradation table gives for the same net" in sec
+    assert "can differ" not in sec
+    assert f"{round(100 * ens['models']['residual']['test_error'])}%" in sec
 
 
 def test_k_block_deletion_agrees_with_veit_only_within_the_stated_tolerance():
