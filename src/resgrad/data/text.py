@@ -54,8 +54,14 @@ def not_text(raw: bytes) -> str | None:
     return None
 
 
-def text(path: str, *, seq_len: int = 32, test_fraction: float = 0.1) -> DataBundle:
-    """Next-character prediction on the text file at ``path`` (see the module docstring)."""
+def text(path: str | None = None, *, seq_len: int = 32, test_fraction: float = 0.1) -> DataBundle:
+    """Next-character prediction on the text file at ``path``, or on the offline corpus
+    (``pydoc_data.topics``, see resgrad.data.corpus) when ``path`` is None."""
+    if path is None:
+        from .corpus import STDLIB, corpus
+
+        raw = corpus().text.encode()
+        return _windows(raw, STDLIB, STDLIB, seq_len, test_fraction)
     p = Path(path).expanduser()
     if not p.is_file():
         raise FileNotFoundError(f"text file {path!r} not found; give the path of a local text file")
@@ -68,6 +74,15 @@ def text(path: str, *, seq_len: int = 32, test_fraction: float = 0.1) -> DataBun
     if why is not None:
         raise ValueError(f"text file {path!r} is not text: {why}; give a plain text file (UTF-8 or another "
                          "8-bit encoding)")
+    return _windows(raw, path, str(p.resolve()), seq_len, test_fraction, name=p.name)
+
+
+def _windows(raw: bytes, path: str, where: str, seq_len: int, test_fraction: float, *,
+             name: str | None = None) -> DataBundle:
+    if not is_int(seq_len) or seq_len < 2:
+        raise ValueError(f"seq_len must be an integer >= 2, received {seq_len!r}")
+    if not 0.0 < float(test_fraction) < 1.0:
+        raise ValueError(f"test_fraction must be in (0, 1), received {test_fraction!r}")
     chars = sorted(set(raw))
     lut = torch.zeros(256, dtype=torch.int64)
     lut[torch.tensor(chars, dtype=torch.int64)] = torch.arange(len(chars))
@@ -88,7 +103,7 @@ def text(path: str, *, seq_len: int = 32, test_fraction: float = 0.1) -> DataBun
         raise ValueError(f"text file {path!r} holds {len(raw)} bytes ({len(chars)} distinct): too short for "
                          f"{MIN_WINDOWS} training windows of seq_len {seq_len} and a test split; give a text of at "
                          f"least ~{int(need)} bytes or a shorter seq_len")
-    return DataBundle(f"text:{p.name}", xtr, ytr, xte, yte, len(chars),
-                      info={"path": str(p.resolve()), "bytes": len(raw), "sha256": hashlib.sha256(raw).hexdigest(),
+    return DataBundle(f"text:{name or path}", xtr, ytr, xte, yte, len(chars),
+                      info={"path": where, "bytes": len(raw), "sha256": hashlib.sha256(raw).hexdigest(),
                             "seq_len": seq_len, "test_fraction": float(test_fraction), "vocab": len(chars),
                             "chars": "".join(map(chr, chars)), "inputs": "token ids", "causal": True})
