@@ -13,6 +13,7 @@ CLI and the report all import it. One module per experiment, mirroring ``resgrad
 | verdicts/transformer.py | pre-LN vs post-LN vs no skip |
 | verdicts/diagnose.py | diagnose's thresholds |
 | verdicts/study.py | the study's measured answer, over the others' records |
+| verdicts/alarms.py | alarms on GradientMonitor rows while a model trains |
 
 A record's ``relation`` is "agrees", "partly", "contradicts" (with the paper named in its
 docstring) or None where no comparison can be made (non-finite numbers, too few points).
@@ -22,8 +23,9 @@ Records hold the numbers they were judged on, so a sentence needs nothing else.
 
 from __future__ import annotations
 
-from . import degradation, diagnose, ensemble, flow, study, transformer
+from . import alarms, degradation, diagnose, ensemble, flow, study, transformer
 from ._base import MIN_FIT_POINTS, FlowLabel, Relation, finite
+from .alarms import *  # noqa: F403
 from .degradation import *  # noqa: F403
 from .diagnose import *  # noqa: F403
 from .ensemble import *  # noqa: F403
@@ -33,4 +35,4 @@ from .transformer import *  # noqa: F403
 
 __all__ = ["Relation", "FlowLabel", "MIN_FIT_POINTS", "finite",
            *flow.__all__, *degradation.__all__, *ensemble.__all__, *diagnose.__all__, *transformer.__all__,
-           *study.__all__]
+           *study.__all__, *alarms.__all__]
