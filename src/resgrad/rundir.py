@@ -6,6 +6,7 @@ else spells these names::
     config.json          {"kind": "resgrad.train" | "resgrad.flow" | ..., "config": {...}, "config_version": 1,
                           "environment": {...}, "created": "..."}  (experiments: written by their driver)
     metrics.jsonl        one JSON line per finished epoch (training runs)
+    monitor.jsonl        GradientMonitor rows and alarms as a run trains (resgrad train --monitor N)
     checkpoints/last.pt  the last checkpoint (training runs), written atomically
     checkpoints/last.pt.sha256   its checksum (and the previous one's, for a kill between the two renames)
     results.json         the run's typed Result (experiments), written atomically
@@ -83,6 +84,7 @@ class RunDir:
 
     CONFIG = "config.json"
     METRICS = "metrics.jsonl"
+    MONITOR = "monitor.jsonl"
     CHECKPOINT = "checkpoints/last.pt"
     CHECKSUM = "checkpoints/last.pt.sha256"
     RESULTS = "results.json"
@@ -108,6 +110,10 @@ class RunDir:
     @property
     def metrics_path(self) -> Path:
         return self.path / self.METRICS
+
+    @property
+    def monitor_path(self) -> Path:
+        return self.path / self.MONITOR
 
     @property
     def checkpoint_path(self) -> Path:

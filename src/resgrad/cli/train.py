@@ -64,6 +64,9 @@ def command(
     out: OutOpt = None,
     resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue the run in --out if there is one.")] = True,
     data_dir: DataDirOpt = None,
+    monitor: Annotated[int | None, typer.Option(
+        "--monitor", metavar="N", help="Every N steps write per-layer gradient norms and alarms to "
+                                       "OUT/monitor.jsonl; follow them live with `resgrad watch OUT`.")] = None,
 ) -> None:
     """Train a model with the He et al. 2015 recipe, writing a resumable run folder.
 
@@ -88,6 +91,8 @@ def command(
     from resgrad import distributed
     from resgrad.train import NonFiniteLoss
 
+    if monitor is not None and monitor < 1:
+        raise UsageError(f"--monitor takes N >= 1 (measure every N steps), received {monitor}")
     cadence = checkpoint_option(checkpoint_every)
     for key, given in (("checkpoint_steps", checkpoint_steps), ("checkpoint_minutes", checkpoint_minutes)):
         if given is not None:
@@ -112,8 +117,16 @@ def command(
     net = resgrad.build_for(name, bundle.input_shape, bundle.num_classes)
     spec = {"name": name, "input_shape": list(bundle.input_shape), "num_classes": bundle.num_classes, "kwargs": {}}
     run_dir = out if out is not None else Path("runs") / f"{name}-{bundle.name}-s{seed}"
+    callbacks = []
+    if monitor is not None:
+        from resgrad.integrations.monitor_file import run_callbacks
+        from resgrad.rundir import RunDir
+
+        callbacks = run_callbacks(net, RunDir(run_dir).monitor_path, monitor, log=lambda line: err_console.print(
+            f"[yellow]alarm:[/] {line}", highlight=False, soft_wrap=True))
     try:
-        result = resgrad.fit(net, bundle, config, out_dir=run_dir, resume=resume, model_spec=spec)
+        result = resgrad.fit(net, bundle, config, out_dir=run_dir, resume=resume, model_spec=spec,
+                             callbacks=callbacks)
     except NonFiniteLoss as e:
         raise CheckFailed(str(e)) from e
     finally:
