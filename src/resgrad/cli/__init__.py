@@ -9,7 +9,7 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
-from . import diagnose, flow, lesion, models, paths, report, study, sweep, train, transformer
+from . import diagnose, flow, lesion, models, paths, report, study, sweep, train, transformer, watch
 
 # Click's exceptions as typer raises them: typer >= 0.23 vendors click (typer._click), older ones use it.
 _click = sys.modules[typer.BadParameter.__module__]
@@ -68,6 +68,7 @@ app.command("lesion")(lesion.command)
 app.command("diagnose")(diagnose.command)
 app.command("report")(report.command)
 app.command("models")(models.command)
+app.command("watch")(watch.command)
 
 
 def _version(value: bool) -> None:
