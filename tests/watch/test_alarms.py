@@ -73,7 +73,7 @@ def test_a_healthy_stream_raises_nothing():
 def test_vanishing_fires_once_at_the_right_step_with_its_words():
     def units(s):
         # unit 0's gradient 1e-6 of the last unit's from step 100, except one healthy step at 250
-        if 100 <= s and s != 250:
+        if s >= 100 and s != 250:
             return [1e-6, 1e-3, 0.5, 1.0]
         return [0.5, 0.6, 0.8, 1.0]
     stream = [_step(s, units=units(s)) for s in STEPS]
