@@ -86,7 +86,7 @@ const $ = (id) => document.getElementById(id);
 const el = (tag, attrs, text) => { const e = document.createElementNS("http://www.w3.org/2000/svg", tag);
   for (const k in attrs) e.setAttribute(k, attrs[k]); if (text !== undefined) e.textContent = text; return e; };
 const fmt = (v) => v === null || v === undefined ? "n/a" : v === 0 ? "0" :
-  (Math.abs(v) >= 1e-3 && Math.abs(v) < 1e4 ? v.toPrecision(3) : v.toExponential(2));
+  (Math.abs(v) >= 1e-3 && Math.abs(v) < 1e4 ? String(Number(v.toPrecision(3))) : v.toExponential(2));
 const owner = (n) => { const i = n.lastIndexOf("."); return i > 0 ? n.slice(0, i) : n; };
 
 function kindOf(k) {
@@ -160,7 +160,8 @@ function drawHeat() {
         if (v === 0) zero = true; else if (v > 0 && isFinite(v)) { sum += Math.log10(v); n++; }
       }
       ctx.fillStyle = bad ? "#e4002b" : n ? color((sum / n - lo) / (hi - lo)) : zero ? "#d0d3d8" : "#f6f7f9";
-      ctx.fillRect(left + x * cw, top + li * rowH, Math.ceil(cw), rowH);
+      const xa = Math.floor(left + x * cw), xb = Math.floor(left + (x + 1) * cw);
+      ctx.fillRect(xa, top + li * rowH, Math.max(1, xb - xa), rowH);
     }
   }
   ctx.fillStyle = "#1d1d1f"; ctx.font = "11px system-ui, sans-serif"; ctx.textAlign = "right"; ctx.textBaseline = "middle";
@@ -187,7 +188,7 @@ function drawBar(lo, hi) {
   ctx.fillStyle = "#1d1d1f"; ctx.font = "11px system-ui, sans-serif"; ctx.textAlign = "center"; ctx.textBaseline = "top";
   const step = Math.max(1, Math.ceil((hi - lo) / 6));
   for (let d = Math.ceil(lo); d <= Math.floor(hi); d += step) ctx.fillText("1e" + d, x0 + (d - lo) / (hi - lo) * (w - 1), 21);
-  ctx.textAlign = "right"; ctx.fillText("‖g‖, log scale", x0 - 6, 4);
+  ctx.textAlign = "left"; ctx.fillText("norm, log scale", x0 + w + 10, 5);
 }
 $("heat").addEventListener("mousemove", (ev) => {
   const tip = $("tip"); if (!layout) return;
@@ -217,7 +218,7 @@ function drawUnits() {
     const s = latest(skip), b = latest(branch), bl = new Map(b.items.map(i => [i.block, i.v]));
     $("unitstitle").textContent = "Skip and branch share per unit";
     $("unitsnote").textContent = "Of the gradient at each unit's input, the share through the skip (‖g‖², blue) and through the branch (‖J_Fᵀg‖², orange), step " + s.step + ".";
-    const n = s.items.length, bw = pw / Math.max(1, n);
+    const n = s.items.length, bw = Math.min(48, pw / Math.max(1, n));
     s.items.forEach((it, i) => { const bv = bl.get(it.block); const a = (it.v || 0) ** 2, c = (bv || 0) ** 2;
       const share = a + c > 0 ? a / (a + c) : 0;
       svg.append(el("rect", {x: L + i * bw + 1, y: T, width: Math.max(1, bw - 2), height: ph * share, fill: "#1f5fa8"}));
@@ -233,9 +234,9 @@ function drawUnits() {
   $("unitsnote").textContent = "‖∂L/∂x_l‖ at the input of unit l (He et al. 2016, Eq. 5), log scale, step " + d.step + "; the skip/branch split appears here when the monitor writes it.";
   const vs = d.items.map(i => i.v).filter(v => v > 0 && isFinite(v));
   if (!vs.length) return;
-  let lo = Math.floor(Math.log10(Math.min(...vs))), hi = Math.ceil(Math.log10(Math.max(...vs)));
+  let lo = Math.floor(Math.log10(Math.min(...vs)) - 0.3), hi = Math.ceil(Math.log10(Math.max(...vs)));
   if (hi === lo) hi = lo + 1;
-  const y = (v) => T + ph * (1 - (Math.log10(v) - lo) / (hi - lo)), n = d.items.length, bw = pw / Math.max(1, n);
+  const y = (v) => T + ph * (1 - (Math.log10(v) - lo) / (hi - lo)), n = d.items.length, bw = Math.min(48, pw / Math.max(1, n));
   for (let dd = lo; dd <= hi; dd++) { svg.append(el("line", {x1: L, x2: L + pw, y1: y(10 ** dd), y2: y(10 ** dd), class: "grid"}));
     svg.append(el("text", {x: L - 6, y: y(10 ** dd) + 4, "text-anchor": "end"}, "1e" + dd)); }
   d.items.forEach((it, i) => { if (!(it.v > 0)) return;

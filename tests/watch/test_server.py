@@ -1,0 +1,184 @@
+"""``resgrad watch``'s server: its JSON endpoint against a file being written (a thread appends,
+half lines included, while the test polls), a file cut back by a resume, alarms on the rows,
+127.0.0.1 only, a port in use, and Ctrl-C / SIGTERM to the command (a subprocess)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from resgrad.cli import app
+from resgrad.integrations.monitor_file import row_line
+from resgrad.io import atomic_write
+from resgrad.watch import make_server
+
+SRC = str(Path(__file__).resolve().parents[2] / "src")
+
+
+def _rows(step, layers=5, vanish=False):
+    return [{"step": step, "name": f"layer{i}.weight", "kind": "param", "block": i,
+             "norm": (1e-7 if vanish and i == 0 else 1.0 + i + step / 1000), "rms": None, "numel": 4,
+             "nonfinite": 0, "ratio": None} for i in range(layers)]
+
+
+@pytest.fixture
+def served(tmp_path):
+    server = make_server(tmp_path, 0, window=20)
+    t = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    t.start()
+    yield tmp_path, server.url
+    server.shutdown()
+    server.server_close()
+
+
+def _get(url, **headers):
+    req = urllib.request.Request(url, headers=headers)
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return r.status, r.headers, r.read()
+
+
+def _data(url, offset=0, generation=None):
+    q = f"offset={offset}" + (f"&generation={generation}" if generation is not None else "")
+    return json.loads(_get(f"{url}data?{q}")[2])
+
+
+def test_the_endpoint_follows_a_file_being_written_half_lines_included(served):
+    folder, url = served
+    path = folder / "monitor.jsonl"
+    steps = list(range(0, 400, 10))
+    done = threading.Event()
+
+    def writer():
+        with open(path, "ab", buffering=0) as f:
+            for s in steps:
+                data = "".join(map(row_line, _rows(s))).encode()
+                cut = len(data) // 2 + 3  # a reader may come between the two halves of a line
+                f.write(data[:cut])
+                time.sleep(0.004)
+                f.write(data[cut:])
+                time.sleep(0.004)
+        done.set()
+
+    th = threading.Thread(target=writer)
+    th.start()
+    got, offset, gen, offsets, polls = [], 0, None, [], 0
+    while True:
+        finished = done.is_set()
+        d = _data(url, offset, gen)
+        assert not d["reset"]
+        gen, offset = d["generation"], d["offset"]
+        offsets.append(offset)
+        got += d["rows"]
+        polls += 1
+        if finished and not d["more"]:
+            break
+    th.join()
+    want = [[r["step"], "param", r["name"], r["norm"], 0, r["block"]] for s in steps for r in _rows(s)]
+    assert got == want  # every row once, in order, none cut
+    assert offsets == sorted(offsets) and offset == path.stat().st_size
+    assert polls > 2  # it really polled while the file grew
+
+
+def test_a_file_cut_back_by_a_resume_starts_the_reader_over(served):
+    folder, url = served
+    path = folder / "monitor.jsonl"
+    path.write_text("".join(row_line(r) for s in range(0, 50, 10) for r in _rows(s)))
+    d = _data(url)
+    assert len(d["rows"]) == 25
+    atomic_write(path, lambda f: f.write("".join(row_line(r) for s in range(0, 20, 10) for r in _rows(s))))
+    d2 = _data(url, d["offset"], d["generation"])
+    assert d2["reset"] and d2["generation"] != d["generation"]
+    assert [r[0] for r in d2["rows"]] == [0] * 5 + [10] * 5
+
+
+def test_metrics_and_alarms_reach_the_page(served):
+    folder, url = served
+    (folder / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "train_loss": 2.0, "test_loss": 2.1}) + "\n")
+    path = folder / "monitor.jsonl"
+    path.write_text("".join(row_line(r) for s in range(0, 60, 10) for r in _rows(s, vanish=s >= 10)))
+    d = _data(url)
+    d = _data(url, d["offset"], d["generation"])  # a quiet poll: the last step is whole
+    assert d["metrics"] == [{"epoch": 1, "train_loss": 2.0, "test_loss": 2.1}]
+    assert [(a["kind"], a["step"], a["source"]) for a in d["alarms"]] == [("vanishing", 30, "watch")]
+    assert "for 20 steps" in d["alarms"][0]["message"]
+
+
+def test_an_alarm_the_run_wrote_is_shown_once(served):
+    folder, url = served
+    line = {"step": 5, "kind": "alarm", "alarm": "dead", "name": "fc", "since": 0, "value": 0.0,
+            "message": "step 5: layer 'fc' has had a zero gradient for 5 steps (dead)"}
+    (folder / "monitor.jsonl").write_text(json.dumps(line) + "\n")
+    d = _data(url)
+    assert d["rows"] == [] and [(a["kind"], a["message"], a["source"]) for a in d["alarms"]] == [
+        ("dead", line["message"], "run")]
+
+
+def test_it_serves_127_0_0_1_only(served):
+    _, url = served
+    assert url.startswith("http://127.0.0.1:")
+    status, headers, body = _get(url)
+    assert status == 200 and headers["Content-Type"].startswith("text/html")
+    assert b"<canvas id=\"heat\"" in body and b"http://" not in body.replace(b"http://www.w3.org/2000/svg", b"")
+    with pytest.raises(urllib.error.HTTPError) as e:  # DNS rebinding: a foreign Host header
+        _get(url, Host="attacker.example:80")
+    assert e.value.code == 403
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.5", "::"])
+def test_another_host_is_refused_in_one_line(tmp_path, host):
+    res = CliRunner().invoke(app, ["watch", str(tmp_path), "--host", host])
+    assert res.exit_code == 2
+    out = res.output.strip()
+    assert len(out.splitlines()) <= 2 and f"--host {host!r}: resgrad watch serves on 127.0.0.1 only" in " ".join(
+        out.split())
+
+
+def test_a_port_in_use_is_one_line_naming_it_and_port(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        res = CliRunner().invoke(app, ["watch", str(tmp_path), "--port", str(port)])
+    assert res.exit_code == 2
+    line = " ".join(res.output.split())
+    assert f"port {port} on 127.0.0.1 is in use" in line and "pass another --port" in line
+    assert "Traceback" not in res.output
+
+
+def test_a_missing_folder_is_one_line(tmp_path):
+    res = CliRunner().invoke(app, ["watch", str(tmp_path / "no" / "such")])
+    assert res.exit_code == 2 and "does not exist" in res.output and "Traceback" not in res.output
+
+
+def _start(folder):
+    env = {**os.environ, "PYTHONPATH": SRC, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "resgrad", "watch", str(folder), "--port", "0"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    assert "watching" in line, line + proc.stderr.read()
+    url = line.split(" at ", 1)[1].split()[0]
+    assert _get(url)[0] == 200
+    return proc, url
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_stops_the_command_cleanly(tmp_path, signum):
+    proc, url = _start(tmp_path)
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert out.strip() == "stopped" and err == ""
+    with pytest.raises(OSError):  # the port is closed
+        _get(url)
