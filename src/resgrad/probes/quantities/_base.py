@@ -18,12 +18,32 @@ from torch import Tensor
 if TYPE_CHECKING:
     from ..monitor import GradientMonitor
 
-__all__ = ["COLUMNS", "ORIGIN_KIND", "Quantity", "StepData", "Slot", "TapSlot", "make_row"]
+__all__ = ["COLUMNS", "ORIGIN_KIND", "KINDS", "UNIT_KINDS", "Quantity", "StepData", "Slot", "TapSlot", "make_row"]
 
 # Columns of every row in GradientMonitor.records (tidy: one measurement per row).
 COLUMNS = ("step", "name", "kind", "block", "norm", "rms", "numel", "nonfinite", "ratio")
 # Row kind naming where a step's first non-finite gradient appeared (quantities/origin.py).
 ORIGIN_KIND = "nonfinite_origin"
+# Every row kind and what its ``norm`` and ``ratio`` columns hold (the same COLUMNS for all):
+KINDS = {
+    "param": ("‖∂L/∂w‖ of a parameter (or of a unit's parameters, per='unit')", None),
+    "activation": ("‖∂L/∂y‖ of a module's output y", None),
+    "input": ("‖∂L/∂x_l‖ at unit l's input", None),
+    "weight": ("‖w‖ before the step's update", None),
+    "update": ("‖Δw‖ of the step's update", "‖Δw‖/‖w‖"),
+    # split=True, one row each per residual unit y = post(s(x) + F(x)):
+    "skip": ("‖skip part of ∂L/∂x‖: the gradient reaching x through the shortcut s",
+             "skip share: ‖skip‖/(‖skip‖ + ‖branch‖)"),
+    "branch": ("‖J_F^T g‖: the part of ∂L/∂x that comes through the branch F",
+               "branch share: ‖branch‖/(‖skip‖ + ‖branch‖)"),
+    "forward": ("‖F(x)‖, the branch's output", "‖F(x)‖/‖x‖"),
+    "stream": ("‖x‖, the residual stream entering the unit", None),
+    # act_norms=True: the forward value at each unit's output.
+    "act_norm": ("‖y‖ of a unit's output", None),
+    ORIGIN_KIND: ("None (numel and nonfinite of the first non-finite gradient)", None),
+}
+# Row kinds that belong to a unit (their ``block`` is the unit's index, ``name`` its name).
+UNIT_KINDS = ("input", "skip", "branch", "forward", "stream", "act_norm")
 
 
 def make_row(step: int, name: str, kind: str, block: int | None, norm: float | None, numel: int,
