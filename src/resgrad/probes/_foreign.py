@@ -12,9 +12,48 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..nets.adapters._registry import _lookup, is_view
+from ..nets.blocks import Block
 from ._taps import first_tensor
 
 __all__: list[str] = []
+
+
+def _last_original(m: nn.Module, original: set[int]) -> nn.Module | None:
+    """The last of the layer's own modules at the top of a branch view, in registration
+    order (the adapters register a branch's modules in the order it calls them)."""
+    for child in reversed(list(m.children())):
+        if id(child) in original:
+            return child
+        found = _last_original(child, original)
+        if found is not None:
+            return found
+    return None
+
+
+def branch_modules(model: nn.Module) -> list[tuple[nn.Module, nn.Module | None]]:
+    """(first, last) of the model's own modules in each unit's branch, in the order of
+    ``locate_units(model)``: the first receives the unit input x, the last returns F(x)."""
+    out: list[tuple[nn.Module, nn.Module | None]] = []
+    adapted = {id(m) for m in model.modules() if not is_view(m) and _lookup(m) is not None}
+    skip: set[int] = set()
+    for m in model.modules():
+        if id(m) in skip or id(m) not in adapted:
+            continue
+        if any(id(c) in adapted for c in m.modules() if c is not m):
+            continue
+        skip.update(id(c) for c in m.modules())
+        try:
+            view = _lookup(m)(m)  # type: ignore[misc]
+        except (NotImplementedError, ValueError):
+            continue
+        original = {id(c) for c in m.modules()}
+        units = [view] if isinstance(view, Block) else [u for u in view.modules() if isinstance(u, Block)]
+        firsts = [next((c for c in u.branch.modules() if id(c) in original), None) for u in units]
+        if any(f is None for f in firsts):
+            continue  # locate_units skips such a layer too (a unit holding none of its modules)
+        out.extend((f, _last_original(u.branch, original)) for f, u in zip(firsts, units, strict=True))  # type: ignore[misc]
+    return out
 
 
 class _ForeignUnits:

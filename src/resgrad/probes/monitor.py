@@ -53,11 +53,14 @@ from . import _norms
 from ._dtensor import dist_world, reduce_step
 from ._exports import _DeprecatedExports
 from ._foreign import _ForeignUnits
-from ._options import check_options
+from ._options import QUANTITY_OPTIONS, check_options
+from ._select import resolve
 from ._taps import Tap, first_tensor, replace_first
+from ._units import _UnitSplit, split_points
 from .quantities import (
     COLUMNS,
     ActivationGrad,
+    ForwardNorms,
     NonfiniteOrigin,
     ParamGrad,
     Quantity,
@@ -72,7 +75,15 @@ __all__ = ["GradientMonitor", "COLUMNS", "Schedule", "Activations"]
 
 Schedule = Callable[[int], bool]
 Activations = bool | Literal["all", "leaves", "blocks"]
-class GradientMonitor(_ForeignUnits, _DeprecatedExports, Callback):
+# Row kind -> the option whose schedule arms it.
+_OPTION_OF = {"activation": "activations", "input": "activations", "skip": "split", "branch": "split"}
+# per="auto": one row per unit (not per parameter tensor) above this many parameter tensors:
+# a 100-layer model has 300-1,200 of them, a log no one reads; ResNet-20 (65), timm resnet18
+# (62) and a 6-layer GPT-2 (76) stay per parameter.
+PER_UNIT_ABOVE = 128
+
+
+class GradientMonitor(_UnitSplit, _ForeignUnits, _DeprecatedExports, Callback):
     """Record per-layer gradient norms while a model trains; use as a ``with`` block.
 
     ``every=k`` measures steps 0, k, 2k, ...; ``schedule(step) -> bool`` overrides it.
@@ -95,6 +106,23 @@ class GradientMonitor(_ForeignUnits, _DeprecatedExports, Callback):
     attaches in ``on_train_start`` and detaches in ``on_train_end``, or in
     ``on_exception`` when ``fit`` raises, so no hook outlives the training call.
 
+    ``split``: per residual unit, the skip and branch parts of the gradient at its input
+    (``skip``/``branch`` rows, ``ratio`` = each part's share), ‖F(x)‖ and ‖F(x)‖/‖x‖
+    (``forward``) and ‖x‖ (``stream``), from the passes already running (``_units``).
+    ``act_norms``: ‖y‖ at each unit's output (``act_norm`` rows). Both need units (resgrad
+    blocks or an adapter's); a model without any is refused at construction.
+
+    ``select``: a selector or a list (``_select``: globs, ``"re:..."``, module types,
+    ``"first"``/``"last"``/``"middle"``/``"every:k"``/unit index) keeps only what it names.
+    ``schedules``: ``{option: k or step -> bool}`` per quantity option (``"params"``,
+    ``"activations"``, ``"weights"``, ``"updates"``, ``"split"``, ``"act_norms"``); the
+    others follow ``every``/``schedule``. ``per``: ``"param"`` rows per parameter tensor,
+    ``"unit"`` per unit (parameters outside units keep their own rows), ``"auto"`` (default)
+    per unit above ``PER_UNIT_ABOVE`` parameter tensors when the model has units.
+
+    Between measured steps nothing is read from the device and no tensor is copied to
+    the host (tests/probes/test_no_sync.py counts it, eager and compiled).
+
     Cost (benchmarks/monitor_overhead.py, ResNet-20, batch 128, one CPU thread): parameter
     norms and block norms are within the noise of a plain step; every leaf module's
     activation norm adds one reduction per activation, about 1.03-1.08x.
@@ -112,11 +140,17 @@ class GradientMonitor(_ForeignUnits, _DeprecatedExports, Callback):
         updates: bool = False,
         scaler: Any | None = None,
         sync_dist: bool | None = None,
+        split: bool = False,
+        act_norms: bool = False,
+        select: Any = None,
+        schedules: dict[str, int | Schedule] | None = None,
+        per: Literal["auto", "param", "unit"] = "auto",
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"GradientMonitor needs an nn.Module, received {type(model).__name__}")
         self.check_options(every=every, schedule=schedule, params=params, activations=activations,
-                           weights=weights, updates=updates, scaler=scaler, sync_dist=sync_dist)
+                           weights=weights, updates=updates, scaler=scaler, sync_dist=sync_dist,
+                           split=split, act_norms=act_norms, select=select, schedules=schedules, per=per)
         if not any(p.requires_grad for p in model.parameters()):
             raise ValueError(
                 f"{type(model).__name__} has no parameters that require grad (received "
@@ -131,6 +165,10 @@ class GradientMonitor(_ForeignUnits, _DeprecatedExports, Callback):
         self.updates = updates
         self.scaler = scaler
         self.sync_dist = sync_dist
+        self.split = split
+        self.act_norms = act_norms
+        self.select = select
+        self.schedules = dict(schedules or {})
 
         self._params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         self._blocks = _blocks(model)
@@ -152,14 +190,35 @@ class GradientMonitor(_ForeignUnits, _DeprecatedExports, Callback):
             names = {i: n for n, i in self._block_prefix}
             self._unit_names = [names[i] for i in range(len(self._blocks))]
             self._param_block = [self._block_of(n) for n, _ in self._params]
+        unit_mods = ([set(st.modules) for st in self._sites] if self._sites
+                     else [{id(m) for m in b.modules()} for b in self._blocks])
+        self._unit_sel: set[int] | None = None
+        self._leaf_sel: set[int] | None = None
+        if select is not None:
+            sel = resolve(select, model, self._params, self._unit_names, unit_mods, self._param_block)
+            self._params = [x for x, k in zip(self._params, sel.params, strict=True) if k]
+            self._param_block = [x for x, k in zip(self._param_block, sel.params, strict=True) if k]
+            self._unit_sel, self._leaf_sel = sel.units, sel.leaves
+        self._split_pts = split_points(self, split or act_norms)
+        self.per_unit = per == "unit" or (per == "auto" and bool(self._unit_names)
+                                           and len(self._params) > PER_UNIT_ABOVE)
         # The quantities measured, in the order of their rows in ``records``.
         self._quantities: list[Quantity] = [
             *([ParamGrad()] if params else []),
-            *([ActivationGrad()] if self.activations is not None else []),
+            *([ActivationGrad()] if self.activations is not None or split else []),
+            *([ForwardNorms()] if split or act_norms else []),
             *([WeightNorm()] if weights else []),
             *([UpdateNorm()] if updates else []),
             NonfiniteOrigin(),
         ]
+        on = {"params": params, "activations": self.activations is not None, "weights": weights,
+              "updates": updates, "split": split, "act_norms": act_norms}
+        self._options_on = [o for o in QUANTITY_OPTIONS if on[o]]
+        self._arm: dict[str, bool] = {}  # option -> is it measured at the upcoming step?
+        self._fwd: dict[str, Any] = {}  # forward norms of this step (``_units``)
+        self._fwd_n: dict[str, int] = {}
+        self._fwd_meta: dict[str, tuple[str, str, int]] = {}
+        self._gb: dict[int, Tensor] = {}
 
         self._handles: list[RemovableHandle] = []
         self._tensor_handles: list[RemovableHandle] = []
@@ -209,9 +268,11 @@ class GradientMonitor(_ForeignUnits, _DeprecatedExports, Callback):
             return self
         self._attached = True
         try:
-            if self.activations is not None:
+            if self.activations is not None or self.split or self.act_norms:
                 self._handles.append(self.model.register_forward_pre_hook(self._on_root_forward))
-                index = {id(b): i for i, b in enumerate(self._blocks)}
+            if self.activations is not None:
+                index = {id(b): i for i, b in enumerate(self._blocks)
+                         if self._unit_sel is None or i in self._unit_sel}
                 chained = self._chained_blocks(index)
                 for name, mod in self.model.named_modules():
                     bi = index.get(id(mod))
@@ -227,13 +288,15 @@ class GradientMonitor(_ForeignUnits, _DeprecatedExports, Callback):
                         self.activations in ("all", "leaves")
                         and not any(True for _ in mod.children())
                         and not isinstance(mod, nn.Identity)
+                        and (self._leaf_sel is None or id(mod) in self._leaf_sel)
                     ):
                         bl = self._site_of.get(id(mod)) if self._sites else self._block_of(name)
                         self._add_tap(label, "activation", bl)
                         self._handles.append(mod.register_forward_hook(partial(self._on_output, label, bl)))
                 if self.activations in ("all", "blocks"):
                     self._hook_sites()
-            self._armed = self._due(self._step)
+            self._hook_split(self.split, self.act_norms)
+            self._rearm(self._step)
         except BaseException:
             self.detach()
             raise
@@ -270,6 +333,7 @@ class GradientMonitor(_ForeignUnits, _DeprecatedExports, Callback):
         """Remove every hook this monitor registered (module and tensor hooks)."""
         self._attached = False
         self._armed = False
+        self._arm = {}
         for h in self._handles + self._tensor_handles:
             h.remove()
         self._handles.clear()
@@ -308,7 +372,7 @@ class GradientMonitor(_ForeignUnits, _DeprecatedExports, Callback):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._step = int(state.get("step", 0))
-        self._armed = self._attached and self._due(self._step)
+        self._rearm(self._step)
 
     # ---- measuring --------------------------------------------------------------------
 
@@ -316,6 +380,23 @@ class GradientMonitor(_ForeignUnits, _DeprecatedExports, Callback):
         if self.schedule is not None:
             return bool(self.schedule(step))
         return step % self.every == 0
+
+    def _due_options(self, step: int) -> dict[str, bool]:
+        """{quantity option: measured at ``step``?} for the options that are on."""
+        default = None
+        out = {}
+        for opt in self._options_on:
+            sch = self.schedules.get(opt)
+            if sch is None:
+                default = self._due(step) if default is None else default
+                out[opt] = default
+            else:
+                out[opt] = step % sch == 0 if isinstance(sch, int) else bool(sch(step))
+        return out
+
+    def _rearm(self, step: int) -> None:
+        self._arm = self._due_options(step) if self._attached else {}
+        self._armed = any(self._arm.values())
 
     def _block_of(self, name: str) -> int | None:
         for prefix, i in self._block_prefix:
@@ -331,20 +412,22 @@ class GradientMonitor(_ForeignUnits, _DeprecatedExports, Callback):
         """
         s = self._step if step is None else int(step)
         self._finish_update()
-        due = self._armed if s == self._step and self._attached else self._due(s)
+        arm = self._arm if s == self._step and self._attached else self._due_options(s)
+        due = any(arm.values())
         if due:
-            self._measure(s, optimizer)
+            self._measure(s, optimizer, arm)
         if all(_norms.host_readable(p) for p in self._probe_devices()):
             # On the CPU reading costs no device sync: turn the step into rows now, so a
             # non-finite gradient is reported at the step that produced it.
             self._flush()
         self._slots = {}
+        self._fwd, self._fwd_n, self._gb = {}, {}, {}
         self._seq = 0
         self._tensor_handles.clear()  # their tensors have been through backward
         for t in self._taps.values():  # compiled mode: start the next step's sums at zero
             t.probe.grad = None
         self._step = s + 1
-        self._armed = self._attached and self._due(self._step)
+        self._rearm(self._step)
         return due
 
     def _probe_devices(self) -> list[Tensor]:
@@ -377,11 +460,13 @@ class GradientMonitor(_ForeignUnits, _DeprecatedExports, Callback):
             unscaled = getattr(stage, "name", "") == "UNSCALED"
         return scale.double().reciprocal(), unscaled
 
-    def _measure(self, s: int, optimizer: Optimizer | None) -> None:
+    def _measure(self, s: int, optimizer: Optimizer | None, arm: dict[str, bool]) -> None:
         inv, unscaled = self._loss_scale(optimizer)
         data = StepData(s, None if unscaled else inv, inv, list(self._slots.values()))
+        data.collected = {o for o, on in arm.items() if on}
         for q in self._quantities:
-            q.collect(self, data)
+            if not q.options or data.collected.intersection(q.options):
+                q.collect(self, data)
         world = dist_world(self.sync_dist)
         if world > 1 or data.shards:
             dev = next((p.device for _, p in self._params), torch.device("cpu"))
@@ -445,14 +530,14 @@ class GradientMonitor(_ForeignUnits, _DeprecatedExports, Callback):
                 s.order = self._seq
 
     def _capture(self, t: Tensor | None, name: str, kind: str, block: int | None) -> None:
-        if not self._armed or t is None or not t.requires_grad or not torch.is_grad_enabled():
+        if not self._arm.get(_OPTION_OF[kind]) or t is None or not t.requires_grad or not torch.is_grad_enabled():
             return
         self._watch(t, self._slot(name, kind, block, t.numel()))
 
     def _tap(self, obj: Any, name: str, kind: str) -> Any:
         """Compiled mode: route the first tensor of ``obj`` through a :class:`_Tap`."""
         t = first_tensor(obj)
-        if not self._armed or t is None or not t.requires_grad or not torch.is_grad_enabled():
+        if not self._arm.get("activations") or t is None or not t.requires_grad or not torch.is_grad_enabled():
             return None
         return replace_first(obj, Tap.apply(t, self._taps[f"{kind}:{name}"].probe))
 

@@ -18,12 +18,57 @@ from torch import Tensor
 if TYPE_CHECKING:
     from ..monitor import GradientMonitor
 
-__all__ = ["COLUMNS", "ORIGIN_KIND", "Quantity", "StepData", "Slot", "TapSlot", "make_row"]
+__all__ = ["COLUMNS", "ORIGIN_KIND", "KINDS", "UNIT_KINDS", "per_unit", "Quantity", "StepData", "Slot", "TapSlot", "make_row"]
 
 # Columns of every row in GradientMonitor.records (tidy: one measurement per row).
 COLUMNS = ("step", "name", "kind", "block", "norm", "rms", "numel", "nonfinite", "ratio")
 # Row kind naming where a step's first non-finite gradient appeared (quantities/origin.py).
 ORIGIN_KIND = "nonfinite_origin"
+# Every row kind and what its ``norm`` and ``ratio`` columns hold (the same COLUMNS for all):
+KINDS = {
+    "param": ("‖∂L/∂w‖ of a parameter (or of a unit's parameters, per='unit')", None),
+    "activation": ("‖∂L/∂y‖ of a module's output y", None),
+    "input": ("‖∂L/∂x_l‖ at unit l's input", None),
+    "weight": ("‖w‖ before the step's update", None),
+    "update": ("‖Δw‖ of the step's update", "‖Δw‖/‖w‖"),
+    # split=True, one row each per residual unit y = post(s(x) + F(x)):
+    "skip": ("‖skip part of ∂L/∂x‖: the gradient reaching x through the shortcut s",
+             "skip share: ‖skip‖/(‖skip‖ + ‖branch‖)"),
+    "branch": ("‖J_F^T g‖: the part of ∂L/∂x that comes through the branch F",
+               "branch share: ‖branch‖/(‖skip‖ + ‖branch‖)"),
+    "forward": ("‖F(x)‖, the branch's output", "‖F(x)‖/‖x‖"),
+    "stream": ("‖x‖, the residual stream entering the unit", None),
+    # act_norms=True: the forward value at each unit's output.
+    "act_norm": ("‖y‖ of a unit's output", None),
+    ORIGIN_KIND: ("None (numel and nonfinite of the first non-finite gradient)", None),
+}
+# Row kinds that belong to a unit (their ``block`` is the unit's index, ``name`` its name).
+UNIT_KINDS = ("input", "skip", "branch", "forward", "stream", "act_norm")
+
+
+def per_unit(mon: GradientMonitor, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` (one per parameter, ``norm``s to combine as a root sum of squares) as one row
+    per unit, named by the unit; parameters outside every unit keep their own row."""
+    out: list[dict[str, Any]] = []
+    units: dict[int, list[dict[str, Any]]] = {}
+    for r in rows:
+        if r["block"] is None:
+            out.append(r)
+        elif r["block"] not in units:
+            units[r["block"]] = [r]
+            out.append({"unit": r["block"]})  # placeholder: keeps the unit's place in the order
+        else:
+            units[r["block"]].append(r)
+    for i, r in enumerate(out):
+        if "unit" not in r:
+            continue
+        group = units[r["unit"]]
+        got = [g["norm"] for g in group if g["norm"] is not None]
+        bad = [g["nonfinite"] for g in group if g["nonfinite"] is not None]
+        norm = math.sqrt(sum(n * n for n in got)) if got else None
+        out[i] = make_row(group[0]["step"], mon._unit_names[r["unit"]], group[0]["kind"], r["unit"], norm,
+                          sum(g["numel"] for g in group), sum(bad) if bad else None)
+    return out
 
 
 def make_row(step: int, name: str, kind: str, block: int | None, norm: float | None, numel: int,
@@ -81,6 +126,10 @@ class StepData:
     shard_idx: list[int] = field(default_factory=list)  # params whose grad is an FSDP2 shard
     shards: list[Any] = field(default_factory=list)  # their DTensor gradients (until reduced)
     shard: Tensor | None = None  # (len(shard_idx), 2) reduced: Σg², #non-finite
+    collected: set[str] = field(default_factory=set)  # the quantity options measured at this step
+    fwd_keys: list[str] = field(default_factory=list)  # forward norms ("stream:<unit>", ...)
+    fwd_vals: Tensor | None = None  # their norms (float64, one per key)
+    fwd_numel: list[int] = field(default_factory=list)
 
 
 class Quantity:
@@ -91,6 +140,7 @@ class Quantity:
     """
 
     kind: str  # the ``kind`` column of its rows
+    options: tuple[str, ...] = ()  # collected when one of these options is due (none: always)
 
     def collect(self, mon: GradientMonitor, data: StepData) -> None:
         """Leave this step's measurement in ``data`` (device tensors; no host read)."""

@@ -40,8 +40,22 @@ def act_matrix(data: StepData, dev: torch.device) -> Tensor:
     return torch.stack(rows)
 
 
+def _shares(acts: list[tuple[dict[str, Any], int | None]]) -> None:
+    """``ratio`` of the skip/branch rows: each part's share ‖part‖/(‖skip‖ + ‖branch‖) of its unit."""
+    parts: dict[tuple[str, int | None], dict[str, dict[str, Any]]] = {}
+    for r, _ in acts:
+        if r["kind"] in ("skip", "branch"):
+            parts.setdefault((r["name"], r["block"]), {})[r["kind"]] = r
+    for p in parts.values():
+        if len(p) == 2 and p["skip"]["norm"] is not None and p["branch"]["norm"] is not None:
+            total = p["skip"]["norm"] + p["branch"]["norm"]
+            for r in p.values():
+                r["ratio"] = r["norm"] / total if total > 0 else None
+
+
 class ActivationGrad(Quantity):
     kind = "activation"
+    options = ("activations", "split")
 
     def collect(self, mon: Any, data: StepData) -> None:
         taps, vals = [], []
@@ -55,7 +69,7 @@ class ActivationGrad(Quantity):
         if taps:
             data.taps = taps
             data.tap_vals = torch.stack(vals)
-        elif not data.slots and data.param_idx and not mon._warned_no_hooks:
+        elif not data.slots and data.param_idx and not mon._warned_no_hooks and mon.activations is not None:
             mon._warned_no_hooks = True
             warnings.warn(mon._no_hook_message(), RuntimeWarning, stacklevel=4)
 
@@ -76,5 +90,8 @@ class ActivationGrad(Quantity):
                 acts.append((make_row(d.step, name, kind, block, None, int(numel), None), None))
                 continue
             norm = math.sqrt(sq) if not math.isnan(sq) else math.nan
-            acts.append((make_row(d.step, name, kind, block, norm, int(numel), int(bad)), order))
+            # A part of a unit's input gradient is not a module's gradient: no backward order.
+            split = kind in ("skip", "branch")
+            acts.append((make_row(d.step, name, kind, block, norm, int(numel), int(bad)), None if split else order))
+        _shares(acts)
         return [r for r, _ in acts]

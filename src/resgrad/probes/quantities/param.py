@@ -13,13 +13,14 @@ from typing import Any
 
 from .._dtensor import is_dtensor
 from .._norms import fused_norms, tolist
-from ._base import Quantity, StepData, make_row
+from ._base import Quantity, StepData, make_row, per_unit
 
 __all__ = ["ParamGrad"]
 
 
 class ParamGrad(Quantity):
     kind = "param"
+    options = ("params",)
 
     def collect(self, mon: Any, data: StepData) -> None:
         grads = []
@@ -39,6 +40,9 @@ class ParamGrad(Quantity):
             data.param_norms, data.param_counts = fused_norms(grads)
 
     def rows(self, mon: Any, d: StepData, found: dict[str, Any]) -> list[dict[str, Any]]:
+        if "params" not in d.collected:
+            found["param"] = []
+            return []
         norms = tolist(d.param_norms, d.param_scale) if d.param_norms is not None else []
         counts = tolist(d.param_counts) if d.param_counts is not None else []
         got = dict(zip(d.param_idx, zip(norms, counts, strict=True), strict=True))
@@ -53,5 +57,5 @@ class ParamGrad(Quantity):
             n, c = got.get(i, (None, None))
             out.append(make_row(d.step, name, "param", mon._param_block[i], n, p.numel(),
                                 None if c is None else int(c)))
-        found["param"] = out
-        return out
+        found["param"] = out  # per parameter: the non-finite origin's fallback reads these
+        return per_unit(mon, out) if mon.per_unit else out

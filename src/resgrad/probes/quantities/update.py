@@ -13,13 +13,14 @@ from typing import Any
 import torch
 
 from .._norms import fused_norms, tolist
-from ._base import Quantity, StepData, make_row
+from ._base import Quantity, StepData, make_row, per_unit
 
 __all__ = ["UpdateNorm"]
 
 
 class UpdateNorm(Quantity):
     kind = "update"
+    options = ("updates",)
 
     def collect(self, mon: Any, data: StepData) -> None:
         ps = [p.detach() for _, p in mon._params]
@@ -41,5 +42,17 @@ class UpdateNorm(Quantity):
         if d.updates is None:
             return []
         dn, w0 = tolist(d.updates[0]), tolist(d.updates[1])
-        return [make_row(d.step, name, "update", b, u, p.numel(), None, u / w if w else None)
-                for (name, p), b, u, w in zip(mon._params, mon._param_block, dn, w0, strict=True)]
+        out = [make_row(d.step, name, "update", b, u, p.numel(), None, u / w if w else None)
+               for (name, p), b, u, w in zip(mon._params, mon._param_block, dn, w0, strict=True)]
+        if not mon.per_unit:
+            return out
+        # Per unit: ‖Δw‖ over the unit's parameters, and its ratio to ‖w‖ over the same ones.
+        w_unit = {r["block"]: r["norm"] for r in per_unit(mon, [
+            make_row(d.step, name, "update", b, w, p.numel(), None)
+            for (name, p), b, w in zip(mon._params, mon._param_block, w0, strict=True)])}
+        rows = per_unit(mon, out)
+        for r in rows:
+            if r["block"] is not None:
+                w = w_unit.get(r["block"])
+                r["ratio"] = r["norm"] / w if w and r["norm"] is not None else None
+        return rows

@@ -5,13 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from .._norms import fused_norms, tolist
-from ._base import Quantity, StepData, make_row
+from ._base import Quantity, StepData, make_row, per_unit
 
 __all__ = ["WeightNorm"]
 
 
 class WeightNorm(Quantity):
     kind = "weight"
+    options = ("weights",)
 
     def collect(self, mon: Any, data: StepData) -> None:
         ps = [p.detach() for _, p in mon._params]
@@ -21,5 +22,6 @@ class WeightNorm(Quantity):
     def rows(self, mon: Any, d: StepData, found: dict[str, Any]) -> list[dict[str, Any]]:
         if d.weights is None:
             return []
-        return [make_row(d.step, name, "weight", b, w, p.numel(), None)
-                for (name, p), b, w in zip(mon._params, mon._param_block, tolist(d.weights), strict=True)]
+        out = [make_row(d.step, name, "weight", b, w, p.numel(), None)
+               for (name, p), b, w in zip(mon._params, mon._param_block, tolist(d.weights), strict=True)]
+        return per_unit(mon, out) if mon.per_unit else out
