@@ -180,14 +180,15 @@ class MonitorFile(Callback):
 def run_callbacks(model: nn.Module, path: str | os.PathLike, every: int, *,
                   log: Any = None) -> list[Callback]:
     """``resgrad train --monitor N``'s callbacks: a GradientMonitor measuring every ``every``
-    steps (parameter gradients and, where the model has residual units, the gradient at each
-    unit's input), its alarms, and the file they go to. ``log``: the alarms' line printer."""
+    steps (parameter gradients and, where the model has residual units, per unit the gradient
+    at its input, its skip/branch split, ‖F(x)‖/‖x‖ and ‖x‖), its alarms, and the file they go to. ``log``: the alarms' line printer."""
     import warnings
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # a net without units: no unit rows, said below
-        mon = GradientMonitor(model, every=every, activations="blocks")
-    if not mon._has_targets():
+    try:  # per unit: the gradient at its input, its skip/branch split, ‖F(x)‖/‖x‖, ‖x‖
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mon = GradientMonitor(model, every=every, activations="blocks", split=True)
+    except (ValueError, TypeError):  # a model without residual units: its parameters' rows only
         mon = GradientMonitor(model, every=every)
     alarms = GradientAlarms(mon, **({"log": log} if log is not None else {}))
     return [mon, MonitorFile(path, mon, alarms=alarms)]

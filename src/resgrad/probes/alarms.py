@@ -114,6 +114,9 @@ class GradientAlarms(Callback):
 def measures(monitor: GradientMonitor, step: int) -> bool:
     """Does ``monitor`` measure ``step``? (Its own schedule, so a reader of its rows reads
     them only then: between log steps no host read is added.)"""
+    options = getattr(monitor, "_due_options", None)  # per-quantity schedules: any of them
+    if callable(options):
+        return any(options(step).values())
     due = getattr(monitor, "_due", None)
     if callable(due):
         return bool(due(step))

@@ -121,7 +121,10 @@ def _ok(v: Any) -> bool:
 
 
 def _owner(param: str) -> str:
-    return param.rsplit(".", 1)[0] if "." in param else param
+    """The module a parameter row belongs to (``fc`` for ``fc.weight``); a row already named by
+    its unit (the monitor's ``per="unit"`` rows: ``blocks.3``, ending in an index) stays as it is."""
+    head, _, last = param.rpartition(".")
+    return head if head and not last.isdigit() else param
 
 
 def unit_values(rows: Iterable[dict[str, Any]]) -> list[tuple[str, str, float | None]]:

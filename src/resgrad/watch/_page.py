@@ -87,7 +87,8 @@ const el = (tag, attrs, text) => { const e = document.createElementNS("http://ww
   for (const k in attrs) e.setAttribute(k, attrs[k]); if (text !== undefined) e.textContent = text; return e; };
 const fmt = (v) => v === null || v === undefined ? "n/a" : v === 0 ? "0" :
   (Math.abs(v) >= 1e-3 && Math.abs(v) < 1e4 ? String(Number(v.toPrecision(3))) : v.toExponential(2));
-const owner = (n) => { const i = n.lastIndexOf("."); return i > 0 ? n.slice(0, i) : n; };
+// A parameter's module (fc for fc.weight); a row named by its unit (blocks.3: per-unit rows) stays whole.
+const owner = (n) => { const i = n.lastIndexOf("."); return i > 0 && !/^[0-9]+$/.test(n.slice(i + 1)) ? n.slice(0, i) : n; };
 
 function kindOf(k) {
   if (!st.kinds.has(k)) st.kinds.set(k, {layers: [], index: new Map(), steps: [], col: new Map(), sq: [], bad: [], block: new Map()});
@@ -217,10 +218,10 @@ function drawUnits() {
   if (skip && branch) {
     const s = latest(skip), b = latest(branch), bl = new Map(b.items.map(i => [i.block, i.v]));
     $("unitstitle").textContent = "Skip and branch share per unit";
-    $("unitsnote").textContent = "Of the gradient at each unit's input, the share through the skip (‖g‖², blue) and through the branch (‖J_Fᵀg‖², orange), step " + s.step + ".";
+    $("unitsnote").textContent = "Of the gradient at each unit's input, the share through the skip (‖skip‖/(‖skip‖+‖branch‖), blue) and through the branch (‖J_Fᵀg‖, orange), step " + s.step + ".";
     const n = s.items.length, bw = Math.min(48, pw / Math.max(1, n));
-    s.items.forEach((it, i) => { const bv = bl.get(it.block); const a = (it.v || 0) ** 2, c = (bv || 0) ** 2;
-      const share = a + c > 0 ? a / (a + c) : 0;
+    s.items.forEach((it, i) => { const bv = bl.get(it.block); const a = it.v || 0, c = bv || 0;
+      const share = a + c > 0 ? a / (a + c) : 0;  // ‖skip‖/(‖skip‖ + ‖branch‖), the monitor's skip share
       svg.append(el("rect", {x: L + i * bw + 1, y: T, width: Math.max(1, bw - 2), height: ph * share, fill: "#1f5fa8"}));
       svg.append(el("rect", {x: L + i * bw + 1, y: T + ph * share, width: Math.max(1, bw - 2), height: ph * (1 - share), fill: "#e08a1e"}));
     });
@@ -299,7 +300,10 @@ function fillKinds() {
   sel.value = have.includes(keep) ? keep : have.includes("param") ? "param" : have[0] || "";
 }
 const NOTES = {param: "‖∂L/∂w‖ per module (its parameters combined)", activation: "‖∂L/∂y‖ of each module's output",
-               input: "‖∂L/∂x_l‖ at each unit's input", weight: "‖w‖ per module", update: "‖Δw‖/‖w‖ per parameter"};
+               input: "‖∂L/∂x_l‖ at each unit's input", weight: "‖w‖ per module", update: "‖Δw‖/‖w‖ per parameter",
+               skip: "the skip part of ‖∂L/∂x‖ at each unit's input", branch: "‖J_Fᵀg‖, the branch part of ∂L/∂x per unit",
+               forward: "‖F(x)‖/‖x‖ per unit", stream: "‖x‖, the residual stream entering each unit",
+               act_norm: "‖y‖ at each unit's output"};
 function draw() {
   fillKinds(); $("kindnote").textContent = NOTES[$("kind").value] || "";
   drawHeat(); drawUnits(); drawLoss(); drawAlarms();

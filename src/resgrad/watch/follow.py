@@ -27,13 +27,16 @@ from typing import Any
 
 from ..verdicts.alarms import AlarmWatch
 
-__all__ = ["Follower", "RunFiles", "rows_of", "FAMILY_KIND", "MONITOR_FILE", "METRICS_FILE"]
+__all__ = ["Follower", "RunFiles", "rows_of", "FAMILY_KIND", "RATIO_KINDS", "MONITOR_FILE", "METRICS_FILE"]
 
 MONITOR_FILE = "monitor.jsonl"  # RunDir.MONITOR (the run folder's names; rundir imports the results layer)
 METRICS_FILE = "metrics.jsonl"  # RunDir.METRICS
 # Metric family (resgrad/<family>/<name>, probes/names.py) -> row kind.
 FAMILY_KIND = {"grad_norm": "param", "act_grad_norm": "activation", "block_grad": "input",
-               "weight_norm": "weight", "update_ratio": "update"}
+               "weight_norm": "weight", "update_ratio": "update", "skip_grad": "skip", "branch_grad": "branch",
+               "forward_ratio": "forward", "stream_norm": "stream", "act_norm": "act_norm"}
+# Kinds whose value is the row's ``ratio`` (‖Δw‖/‖w‖, ‖F(x)‖/‖x‖), not its ``norm``.
+RATIO_KINDS = ("update", "forward")
 
 
 def _num(v: Any) -> float | None:
@@ -58,8 +61,8 @@ def rows_of(obj: Any) -> list[dict[str, Any]]:
             block = int(name) if name.isdigit() else None
             out.append({"step": step, "name": f"unit {name}", "kind": "input", "block": block, "norm": _num(v),
                         "nonfinite": 0})
-        elif kind == "update":
-            out.append({"step": step, "name": name, "kind": "update", "block": None, "norm": None,
+        elif kind in RATIO_KINDS:
+            out.append({"step": step, "name": name, "kind": kind, "block": None, "norm": None,
                         "ratio": _num(v), "nonfinite": 0})
         elif kind is not None:
             bad = obj.get(f"{parts[0]}/nonfinite/{name}")
@@ -184,7 +187,7 @@ class RunFiles:
                 for r in rows_of(obj):
                     if r.get("kind") == "alarm":
                         continue
-                    value = r.get("ratio") if r.get("kind") == "update" else r.get("norm")
+                    value = r.get("ratio") if r.get("kind") in RATIO_KINDS else r.get("norm")
                     rows.append([r["step"], r.get("kind"), r.get("name"), _num(value), r.get("nonfinite") or 0,
                                  r.get("block")])
                 end = pos
