@@ -182,3 +182,12 @@ def test_ctrl_c_stops_the_command_cleanly(tmp_path, signum):
     assert out.strip() == "stopped" and err == ""
     with pytest.raises(OSError):  # the port is closed
         _get(url)
+
+
+def test_the_server_and_its_alarms_import_no_torch(tmp_path):
+    code = ("import sys\nfrom resgrad.watch import make_server\nfrom resgrad.verdicts.alarms import AlarmWatch\n"
+            f"s = make_server({str(tmp_path)!r}, 0)\ns.server_close()\nprint('torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": SRC})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
