@@ -191,3 +191,20 @@ def test_the_server_and_its_alarms_import_no_torch(tmp_path):
                           env={**os.environ, "PYTHONPATH": SRC})
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False"
+
+
+def test_an_hf_trainers_log_lines_give_rows_and_a_loss_per_step(served):
+    # What a TrainerCallback's on_log writes: {"step": global_step, **logs} (the README's snippet).
+    folder, url = served
+    lines = [{"step": s, "loss": 3.0 - s / 100, "learning_rate": 5e-5, "epoch": s / 40,
+              "resgrad/grad_norm/transformer.h.0.attn.c_attn.weight": 0.5 + s / 1000,
+              "resgrad/block_grad/0": 0.25, "resgrad/block_grad/1": 0.5, "resgrad/skip_grad/transformer.h.0": 0.2,
+              "resgrad/nonfinite/total": 0.0} for s in (10, 20, 30)]
+    (folder / "monitor.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    d = _data(url)
+    assert d["losses"] == [[10, "loss", 2.9], [20, "loss", 2.8], [30, "loss", 2.7]]
+    params = [r for r in d["rows"] if r[1] == "param"]
+    assert params == [[s, "param", "transformer.h.0.attn.c_attn.weight", 0.5 + s / 1000, 0, None] for s in (10, 20, 30)]
+    assert [r[2] for r in d["rows"] if r[1] == "input" and r[0] == 10] == ["unit 0", "unit 1"]
+    assert [r[5] for r in d["rows"] if r[1] == "input" and r[0] == 10] == [0, 1]
+    assert [r[1] for r in d["rows"] if r[0] == 10 and r[1] == "skip"] == ["skip"]

@@ -69,8 +69,7 @@ select { font: inherit; }
 <svg id="units" width="100%" height="240"></svg></section>
 <section class="col"><h2>Loss</h2><p class="sub" id="lossnote">from <code>metrics.jsonl</code>, one point per epoch</p>
 <svg id="loss" width="100%" height="240"></svg>
-<div class="legend"><span><i class="sw" style="background:#1f5fa8"></i>train loss</span>
-<span><i class="sw" style="background:#c0392b"></i>test loss</span></div></section>
+<div class="legend" id="losslegend"></div></section>
 </div>
 <footer class="muted" style="margin-top:28px;font-size:.82rem">Served by <code>resgrad watch</code> on 127.0.0.1
 only; the page needs no network. It polls the server every second and redraws as rows land.</footer>
@@ -80,7 +79,7 @@ only; the page needs no network. It polls the server every second and redraws as
 const VIRIDIS = ["#440154","#482878","#3e4989","#31688e","#26828e","#1f9e89","#35b779","#6ece58","#b5de2b","#fde725"];
 const SKIP_KINDS = ["skip"], BRANCH_KINDS = ["branch"];  // per-unit split of the gradient at a unit's input
 const COMBINE = {param: true, weight: true};  // kinds whose rows are parameters: one row per module
-const st = {gen: null, offset: 0, kinds: new Map(), metrics: [], alarms: [], rows: 0, modified: null,
+const st = {gen: null, offset: 0, kinds: new Map(), metrics: [], losses: [], alarms: [], rows: 0, modified: null,
             found: false, thresholds: null, lastStep: null};
 const $ = (id) => document.getElementById(id);
 const el = (tag, attrs, text) => { const e = document.createElementNS("http://www.w3.org/2000/svg", tag);
@@ -254,10 +253,18 @@ function axisUnits(svg, items, L, y0, bw) {
 function drawLoss() {
   const svg = $("loss"); svg.replaceChildren();
   const W = svg.clientWidth || 560, H = 240, L = 50, B = 34, T = 8, pw = W - L - 10, ph = H - T - B;
-  const ep = st.metrics.filter(m => typeof m.epoch === "number");
+  let ep = st.metrics.filter(m => typeof m.epoch === "number"), xname = "epoch";
+  let ser = [["train_loss", "#1f5fa8"], ["test_loss", "#c0392b"]];
+  if (!ep.length && st.losses.length) {  // losses logged beside the rows (an HF Trainer's log lines): per step
+    const by = new Map();
+    for (const [s, k, v] of st.losses) { if (!by.has(s)) by.set(s, {epoch: s}); by.get(s)[k] = v; }
+    ep = [...by.values()].sort((a, b) => a.epoch - b.epoch); xname = "step";
+    const keys = [...new Set(st.losses.map(l => l[1]))];
+    ser = keys.map((k, i) => [k, ["#1f5fa8", "#c0392b", "#1e7b45", "#9a6700", "#6a1b9a"][i % 5]]);
+  }
   if (!ep.length) { $("lossnote").textContent = "No finished epoch yet: metrics.jsonl gets one line per epoch."; return; }
-  $("lossnote").textContent = "from metrics.jsonl, one point per epoch (" + ep.length + " so far)";
-  const ser = [["train_loss", "#1f5fa8"], ["test_loss", "#c0392b"]];
+  $("lossnote").textContent = xname === "epoch" ? "from metrics.jsonl, one point per epoch (" + ep.length + " so far)"
+    : "logged beside the rows, per step (" + ser.map(s => s[0]).join(", ") + ")";
   const vals = ep.flatMap(m => ser.map(([k]) => m[k])).filter(v => typeof v === "number" && isFinite(v));
   let lo = Math.min(0, ...vals), hi = Math.max(...vals); if (!(hi > lo)) hi = lo + 1;
   const e0 = ep[0].epoch, e1 = Math.max(ep[ep.length - 1].epoch, e0 + 1);
@@ -269,7 +276,9 @@ function drawLoss() {
   const nt = Math.min(6, e1 - e0);
   for (let t = 0; t <= nt; t++) { const e = Math.round(e0 + (e1 - e0) * t / nt);
     svg.append(el("text", {x: x(e), y: T + ph + 14, "text-anchor": "middle"}, String(e))); }
-  svg.append(el("text", {x: L + pw / 2, y: T + ph + 28, "text-anchor": "middle"}, "epoch"));
+  svg.append(el("text", {x: L + pw / 2, y: T + ph + 28, "text-anchor": "middle"}, xname));
+  $("losslegend").replaceChildren(...ser.map(([k, c]) => { const sp = document.createElement("span"), i = document.createElement("i");
+    i.className = "sw"; i.style.background = c; sp.append(i, document.createTextNode(k.replace("_", " "))); return sp; }));
   for (const [k, c] of ser) {
     const pts = ep.filter(m => typeof m[k] === "number" && isFinite(m[k])).map(m => [x(m.epoch), y(m[k])]);
     if (pts.length > 1) svg.append(el("polyline", {points: pts.map(p => p.join(",")).join(" "), fill: "none", stroke: c, "stroke-width": 2}));
@@ -325,7 +334,7 @@ async function poll() {
     const d = await r.json();
     if (d.reset || st.gen !== d.generation) { st.kinds = new Map(); st.rows = 0; st.lastStep = null; }
     st.gen = d.generation; st.offset = d.offset; st.found = d.found; st.modified = d.modified;
-    st.metrics = d.metrics; st.alarms = d.alarms; st.thresholds = d.thresholds;
+    st.metrics = d.metrics; st.losses = d.losses || []; st.alarms = d.alarms; st.thresholds = d.thresholds;
     for (const row of d.rows) add(row);
     st.rows += d.rows.length;
     if (d.more) again = 0;

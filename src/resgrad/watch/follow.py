@@ -35,6 +35,8 @@ METRICS_FILE = "metrics.jsonl"  # RunDir.METRICS
 FAMILY_KIND = {"grad_norm": "param", "act_grad_norm": "activation", "block_grad": "input",
                "weight_norm": "weight", "update_ratio": "update", "skip_grad": "skip", "branch_grad": "branch",
                "forward_ratio": "forward", "stream_norm": "stream", "act_norm": "act_norm"}
+# Keys of a line beside the rows that hold a loss (drawn per step when there is no metrics.jsonl).
+LOSS_KEYS = ("loss", "train_loss", "eval_loss", "val_loss", "test_loss")
 # Kinds whose value is the row's ``ratio`` (‖Δw‖/‖w‖, ‖F(x)‖/‖x‖), not its ``norm``.
 RATIO_KINDS = ("update", "forward")
 
@@ -196,8 +198,11 @@ class RunFiles:
             kinds = {a["kind"] for a in logged}
             alarms = logged + [{**a.to_dict(), "source": "watch"} for a in self._alarms.fired if a.kind not in kinds]
             epochs = [obj for _, obj in self.metrics.entries if isinstance(obj, dict) and "epoch" in obj]
+            # Losses logged beside the rows (an HF Trainer's on_log line: {"step", "loss", ...}), per step.
+            losses = [[obj["step"], k, obj[k]] for _, obj in fol.entries if isinstance(obj, dict)
+                      and isinstance(obj.get("step"), int) for k in LOSS_KEYS if _num(obj.get(k)) is not None]
             return {"generation": fol.generation, "offset": end, "reset": reset, "more": i < len(fol.entries),
-                    "rows": rows, "metrics": epochs, "alarms": alarms,
+                    "rows": rows, "metrics": epochs, "losses": losses, "alarms": alarms,
                     "source": str(self.monitor_path), "found": self.monitor_path.is_file(),
                     "modified": fol.mtime, "thresholds": asdict(self._alarms.thresholds)}
 
