@@ -186,8 +186,12 @@ function drawBar(lo, hi) {
   const x0 = layout ? layout.left : 100, w = Math.min(420, W - x0 - 10);
   for (let i = 0; i < w; i++) { ctx.fillStyle = color(i / (w - 1)); ctx.fillRect(x0 + i, 4, 1.5, 14); }
   ctx.fillStyle = "#1d1d1f"; ctx.font = "11px system-ui, sans-serif"; ctx.textAlign = "center"; ctx.textBaseline = "top";
-  const step = Math.max(1, Math.ceil((hi - lo) / 6));
-  for (let d = Math.ceil(lo); d <= Math.floor(hi); d += step) ctx.fillText("1e" + d, x0 + (d - lo) / (hi - lo) * (w - 1), 21);
+  const step = Math.max(1, Math.ceil((hi - lo) / 6)), ticks = [];
+  for (let d = Math.ceil(lo); d <= Math.floor(hi); d += step) ticks.push([d, "1e" + d]);
+  if (ticks.length < 2) {  // less than a decade: label the ends and the middle with their values
+    ticks.length = 0; [lo, (lo + hi) / 2, hi].forEach(d => ticks.push([d, fmt(10 ** d)]));
+  }
+  for (const [d, label] of ticks) ctx.fillText(label, x0 + (d - lo) / (hi - lo) * (w - 1), 21);
   ctx.textAlign = "left"; ctx.fillText("norm, log scale", x0 + w + 10, 5);
 }
 $("heat").addEventListener("mousemove", (ev) => {
@@ -318,7 +322,7 @@ function draw() {
   drawHeat(); drawUnits(); drawLoss(); drawAlarms();
   const K = [...st.kinds.values()][0];
   const age = st.modified ? Math.max(0, Math.round(Date.now() / 1000 - st.modified)) : null;
-  $("status").textContent = !st.found ? "waiting for the monitor file (resgrad train ... --monitor N writes it)" :
+  $("status").textContent = !st.found ? "waiting for " + (st.source || "the monitor file") + " (resgrad train ... --monitor N writes it)" :
     st.rows.toLocaleString() + " rows, " + (K ? K.steps.length : 0) + " measured steps, last step " +
     (st.lastStep === null ? "n/a" : st.lastStep) + (age === null ? "" : ", file updated " + age + " s ago");
 }
@@ -333,7 +337,7 @@ async function poll() {
     if (!r.ok) throw new Error("HTTP " + r.status);
     const d = await r.json();
     if (d.reset || st.gen !== d.generation) { st.kinds = new Map(); st.rows = 0; st.lastStep = null; }
-    st.gen = d.generation; st.offset = d.offset; st.found = d.found; st.modified = d.modified;
+    st.gen = d.generation; st.offset = d.offset; st.found = d.found; st.modified = d.modified; st.source = d.source;
     st.metrics = d.metrics; st.losses = d.losses || []; st.alarms = d.alarms; st.thresholds = d.thresholds;
     for (const row of d.rows) add(row);
     st.rows += d.rows.length;

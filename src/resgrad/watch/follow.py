@@ -156,17 +156,24 @@ class RunFiles:
         self._overrides = alarm_overrides
         self._alarms = AlarmWatch(**alarm_overrides)
         self._judged = 0  # monitor entries fed to the alarm watch
+        self._logged: list[dict[str, Any]] = []  # alarm lines the run wrote
+        self._losses: list[list[Any]] = []  # [step, key, loss] of lines beside the rows
         self._lock = threading.Lock()
 
     def _refresh(self) -> None:
         if self.monitor.poll():
             self._alarms = AlarmWatch(**self._overrides)
             self._judged = 0
+            self._logged, self._losses = [], []
         self.metrics.poll()
         entries = self.monitor.entries
         new = entries[self._judged:]
         self._judged = len(entries)
         rows = [r for _, obj in new for r in rows_of(obj)]
+        self._logged += [self._alarm_dict(r) for r in rows if r.get("kind") == "alarm"]
+        # Losses logged beside the rows (an HF Trainer's on_log line: {"step", "loss", ...}), per step.
+        self._losses += [[obj["step"], k, obj[k]] for _, obj in new if isinstance(obj, dict)
+                         and isinstance(obj.get("step"), int) for k in LOSS_KEYS if _num(obj.get(k)) is not None]
         self._alarms.feed(r for r in rows if r.get("kind") != "alarm")
         if not new and entries:
             self._alarms.flush()  # nothing arrived since the last poll: the last step is whole
@@ -194,15 +201,12 @@ class RunFiles:
                                  r.get("block")])
                 end = pos
                 i += 1
-            logged = [self._alarm_dict(r) for _, obj in fol.entries for r in rows_of(obj) if r.get("kind") == "alarm"]
+            logged = list(self._logged)
             kinds = {a["kind"] for a in logged}
             alarms = logged + [{**a.to_dict(), "source": "watch"} for a in self._alarms.fired if a.kind not in kinds]
             epochs = [obj for _, obj in self.metrics.entries if isinstance(obj, dict) and "epoch" in obj]
-            # Losses logged beside the rows (an HF Trainer's on_log line: {"step", "loss", ...}), per step.
-            losses = [[obj["step"], k, obj[k]] for _, obj in fol.entries if isinstance(obj, dict)
-                      and isinstance(obj.get("step"), int) for k in LOSS_KEYS if _num(obj.get(k)) is not None]
             return {"generation": fol.generation, "offset": end, "reset": reset, "more": i < len(fol.entries),
-                    "rows": rows, "metrics": epochs, "losses": losses, "alarms": alarms,
+                    "rows": rows, "metrics": epochs, "losses": list(self._losses), "alarms": alarms,
                     "source": str(self.monitor_path), "found": self.monitor_path.is_file(),
                     "modified": fol.mtime, "thresholds": asdict(self._alarms.thresholds)}
 
