@@ -218,7 +218,9 @@ class AlarmWatch:
         th = self.thresholds
         out: list[Alarm] = []
         out += self._nonfinite(step, rows)
-        units = unit_values(rows)
+        # A kind that fired is not judged again (each fires once), which keeps a long file's replay cheap.
+        ratios = not {"vanishing", "exploding"} <= self._kinds
+        units = unit_values(rows) if ratios else []
         if len(units) >= 2 and _ok(units[-1][2]) and units[-1][2] > 0:
             last_key, last_label, ref = units[-1]
             lo, hi = 10.0 ** -th.vanishing_decades, 10.0 ** th.exploding_decades
@@ -269,6 +271,8 @@ class AlarmWatch:
         return [self._fire(kind, step, label, since, value, words)]
 
     def _growing(self, step: int, rows: list[dict[str, Any]]) -> list[Alarm]:
+        if "growing" in self._kinds:
+            return []
         norms = [r["norm"] for r in rows if r.get("kind") == "param" and _ok(r.get("norm"))]
         if not norms:
             norms = [v for _, _, v in unit_values(rows) if _ok(v)]
@@ -291,6 +295,8 @@ class AlarmWatch:
             f"to {total:.3g}; growing: {th.growing_decades:g} decades within {th.window} steps)"))]
 
     def _dead(self, step: int, rows: list[dict[str, Any]]) -> list[Alarm]:
+        if "dead" in self._kinds:
+            return []
         layers: dict[str, list[Any]] = {}
         for r in rows:
             if r.get("kind") == "param":
