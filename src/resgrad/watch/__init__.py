@@ -10,6 +10,17 @@ and redraws as rows land. Any training can be watched: write GradientMonitor row
 file (:class:`resgrad.integrations.monitor_file.MonitorFile`, or a
 :class:`resgrad.integrations.loggers.JSONLLogger`) and point ``resgrad watch`` at the file or
 its folder. Torch-free.
+
+Your own training, three ways to the file ``resgrad watch`` follows:
+
+- a plain loop: ``out = MonitorFile("runs/x/monitor.jsonl", mon, alarms=GradientAlarms(mon))``
+  and ``out.write()`` after each ``mon.step(step)`` (or ``JSONLLogger(path).write(mon)``);
+- the HF Trainer (``GradientMonitorCallback`` puts the norms in its logs): a callback whose
+  ``on_log(self, args, state, control, logs=None, **kw)`` appends
+  ``json.dumps({"step": state.global_step, **logs})`` to ``runs/x/monitor.jsonl`` (its ``loss``
+  is drawn per step);
+- Lightning: in a callback's ``on_train_batch_end``, ``logger.write(cb.monitor)`` with
+  ``logger = JSONLLogger("runs/x/monitor.jsonl")`` and ``cb`` the GradientMonitorCallback.
 """
 
 from __future__ import annotations
