@@ -172,8 +172,10 @@ class RunFiles:
         rows = [r for _, obj in new for r in rows_of(obj)]
         self._logged += [self._alarm_dict(r) for r in rows if r.get("kind") == "alarm"]
         # Losses logged beside the rows (an HF Trainer's on_log line: {"step", "loss", ...}), per step.
+        # (Not the HF Trainer's end-of-training summary, whose train_loss is the mean over the run.)
         self._losses += [[obj["step"], k, obj[k]] for _, obj in new if isinstance(obj, dict)
-                         and isinstance(obj.get("step"), int) for k in LOSS_KEYS if _num(obj.get(k)) is not None]
+                         and isinstance(obj.get("step"), int) and "train_runtime" not in obj
+                         for k in LOSS_KEYS if _num(obj.get(k)) is not None]
         self._alarms.feed(r for r in rows if r.get("kind") != "alarm")
         if not new and entries:
             self._alarms.flush()  # nothing arrived since the last poll: the last step is whole
