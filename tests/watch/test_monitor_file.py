@@ -237,3 +237,37 @@ def test_train_monitor_takes_n_at_least_1(tmp_path, n):
     assert res.exit_code == 2
     assert f"--monitor takes N >= 1 (measure every N steps), received {n}" in res.output
     assert "Traceback" not in res.output and not (tmp_path / "r").exists()
+
+
+def test_the_file_and_its_alarms_read_nothing_from_the_device_between_log_steps(tmp_path, one_thread):
+    # aten._local_scalar_dense is the host read of a tensor's value (.item(), .tolist() of a scalar):
+    # counted per step, between the backward and the optimizer step, where the callbacks run.
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Count(TorchDispatchMode):
+        n = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func is torch.ops.aten._local_scalar_dense.default:
+                Count.n += 1
+            return func(*args, **(kwargs or {}))
+
+    per = {}
+
+    class Start(Callback):
+        def on_after_backward(self, model, step):
+            self.n = Count.n
+
+    class End(Callback):
+        def on_before_optimizer_step(self, model, optimizer, step):
+            per[step] = Count.n - start.n
+
+    start = Start()
+    net = _net()
+    cbs = run_callbacks(net, tmp_path / "monitor.jsonl", 4, log=lambda line: None)
+    with Count():
+        resgrad.fit(net, _data(), _cfg(epochs=2), callbacks=[start, *cbs, End()], progress=False)
+    assert sorted(per) == list(range(12))
+    assert {s: n for s, n in per.items() if s % 4} == {s: 0 for s in range(12) if s % 4}
+    assert all(per[s] > 0 for s in (0, 4, 8))  # the counter sees the log steps' reads
+    assert {r["step"] for r in _lines(tmp_path / "monitor.jsonl")} == {0, 4, 8}
