@@ -208,3 +208,17 @@ def test_an_hf_trainers_log_lines_give_rows_and_a_loss_per_step(served):
     assert [r[2] for r in d["rows"] if r[1] == "input" and r[0] == 10] == ["unit 0", "unit 1"]
     assert [r[5] for r in d["rows"] if r[1] == "input" and r[0] == 10] == [0, 1]
     assert [r[1] for r in d["rows"] if r[0] == 10 and r[1] == "skip"] == ["skip"]
+
+
+def test_a_negative_window_is_one_line(tmp_path):
+    res = CliRunner().invoke(app, ["watch", str(tmp_path), "--window", "-5"])
+    assert res.exit_code == 2 and "--window takes a number of steps >= 0, received -5" in res.output
+
+
+def test_the_port_default_is_the_packages():
+    import inspect
+
+    from resgrad.cli import watch as cli_watch
+    from resgrad.watch import DEFAULT_PORT
+
+    assert inspect.signature(cli_watch.command).parameters["port"].default == DEFAULT_PORT

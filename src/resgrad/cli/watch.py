@@ -42,6 +42,8 @@ def command(
     if not source.exists() and not source.parent.is_dir():
         raise UsageError(f"{source} does not exist, nor does its folder; pass a run folder (resgrad train --out) "
                          "or a JSONL file of monitor rows")
+    if window is not None and window < 0:
+        raise UsageError(f"--window takes a number of steps >= 0, received {window}")
     if source.is_file() and source.suffix not in (".jsonl", ".json", ".ndjson"):
         raise UsageError(f"{source} is not a JSONL file; pass a run folder or a .jsonl file of monitor rows")
     try:

@@ -110,11 +110,9 @@ class MonitorFile(Callback):
     def write(self) -> int:
         """Append the rows measured since the last call (and the alarms they raise); returns rows written."""
         rows, self._seen = new_rows(self.monitor, self._seen)
-        if rows and self.alarms is not None:
-            fired = self.alarms.check(rows)
-        else:
-            fired = []
-        if _rank() != 0 or not (rows or fired):
+        main = _rank() == 0  # under torchrun: one alarm line and one file, from rank 0
+        fired = self.alarms.check(rows) if rows and main and self.alarms is not None else []
+        if not main or not (rows or fired):
             return len(rows)
         if self._fd is None:
             self.open()
