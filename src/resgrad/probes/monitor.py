@@ -416,9 +416,11 @@ class GradientMonitor(_UnitSplit, _ForeignUnits, _DeprecatedExports, Callback):
         due = any(arm.values())
         if due:
             self._measure(s, optimizer, arm)
-        if all(_norms.host_readable(p) for p in self._probe_devices()):
+        if due and all(_norms.host_readable(p) for p in self._probe_devices()):
             # On the CPU reading costs no device sync: turn the step into rows now, so a
-            # non-finite gradient is reported at the step that produced it.
+            # non-finite gradient is reported at the step that produced it. Only at measured
+            # steps: between them nothing is read (a step whose update norm was awaited is
+            # turned into rows at the next measured step, or when ``records`` is read).
             self._flush()
         self._slots = {}
         self._fwd, self._fwd_n, self._gb = {}, {}, {}
