@@ -402,7 +402,8 @@ class GradientMonitor(_Schedule, _Reading, _UnitSplit, _ForeignUnits, _Deprecate
             # turned into rows at the next measured step, or when ``records`` is read).
             self._flush()
         self._slots = {}
-        self._fwd, self._fwd_n, self._gb = {}, {}, {}
+        for d in (self._fwd, self._fwd_n, self._gb):  # cleared, not replaced: compiled code stores into them
+            d.clear()
         self._seq = 0
         self._tensor_handles.clear()  # their tensors have been through backward
         for t in self._taps.values():  # compiled mode: start the next step's sums at zero
