@@ -389,13 +389,14 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1,
                     help="torch intra-op threads (1: stable on a shared machine; 0: torch's default)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--groups", default="core,lightning,hf,compiled",
-                    help="comma-separated: core (the rows above), lightning, hf, compiled")
+    ap.add_argument("--groups", default="core,lightning,hf,compiled,resnet20",
+                    help="comma-separated: core (the rows above), lightning, hf, compiled, resnet20 "
+                         "(benchmarks/monitor_resnet20.py)")
     args = ap.parse_args()
     groups = set(args.groups.split(","))
-    unknown = groups - {"core", "lightning", "hf", "compiled"}
+    unknown = groups - {"core", "lightning", "hf", "compiled", "resnet20"}
     if unknown:
-        ap.error(f"unknown group(s) {sorted(unknown)}; choose from core, lightning, hf, compiled")
+        ap.error(f"unknown group(s) {sorted(unknown)}; choose from core, lightning, hf, compiled, resnet20")
     import tempfile
 
     args.tmp = tempfile.mkdtemp(prefix="resgrad-bench-")
@@ -411,6 +412,10 @@ def main() -> None:
         _hf_group(args)
     if "compiled" in groups:
         _compiled_group(args)
+    if "resnet20" in groups:
+        import monitor_resnet20  # beside this file (python puts the script's folder on sys.path)
+
+        monitor_resnet20.run(args)
 
 
 if __name__ == "__main__":

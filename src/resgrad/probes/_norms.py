@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["robust_norm", "host_readable", "norm", "nonfinite", "fused_norms", "tolist", "SAFE_LO", "SAFE_HI"]
+__all__ = ["robust_norm", "host_readable", "norm", "nonfinite", "fused_norms", "device_norms", "tolist", "SAFE_LO", "SAFE_HI"]
 
 # float32 squares under/overflow outside ~1e-19..1e19 per element; a norm outside this
 # range is recomputed in float64 (CPU only: there reading a scalar costs no device sync).
@@ -77,6 +77,15 @@ def fused_norms(ts: list[Tensor], counts: bool = True) -> tuple[Tensor | list[Te
     if len({n.device for n in norms}) == 1:
         return torch.stack(norms), (torch.stack(cnt) if cnt is not None else None)
     return list(norms), (list(cnt) if cnt is not None else None)
+
+
+def device_norms(ts: list[Tensor]) -> Tensor | list[Tensor]:
+    """Norms of many tensors accumulated in float64, read nothing from the device (on the CPU
+    too): for work done between measured steps, which must not copy anything to the host."""
+    norms = torch._foreach_norm(ts, 2, dtype=torch.float64)
+    if len({n.device for n in norms}) == 1:
+        return torch.stack(norms)
+    return list(norms)
 
 
 def tolist(x: Tensor | list[Any] | None, scale: Tensor | None = None) -> list[Any]:

@@ -86,7 +86,7 @@ def check_select(select: Any) -> None:
     if select is None:
         return
     if not isinstance(select, (str, int, type, re.Pattern, Sequence)) or isinstance(select, bytes):
-        raise TypeError(f"select must be a selector or a list of them, received {type(select).__name__}")
+        _parse(select)  # raises: names what was received and what a selector is
     items = _items(select)
     if not items:
         raise ValueError("select: an empty list selects nothing; leave select=None to watch everything")

@@ -54,6 +54,7 @@ from ._dtensor import dist_world, reduce_step
 from ._exports import _DeprecatedExports
 from ._foreign import _ForeignUnits
 from ._options import QUANTITY_OPTIONS, check_options
+from ._reading import _Reading, _Schedule
 from ._select import resolve
 from ._taps import Tap, first_tensor, replace_first
 from ._units import _UnitSplit, split_points
@@ -83,7 +84,7 @@ _OPTION_OF = {"activation": "activations", "input": "activations", "skip": "spli
 PER_UNIT_ABOVE = 128
 
 
-class GradientMonitor(_UnitSplit, _ForeignUnits, _DeprecatedExports, Callback):
+class GradientMonitor(_Schedule, _Reading, _UnitSplit, _ForeignUnits, _DeprecatedExports, Callback):
     """Record per-layer gradient norms while a model trains; use as a ``with`` block.
 
     ``every=k`` measures steps 0, k, 2k, ...; ``schedule(step) -> bool`` overrides it.
@@ -376,28 +377,6 @@ class GradientMonitor(_UnitSplit, _ForeignUnits, _DeprecatedExports, Callback):
 
     # ---- measuring --------------------------------------------------------------------
 
-    def _due(self, step: int) -> bool:
-        if self.schedule is not None:
-            return bool(self.schedule(step))
-        return step % self.every == 0
-
-    def _due_options(self, step: int) -> dict[str, bool]:
-        """{quantity option: measured at ``step``?} for the options that are on."""
-        default = None
-        out = {}
-        for opt in self._options_on:
-            sch = self.schedules.get(opt)
-            if sch is None:
-                default = self._due(step) if default is None else default
-                out[opt] = default
-            else:
-                out[opt] = step % sch == 0 if isinstance(sch, int) else bool(sch(step))
-        return out
-
-    def _rearm(self, step: int) -> None:
-        self._arm = self._due_options(step) if self._attached else {}
-        self._armed = any(self._arm.values())
-
     def _block_of(self, name: str) -> int | None:
         for prefix, i in self._block_prefix:
             if name == prefix or name.startswith(prefix + ".") or prefix == "":
@@ -416,12 +395,15 @@ class GradientMonitor(_UnitSplit, _ForeignUnits, _DeprecatedExports, Callback):
         due = any(arm.values())
         if due:
             self._measure(s, optimizer, arm)
-        if all(_norms.host_readable(p) for p in self._probe_devices()):
+        if due and all(_norms.host_readable(p) for p in self._probe_devices()):
             # On the CPU reading costs no device sync: turn the step into rows now, so a
-            # non-finite gradient is reported at the step that produced it.
+            # non-finite gradient is reported at the step that produced it. Only at measured
+            # steps: between them nothing is read (a step whose update norm was awaited is
+            # turned into rows at the next measured step, or when ``records`` is read).
             self._flush()
         self._slots = {}
-        self._fwd, self._fwd_n, self._gb = {}, {}, {}
+        for d in (self._fwd, self._fwd_n, self._gb):  # cleared, not replaced: compiled code stores into them
+            d.clear()
         self._seq = 0
         self._tensor_handles.clear()  # their tensors have been through backward
         for t in self._taps.values():  # compiled mode: start the next step's sums at zero
@@ -432,17 +414,6 @@ class GradientMonitor(_UnitSplit, _ForeignUnits, _DeprecatedExports, Callback):
 
     def _probe_devices(self) -> list[Tensor]:
         return [p for _, p in self._params[:1]]
-
-    def _flush(self) -> None:
-        """Materialise the pending steps whose update norms are not still awaited."""
-        waiting = self._snapshot[0] if self._snapshot is not None else None
-        keep = []
-        for d in self._pending:
-            if d is waiting:
-                keep.append(d)
-            else:
-                self._rows.extend(self._materialise(d))
-        self._pending = keep
 
     def _loss_scale(self, optimizer: Optimizer | None) -> tuple[Tensor | None, bool]:
         """(inverse loss scale, parameter grads already unscaled?) for AMP."""
@@ -554,42 +525,6 @@ class GradientMonitor(_UnitSplit, _ForeignUnits, _DeprecatedExports, Callback):
             return self._tap(out, name, "activation")
         self._capture(first_tensor(out), name, "activation", block)
         return None
-
-    # ---- reading ---------------------------------------------------------------------
-
-    @property
-    def records(self) -> list[dict[str, Any]]:
-        """All measurements as tidy rows (``COLUMNS``); reading syncs with the device."""
-        for data in self._pending:
-            self._rows.extend(self._materialise(data))
-        self._pending.clear()
-        return self._rows
-
-    def _materialise(self, d: StepData) -> list[dict[str, Any]]:
-        found: dict[str, Any] = {}
-        return [r for q in self._quantities for r in q.rows(self, d, found)]
-
-    def block_profile(self, step: int | None = None, at: Literal["input", "output"] = "input") -> list[float | None]:
-        """‖∂L/∂x_l‖ per block l at ``step`` (default: the last measured step).
-
-        ``at="input"``: the gradient w.r.t. each block's input; ``"output"``: its output.
-        """
-        rows = self.records
-        steps = [r["step"] for r in rows if r["kind"] == "input" or r["block"] is not None]
-        if not steps:
-            raise ValueError(
-                "no block measurements: create the monitor with activations='blocks' (or True) on a "
-                "model with resgrad blocks or residual units resgrad.adapt knows, and call step() after a "
-                "backward pass"
-            )
-        step = max(steps) if step is None else step
-        kind = "input" if at == "input" else "activation"
-        out: list[float | None] = [None] * len(self._unit_names)
-        names = dict(enumerate(self._unit_names))
-        for r in rows:
-            if r["step"] == step and r["kind"] == kind and r["block"] is not None and r["name"] == names.get(r["block"]):
-                out[r["block"]] = r["norm"]
-        return out
 
     def __repr__(self) -> str:
         return (f"GradientMonitor(params={self.params}, activations={self.activations!r}, "
