@@ -222,3 +222,32 @@ def test_the_port_default_is_the_packages():
     from resgrad.watch import DEFAULT_PORT
 
     assert inspect.signature(cli_watch.command).parameters["port"].default == DEFAULT_PORT
+
+
+def test_a_long_file_comes_in_chunks_that_add_up(tmp_path):
+    from resgrad.watch.follow import RunFiles
+
+    lines = [r for s in range(0, 100, 10) for r in _rows(s)]
+    (tmp_path / "monitor.jsonl").write_text("".join(map(row_line, lines)))
+    rf = RunFiles(tmp_path)
+    got, offset, gen, more, polls = [], 0, None, True, 0
+    while more:
+        d = rf.data(offset, gen, limit=7)
+        assert len(d["rows"]) <= 7
+        got += d["rows"]
+        offset, gen, more = d["offset"], d["generation"], d["more"]
+        polls += 1
+    assert polls == 8 and [(r[0], r[2]) for r in got] == [(r["step"], r["name"]) for r in lines]
+
+
+def test_watch_started_before_the_run_waits_for_its_folder(tmp_path):
+    from resgrad.watch.follow import RunFiles
+
+    run = tmp_path / "not-yet"
+    rf = RunFiles(run)
+    d = rf.data(0)
+    assert d["found"] is False and d["rows"] == [] and d["source"] == str(run / "monitor.jsonl")
+    run.mkdir()
+    (run / "monitor.jsonl").write_text("".join(map(row_line, _rows(0))))
+    d = rf.data(d["offset"], d["generation"])
+    assert d["found"] is True and len(d["rows"]) == 5
