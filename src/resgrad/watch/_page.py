@@ -108,11 +108,11 @@ function add(row) {
     else { K.steps.push(step); K.col.set(step, c); K.sq.push(new Map()); K.bad.push(new Set()); }
   }
   const m = K.sq[c];
+  st.lastStep = st.lastStep === null ? step : Math.max(st.lastStep, step);
   if (bad) K.bad[c].add(li);
   if (value === null || value === undefined) { if (!m.has(li) && !bad) m.set(li, null); return; }
   const prev = m.get(li);
   m.set(li, COMBINE[kind] ? (prev ? prev : 0) + value * value : value);
-  st.lastStep = st.lastStep === null ? step : Math.max(st.lastStep, step);
 }
 function resort(K, step) {  // a step older than the newest (rare): keep the columns in step order
   const entries = K.steps.map((s, i) => [s, K.sq[i], K.bad[i]]);
@@ -320,10 +320,10 @@ const NOTES = {param: "‖∂L/∂w‖ per module (its parameters combined)", ac
 function draw() {
   fillKinds(); $("kindnote").textContent = NOTES[$("kind").value] || "";
   drawHeat(); drawUnits(); drawLoss(); drawAlarms();
-  const K = [...st.kinds.values()][0];
+  const measured = Math.max(0, ...[...st.kinds.values()].map(k => k.steps.length));
   const age = st.modified ? Math.max(0, Math.round(Date.now() / 1000 - st.modified)) : null;
   $("status").textContent = !st.found ? "waiting for " + (st.source || "the monitor file") + " (resgrad train ... --monitor N writes it)" :
-    st.rows.toLocaleString() + " rows, " + (K ? K.steps.length : 0) + " measured steps, last step " +
+    st.rows.toLocaleString() + " rows, " + measured + " measured steps, last step " +
     (st.lastStep === null ? "n/a" : st.lastStep) + (age === null ? "" : ", file updated " + age + " s ago");
 }
 $("kind").addEventListener("change", () => draw());
