@@ -29,7 +29,7 @@ from ..probes.names import metric_dict as _metric_dict
 from ..probes.quantities import ParamGrad
 from ..probes.quantities._base import StepData
 
-__all__ = ["CLIP_CHOICES", "POST_KIND", "PostClip", "check_clip", "metric_dict"]
+__all__ = ["CLIP_CHOICES", "POST_KIND", "PostClip", "check_clip", "params_replaced", "metric_dict"]
 
 CLIP_CHOICES = ("pre", "post", "both")
 POST_KIND = "param_post_clip"  # row kind of a gradient norm measured after clipping
@@ -68,6 +68,13 @@ def metric_dict(rows: Iterable[dict[str, Any]], prefix: str = PREFIX) -> dict[st
         if r["norm"] is not None:
             out[f"{prefix}/{POST_FAMILY}/{r['name']}"] = float(r["norm"])
     return out
+
+
+def params_replaced(monitor: Any, model: Any) -> bool:
+    """Has ``model`` other parameter objects than ``monitor`` was built on? (FSDP2's
+    ``fully_shard`` swaps them for DTensor parameters when the framework prepares the model.)"""
+    now = [id(p) for p in model.parameters() if p.requires_grad]
+    return now != [id(p) for _, p in monitor._params]
 
 
 class PostClip:

@@ -51,7 +51,15 @@ import warnings
 from typing import Any
 
 from ..probes.monitor import GradientMonitor
-from ._clip import POST_KIND, PostClip, check_clip, metric_dict, monitor_options, wants_post
+from ._clip import (
+    POST_KIND,
+    PostClip,
+    check_clip,
+    metric_dict,
+    monitor_options,
+    params_replaced,
+    wants_post,
+)
 from ._common import PREFIX, require
 from ._readout import MonitorReadout
 
@@ -193,9 +201,11 @@ class GradientMonitorCallback(MonitorReadout, _tf.TrainerCallback):
         self._build(args, model)
         if self.monitor is None:
             raise ValueError("GradientMonitorCallback received no model from the Trainer; pass model= to Trainer")
-        if self.monitor.model is not model and model is not None:  # a new model (model_init)
+        if model is not None and (self.monitor.model is not model or params_replaced(self.monitor, model)):
+            # a new model (model_init), or new parameters (FSDP2's fully_shard in prepare)
             self.monitor.detach()
             self.monitor = None
+            self._n_rows = 0
             self._build(args, model)
         mon = self.monitor
         assert mon is not None

@@ -28,7 +28,7 @@ from typing import Any
 from torch import nn
 
 from ..probes.monitor import GradientMonitor
-from ._clip import PostClip, check_clip, metric_dict, monitor_options, wants_post
+from ._clip import PostClip, check_clip, metric_dict, monitor_options, params_replaced, wants_post
 from ._common import PREFIX, require
 from ._readout import MonitorReadout
 
@@ -100,6 +100,12 @@ class GradientMonitorCallback(MonitorReadout, _pl.Callback):
             self.monitor.load_state_dict({"step": int(self._restored["step"])})
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        if self.monitor is not None and params_replaced(self.monitor, pl_module):
+            # configure_model ran after setup (ModelParallelStrategy's fully_shard puts
+            # DTensor parameters in place of the ones the monitor holds): build it again.
+            self.monitor.detach()
+            self.monitor = None
+            self._n_rows = 0
         if self.monitor is None:  # fit without setup (a hand-driven loop)
             self.setup(trainer, pl_module, "fit")
         assert self.monitor is not None

@@ -1,0 +1,252 @@
+"""Overhead of resgrad's framework callbacks inside the HF Trainer and Lightning, every step logged.
+
+Issue 22's Measures, the framework rows: the same Trainer with and without the callback,
+at most 1.02x.
+
+  hf: baseline / baseline B      HF Trainer step, GPT-2 from a config (6 layers, d=256,
+                                 seq 128, batch 8), logging_steps=1; B is a second,
+                                 identical baseline: its ratio (A/A) is the noise floor
+  hf: callback (pre-clip)        + resgrad.integrations.hf.GradientMonitorCallback(), which
+                                 follows logging_steps: per-parameter norms every step,
+                                 measured before clipping (max_grad_norm=1.0, the default)
+  hf: callback (pre+post)        ... clip="both": the post-clip norms as well
+  lightning: baseline / B        Lightning step, timm resnet18 at 64x64 (batch 32),
+                                 log_every_n_steps=1, gradient_clip_val=1.0
+  lightning: callback (pre-clip) + resgrad.integrations.lightning.GradientMonitorCallback()
+  lightning: callback (pre+post) ... clip="both"
+
+In one process, interleaved: every round runs each variant of a group (a fresh Trainer on
+its own copy of the model) for a few steps in a shuffled order, so load from other
+processes hits all alike; steps are timed inside the Trainer by a timing callback (from
+the step's start to its end, so Trainer start-up is not counted; the first step of each
+run is dropped); the ratio is paired with the same round's baseline and the median over
+rounds is reported, with the interquartile range.
+
+    .venv/bin/python benchmarks/monitor_integrations.py [--rounds 10] [--steps 3] [--threads 1]
+        [--groups hf,lightning] [--device cpu|cuda]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import logging
+import os
+import platform
+import random
+import statistics
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Run = Callable[[], list[float]]
+
+
+def _interleave(variants: dict[str, Run], rounds: int, seed: int) -> dict[str, list[float]]:
+    """Each variant's callable runs a few steps and returns their times; rounds shuffled."""
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    rng = random.Random(seed)
+    for _ in range(rounds):
+        order = list(variants)
+        rng.shuffle(order)
+        for name in order:
+            times[name].append(statistics.median(variants[name]()))
+    return times
+
+
+def _report(title: str, times: dict[str, list[float]], ref: str, goal: float) -> None:
+    print(title)
+    print(f"{'variant':<32}{'median step':>13}{'ratio (paired median)':>24}{'IQR of ratio':>18}{'ratio of min':>14}")
+    for name, ts in times.items():
+        n = min(len(ts), len(times[ref]))
+        ratios = [a / b for a, b in zip(ts[:n], times[ref][:n], strict=True)]
+        q = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3
+        print(f"{name:<32}{statistics.median(ts) * 1e3:>10.1f} ms{statistics.median(ratios):>23.3f}x"
+              f"{q[0]:>10.3f}-{q[2]:.3f}{min(ts) / min(times[ref]):>13.3f}x")
+    print(f"goal: callback rows <= {goal:.2f}x; load average {os.getloadavg()[0]:.2f} "
+          "(on a shared machine compare with the A/A row)")
+
+
+def hf_group(args: argparse.Namespace) -> dict[str, list[float]] | None:
+    """HF Trainer rows: a 6-layer GPT-2 (d=256) from a config, every step logged."""
+    try:
+        import transformers
+
+        from resgrad.integrations.hf import GradientMonitorCallback
+    except ImportError as e:
+        print(f"skipped: hf rows -- {e}")
+        return None
+    transformers.logging.set_verbosity_error()
+    cuda = args.device == "cuda"
+
+    class Timer(transformers.TrainerCallback):
+        def __init__(self) -> None:
+            self.times: list[float] = []
+
+        def on_step_begin(self, a, state, control, **kw):
+            if cuda:
+                torch.cuda.synchronize()
+            self._t = time.perf_counter()
+
+        def on_step_end(self, a, state, control, **kw):
+            if cuda:
+                torch.cuda.synchronize()
+            self.times.append(time.perf_counter() - self._t)
+
+    cfg = transformers.GPT2Config(vocab_size=1024, n_positions=128, n_embd=256, n_layer=6, n_head=4)
+    torch.manual_seed(args.seed)
+    base = transformers.GPT2LMHeadModel(cfg)
+    n, seq = 8, 128
+    steps = args.steps + 1
+    ids = torch.randint(0, cfg.vocab_size, (n * steps, seq))
+    data = [{"input_ids": i, "labels": i} for i in ids]
+
+    def variant(callback: Callable[[], Any] | None) -> Run:
+        model = copy.deepcopy(base)
+
+        def run() -> list[float]:
+            timer = Timer()
+            targs = transformers.TrainingArguments(
+                output_dir=args.tmp, per_device_train_batch_size=n, max_steps=steps, logging_steps=1,
+                report_to=[], save_strategy="no", use_cpu=not cuda, disable_tqdm=True,
+                dataloader_num_workers=0)
+            trainer = transformers.Trainer(model=model, args=targs, train_dataset=data, callbacks=[timer])
+            if callback is not None:
+                callback().add_to(trainer)
+            # printing every log line would time the terminal, not the monitor
+            trainer.remove_callback(transformers.trainer_callback.PrinterCallback)
+            trainer.remove_callback(transformers.trainer_callback.ProgressCallback)
+            trainer.train()
+            return timer.times[1:]
+
+        return run
+
+    variants = {"hf: baseline": variant(None),
+                "hf: baseline B": variant(None),
+                "hf: callback (pre-clip)": variant(lambda: GradientMonitorCallback()),
+                "hf: callback (pre+post)": variant(lambda: GradientMonitorCallback(clip="both"))}
+    for v in variants.values():  # warm-up
+        v()
+    times = _interleave(variants, args.rounds, args.seed)
+    _report(f"HF Trainer, GPT-2 from a config (6 layers, d=256, seq {seq}, batch {n}), {args.device}; "
+            "callback every step, logged every step", times, "hf: baseline", 1.02)
+    return times
+
+
+def lightning_group(args: argparse.Namespace) -> dict[str, list[float]] | None:
+    """Lightning rows: timm resnet18 at 64x64, every step logged."""
+    try:
+        import lightning.pytorch as pl
+        import timm
+
+        from resgrad.integrations.lightning import GradientMonitorCallback
+    except ImportError as e:
+        print(f"skipped: lightning rows -- {e}")
+        return None
+    cuda = args.device == "cuda"
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no banner per Trainer
+    warnings.filterwarnings("ignore", module="lightning")
+
+    class Timer(pl.Callback):
+        def __init__(self) -> None:
+            self.times: list[float] = []
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if cuda:
+                torch.cuda.synchronize()
+            self._t = time.perf_counter()
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if cuda:
+                torch.cuda.synchronize()
+            self.times.append(time.perf_counter() - self._t)
+
+    class Module(pl.LightningModule):
+        def __init__(self, net: nn.Module) -> None:
+            super().__init__()
+            self.net = net
+
+        def training_step(self, batch, i):
+            x, y = batch
+            loss = F.cross_entropy(self.net(x), y)
+            self.log("loss", loss)  # the baseline logs every step too
+            return loss
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.01, momentum=0.9)
+
+    torch.manual_seed(args.seed)
+    bs = 32
+    x = torch.randn(bs, 3, 64, 64)
+    y = torch.randint(0, 100, (bs,))
+    steps = args.steps + 1
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x.repeat(steps, 1, 1, 1), y.repeat(steps)),
+                                         batch_size=bs)
+    base = timm.create_model("resnet18", pretrained=False, num_classes=100)
+
+    def variant(callback: Callable[[], Any] | None) -> Run:
+        module = Module(copy.deepcopy(base))
+
+        def run() -> list[float]:
+            timer = Timer()
+            cbs = [timer] + ([callback()] if callback is not None else [])
+            trainer = pl.Trainer(max_steps=steps, callbacks=cbs, logger=pl.loggers.CSVLogger(args.tmp),
+                                 log_every_n_steps=1, gradient_clip_val=1.0, enable_progress_bar=False,
+                                 enable_checkpointing=False, enable_model_summary=False,
+                                 accelerator="gpu" if cuda else "cpu", devices=1)
+            trainer.fit(module, loader)
+            return timer.times[1:]
+
+        return run
+
+    variants = {"lightning: baseline": variant(None),
+                "lightning: baseline B": variant(None),
+                "lightning: callback (pre-clip)": variant(lambda: GradientMonitorCallback()),
+                "lightning: callback (pre+post)": variant(lambda: GradientMonitorCallback(clip="both"))}
+    for v in variants.values():
+        v()
+    times = _interleave(variants, args.rounds, args.seed)
+    _report(f"Lightning Trainer, timm resnet18 at 64x64 (batch {bs}), {args.device}; callback every step, "
+            "logged every step", times, "lightning: baseline", 1.02)
+    return times
+
+
+GROUPS = {"hf": hf_group, "lightning": lightning_group}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=10, help="interleaved rounds (medians over them)")
+    ap.add_argument("--steps", type=int, default=3, help="timed steps per variant per round")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch intra-op threads (1: stable on a shared machine; 0: torch's default)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--groups", default="hf,lightning", help="comma-separated: hf, lightning")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    args = ap.parse_args()
+    groups = [g for g in args.groups.split(",") if g]
+    unknown = sorted(set(groups) - set(GROUPS))
+    if unknown:
+        ap.error(f"unknown group(s) {unknown} in --groups {args.groups!r}; choose from {', '.join(GROUPS)}")
+    if args.rounds < 1 or args.steps < 1:
+        ap.error(f"--rounds and --steps must be >= 1, received {args.rounds} and {args.steps}")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        ap.error("--device cuda: no CUDA device here; use --device cpu")
+    args.tmp = tempfile.mkdtemp(prefix="resgrad-bench-")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    name = torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or platform.machine()
+    print(f"machine: {platform.node()} ({name}, {os.cpu_count()} CPUs), torch {torch.__version__}, "
+          f"{args.threads or torch.get_num_threads()} thread(s)")
+    for g in groups:
+        GROUPS[g](args)
+
+
+if __name__ == "__main__":
+    main()
