@@ -15,5 +15,5 @@ export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"  # this checkout's resgr
 "$PY" -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available(), torch.version.cuda)'
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || true
 # The framework callbacks under fp16 + GradScaler (HF Trainer, Lightning): about 1 minute.
-if [ "${1:-}" != "--quick" ]; then timeout 180 "$PY" benchmarks/gpu_integrations.py || echo "gpu_integrations: FAILED"; fi
+if [ "${1:-}" != "--quick" ]; then timeout 120 "$PY" benchmarks/gpu_integrations.py || echo "gpu_integrations: FAILED"; fi
 exec timeout "${GPU_TIMEOUT:-780}" "$PY" benchmarks/gpu.py "$@"
