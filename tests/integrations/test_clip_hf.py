@@ -164,3 +164,31 @@ def test_bf16_autocast(tmp_path, one_thread):
         assert math.sqrt(sum(v * v for v in pre.values())) == pytest.approx(h["grad_norm"], rel=1e-5)
         assert pre == pytest.approx(_autograd_norms(weights.at[step - 1], bf16=True), rel=1e-3)
         assert pre == pytest.approx(_autograd_norms(weights.at[step - 1]), rel=5e-2)
+
+
+def test_the_wrapper_is_removed_and_another_clip_route_is_said(tmp_path, one_thread, monkeypatch):
+    """After train() the accelerator is as it was. Should the Trainer clip without
+    Accelerator.clip_grad_norm_ (here: torch's own, as its mixed-mesh path does), the rows
+    measured after it are labelled post-clip, with one warning, never as pre-clip."""
+    model = _gpt2()
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path / "out"), per_device_train_batch_size=N, max_steps=2, logging_steps=1,
+        max_grad_norm=MAX_NORM, report_to=[], save_strategy="no", use_cpu=True, disable_tqdm=True)
+    trainer = transformers.Trainer(model=model, args=args, train_dataset=_Tokens())
+    cb = GradientMonitorCallback(trainer=trainer)
+    trainer.train()
+    assert "clip_grad_norm_" not in vars(trainer.accelerator)
+    trainer = transformers.Trainer(model=_gpt2(), args=args, train_dataset=_Tokens())
+    monkeypatch.setattr(trainer, "_clip_grad_norm", lambda m: torch.nn.utils.clip_grad_norm_(
+        m.parameters(), trainer.args.max_grad_norm))
+    cb = GradientMonitorCallback(trainer=trainer)
+    with pytest.warns(RuntimeWarning, match="without Accelerator.clip_grad_norm_") as got:
+        trainer.train()
+    assert sum("clip_grad_norm_" in str(w.message) for w in got) == 1
+    logs = [h for h in trainer.state.log_history if "grad_norm" in h]
+    assert len(logs) == 2
+    for h in logs:
+        assert not _family(h, "grad_norm")
+        assert math.sqrt(sum(v * v for v in _family(h, "grad_norm_post_clip").values())) == pytest.approx(
+            MAX_NORM, rel=1e-5)
+    assert {r["kind"] for r in cb.records} == {"param_post_clip"}
