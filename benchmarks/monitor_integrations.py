@@ -19,8 +19,9 @@ In one process, interleaved: every round runs each variant of a group (a fresh T
 its own copy of the model) for a few steps in a shuffled order, so load from other
 processes hits all alike; steps are timed inside the Trainer by a timing callback (from
 the step's start to its end, so Trainer start-up is not counted; the first step of each
-run is dropped); the ratio is paired with the same round's baseline and the median over
-rounds is reported, with the interquartile range.
+run is dropped), in wall-clock and in the timing thread's CPU time; each ratio is paired
+with the same round's baseline and the median over rounds is reported, with the
+interquartile range.
 
     .venv/bin/python benchmarks/monitor_integrations.py [--rounds 10] [--steps 3] [--threads 1]
         [--groups hf,lightning] [--device cpu|cuda]
@@ -45,35 +46,46 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-Run = Callable[[], list[float]]
+Run = Callable[[], list[tuple[float, float]]]  # (wall, this thread's CPU) seconds per step
 
 
-def _interleave(variants: dict[str, Run], rounds: int, seed: int) -> dict[str, list[float]]:
-    """Each variant's callable runs a few steps and returns their times; rounds shuffled."""
-    times: dict[str, list[float]] = {k: [] for k in variants}
+Times = dict[str, list[tuple[float, float]]]
+
+
+def _interleave(variants: dict[str, Run], rounds: int, seed: int) -> Times:
+    """Each variant's callable runs a few steps and returns their times; rounds shuffled.
+    One (wall, CPU) pair per variant and round: the medians over its steps."""
+    times: Times = {k: [] for k in variants}
     rng = random.Random(seed)
     for _ in range(rounds):
         order = list(variants)
         rng.shuffle(order)
         for name in order:
-            times[name].append(statistics.median(variants[name]()))
+            ts = variants[name]()
+            times[name].append((statistics.median(t[0] for t in ts), statistics.median(t[1] for t in ts)))
     return times
 
 
-def _report(title: str, times: dict[str, list[float]], ref: str, goal: float) -> None:
+def _report(title: str, times: Times, ref: str, goal: float) -> None:
+    """Wall-clock and thread-CPU ratios, each paired with the same round's baseline. With one
+    intra-op thread the step runs on the timing thread, so its CPU time leaves out the time
+    other processes held the core: the steadier of the two on a shared machine."""
     print(title)
-    print(f"{'variant':<32}{'median step':>13}{'ratio (paired median)':>24}{'IQR of ratio':>18}{'ratio of min':>14}")
+    print(f"{'variant':<32}{'wall step':>11}{'wall ratio':>12}{'IQR':>14}{'CPU step':>11}{'CPU ratio':>11}{'IQR':>14}")
     for name, ts in times.items():
         n = min(len(ts), len(times[ref]))
-        ratios = [a / b for a, b in zip(ts[:n], times[ref][:n], strict=True)]
-        q = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3
-        print(f"{name:<32}{statistics.median(ts) * 1e3:>10.1f} ms{statistics.median(ratios):>23.3f}x"
-              f"{q[0]:>10.3f}-{q[2]:.3f}{min(ts) / min(times[ref]):>13.3f}x")
+        cols = []
+        for k in (0, 1):
+            ratios = [a[k] / b[k] for a, b in zip(ts[:n], times[ref][:n], strict=True)]
+            q = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3
+            cols.append(f"{statistics.median(t[k] for t in ts) * 1e3:>8.1f} ms{statistics.median(ratios):>11.3f}x"
+                        f"{q[0]:>8.3f}-{q[2]:.3f}")
+        print(f"{name:<32}{cols[0]}{cols[1]}")
     print(f"goal: callback rows <= {goal:.2f}x; load average {os.getloadavg()[0]:.2f} "
           "(on a shared machine compare with the A/A row)")
 
 
-def hf_group(args: argparse.Namespace) -> dict[str, list[float]] | None:
+def hf_group(args: argparse.Namespace) -> Times | None:
     """HF Trainer rows: a 6-layer GPT-2 (d=256) from a config, every step logged."""
     try:
         import transformers
@@ -87,17 +99,17 @@ def hf_group(args: argparse.Namespace) -> dict[str, list[float]] | None:
 
     class Timer(transformers.TrainerCallback):
         def __init__(self) -> None:
-            self.times: list[float] = []
+            self.times: list[tuple[float, float]] = []
 
         def on_step_begin(self, a, state, control, **kw):
             if cuda:
                 torch.cuda.synchronize()
-            self._t = time.perf_counter()
+            self._t = (time.perf_counter(), time.thread_time())
 
         def on_step_end(self, a, state, control, **kw):
             if cuda:
                 torch.cuda.synchronize()
-            self.times.append(time.perf_counter() - self._t)
+            self.times.append((time.perf_counter() - self._t[0], time.thread_time() - self._t[1]))
 
     cfg = transformers.GPT2Config(vocab_size=1024, n_positions=128, n_embd=256, n_layer=6, n_head=4)
     torch.manual_seed(args.seed)
@@ -139,7 +151,7 @@ def hf_group(args: argparse.Namespace) -> dict[str, list[float]] | None:
     return times
 
 
-def lightning_group(args: argparse.Namespace) -> dict[str, list[float]] | None:
+def lightning_group(args: argparse.Namespace) -> Times | None:
     """Lightning rows: timm resnet18 at 64x64, every step logged."""
     try:
         import lightning.pytorch as pl
@@ -155,17 +167,17 @@ def lightning_group(args: argparse.Namespace) -> dict[str, list[float]] | None:
 
     class Timer(pl.Callback):
         def __init__(self) -> None:
-            self.times: list[float] = []
+            self.times: list[tuple[float, float]] = []
 
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
             if cuda:
                 torch.cuda.synchronize()
-            self._t = time.perf_counter()
+            self._t = (time.perf_counter(), time.thread_time())
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             if cuda:
                 torch.cuda.synchronize()
-            self.times.append(time.perf_counter() - self._t)
+            self.times.append((time.perf_counter() - self._t[0], time.thread_time() - self._t[1]))
 
     class Module(pl.LightningModule):
         def __init__(self, net: nn.Module) -> None:
