@@ -25,10 +25,11 @@ calls with this model's parameters) and measures on entry, which is
 A gradient hook (``register_post_accumulate_grad_hook``) was the other candidate; it runs
 on every micro-batch and, under DDP, before the all-reduce has written the averaged
 gradient, so it would need its own accumulation bookkeeping and still measure per-rank
-gradients. Should the Trainer clip by another route (DeepSpeed, SageMaker MP, gradients
-on several device meshes), the wrapper is not called: the callback measures in
+gradients. Should the Trainer clip by another route (SageMaker MP, gradients on several
+device meshes), the wrapper is not called: the callback measures in
 ``on_pre_optimizer_step``, labels the rows post-clip when ``max_grad_norm > 0``, and
-warns once. ``clip="post"``/``"both"`` adds (or keeps only) the norms after clipping,
+warns once. (Under DeepSpeed the gradients live in the engine, not in ``.grad``: not
+measured.) ``clip="post"``/``"both"`` adds (or keeps only) the norms after clipping,
 taken in ``on_pre_optimizer_step`` (see :mod:`resgrad.integrations._clip` for the names).
 
 At the Trainer's logging steps (``logging_steps``, ``logging_first_step``) the norms are
@@ -275,7 +276,7 @@ class GradientMonitorCallback(MonitorReadout, _tf.TrainerCallback):
     def _relabel_post(self, s: int) -> None:
         if not self._warned_clip:
             warnings.warn("resgrad: the Trainer clipped the gradients without Accelerator.clip_grad_norm_ "
-                          "(DeepSpeed, SageMaker MP or several device meshes), so the per-layer norms are "
+                          "(SageMaker MP, or gradients on several device meshes), so the per-layer norms are "
                           "after clipping; they are logged as grad_norm_post_clip", RuntimeWarning,
                           stacklevel=2)
             self._warned_clip = True
