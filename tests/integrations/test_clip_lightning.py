@@ -159,3 +159,44 @@ def test_fp16_with_a_grad_scaler_on_cpu(one_thread):
         assert pre == pytest.approx(ref, rel=1e-3), step
         assert pre == pytest.approx(_autograd(net.start[step]), rel=1e-2)
         assert math.sqrt(sum(v * v for v in post.values())) == pytest.approx(CLIP, rel=1e-5)
+
+
+def test_log_dict_route_reaches_callback_metrics(one_thread):
+    """log_via='log_dict' with clip='both': logged from inside configure_gradient_clipping,
+    both names land in trainer.callback_metrics with the same values the records hold."""
+    net = _Net(1)
+    cb = GradientMonitorCallback(clip="both", log_via="log_dict")
+    trainer = L.Trainer(max_steps=2, gradient_clip_val=CLIP, callbacks=[cb], logger=False, log_every_n_steps=1,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        accelerator="cpu")
+    trainer.fit(net, torch.utils.data.DataLoader(_data(), batch_size=N))
+    got = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    last = {(r["kind"], r["name"]): r["norm"] for r in cb.records if r["step"] == 1}
+    assert got["resgrad/grad_norm/net.0.weight"] == pytest.approx(last[("param", "net.0.weight")], rel=1e-6)
+    assert got["resgrad/grad_norm_post_clip/net.0.weight"] == pytest.approx(
+        last[("param_post_clip", "net.0.weight")], rel=1e-6)
+
+
+class _Manual(_Net):
+    def __init__(self) -> None:
+        super().__init__(1)
+        self.automatic_optimization = False
+
+    def training_step(self, batch, i):
+        opt = self.optimizers()
+        opt.zero_grad()
+        self.manual_backward(super().training_step(batch, i))
+        opt.step()
+
+
+def test_manual_optimization_logs_without_post_clip_and_says_so(one_thread):
+    mem = _Memory()
+    cb = GradientMonitorCallback(clip="both")
+    trainer = L.Trainer(max_steps=2, callbacks=[cb], logger=mem, log_every_n_steps=1, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
+    with pytest.warns(UserWarning, match="no post-clip gradient norms") as got:
+        trainer.fit(_Manual(), torch.utils.data.DataLoader(_data(), batch_size=N))
+    assert sum("post-clip" in str(w.message) for w in got) == 1
+    assert sorted(mem.logged) == [0, 1]
+    for h in mem.logged.values():
+        assert _family(h, "grad_norm") and not _family(h, "grad_norm_post_clip")
