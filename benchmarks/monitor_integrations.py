@@ -24,7 +24,11 @@ with the same round's baseline and the median over rounds is reported, with the
 interquartile range.
 
     .venv/bin/python benchmarks/monitor_integrations.py [--rounds 10] [--steps 3] [--threads 1]
-        [--groups hf,lightning] [--device cpu|cuda]
+        [--groups hf,lightning,direct] [--device cpu|cuda]
+
+``direct`` times the callbacks' own work per logged step (the monitor's step and metric
+dict, the post-clip norms) beside a forward+backward of the same model, in thread CPU
+time: the share a whole-step ratio is trying to resolve.
 """
 
 from __future__ import annotations
@@ -229,7 +233,74 @@ def lightning_group(args: argparse.Namespace) -> Times | None:
     return times
 
 
-GROUPS = {"hf": hf_group, "lightning": lightning_group}
+def direct_group(args: argparse.Namespace) -> None:
+    """What the callbacks add per logged step, timed directly (thread CPU time, medians of
+    ``--rounds``): the monitor's measured step with its metric dict (pre-clip), the post-clip
+    norms, against one forward+backward of the same model and batch. Load on a shared
+    machine disturbs a few-ms difference between whole Trainer steps more than this."""
+    from resgrad.integrations._clip import PostClip, metric_dict
+    from resgrad.probes import GradientMonitor
+
+    models: list[tuple[str, Callable[[], tuple[nn.Module, Callable[[nn.Module], torch.Tensor]]]]] = []
+    try:
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+
+        def gpt2() -> tuple[nn.Module, Callable[[nn.Module], torch.Tensor]]:
+            cfg = transformers.GPT2Config(vocab_size=1024, n_positions=128, n_embd=256, n_layer=6, n_head=4)
+            ids = torch.randint(0, 1024, (8, 128))
+            return transformers.GPT2LMHeadModel(cfg), lambda m: m(input_ids=ids, labels=ids).loss
+
+        models.append(("GPT-2 6x256, seq 128, batch 8", gpt2))
+    except ImportError as e:
+        print(f"skipped: GPT-2 -- {e}")
+    try:
+        import timm
+
+        def resnet18() -> tuple[nn.Module, Callable[[nn.Module], torch.Tensor]]:
+            x, y = torch.randn(32, 3, 64, 64), torch.randint(0, 100, (32,))
+            return timm.create_model("resnet18", pretrained=False, num_classes=100), \
+                lambda m: F.cross_entropy(m(x), y)
+
+        models.append(("timm resnet18, 64x64, batch 32", resnet18))
+    except ImportError as e:
+        print(f"skipped: resnet18 -- {e}")
+    print("Per logged step, thread CPU time (medians): the callbacks' own work beside a forward+backward")
+    print(f"{'model':<34}{'fwd+bwd':>10}{'pre-clip':>10}{'post-clip':>11}{'share':>16}")
+    for label, make in models:
+        torch.manual_seed(args.seed)
+        model, loss_of = make()
+        mon = GradientMonitor(model, every=1).attach()
+        post = PostClip(mon)
+        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+        fb, pre, pst = [], [], []
+        # Training steps, not repeated backwards at the initial weights: timm's zero-initialised
+        # last BN makes nearly every gradient exactly 0 at step 0, which the CPU norm path
+        # re-checks in float64 (about 50 ms on resnet18, that step only).
+        for k in range(args.rounds + 2):
+            model.zero_grad(set_to_none=True)
+            t0 = time.thread_time()
+            loss_of(model).backward()
+            t1 = time.thread_time()
+            mon.step(k)
+            metric_dict([r for r in mon.records if r["step"] == k])
+            t2 = time.thread_time()
+            post.collect(k)
+            metric_dict([r for r in post.rows if r["step"] == k])
+            t3 = time.thread_time()
+            opt.step()
+            if k > 1:  # the first two are warm-up
+                fb.append(t1 - t0)
+                pre.append(t2 - t1)
+                pst.append(t3 - t2)
+        mon.detach()
+        m_fb, m_pre, m_post = (statistics.median(v) for v in (fb, pre, pst))
+        print(f"{label:<34}{m_fb * 1e3:>7.0f} ms{m_pre * 1e3:>7.1f} ms{m_post * 1e3:>8.1f} ms"
+              f"{m_pre / m_fb:>8.2%} +{m_post / m_fb:.2%}")
+
+
+GROUPS = {"hf": hf_group, "lightning": lightning_group, "direct": direct_group}
 
 
 def main() -> None:
@@ -239,7 +310,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1,
                     help="torch intra-op threads (1: stable on a shared machine; 0: torch's default)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--groups", default="hf,lightning", help="comma-separated: hf, lightning")
+    ap.add_argument("--groups", default="hf,lightning,direct", help="comma-separated: hf, lightning, direct")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     args = ap.parse_args()
     groups = [g for g in args.groups.split(",") if g]
