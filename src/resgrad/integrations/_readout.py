@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..probes.monitor import GradientMonitor
-from .loggers import records_frame
+from ..probes.monitor import COLUMNS, GradientMonitor
+from ._clip import PostClip
 
 __all__ = ["MonitorReadout"]
 
@@ -14,13 +14,20 @@ class MonitorReadout:
     """Mixin of the framework callbacks: ``records``, ``last_metrics``, ``to_pandas()``."""
 
     monitor: GradientMonitor | None
+    _post: PostClip | None = None  # post-clip rows (clip="post"/"both")
     _last: dict[str, float]
     _during = "training"  # the framework's call that measures, for the error message
 
     @property
     def records(self) -> list[dict[str, Any]]:
-        """The monitor's tidy rows (``resgrad.probes.COLUMNS``)."""
-        return self.monitor.records if self.monitor is not None else []
+        """The monitor's tidy rows (``resgrad.probes.COLUMNS``), with the post-clip rows
+        (kind ``param_post_clip``) after the same step's others."""
+        if self.monitor is None:
+            return []
+        rows = self.monitor.records
+        if self._post is None or not self._post.rows:
+            return rows
+        return sorted([*rows, *self._post.rows], key=lambda r: r["step"])  # stable: pre before post
 
     @property
     def last_metrics(self) -> dict[str, float]:
@@ -31,4 +38,8 @@ class MonitorReadout:
         """The records as a pandas DataFrame (needs pandas)."""
         if self.monitor is None:
             raise ValueError(f"no measurements yet: the callback measures during {self._during}")
-        return records_frame(self.monitor)
+        try:
+            import pandas as pd
+        except ImportError as e:
+            raise ImportError("to_pandas needs pandas: pip install pandas") from e
+        return pd.DataFrame(self.records, columns=list(COLUMNS))
