@@ -48,7 +48,14 @@ from . import degradation as _degradation
 from . import driver
 from .config import Config as BaseConfig
 from .config import check_int, check_number, need
-from .designs_measures import SMOOTH_STEPS, SPIKE_K, SPIKE_WINDOW, grad_spikes, mean_ci, smoothed, steps_to_target
+from .designs_measures import (
+    SPIKE_K,
+    SPIKE_WINDOW,
+    grad_spikes,
+    mean_ci,
+    smoothed,
+    steps_to_target,
+)
 from .designs_train import read_steps
 from .transformer import flow_at_init
 
