@@ -143,7 +143,7 @@ def _lookup(name: str) -> tuple[Callable[..., nn.Module], dict[str, Any], str] |
     if m:
         return _FAMILIES[m.group(1)], {"depth": int(m.group(2)), "width": int(m.group(3))}, m.group(1)
     # A family name with a depth that is not registered by name: "resnet74".
-    fam = re.match(r"^([a-z]+?)-?(\d+)$", key)  # "resnet74", "preln-8"
+    fam = re.match(r"^([a-z][a-z-]*?)-?(\d+)$", key)  # "resnet74", "preln-8", "hc-dynamic-8", "nf-resnet74"
     if fam and fam.group(1) in _FAMILIES:
         return _FAMILIES[fam.group(1)], {"depth": int(fam.group(2))}, fam.group(1)
     return None
@@ -205,7 +205,10 @@ def describe(name: str) -> str:
 
 
 def family_of(name: str) -> str:
-    """The family a registered name belongs to ('resnet', 'plain', 'preresnet', ...)."""
+    """The family a registered name belongs to ('resnet', 'plain', 'preresnet', 'hc-dynamic', 'nf-resnet', ...)."""
+    m = re.match(r"^([a-z][a-z-]*?)-?\d", name.lower())
+    if m and m.group(1) in _FAMILIES and "-" in m.group(1):  # a family whose name has a hyphen
+        return m.group(1)
     return re.sub(r"[-\d].*$", "", name.lower())
 
 
@@ -295,3 +298,13 @@ def _transformer_family(kind: str, doc: str) -> None:
 _transformer_family("preln", "Pre-LN Transformer (Xiong et al. 2020): x + F(LN(x)), final LN.")
 _transformer_family("postln", "Post-LN Transformer (Vaswani et al. 2017): LN(x + F(x)).")
 _transformer_family("noskip", "The no-skip twin of the pre-LN Transformer: F(LN(x)).")
+# The designs of issue 21 (nets/transformer.py, nets/designs/): same width, depth and heads.
+_transformer_family("deepnorm", "DeepNorm Transformer (Wang et al. 2022): LN(alpha x + F(x)), beta-scaled init.")
+_transformer_family("periln", "Peri-LN Transformer (Kim et al. 2025): x + LN(F(LN(x))).")
+_transformer_family("lns", "LayerNorm Scaling (Sun et al. 2025): pre-LN with LN(x)/sqrt(layer).")
+_transformer_family("mixln", "Mix-LN Transformer (Li et al. 2024): post-LN first quarter, pre-LN after.")
+_transformer_family("rezero", "ReZero Transformer (Bachlechner et al. 2020): x + a F(x), a = 0, no LN.")
+_transformer_family("dyt", "DyT Transformer (Zhu et al. 2025): pre-LN with tanh(alpha x) for every LN.")
+_transformer_family("hc", "Static hyper-connections, 4 streams (Zhu et al. 2024), pre-LN units.")
+_transformer_family("hc-dynamic", "Dynamic hyper-connections, 4 streams (Zhu et al. 2024), pre-LN units.")
+_transformer_family("mhc", "mHC, 4 streams, doubly stochastic mixing (DeepSeek-AI 2025), pre-LN units.")
