@@ -149,8 +149,32 @@ def _lookup(name: str) -> tuple[Callable[..., nn.Module], dict[str, Any], str] |
     return None
 
 
+def _wrong_family(key: str) -> str | None:
+    """A design name joined to a family it is not built for ("dyt-resnet20", "hc-plain56"): one line, or None."""
+    from .designs import DESIGNS
+
+    head, _, rest = key.partition("-")
+    for name in sorted(DESIGNS, key=len, reverse=True):  # "hc-dynamic" before "hc"
+        if key.startswith(name + "-"):
+            head, rest = name, key[len(name) + 1:]
+            break
+    if head not in DESIGNS or not rest or rest[0].isdigit():
+        return None
+    d = DESIGNS[head]
+    if d.family == "transformer":
+        return (f"design {head!r} exists for Transformers only ({head}-DEPTH, e.g. {head}-8), "
+                f"not for {rest!r}; the CNN designs are fixup, skipinit, nf ({{design}}-resnetDEPTH)")
+    if d.baseline:
+        return None
+    return (f"design {head!r} is built for the He et al. residual net only ({head}-resnetDEPTH, e.g. "
+            f"{head}-resnet20, dims 1 and 2), not for {rest!r}")
+
+
 def _unknown(name: str) -> ValueError:
     key = name.strip().lower()
+    wrong = _wrong_family(key)
+    if wrong:
+        return ValueError(wrong)
     names = list_models() + list(_FAMILIES)
     close = difflib.get_close_matches(key, names, n=4, cutoff=0.5)
     hint = f"did you mean {', '.join(close)}?" if close else "see `resgrad models` for the list"
@@ -308,3 +332,22 @@ _transformer_family("dyt", "DyT Transformer (Zhu et al. 2025): pre-LN with tanh(
 _transformer_family("hc", "Static hyper-connections, 4 streams (Zhu et al. 2024), pre-LN units.")
 _transformer_family("hc-dynamic", "Dynamic hyper-connections, 4 streams (Zhu et al. 2024), pre-LN units.")
 _transformer_family("mhc", "mHC, 4 streams, doubly stochastic mixing (DeepSeek-AI 2025), pre-LN units.")
+
+
+# ---- normalisation-free He et al. nets (nets/designs/cnn.py): "<design>-resnet<depth>", both dims ----
+
+def _free_family(design: str, doc: str) -> None:
+    def fam(depth: int = 20, **kw) -> nn.Module:
+        from .designs.cnn import free_he_net
+
+        return free_he_net(depth, design=design, **kw)
+
+    fam.__name__, fam.__doc__ = f"{design}-resnet", doc
+    register_model(f"{design}-resnet", family=True)(fam)
+    for d in (20, 32, 44, 56, 110):
+        _named(f"{design}-resnet{d}", fam, d)
+
+
+_free_family("fixup", "Fixup ResNet (Zhang et al. 2019): no BN, zero last conv, scalar biases.")
+_free_family("skipinit", "SkipInit ResNet (De and Smith 2020): no BN, branch times a scalar from 0.")
+_free_family("nf", "NF-ResNet (Brock et al. 2021): scaled WS convs, h + alpha f(h / beta).")
