@@ -1,0 +1,256 @@
+"""Hyper-connections (Zhu et al. 2024, arXiv 2409.19606) and mHC (DeepSeek-AI 2025, arXiv 2512.24880).
+
+The residual stream is ``n`` streams ``H`` of shape ``(B, n, T, d)``: the input is copied ``n``
+times (:class:`StreamExpand`) and the streams are summed before the final norm
+(:class:`StreamSum`). Each sublayer ``F`` (attention or MLP, pre-LN inside) is one resgrad
+:class:`~resgrad.nets.blocks.Residual` unit:
+
+- ``shortcut(H)``: the stream mixing, ``H'_j = sum_i M_ji H_i`` (HC: ``M = A_r^T``, Zhu et al.
+  Eq. 3; mHC: ``M = H_res``, doubly stochastic by Sinkhorn-Knopp);
+- ``branch(H)``: the depth connection, ``B_j * F(sum_i A_m,i H_i)`` (HC Eq. 4; mHC: ``H_post^T
+  F(H_pre H)``);
+
+so ``y = shortcut(H) + branch(H)`` is the papers' layer, and lesions, routes and the path
+decomposition address the mixing and the layer apart. The connection parameters live in the
+branch (``branch.hc``); the shortcut reads them unregistered, so they are stored once.
+
+:func:`mixing_matrices` lists every unit's ``M`` and :func:`amax` reads the product
+``M_L ... M_1`` across depth: its largest absolute row sum (the forward gain) and column sum
+(the backward gain), the mHC paper's Amax (Fig. 3 and 7). The identity mixing gives 1.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["sinkhorn", "StreamExpand", "StreamSum", "HCConnections", "MHCConnections", "StreamMix",
+           "StreamBranch", "mixing_matrices", "amax", "SINKHORN_ITERS"]
+
+SINKHORN_ITERS = 20  # t_max of the mHC paper (DeepSeek-AI 2025, §4)
+
+
+def sinkhorn(logits: Tensor, iters: int = SINKHORN_ITERS) -> Tensor:
+    """Sinkhorn-Knopp on ``exp(logits)`` over the last two dims: rows, then columns, ``iters`` times.
+
+    Each iteration rescales the rows to sum 1, then the columns; the result is doubly stochastic
+    (columns exactly, rows to the convergence of ``iters`` rounds). The max is subtracted first
+    (the result does not change; ``exp`` cannot overflow).
+    """
+    m = torch.exp(logits - logits.amax(dim=(-2, -1), keepdim=True))
+    for _ in range(iters):
+        m = m / m.sum(dim=-1, keepdim=True)
+        m = m / m.sum(dim=-2, keepdim=True)
+    return m
+
+
+class StreamExpand(nn.Module):
+    """``(B, T, d) -> (B, n, T, d)``: the input copied into ``n`` streams (Zhu et al. 2024 §2)."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.n = n
+
+    def forward(self, h: Tensor) -> Tensor:
+        return h.unsqueeze(1).expand(h.shape[0], self.n, *h.shape[1:])
+
+    def extra_repr(self) -> str:
+        return f"n={self.n}"
+
+
+class StreamSum(nn.Module):
+    """``(B, n, T, d) -> (B, T, d)``: the streams summed before the final norm (Zhu et al. 2024 §2)."""
+
+    def forward(self, h: Tensor) -> Tensor:
+        return h.sum(1)
+
+
+class HCConnections(nn.Module):
+    """The width and depth connections of one layer, static or dynamic (Zhu et al. 2024 §2.1-2.2).
+
+    Static: ``A_m`` (n), ``A_r`` (n x n), ``B`` (n), initialised as the paper's Eq. 14 so the
+    layer starts as pre-LN on stream ``k mod n``: ``A_m = e_(k mod n)``, ``A_r = I``, ``B = 1``.
+    Dynamic (Eq. 10-13): ``Hbar = LN(H)``; ``A_m(H) = s_a tanh(Hbar W_m) + A_m``,
+    ``A_r(H) = s_a tanh(Hbar W_r) + A_r``, ``B(H) = s_b tanh(Hbar W_b)^T + B``, with ``W`` zero and
+    ``s_a = s_b = 0.01`` at initialisation (the paper's init), one coefficient set per token.
+    """
+
+    def __init__(self, n: int, d_model: int, index: int, dynamic: bool) -> None:
+        super().__init__()
+        self.n, self.dynamic = n, dynamic
+        am = torch.zeros(n)
+        am[index % n] = 1.0
+        self.static_m = nn.Parameter(am)
+        self.static_r = nn.Parameter(torch.eye(n))
+        self.static_b = nn.Parameter(torch.ones(n))
+        if dynamic:
+            self.norm = nn.LayerNorm(d_model)
+            # Columns: [W_m | W_r (n columns) | W_b].
+            self.weight = nn.Parameter(torch.zeros(d_model, n + 2))
+            self.scale_a = nn.Parameter(torch.tensor(0.01))
+            self.scale_b = nn.Parameter(torch.tensor(0.01))
+
+    def _dyn(self, h: Tensor, cols: slice) -> Tensor:  # (B, n, T, k): tanh(LN(H) W[:, cols])
+        return torch.tanh(self.norm(h) @ self.weight[:, cols])
+
+    def width(self, h: Tensor) -> Tensor:
+        """The layer input ``sum_i A_m,i H_i``: ``(B, n, T, d) -> (B, T, d)``."""
+        if not self.dynamic:
+            return torch.einsum("i,bitd->btd", self.static_m, h)
+        am = self.scale_a * self._dyn(h, slice(0, 1))[..., 0] + self.static_m[:, None]  # (B, n, T)
+        return torch.einsum("bit,bitd->btd", am, h)
+
+    def depth(self, h: Tensor, y: Tensor) -> Tensor:
+        """``B_j * y``: the layer output written to each stream, ``(B, T, d) -> (B, n, T, d)``."""
+        if not self.dynamic:
+            return torch.einsum("j,btd->bjtd", self.static_b, y)
+        n = self.n
+        b = self.scale_b * self._dyn(h, slice(n + 1, n + 2))[..., 0] + self.static_b[:, None]  # (B, n, T)
+        return b.unsqueeze(-1) * y.unsqueeze(1)
+
+    def matrix(self, h: Tensor | None = None) -> Tensor:
+        """The stream mixing ``M = A_r^T`` acting on the streams: ``(n, n)``, or ``(B, T, n, n)`` dynamic."""
+        if not self.dynamic or h is None:
+            return self.static_r.t()
+        ar = self.scale_a * self._dyn(h, slice(1, self.n + 1)) + self.static_r[:, None, :]  # (B, i, T, j)
+        return ar.permute(0, 2, 3, 1)  # (B, T, j, i): M_ji = A_r,ij
+
+    def mix(self, h: Tensor) -> Tensor:
+        if not self.dynamic:
+            return torch.einsum("ji,bitd->bjtd", self.matrix(), h)
+        return torch.einsum("btji,bitd->bjtd", self.matrix(h), h)
+
+    def extra_repr(self) -> str:
+        return f"n={self.n}, dynamic={self.dynamic}"
+
+
+class MHCConnections(nn.Module):
+    """mHC's three mappings of one layer (DeepSeek-AI 2025 §4.1, Eq. 7-8), one set per token.
+
+    ``x' = RMSNorm(vec(H))`` over the ``n d`` stream values of a token; ``H_pre = sigmoid(a_pre
+    x' phi_pre + b_pre)``, ``H_post = 2 sigmoid(a_post x' phi_post + b_post)``, ``H_res =
+    Sinkhorn-Knopp(a_res mat(x' phi_res) + b_res)``. Initialisation (a choice, written here): ``phi``
+    zero and ``a = 0.01`` (as hyper-connections' ``W`` and ``s``); ``b_pre = -log(n - 1)`` so
+    ``H_pre = 1/n`` (the copied streams average to the input), ``b_post = 0`` so ``H_post = 1``,
+    ``b_res`` 0 on the diagonal and -8 off it, so ``H_res`` starts near the identity.
+    """
+
+    def __init__(self, n: int, d_model: int) -> None:
+        super().__init__()
+        self.n = n
+        self.norm = nn.RMSNorm(n * d_model)
+        self.phi = nn.Parameter(torch.zeros(n * d_model, 2 * n + n * n))  # [pre | post | res]
+        self.alpha = nn.Parameter(torch.full((3,), 0.01))  # a_pre, a_post, a_res
+        self.bias_pre = nn.Parameter(torch.full((n,), -math.log(n - 1) if n > 1 else 10.0))
+        self.bias_post = nn.Parameter(torch.zeros(n))
+        self.bias_res = nn.Parameter(torch.full((n, n), -8.0).fill_diagonal_(0.0))
+
+    def _z(self, h: Tensor, cols: slice) -> Tensor:  # (B, T, k)
+        b, n, t, d = h.shape
+        flat = h.permute(0, 2, 1, 3).reshape(b, t, n * d)
+        return self.norm(flat) @ self.phi[:, cols]
+
+    def width(self, h: Tensor) -> Tensor:
+        n = self.n
+        pre = torch.sigmoid(self.alpha[0] * self._z(h, slice(0, n)) + self.bias_pre)  # (B, T, n)
+        return torch.einsum("bti,bitd->btd", pre, h)
+
+    def depth(self, h: Tensor, y: Tensor) -> Tensor:
+        n = self.n
+        post = 2 * torch.sigmoid(self.alpha[1] * self._z(h, slice(n, 2 * n)) + self.bias_post)  # (B, T, n)
+        return post.permute(0, 2, 1).unsqueeze(-1) * y.unsqueeze(1)
+
+    def matrix(self, h: Tensor | None = None) -> Tensor:
+        """``H_res``: ``(n, n)`` from the biases alone, or ``(B, T, n, n)`` for streams ``h``."""
+        n = self.n
+        if h is None:
+            return sinkhorn(self.bias_res)
+        z = self._z(h, slice(2 * n, 2 * n + n * n)).unflatten(-1, (n, n))
+        return sinkhorn(self.alpha[2] * z + self.bias_res)
+
+    def mix(self, h: Tensor) -> Tensor:
+        return torch.einsum("btji,bitd->bjtd", self.matrix(h), h)
+
+    def extra_repr(self) -> str:
+        return f"n={self.n}, sinkhorn_iters={SINKHORN_ITERS}"
+
+
+class StreamMix(nn.Module):
+    """A unit's shortcut: the stream mixing ``M H`` of the connections held by its branch."""
+
+    keeps_shape = True  # a mixing, not a downsampling: lesions and swaps treat the unit as any other
+
+    def __init__(self, connections: nn.Module) -> None:
+        super().__init__()
+        self._conn = (connections,)  # a tuple: not registered again, stored once (in the branch)
+
+    @property
+    def connections(self) -> nn.Module:
+        return self._conn[0]
+
+    def forward(self, h: Tensor) -> Tensor:
+        return self._conn[0].mix(h)
+
+
+class StreamBranch(nn.Module):
+    """A unit's branch: ``depth(H, op(width(H)))``; ``op`` is the pre-LN sublayer ``F(LN(x))``."""
+
+    def __init__(self, op: nn.Module, connections: nn.Module) -> None:
+        super().__init__()
+        self.op = op
+        self.hc = connections
+
+    def forward(self, h: Tensor) -> Tensor:
+        return self.hc.depth(h, self.op(self.hc.width(h)))
+
+
+def _mixers(model: nn.Module) -> list[StreamMix]:
+    return [m for m in model.modules() if isinstance(m, StreamMix)]
+
+
+def mixing_matrices(model: nn.Module, x: Tensor | None = None) -> list[Tensor]:
+    """Every unit's stream-mixing matrix ``M`` (``H' = M H``), in forward order; ``[]`` for one stream.
+
+    Without ``x``: the input-independent part (static HC: ``A_r^T``; dynamic HC: its static ``A_r^T``;
+    mHC: ``Sinkhorn(b_res)``), each ``(n, n)``. With an input ``x`` the model runs once and each
+    dynamic unit's matrices are those of every token, ``(B, T, n, n)``.
+    """
+    mixers = _mixers(model)
+    if x is None or not mixers:
+        return [m.connections.matrix().detach() for m in mixers]
+    got: dict[int, Tensor] = {}
+    hooks = [m.register_forward_hook(lambda mod, a, o, i=i: got.__setitem__(i, mod.connections.matrix(a[0])))
+             for i, m in enumerate(mixers)]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return [got[i].detach() for i in range(len(mixers))]
+
+
+def amax(model: nn.Module, x: Tensor | None = None, *, reduce: str = "max") -> tuple[float, float]:
+    """``(forward_gain, backward_gain)`` of the product of the stream mixings across depth.
+
+    ``P = M_L ... M_1`` (:func:`mixing_matrices`); the forward gain is ``P``'s largest absolute row
+    sum (the infinity norm: how much a stream can grow), the backward gain its largest absolute
+    column sum (the 1-norm: how much a gradient can), the mHC paper's Amax (DeepSeek-AI 2025 Fig. 3).
+    Per token when the mixings depend on ``x``; ``reduce`` says over tokens: ``"max"`` or ``"mean"``.
+    A model with one stream (every other design) mixes by the identity: ``(1.0, 1.0)``.
+    """
+    if reduce not in ("max", "mean"):
+        raise ValueError(f"reduce must be 'max' or 'mean', received {reduce!r}")
+    mats = mixing_matrices(model, x)
+    if not mats:
+        return 1.0, 1.0
+    p = mats[0].double()
+    for m in mats[1:]:
+        p = m.double() @ p  # broadcast: static (n, n) with per-token (B, T, n, n)
+    fwd = p.abs().sum(-1).amax(-1)  # per token: max over rows of the row sums
+    bwd = p.abs().sum(-2).amax(-1)
+    if reduce == "max":
+        return float(fwd.max()), float(bwd.max())
+    return float(fwd.mean()), float(bwd.mean())
