@@ -43,7 +43,7 @@ from ..nets.registry import contract_of, list_models
 from ..probes.signal_prop import signal_propagation, token_cosine
 from ..results.designs import DesignsResult
 from ..rundir import RunDir
-from ..train import RUN_KIND, TrainConfig
+from ..train import RUN_KIND, TrainConfig, load_run
 from . import degradation as _degradation
 from . import driver
 from .config import Config as BaseConfig
@@ -64,6 +64,7 @@ __all__ = ["DesignsConfig", "SIZES", "preset", "run", "compute", "KIND", "catalo
 
 KIND = "resgrad.designs"  # config.json's kind for a designs run folder
 LABEL = "designs"
+NEEDS_OUT = False  # the at-initialisation panel alone runs without a folder (training needs one)
 Result = DesignsResult
 
 # The designs every resgrad has (nets/transformer.py, nets/he2015.py), with the claim each is
@@ -120,16 +121,20 @@ def catalogue(names: tuple[str, ...]) -> list[dict[str, str]]:
             e = table[n]
             fam = _field(e, "family") or family(n)
             out.append({"name": n, "family": "cnn" if fam.lower() in ("cnn", "conv", "resnet") else "transformer",
-                        "paper": _field(e, "paper"), "arxiv": _field(e, "arxiv"), "claim": _field(e, "claim")})
+                        "title": _field(e, "title") or n, "paper": _field(e, "paper"), "arxiv": _field(e, "arxiv"),
+                        "claim": _field(e, "claim"), "streams": int(getattr(e, "streams", 1) or 1)})
         elif n in BUILTIN:
-            out.append({"name": n, **BUILTIN[n]})
+            out.append({"name": n, "title": n, "streams": 1, **BUILTIN[n]})
         else:
-            out.append({"name": n, "family": family(n), "paper": "", "arxiv": "", "claim": ""})
+            out.append({"name": n, "title": n, "family": family(n), "paper": "", "arxiv": "", "claim": "", "streams": 1})
     return out
 
 
 def family(name: str) -> str:
-    """"transformer" (a sequence model) or "cnn" (a conv net), from the name's registered input contract."""
+    """"transformer" (a sequence model) or "cnn" (a conv net): DESIGNS' family, else the registered input contract."""
+    table = _designs_table()
+    if name in table and _field(table[name], "family") in ("transformer", "cnn"):
+        return _field(table[name], "family")
     kind = contract_of(name).kind
     if kind == "sequence":
         return "transformer"
@@ -142,7 +147,10 @@ def family(name: str) -> str:
 def check_designs(names: tuple[str, ...]) -> None:
     """One line for an unknown design (with the close matches) or one that is not a Transformer or CNN."""
     known = known_designs()
+    table = _designs_table()
     for n in names:
+        if n in table:
+            continue
         try:
             contract_of(n)
         except ValueError:
@@ -154,12 +162,14 @@ def check_designs(names: tuple[str, ...]) -> None:
 
 def available(names: tuple[str, ...]) -> tuple[str, ...]:
     """The names this resgrad can build (the default lists name designs of resgrad.nets.designs)."""
+    table = _designs_table()
     out = []
     for n in names:
-        try:
-            contract_of(n)
-        except ValueError:
-            continue
+        if n not in table:
+            try:
+                contract_of(n)
+            except ValueError:
+                continue
         out.append(n)
     return tuple(out)
 
@@ -310,19 +320,33 @@ def _kwargs(config: DesignsConfig, fam: str, data: DataBundle) -> dict[str, Any]
             "context": data.input_shape[0]}
 
 
+def model_name(design: str, depth: int) -> str:
+    """The registry name of ``design`` at ``depth`` (``mhc-24``, ``nf-resnet56``; ``resnet20``)."""
+    try:
+        from ..nets.designs import DESIGNS
+        from ..nets.designs import model_name as _name
+    except ImportError:
+        DESIGNS, _name = {}, None
+    if _name is not None and design in DESIGNS:
+        return _name(design, depth)
+    return f"{design}-{depth}" if family(design) == "transformer" else f"{design}{depth}"
+
+
 def _build(name: str, depth: int, fam: str, config: DesignsConfig, data: DataBundle, seed: int) -> nn.Module:
     torch.manual_seed(seed)
-    return build_for(name, data.input_shape, data.num_classes, depth=depth, **_kwargs(config, fam, data))
+    return build_for(model_name(name, depth), data.input_shape, data.num_classes, **_kwargs(config, fam, data))
 
 
-def _amax(model: nn.Module) -> tuple[float | None, float | None]:
-    """(forward, backward) Amax of a design that mixes residual streams; (None, None) for one that does not."""
+def _amax(model: nn.Module, x: torch.Tensor) -> tuple[float | None, float | None]:
+    """(forward, backward) Amax of the product of a model's stream mixings (1, 1 for one stream; None, None
+    where this resgrad has no hyper-connection designs)."""
     try:
         from ..nets.designs import amax
     except ImportError:
         return None, None
     try:
-        got = amax(model)
+        with torch.no_grad():
+            got = amax(model, x)
     except (ValueError, TypeError, AttributeError):
         return None, None
     if got is None:
@@ -364,7 +388,7 @@ def measure_init(model: nn.Module, x: torch.Tensor, y: torch.Tensor, fam: str) -
     p, st = flow_at_init(model, x, y)
     spp = signal_propagation(model, x, channel_dim=-1 if fam == "transformer" else 1)
     cos = token_cosine(model, x) if fam == "transformer" else []
-    fwd, bwd = _amax(model)
+    fwd, bwd = _amax(model, x)
     return {"param_norms": p, "stream_norms": st, **spp, "token_cosine": cos, "amax_forward": fwd,
             "amax_backward": bwd}
 
@@ -422,7 +446,7 @@ def _jobs(config: DesignsConfig, designs: list[dict[str, str]], fam: str, data: 
                 for seed in config.seeds:
                     train = replace(recipe, seed=seed, lr=recipe.lr if lr is None else lr)
                     label = _label(name, depth, seed, lr)
-                    jobs.append({"model": name, "model_kwargs": {"depth": depth, **_kwargs(config, fam, data)},
+                    jobs.append({"model": model_name(name, depth), "model_kwargs": _kwargs(config, fam, data),
                                  "seed": seed, "train": asdict(train), "data": spec,
                                  "run_dir": str(root / sub / label), "label": label,
                                  "meta": {"design": name, "family": fam, "depth": depth, "seed": seed,
@@ -539,6 +563,7 @@ def _finish_runs(config: DesignsConfig, runs: list[dict[str, Any]]) -> tuple[lis
         every = max(1, len(s) // 100)
         out.append({k: r[k] for k in ("design", "family", "depth", "seed", "lr", "model", "params", "run_dir",
                                       "final", "curve", "diverged", "diverged_step")}
+                   | {"amax": r.get("amax", [])}
                    | {"steps": len(r["loss"]),
                       "spikes": grad_spikes(r["norm"], k=config.spike_k, window=config.spike_window),
                       "steps_to_target": steps_to_target(r["loss"], target),
@@ -611,6 +636,12 @@ def compute(config: DesignsConfig, ctx: driver.Context) -> DesignsResult:
             log(f"training {len(jobs)} {'LM' if part == 'lm' else 'CNN'} runs on {data[fam].name}")
             raw += _train(jobs, data[fam], ctx.pool(), log, ctx.progress)
             timing[part] = time.perf_counter() - t
+    streams = {d["name"] for d in designs if int(d.get("streams", 1)) > 1}
+    for r in raw:  # the mHC paper's Amax after training (Fig. 3 and 7: the gain grows while training)
+        if r["design"] in streams and not r["diverged"]:
+            model = load_run(r["run_dir"], device=config.device)[0]
+            bundle = data[r["family"]]
+            r["amax"] = list(_amax(model, bundle.x_train[: config.init_batch].to(config.device)))
     runs, cells = _finish_runs(config, raw)
     params: dict[str, dict[str, int]] = {}
     for r in runs:

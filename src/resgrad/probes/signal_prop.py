@@ -126,7 +126,8 @@ def token_cosine(model: nn.Module, x: Tensor, *, units: Sequence[nn.Module] | No
     """Mean pairwise token cosine of the stream entering the first unit, then after every unit.
 
     ``len(units) + 1`` values (Noci et al. 2022: rank collapse is the cosine going to 1 with depth);
-    None where a unit's output is not a ``(N, T, d)`` stream.
+    None where a unit's output is not a ``(N, T, d)`` stream; ``n`` residual streams ``(N, n, T, d)``
+    (hyper-connections) are summed first, as the model sums them before its head.
     """
     units = list(blocks(model) if units is None else units)
     if not units:
@@ -134,5 +135,7 @@ def token_cosine(model: nn.Module, x: Tensor, *, units: Sequence[nn.Module] | No
     outs, _, first = _capture(model, x, units)
     out: list[float | None] = []
     for h in [first, *outs]:
+        if h is not None and h.dim() == 4:  # n residual streams (B, n, T, d): the model reads out their sum
+            h = h.sum(1)
         out.append(pairwise_cosine(h) if h is not None and h.dim() == 3 and h.shape[1] >= 2 else None)
     return out

@@ -28,6 +28,8 @@ class DesignInfo(Record):
     paper: str
     arxiv: str
     claim: str
+    title: str = ""  # for tables: "DeepNorm"
+    streams: int = 1  # residual streams (hyper-connections: 4)
     params: dict[str, int] = field(default_factory=dict)  # parameters at each trained depth ("6": ...)
 
 
@@ -82,7 +84,8 @@ class DesignRun(Record):
     steps_to_target: int | None  # steps until the smoothed training loss reached the cell's target (None: never)
     diverged: bool
     diverged_step: int | None
-    loss_trace: list[Num] = field(default_factory=list)  # the smoothed training loss, every trace_every steps
+    loss_trace: list[Num] = field(default_factory=list)  # the smoothed training loss, about 100 points
+    amax: list[Num] = field(default_factory=list)  # [forward, backward] Amax of the trained net (stream designs)
 
 
 @dataclass
