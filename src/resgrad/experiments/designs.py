@@ -184,6 +184,7 @@ class DesignsConfig(BaseConfig):
     text: str | None = None  # a local UTF-8 file for the LM (None: the offline corpus, pydoc_data.topics)
     seq_len: int = 32  # characters per LM window
     lm_n_train: int | None = None  # cut the LM's training windows to this many (None: all)
+    lm_n_test: int | None = None  # cut the LM's validation windows (None: all, the corpus's last 10%)
     d_model: int = 32  # width of every Transformer design
     n_heads: int = 4
     init_depths: tuple[int, ...] = (2, 4, 8, 16, 32, 64, 128)  # Transformer layers at initialisation
@@ -253,12 +254,12 @@ Config = DesignsConfig  # the experiment contract: this module's config type
 SIZES: dict[str, dict[str, Any]] = {
     # Seconds: tests and a first look. Two seeds (a t-interval needs two), 40 LM steps.
     "quick": {"init_depths": (2, 4), "cnn_init_depths": (8, 14), "init_seeds": (0,), "init_batch": 8,
-              "lm_depths": (1, 2), "cnn_depths": (8, 14), "seeds": (0, 1), "seq_len": 16, "lm_n_train": 640,
-              "lm_train": replace(LM_RECIPE, epochs=2), "cnn_train": replace(CNN_RECIPE, epochs=1),
-              "cnn_n_train": 512, "cnn_n_test": 256},
+              "lm_depths": (1, 2), "cnn_depths": (8, 14), "seeds": (0, 1), "seq_len": 16, "lm_n_train": 384,
+              "lm_n_test": 128, "lm_train": replace(LM_RECIPE, epochs=2), "cnn_train": replace(CNN_RECIPE, epochs=1),
+              "cnn_n_train": 256, "cnn_n_test": 128},
     # The sizes: 2..128 layers at initialisation, 6 and 24 trained, three seeds; sized to
     # ~20 minutes on 2 CPU cores with the pool (benchmarks/designs.py).
-    "default": {"lm_train": replace(LM_RECIPE, epochs=1), "lm_n_train": 4800},
+    "default": {"lm_train": replace(LM_RECIPE, epochs=2), "lm_n_train": 3200, "lm_n_test": 1024},
     # Closer to the papers: five init seeds, longer training, the whole corpus.
     "full": {"init_seeds": (0, 1, 2, 3, 4), "init_batch": 64, "seq_len": 64, "d_model": 64,
              "lm_train": replace(LM_RECIPE, epochs=10), "cnn_train": replace(CNN_RECIPE, epochs=30),
@@ -285,6 +286,7 @@ def preset(size: str, *, device: str = "cpu", designs: tuple[str, ...] | None = 
     if text is not None:
         kw["text"] = str(Path(text).expanduser().resolve())
         kw.pop("lm_n_train", None)
+        kw.pop("lm_n_test", None)
     if data_dir is not None:
         kw.update(cnn_data="cifar10", data_dir=str(Path(data_dir).expanduser().resolve()))
         kw.pop("cnn_n_train", None)
@@ -297,7 +299,7 @@ def preset(size: str, *, device: str = "cpu", designs: tuple[str, ...] | None = 
 
 def _lm_spec(config: DesignsConfig) -> dict[str, Any]:
     return jsonable({"data": "text", "data_kwargs": {"path": config.text, "seq_len": config.seq_len},
-                     "n_train": config.lm_n_train, "n_test": None})
+                     "n_train": config.lm_n_train, "n_test": config.lm_n_test})
 
 
 def _cnn_spec(config: DesignsConfig) -> dict[str, Any]:
