@@ -145,18 +145,24 @@ def family(name: str) -> str:
 
 
 def check_designs(names: tuple[str, ...]) -> None:
-    """One line for an unknown design (with the close matches) or one that is not a Transformer or CNN."""
+    """One line for an unknown design (with the close matches) or one that is not a Transformer or CNN.
+
+    A design is a name of DESIGNS (or a built-in twin), or a registered family without a depth
+    (``preresnet``); a name with a depth (``periln2``) is a model, not a design.
+    """
     known = known_designs()
-    table = _designs_table()
     for n in names:
-        if n in table:
-            continue
-        try:
-            contract_of(n)
-        except ValueError:
-            close = difflib.get_close_matches(n, known + list_models(), n=3, cutoff=0.5)
+        ok = n in known
+        if not ok and not any(ch.isdigit() for ch in n):
+            try:
+                contract_of(n)
+                ok = True
+            except ValueError:
+                pass
+        if not ok:
+            close = difflib.get_close_matches(n, known, n=3, cutoff=0.5)
             hint = f"did you mean {', '.join(close)}? " if close else ""
-            raise ValueError(f"designs: unknown design {n!r}; {hint}known: {', '.join(known)}") from None
+            raise ValueError(f"designs: unknown design {n!r}; {hint}known: {', '.join(known)}")
         family(n)
 
 
