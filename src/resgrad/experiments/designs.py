@@ -39,7 +39,7 @@ from ..data import load as load_data
 from ..executors import Executor, Task
 from ..io import environment, jsonable
 from ..nets import build_for
-from ..nets.registry import contract_of, list_models
+from ..nets.registry import contract_of
 from ..probes.signal_prop import signal_propagation, token_cosine
 from ..results.designs import DesignsResult
 from ..rundir import RunDir

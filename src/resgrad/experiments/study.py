@@ -32,8 +32,8 @@ from ..results import StudyResult, TransformerResult
 from ..results.study import Timing
 from ..rundir import RunDir
 from ..train import TrainConfig, load_run
-from . import driver
 from . import designs as _designs
+from . import driver
 from . import transformer as _transformer
 from .config import Config as BaseConfig
 from .degradation import DegradationConfig, load_for, twin_names
