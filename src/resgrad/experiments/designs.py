@@ -23,7 +23,6 @@ Runs are resumable ``fit`` runs under ``lm/`` and ``cnn/``, fanned out through `
 
 from __future__ import annotations
 
-import difflib
 import math
 import time
 from collections.abc import Callable
@@ -36,18 +35,27 @@ from torch import nn
 
 from ..data import DataBundle
 from ..data import load as load_data
-from ..executors import Executor, Task
+from ..executors import Executor
 from ..io import environment, jsonable
 from ..nets import build_for
-from ..nets.registry import contract_of
 from ..probes.signal_prop import signal_propagation, token_cosine
 from ..results.designs import DesignsResult
 from ..rundir import RunDir
-from ..train import RUN_KIND, TrainConfig, load_run
+from ..train import TrainConfig, load_run
 from . import degradation as _degradation
 from . import driver
 from .config import Config as BaseConfig
 from .config import check_int, check_number, need
+from .designs_catalogue import (
+    CNN_DEFAULT,
+    TRANSFORMER_DEFAULT,
+    available,
+    catalogue,
+    check_designs,
+    family,
+    known_designs,
+    model_name,
+)
 from .designs_measures import (
     SPIKE_K,
     SPIKE_WINDOW,
@@ -56,35 +64,16 @@ from .designs_measures import (
     smoothed,
     steps_to_target,
 )
-from .designs_train import read_steps
+from .designs_train import train_jobs
 from .transformer import flow_at_init
 
 __all__ = ["DesignsConfig", "SIZES", "preset", "run", "compute", "KIND", "catalogue", "family", "check_designs",
-           "TRANSFORMER_DEFAULT", "CNN_DEFAULT", "measure_init", "known_designs"]
+           "TRANSFORMER_DEFAULT", "CNN_DEFAULT", "measure_init", "known_designs", "model_name"]
 
 KIND = "resgrad.designs"  # config.json's kind for a designs run folder
 LABEL = "designs"
 NEEDS_OUT = False  # the at-initialisation panel alone runs without a folder (training needs one)
 Result = DesignsResult
-
-# The designs every resgrad has (nets/transformer.py, nets/he2015.py), with the claim each is
-# measured against; resgrad.nets.designs.DESIGNS adds the newer ones where it exists.
-BUILTIN: dict[str, dict[str, str]] = {
-    "preln": {"family": "transformer", "paper": "Xiong et al. 2020", "arxiv": "2002.04745",
-              "claim": "pre-LN's weight gradient is about the same in every layer at initialisation"},
-    "postln": {"family": "transformer", "paper": "Xiong et al. 2020", "arxiv": "2002.04745",
-               "claim": "post-LN's weight gradients grow toward the output at initialisation"},
-    "noskip": {"family": "transformer", "paper": "He and Hofmann 2023", "arxiv": "2302.10322",
-               "claim": "a transformer without skip connections needs about 5x the iterations to reach the same "
-                        "loss; its tokens' representations collapse toward one (Noci et al. 2022)"},
-    "resnet": {"family": "cnn", "paper": "He et al. 2015", "arxiv": "1512.03385",
-               "claim": "with identity skips the deeper net trains at least as well as the shallower one"},
-    "plain": {"family": "cnn", "paper": "He et al. 2015", "arxiv": "1512.03385",
-              "claim": "the deeper plain net has a higher training error than the shallower one (degradation)"},
-}
-TRANSFORMER_DEFAULT = ("preln", "postln", "noskip", "deepnorm", "periln", "lns", "mixln", "rezero", "dyt", "hc",
-                       "hc-dynamic", "mhc")
-CNN_DEFAULT = ("plain", "resnet", "fixup", "skipinit", "nf")
 
 # Xiong et al. 2020 §3 / Vaswani et al. 2017 §5.3: AdamW with beta2 = 0.98 and lr 1e-3, as the
 # Transformer study; no warm-up and no decay, so every design starts from the same first step.
@@ -92,92 +81,6 @@ LM_RECIPE = TrainConfig(epochs=2, batch_size=32, lr=1e-3, optimizer="adamw", bet
                         milestones=(), device="cpu")
 # The default study's recipe for the CNN twins on MNIST-1D (experiments/study.py: lr 0.02, SGD).
 CNN_RECIPE = TrainConfig(epochs=6, batch_size=128, lr=0.02, device="cpu")
-
-
-def _designs_table() -> dict[str, Any]:
-    try:
-        from ..nets.designs import DESIGNS  # designs beyond the built-in twins, where this resgrad has them
-    except ImportError:
-        return {}
-    return dict(DESIGNS)
-
-
-def _field(entry: Any, name: str, default: str = "") -> str:
-    v = entry.get(name, default) if isinstance(entry, dict) else getattr(entry, name, default)
-    return "" if v is None else str(v)
-
-
-def known_designs() -> list[str]:
-    """Every design name: the built-in twins and ``resgrad.nets.designs.DESIGNS``."""
-    return list(dict.fromkeys([*BUILTIN, *_designs_table()]))
-
-
-def catalogue(names: tuple[str, ...]) -> list[dict[str, str]]:
-    """name, family, paper, arxiv and claim of each design."""
-    table = _designs_table()
-    out = []
-    for n in names:
-        if n in table:
-            e = table[n]
-            fam = _field(e, "family") or family(n)
-            out.append({"name": n, "family": "cnn" if fam.lower() in ("cnn", "conv", "resnet") else "transformer",
-                        "title": _field(e, "title") or n, "paper": _field(e, "paper"), "arxiv": _field(e, "arxiv"),
-                        "claim": _field(e, "claim"), "streams": int(getattr(e, "streams", 1) or 1)})
-        elif n in BUILTIN:
-            out.append({"name": n, "title": n, "streams": 1, **BUILTIN[n]})
-        else:
-            out.append({"name": n, "title": n, "family": family(n), "paper": "", "arxiv": "", "claim": "", "streams": 1})
-    return out
-
-
-def family(name: str) -> str:
-    """"transformer" (a sequence model) or "cnn" (a conv net): DESIGNS' family, else the registered input contract."""
-    table = _designs_table()
-    if name in table and _field(table[name], "family") in ("transformer", "cnn"):
-        return _field(table[name], "family")
-    kind = contract_of(name).kind
-    if kind == "sequence":
-        return "transformer"
-    if kind == "conv":
-        return "cnn"
-    raise ValueError(f"design {name!r} is a {kind} model, neither a Transformer nor a CNN; choose from "
-                     f"{', '.join(known_designs())}")
-
-
-def check_designs(names: tuple[str, ...]) -> None:
-    """One line for an unknown design (with the close matches) or one that is not a Transformer or CNN.
-
-    A design is a name of DESIGNS (or a built-in twin), or a registered family without a depth
-    (``preresnet``); a name with a depth (``periln2``) is a model, not a design.
-    """
-    known = known_designs()
-    for n in names:
-        ok = n in known
-        if not ok and not any(ch.isdigit() for ch in n):
-            try:
-                contract_of(n)
-                ok = True
-            except ValueError:
-                pass
-        if not ok:
-            close = difflib.get_close_matches(n, known, n=3, cutoff=0.5)
-            hint = f"did you mean {', '.join(close)}? " if close else ""
-            raise ValueError(f"designs: unknown design {n!r}; {hint}known: {', '.join(known)}")
-        family(n)
-
-
-def available(names: tuple[str, ...]) -> tuple[str, ...]:
-    """The names this resgrad can build (the default lists name designs of resgrad.nets.designs)."""
-    table = _designs_table()
-    out = []
-    for n in names:
-        if n not in table:
-            try:
-                contract_of(n)
-            except ValueError:
-                continue
-        out.append(n)
-    return tuple(out)
 
 
 @dataclass
@@ -328,18 +231,6 @@ def _kwargs(config: DesignsConfig, fam: str, data: DataBundle) -> dict[str, Any]
             "context": data.input_shape[0]}
 
 
-def model_name(design: str, depth: int) -> str:
-    """The registry name of ``design`` at ``depth`` (``mhc-24``, ``nf-resnet56``; ``resnet20``)."""
-    try:
-        from ..nets.designs import DESIGNS
-        from ..nets.designs import model_name as _name
-    except ImportError:
-        DESIGNS, _name = {}, None
-    if _name is not None and design in DESIGNS:
-        return _name(design, depth)
-    return f"{design}-{depth}" if family(design) == "transformer" else f"{design}{depth}"
-
-
 def _build(name: str, depth: int, fam: str, config: DesignsConfig, data: DataBundle, seed: int) -> nn.Module:
     torch.manual_seed(seed)
     return build_for(model_name(name, depth), data.input_shape, data.num_classes, **_kwargs(config, fam, data))
@@ -462,66 +353,6 @@ def _jobs(config: DesignsConfig, designs: list[dict[str, str]], fam: str, data: 
     return jobs
 
 
-def _train(jobs: list[dict[str, Any]], data: DataBundle, executor: Executor, log: Callable[[str], None],
-           progress: driver.Progress) -> list[dict[str, Any]]:
-    """Run ``jobs`` through ``executor`` (the designs' own ``train_run``); each read back from its folder."""
-    if not jobs:
-        return []
-    spec = jobs[0]["data"]
-    key = _degradation.json.dumps({k: spec[k] for k in ("data", "data_kwargs", "n_train", "n_test")}, sort_keys=True)
-    mine = key not in _degradation._DATA
-    if mine:  # in-process runs train on the bundle given, not a fresh load
-        _degradation._DATA[key] = data
-    show = progress.bars if executor.in_process else False
-    tasks = [Task(fn="resgrad.experiments.designs_train:train_run",
-                  config={**{k: v for k, v in j.items() if k not in ("run_dir", "label", "meta")}, "progress": show},
-                  run_dir=j["run_dir"], label=j["label"]) for j in jobs]
-    params = {j["label"]: _degradation.count_params(j["model"], data, **j["model_kwargs"]) for j in jobs}
-    n, done = len(tasks), [0]
-
-    def started(i: int, t: Task, _: Any) -> None:
-        log(f"[{i + 1}/{n}] {t.label}: {params[t.label]:,} parameters")
-
-    def finished(i: int, t: Task, out: Any) -> None:
-        done[0] += 1
-        if (out or {}).get("diverged"):
-            log(f"      {t.label} diverged at step {out.get('diverged_step')}")
-        progress(done[0], n, t.label)
-
-    todo = tasks if executor.in_process else sorted(tasks, key=lambda t: -params[t.label])  # longest first
-    order = {id(t): i for i, t in enumerate(tasks)}
-    try:
-        got = executor.map(todo, on_start=started, on_done=finished)
-    finally:
-        if mine:
-            _degradation._PRINTS.pop(id(_degradation._DATA.pop(key)), None)
-    outs: list[Any] = [None] * n
-    for t, g in zip(todo, got, strict=True):
-        outs[order[id(t)]] = g
-    return [_read(j, o or {}, params[j["label"]]) for j, o in zip(jobs, outs, strict=True)]
-
-
-def _read(job: dict[str, Any], out: dict[str, Any], params: int) -> dict[str, Any]:
-    """A run as the parent reports it: a finished one from its folder, a diverged one from what it returned."""
-    rd = RunDir(job["run_dir"])
-    if out.get("diverged"):
-        rows, loss, norm = out.get("history") or [], out.get("loss") or [], out.get("norm") or []
-        final = {k: None for k in ("train_loss", "train_error", "test_loss", "test_error")}
-    else:
-        record = rd.read_config(RUN_KIND)
-        params = int(record.get("parameters", params))
-        rows = rd.read_metrics()
-        total = (record.get("schedule") or {}).get("total_steps")
-        if not rows or (total is not None and rows[-1].get("steps") != total):
-            raise RuntimeError(f"{rd.path} stopped before its last step: the run did not finish; rerun the command "
-                               "to resume it")
-        loss, norm = read_steps(rows)
-        final = {k: rows[-1].get(k) for k in ("train_loss", "train_error", "test_loss", "test_error")}
-    return {**job["meta"], "model": job["model"], "params": params, "run_dir": job["run_dir"], "final": final,
-            "curve": [r.get("test_loss") for r in rows], "loss": loss, "norm": norm,
-            "diverged": bool(out.get("diverged")), "diverged_step": out.get("diverged_step")}
-
-
 def _targets(config: DesignsConfig, runs: list[dict[str, Any]]) -> dict[int, float | None]:
     """The target training loss per LM depth: ``target_loss``, or the reference design's final x (1 + margin)."""
     out: dict[int, float | None] = {}
@@ -642,7 +473,7 @@ def compute(config: DesignsConfig, ctx: driver.Context) -> DesignsResult:
             t = time.perf_counter()
             jobs = _jobs(config, designs, fam, data[fam], ctx.run_dir.path)
             log(f"training {len(jobs)} {'LM' if part == 'lm' else 'CNN'} runs on {data[fam].name}")
-            raw += _train(jobs, data[fam], ctx.pool(), log, ctx.progress)
+            raw += train_jobs(jobs, data[fam], ctx.pool(), log, ctx.progress)
             timing[part] = time.perf_counter() - t
     streams = {d["name"] for d in designs if int(d.get("streams", 1)) > 1}
     for r in raw:  # the mHC paper's Amax after training (Fig. 3 and 7: the gain grows while training)

@@ -9,7 +9,9 @@ non-finite is not an error here: it is returned as diverged, with the step it ha
 
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -17,13 +19,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..callbacks import Callback
+from ..data import DataBundle
+from ..executors import Executor, Task
 from ..nets import build_for
 from ..rundir import RunDir
 from ..stopping import NonFiniteLoss
-from ..train import TrainConfig, fit
+from ..train import RUN_KIND, TrainConfig, fit
 from . import degradation as _degradation
+from . import driver
 
-__all__ = ["StepLog", "train_run", "read_steps"]
+__all__ = ["StepLog", "train_run", "read_steps", "train_jobs", "read_job"]
 
 
 class StepLog(Callback):
@@ -118,3 +123,64 @@ def train_run(config: dict[str, Any], run_dir: str) -> dict[str, Any]:
         return {"diverged": True, "diverged_step": e.step, "loss": loss + log.loss, "norm": norm + log.norm,
                 "history": done}
     return {"diverged": False, "diverged_step": None}
+
+
+def train_jobs(jobs: list[dict[str, Any]], data: DataBundle, executor: Executor, log: Callable[[str], None],
+           progress: driver.Progress) -> list[dict[str, Any]]:
+    """Run ``jobs`` through ``executor`` (the designs' own ``train_run``); each read back from its folder."""
+    if not jobs:
+        return []
+    spec = jobs[0]["data"]
+    key = json.dumps({k: spec[k] for k in ("data", "data_kwargs", "n_train", "n_test")}, sort_keys=True)
+    mine = key not in _degradation._DATA
+    if mine:  # in-process runs train on the bundle given, not a fresh load
+        _degradation._DATA[key] = data
+    progress = driver.Progress(progress)
+    show = progress.bars if executor.in_process else False
+    tasks = [Task(fn="resgrad.experiments.designs_train:train_run",
+                  config={**{k: v for k, v in j.items() if k not in ("run_dir", "label", "meta")}, "progress": show},
+                  run_dir=j["run_dir"], label=j["label"]) for j in jobs]
+    params = {j["label"]: _degradation.count_params(j["model"], data, **j["model_kwargs"]) for j in jobs}
+    n, done = len(tasks), [0]
+
+    def started(i: int, t: Task, _: Any) -> None:
+        log(f"[{i + 1}/{n}] {t.label}: {params[t.label]:,} parameters")
+
+    def finished(i: int, t: Task, out: Any) -> None:
+        done[0] += 1
+        if (out or {}).get("diverged"):
+            log(f"      {t.label} diverged at step {out.get('diverged_step')}")
+        progress(done[0], n, t.label)
+
+    todo = tasks if executor.in_process else sorted(tasks, key=lambda t: -params[t.label])  # longest first
+    order = {id(t): i for i, t in enumerate(tasks)}
+    try:
+        got = executor.map(todo, on_start=started, on_done=finished)
+    finally:
+        if mine:
+            _degradation._PRINTS.pop(id(_degradation._DATA.pop(key)), None)
+    outs: list[Any] = [None] * n
+    for t, g in zip(todo, got, strict=True):
+        outs[order[id(t)]] = g
+    return [read_job(j, o or {}, params[j["label"]]) for j, o in zip(jobs, outs, strict=True)]
+
+
+def read_job(job: dict[str, Any], out: dict[str, Any], params: int) -> dict[str, Any]:
+    """A run as the parent reports it: a finished one from its folder, a diverged one from what it returned."""
+    rd = RunDir(job["run_dir"])
+    if out.get("diverged"):
+        rows, loss, norm = out.get("history") or [], out.get("loss") or [], out.get("norm") or []
+        final = {k: None for k in ("train_loss", "train_error", "test_loss", "test_error")}
+    else:
+        record = rd.read_config(RUN_KIND)
+        params = int(record.get("parameters", params))
+        rows = rd.read_metrics()
+        total = (record.get("schedule") or {}).get("total_steps")
+        if not rows or (total is not None and rows[-1].get("steps") != total):
+            raise RuntimeError(f"{rd.path} stopped before its last step: the run did not finish; rerun the command "
+                               "to resume it")
+        loss, norm = read_steps(rows)
+        final = {k: rows[-1].get(k) for k in ("train_loss", "train_error", "test_loss", "test_error")}
+    return {**job["meta"], "model": job["model"], "params": params, "run_dir": job["run_dir"], "final": final,
+            "curve": [r.get("test_loss") for r in rows], "loss": loss, "norm": norm,
+            "diverged": bool(out.get("diverged")), "diverged_step": out.get("diverged_step")}
