@@ -47,16 +47,54 @@ def panel() -> float:
     return time.perf_counter() - t
 
 
+def estimate(size: str, steps: int = 3) -> float:
+    """Seconds ``resgrad designs --size SIZE`` should take on the cores available, from each design's measured
+    time per training step (``steps`` steps after one warm-up, 1 thread) x its steps x seeds / cores; prints them."""
+    import torch
+
+    from resgrad.experiments import designs as D
+    from resgrad.experiments.designs import _build, _cnn_spec, _lm_spec, _load
+
+    torch.set_num_threads(1)
+    c = D.preset(size)
+    data = {"transformer": _load(_lm_spec(c)), "cnn": _load(_cnn_spec(c))}
+    total = 0.0
+    for info in D.catalogue(c.designs):
+        fam = info["family"]
+        bundle, recipe = data[fam], (c.lm_train if fam == "transformer" else c.cnn_train)
+        per_run = bundle.num_batches(recipe.batch_size) * recipe.epochs
+        for depth in (c.lm_depths if fam == "transformer" else c.cnn_depths):
+            model = _build(info["name"], depth, fam, c, bundle, 0)
+            opt = torch.optim.AdamW(model.parameters(), 1e-3)
+            x, y = bundle.x_train[: recipe.batch_size], bundle.y_train[: recipe.batch_size]
+            for i in range(steps + 1):
+                if i == 1:
+                    t = time.perf_counter()
+                loss = torch.nn.functional.cross_entropy(model(x), y)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            per = (time.perf_counter() - t) / steps
+            total += per * per_run * len(c.seeds)
+            print(f"  {info['name']}-{depth}: {1000 * per:.0f} ms/step x {per_run} steps x {len(c.seeds)} seeds")
+    return total / _cores()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", default="default", choices=sorted(BUDGET_S))
     ap.add_argument("--designs", default=None, help="comma-separated designs (default: every design)")
     ap.add_argument("--panel-only", action="store_true", help="time only the study's panel")
+    ap.add_argument("--estimate", action="store_true", help="estimate the training time from per-step times only")
     args = ap.parse_args(argv)
     print(f"machine: {os.uname().nodename}, {_cores()} core(s) available")
     secs = panel()
     print(f"study panel (every design at initialisation): {secs:.1f} s (budget ~{PANEL_BUDGET_S:g} s)")
     if args.panel_only:
+        return 0
+    if args.estimate:
+        print(f"estimated training wall time of --size {args.size}: {estimate(args.size):.0f} s on {_cores()} core(s) "
+              "(steps only: add evaluation and the init stage)")
         return 0
     with tempfile.TemporaryDirectory(prefix="resgrad-designs-bench-") as tmp:
         out = Path(tmp) / "designs"
