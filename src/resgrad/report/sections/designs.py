@@ -38,7 +38,10 @@ def _stat(c: DesignCell | None, pct: bool) -> str:
     if num(f.mean) is None:
         return f"diverged ({c.diverged}/{c.n_seeds})" if c.diverged else NA
     fmt = (lambda v: f"{100 * v:.3g}%") if pct else sig
-    ci = f" [{fmt(f.ci_low)}, {fmt(f.ci_high)}]" if num(f.ci_low) is not None else ""
+    lo, hi = f.ci_low, f.ci_high
+    if pct and num(lo) is not None:  # an error lies in [0, 1]: a t-interval over few seeds can pass either end
+        lo, hi = max(0.0, lo), min(1.0, hi)  # type: ignore[type-var]
+    ci = f" [{fmt(lo)}, {fmt(hi)}]" if num(lo) is not None else ""
     return f"{fmt(f.mean)}{ci}"
 
 
