@@ -122,3 +122,18 @@ def test_measure_init_amax_is_one_for_a_single_stream_and_grows_with_stream_mixi
     got = D.measure_init(pre, x, x, "transformer")
     assert (got["amax_forward"], got["amax_backward"]) == (1.0, 1.0)
     assert len(got["stream_norms"]) == 5 and all(math.isfinite(v) for v in got["param_norms"])
+
+
+def test_sweep_takes_designs_as_an_axis():
+    from resgrad.experiments.sweep import SweepConfig, comparable, model_names, parse_config
+
+    c = parse_config({"designs": ["preln", "mhc", "fixup"], "depths": [20, 56], "seeds": [0, 1]})
+    assert model_names(c) == ("preln-20", "mhc-20", "fixup-resnet20", "preln-56", "mhc-56", "fixup-resnet56")
+    with pytest.raises(ValueError, match="unknown design 'perin'; did you mean periln"):
+        parse_config({"designs": ["perin"], "depths": [2]})
+    with pytest.raises(ValueError, match="6n\\+2"):
+        parse_config({"designs": ["nf"], "depths": [4]})
+    # a sweep folder written before the axis existed (no designs key) still matches its config
+    old = SweepConfig().to_dict()
+    old.pop("designs")
+    assert comparable(old) == comparable(SweepConfig().to_dict())
