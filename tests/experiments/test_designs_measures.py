@@ -80,3 +80,21 @@ def test_steplog_equals_the_trainers_loss_and_a_hand_gradient_norm(tmp_path):
     want = math.sqrt(sum(float(p.grad.double().square().sum()) for p in ref.parameters() if p.grad is not None))
     assert loss[0] == pytest.approx(float(lossv.detach()), rel=1e-5)
     assert norm[0] == pytest.approx(want, rel=1e-5)
+
+
+def test_a_diverging_run_is_returned_as_diverged_not_raised(tmp_path):
+    from dataclasses import asdict
+
+    from resgrad.experiments.designs_train import train_run
+
+    spec = {"data": "text", "data_kwargs": {"path": None, "seq_len": 8}, "n_train": 64, "n_test": 16}
+    cfg = TrainConfig(epochs=2, batch_size=16, lr=1e30, momentum=0.0, weight_decay=0.0, milestones=(), device="cpu")
+    data = resgrad.data.text(None, seq_len=8)
+    job = {"model": "preln-1", "model_kwargs": {"task": "lm", "vocab": data.num_classes, "context": 8, "d_model": 16,
+                                                "n_heads": 2}, "seed": 0, "train": asdict(cfg), "data": spec,
+           "progress": False}
+    out = train_run(job, str(tmp_path / "run"))
+    assert out["diverged"] is True and isinstance(out["diverged_step"], int)
+    # the steps up to the divergence are returned, the last ones non-finite (None) or a spike
+    assert len(out["loss"]) == len(out["norm"]) >= 1
+    assert any(v is None for v in out["loss"] + out["norm"])
