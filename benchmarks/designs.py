@@ -36,20 +36,23 @@ def _cores() -> int:
 
 
 def panel() -> float:
-    """Seconds of the study's at-initialisation panel in this process (1 thread)."""
+    """CPU seconds of the study's at-initialisation panel in this process (1 thread)."""
     import torch
 
     from resgrad.experiments import designs, run
 
     torch.set_num_threads(1)
-    t = time.perf_counter()
+    t = time.process_time()
     run(designs.preset("panel"), None, log=None)
-    return time.perf_counter() - t
+    return time.process_time() - t
 
 
 def estimate(size: str, steps: int = 3) -> float:
     """Seconds ``resgrad designs --size SIZE`` should take on the cores available, from each design's measured
-    time per training step (``steps`` steps after one warm-up, 1 thread) x its steps x seeds / cores; prints them."""
+    CPU time per training step (``steps`` steps after one warm-up, 1 thread) x its steps x seeds / cores.
+
+    CPU time (``time.process_time``), not wall time: on a machine shared with other jobs the wall
+    time of a step counts the others' share too; the CPU time is what this process used."""
     import torch
 
     from resgrad.experiments import designs as D
@@ -69,12 +72,12 @@ def estimate(size: str, steps: int = 3) -> float:
             x, y = bundle.x_train[: recipe.batch_size], bundle.y_train[: recipe.batch_size]
             for i in range(steps + 1):
                 if i == 1:
-                    t = time.perf_counter()
+                    t = time.process_time()
                 loss = torch.nn.functional.cross_entropy(model(x), y)
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
-            per = (time.perf_counter() - t) / steps
+            per = (time.process_time() - t) / steps
             total += per * per_run * len(c.seeds)
             print(f"  {info['name']}-{depth}: {1000 * per:.0f} ms/step x {per_run} steps x {len(c.seeds)} seeds")
     return total / _cores()
@@ -89,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     print(f"machine: {os.uname().nodename}, {_cores()} core(s) available")
     secs = panel()
-    print(f"study panel (every design at initialisation): {secs:.1f} s (budget ~{PANEL_BUDGET_S:g} s)")
+    print(f"study panel (every design at initialisation): {secs:.1f} s of CPU (budget ~{PANEL_BUDGET_S:g} s)")
     if args.panel_only:
         return 0
     if args.estimate:

@@ -174,8 +174,8 @@ SIZES: dict[str, dict[str, Any]] = {
              "lm_train": replace(LM_RECIPE, epochs=10), "cnn_train": replace(CNN_RECIPE, epochs=30),
              "cnn_depths": (20, 56, 110)},
 }
-# The study's at-initialisation panel: every design at three depths, one seed, a few seconds.
-PANEL = {"parts": ("init",), "init_depths": (2, 8, 32), "cnn_init_depths": (8, 20, 56), "init_seeds": (0,),
+# The study's at-initialisation panel: every design at three depths, one seed: ~3 s of CPU (benchmarks/designs.py).
+PANEL = {"parts": ("init",), "init_depths": (2, 6, 16), "cnn_init_depths": (8, 20, 32), "init_seeds": (0,),
          "init_batch": 8, "seq_len": 16}
 
 
