@@ -123,7 +123,7 @@ def loss_curves(runs: Sequence[DesignRun], titles: dict[str, str]) -> str | None
                 steps = rs[0].steps
                 x = np.linspace(steps / max(k, 1), steps, k) if k else np.array([])
                 ax.plot(x, y, color=col[n], lw=1.2, label=titles.get(n, n))
-            ax.set_title(f"{depth} layers")
+            ax.set_title(f"{depth} layer{'s' if depth != 1 else ''}")
             ax.set_xlabel("step")
             ax.legend(loc="best", frameon=False, fontsize=6, ncol=2)
         axes[0][0].set_ylabel("training loss (nats/char, smoothed)")
