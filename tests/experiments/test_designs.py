@@ -137,3 +137,18 @@ def test_sweep_takes_designs_as_an_axis():
     old = SweepConfig().to_dict()
     old.pop("designs")
     assert comparable(old) == comparable(SweepConfig().to_dict())
+
+
+def test_presets_cifar_text_and_the_panel(tmp_path):
+    c = D.preset("quick", designs=("resnet", "fixup"), data_dir=str(tmp_path))
+    assert (c.cnn_data, c.data_dir, c.cnn_n_train) == ("cifar10", str(tmp_path.resolve()), None)
+    f = tmp_path / "t.txt"
+    f.write_text("hello world " * 100)
+    t = D.preset("quick", designs=("preln",), text=str(f))
+    assert t.text == str(f.resolve()) and t.lm_n_train is None
+    p = D.preset("panel")
+    assert p.parts == ("init",) and set(D.TRANSFORMER_DEFAULT + D.CNN_DEFAULT) == set(p.designs)
+    # a config round-trips through its JSON record (the study nests it)
+    assert D.DesignsConfig.from_json(p.to_dict()).to_dict() == p.to_dict()
+    with pytest.raises(ValueError, match="size must be one of"):
+        D.preset("huge")
