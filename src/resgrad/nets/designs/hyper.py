@@ -36,8 +36,9 @@ def sinkhorn(logits: Tensor, iters: int = SINKHORN_ITERS) -> Tensor:
     """Sinkhorn-Knopp on ``exp(logits)`` over the last two dims: rows, then columns, ``iters`` times.
 
     Each iteration rescales the rows to sum 1, then the columns; the result is doubly stochastic
-    (columns exactly, rows to the convergence of ``iters`` rounds). The max is subtracted first
-    (the result does not change; ``exp`` cannot overflow).
+    (columns exactly, rows to the convergence of ``iters`` rounds: the paper's 20 reach 1e-6 for
+    logits of spread 0.5, ~3e-5 for spread 1; 100 rounds reach 1e-6 there). The max is subtracted
+    first (the result does not change; ``exp`` cannot overflow).
     """
     m = torch.exp(logits - logits.amax(dim=(-2, -1), keepdim=True))
     for _ in range(iters):
