@@ -197,7 +197,7 @@ def test_rezero_is_the_identity_at_init_and_hc_starts_as_pre_ln_on_copied_stream
     streams = hc.blocks(hc.expand(x))
     # Each unit adds F to all 4 streams: stream j = x + sum of the units' F (same F as pre-LN's).
     for j in range(4):
-        torch.testing.assert_close(streams[:, j], pre.blocks(x), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(streams[:, :, j], pre.blocks(x), rtol=1e-5, atol=1e-5)
 
 
 def test_deepnorm_constants_and_init():

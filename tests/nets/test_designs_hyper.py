@@ -59,8 +59,8 @@ def test_amax_of_a_hand_made_product():
     # Row sums of |P|: 2, 4, 8, 2 -> forward 8; column sums: 10, 2, 2, 2 -> backward 10.
     assert amax(hc) == (8.0, 10.0)
     # The same matrices move the streams: one unit's shortcut applied to streams equals A_r^T H.
-    h = torch.randn(2, 4, 5, 32)
-    torch.testing.assert_close(hc.blocks[0].shortcut(h), torch.einsum("ij,bitd->bjtd", a1, h))
+    h = torch.randn(2, 5, 4, 32)  # (B, T, n, d)
+    torch.testing.assert_close(hc.blocks[0].shortcut(h), torch.einsum("ij,btid->btjd", a1, h))
 
 
 def test_mhc_keeps_amax_near_one_where_hc_grows():
@@ -85,3 +85,32 @@ def test_mhc_keeps_amax_near_one_where_hc_grows():
         amax(mhc, x, reduce="median")
     mean_f, _ = amax(mhc, x, reduce="mean")
     assert mean_f <= fwd + 1e-12
+
+
+def test_the_coefficient_cache_never_serves_stale_values():
+    import copy
+    import pickle
+
+    torch.manual_seed(0)
+    net = resgrad.build("hc-dynamic-1").double()
+    conn = net.blocks[0].branch.hc
+    with torch.no_grad():
+        conn.weight.normal_()
+    h = torch.randn(2, 5, 4, 32, dtype=torch.float64)
+    with torch.no_grad():
+        first = net.blocks[0](h)  # computed without a graph
+    # Same tensor, grad mode now on: recomputed, so the gradient reaches W.
+    out = net.blocks[0](h)
+    torch.testing.assert_close(out, first)
+    out.sum().backward()
+    assert conn.weight.grad is not None and conn.weight.grad.abs().sum() > 0
+    # A parameter changed in place (an optimiser step): recomputed.
+    conn.matrix(h)  # leaves an entry for h
+    with torch.no_grad():
+        conn.weight.mul_(-1)
+    want = conn.scale_a * torch.tanh(conn.norm(h) @ conn.weight)[..., 1:5] + conn.static_r
+    torch.testing.assert_close(conn.matrix(h), want.transpose(-1, -2))
+    # Copies and pickles carry no cached tensors.
+    conn.matrix(h)
+    assert "_cache" not in pickle.loads(pickle.dumps(net)).blocks[0].branch.hc.__dict__
+    assert "_cache" not in copy.deepcopy(net).blocks[0].branch.hc.__dict__
