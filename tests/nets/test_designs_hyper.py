@@ -114,3 +114,24 @@ def test_the_coefficient_cache_never_serves_stale_values():
     conn.matrix(h)
     assert "_cache" not in pickle.loads(pickle.dumps(net)).blocks[0].branch.hc.__dict__
     assert "_cache" not in copy.deepcopy(net).blocks[0].branch.hc.__dict__
+
+
+def test_sinkhorn_gradient_equals_autograd_through_the_plain_loop():
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(5, 3, 4, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(5, 3, 4, 4, generator=g, dtype=torch.float64)
+
+    def plain(z):  # the iteration written out, differentiated by autograd
+        m = torch.exp(z)
+        for _ in range(20):
+            m = m / m.sum(-1, keepdim=True)
+            m = m / m.sum(-2, keepdim=True)
+        return m
+
+    (g1,) = torch.autograd.grad((sinkhorn(logits) * w).sum(), logits)
+    (g2,) = torch.autograd.grad((plain(logits) * w).sum(), logits)
+    torch.testing.assert_close(sinkhorn(logits), plain(logits), rtol=0, atol=1e-12)
+    torch.testing.assert_close(g1, g2, rtol=0, atol=1e-12)
+    assert torch.autograd.gradcheck(lambda z: sinkhorn(z, 3), (logits[:1, :1].detach().clone().requires_grad_(),))
+    with pytest.raises(ValueError, match="square matrices"):
+        sinkhorn(torch.zeros(3, 4))

@@ -33,19 +33,52 @@ __all__ = ["sinkhorn", "StreamExpand", "StreamSum", "HCConnections", "MHCConnect
 SINKHORN_ITERS = 20  # t_max of the mHC paper (DeepSeek-AI 2025, §4)
 
 
+class _SinkhornRounds(torch.autograd.Function):
+    """The rounds on a positive ``(n, n, N)`` tensor (rows sum over dim 1, columns over dim 0).
+
+    The same unrolled iteration as autograd would differentiate, with the backward of each
+    normalisation written out, ``g <- (g - sum(g * y)) / s`` along the summed dim: about 4x
+    faster on CPU than autograd's graph of 40 broadcast divisions (``benchmarks/designs_speed.py``).
+    """
+
+    @staticmethod
+    def forward(ctx, m: Tensor, iters: int) -> Tensor:  # type: ignore[override]
+        outs, sums = [], []
+        for _ in range(iters):
+            for dim in (1, 0):
+                s = m.sum(dim, keepdim=True)
+                m = m / s
+                outs.append(m)
+                sums.append(s)
+        ctx.save_for_backward(*outs, *sums)
+        return m
+
+    @staticmethod
+    def backward(ctx, g: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+        saved = ctx.saved_tensors
+        k = len(saved) // 2
+        g = g.contiguous()
+        for i in reversed(range(k)):
+            g = (g - (g * saved[i]).sum(1 if i % 2 == 0 else 0, keepdim=True)) / saved[k + i]
+        return g, None
+
+
 def sinkhorn(logits: Tensor, iters: int = SINKHORN_ITERS) -> Tensor:
     """Sinkhorn-Knopp on ``exp(logits)`` over the last two dims: rows, then columns, ``iters`` times.
 
     Each iteration rescales the rows to sum 1, then the columns; the result is doubly stochastic
     (columns exactly, rows to the convergence of ``iters`` rounds: the paper's 20 reach 1e-6 for
     logits of spread 0.5, ~3e-5 for spread 1; 100 rounds reach 1e-6 there). The max is subtracted
-    first (the result does not change; ``exp`` cannot overflow).
+    first (the result does not change; ``exp`` cannot overflow). The matrices are laid out
+    ``(n, n, N)`` for the rounds, so every broadcast runs over the contiguous batch.
     """
-    m = torch.exp(logits - logits.amax(dim=(-2, -1), keepdim=True))
-    for _ in range(iters):
-        m = m / m.sum(dim=-1, keepdim=True)
-        m = m / m.sum(dim=-2, keepdim=True)
-    return m
+    n = logits.shape[-1]
+    if logits.dim() < 2 or logits.shape[-2] != n:
+        raise ValueError(f"sinkhorn takes square matrices (..., n, n), received shape {tuple(logits.shape)}")
+    m = logits.reshape(-1, n, n).permute(1, 2, 0)
+    m = torch.exp(m - m.amax(dim=(0, 1), keepdim=True)).contiguous()
+    out = _SinkhornRounds.apply(m, int(iters))
+    return out.permute(2, 0, 1).reshape(logits.shape)
 
 
 class StreamExpand(nn.Module):
