@@ -170,7 +170,7 @@ class HCConnections(_Cached):
         if not self.dynamic:
             return torch.einsum("i,btid->btd", self.static_m, h)
         am = self.scale_a * self._coeffs(h)[..., 0] + self.static_m  # (B, T, n)
-        return torch.matmul(am.unsqueeze(-2), h).squeeze(-2)
+        return (am.unsqueeze(-1) * h).sum(-2)  # not a (1, n) @ (n, d) matmul per token: slow batched gemm
 
     def depth(self, h: Tensor, y: Tensor) -> Tensor:
         """``B_j * y``: the layer output written to each stream, ``(B, T, d) -> (B, T, n, d)``."""
@@ -218,12 +218,17 @@ class MHCConnections(_Cached):
         self.bias_res = nn.Parameter(torch.full((n, n), -8.0).fill_diagonal_(0.0))
 
     def _compute(self, h: Tensor) -> Tensor:  # (B, T, 2n + n^2): x' phi
-        return self.norm(h.flatten(-2)) @ self.phi
+        # RMSNorm(x) phi = (x (w * phi)) / rms(x): the per-token scale moves past the matmul (the same
+        # value up to rounding); PyTorch's CPU rms_norm is composite, and this form is ~3x faster here.
+        flat = h.flatten(-2)
+        eps = self.norm.eps if self.norm.eps is not None else torch.finfo(flat.dtype).eps
+        inv_rms = torch.rsqrt(torch.linalg.vector_norm(flat, dim=-1, keepdim=True).square() / flat.shape[-1] + eps)
+        return (flat @ (self.norm.weight[:, None] * self.phi)) * inv_rms
 
     def width(self, h: Tensor) -> Tensor:
         n = self.n
         pre = torch.sigmoid(self.alpha[0] * self._coeffs(h)[..., :n] + self.bias_pre)  # (B, T, n)
-        return torch.matmul(pre.unsqueeze(-2), h).squeeze(-2)
+        return (pre.unsqueeze(-1) * h).sum(-2)
 
     def depth(self, h: Tensor, y: Tensor) -> Tensor:
         n = self.n
