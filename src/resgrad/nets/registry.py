@@ -158,7 +158,7 @@ def _wrong_family(key: str) -> str | None:
         if key.startswith(name + "-"):
             head, rest = name, key[len(name) + 1:]
             break
-    if head not in DESIGNS or not rest or rest[0].isdigit():
+    if head not in DESIGNS or not rest or _lookup(rest) is None:  # only "<design>-<a model that exists>"
         return None
     d = DESIGNS[head]
     if d.family == "transformer":

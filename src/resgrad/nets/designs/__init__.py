@@ -12,12 +12,23 @@ measures, in one sentence. Every design is also an ordinary registry name:
 :func:`model_name` and :func:`design_of` convert between a design and its registry names.
 :func:`mixing_matrices` and :func:`amax` read the stream-mixing matrices of the hyper-connection
 designs (the mHC paper's Amax, DeepSeek-AI 2025 Fig. 3 and 7).
+
+Parameters beside pre-LN (same width, depth, heads; :func:`param_delta`), at the char-LM size of
+``benchmarks/designs_speed.py`` (6 layers, d = 128, vocabulary 96, context 64) and at the registry
+default (4 layers, d = 32, classify): postln, noskip, deepnorm, lns, mixln +0; periln +0.25% /
++0.99% (an LN per sublayer); rezero -0.27% / -1.10% (no LN); dyt +0.001% / +0.02% (one alpha per
+norm); hc +0.02% / +0.37%; hc-dynamic +1.03% / +4.36% (a LayerNorm and ``d x (n + 2)`` weights per
+unit); mhc +12.6% / +49.9% (``phi`` is ``n d x (n^2 + 2n)`` per unit, the paper's mapping).
+CNNs beside the BN ResNet of the same depth (20 / 56 layers): 1-D fixup -1.46% / -1.37%,
+skipinit -1.50% / -1.40%, nf +3.02% / +0.96%; 2-D fixup -0.49% / -0.46%, skipinit -0.51% /
+-0.47%, nf +1.02% / +0.32% (BN's affine parameters go; NF's WS convs carry a gain and a bias per
+filter and its two transitions a 1x1 projection). ``tests/nets/test_designs*.py`` count them by hand.
 """
 
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .hyper import amax, mixing_matrices, sinkhorn
 
@@ -37,6 +48,7 @@ class Design:
     claim: str  # the paper's measured claim, one sentence, for the report
     streams: int = 1  # residual streams (hyper-connections: 4)
     baseline: bool = False  # a design resgrad had before issue 21
+    built: str = ""  # how resgrad builds it where the paper leaves a choice (the report's caveats)
 
 
 _T, _C = "transformer", "cnn"
@@ -93,6 +105,25 @@ DESIGNS: dict[str, Design] = {d.name: d for d in (
            "With scaled weight standardisation and the analytic scales alpha and beta, unnormalised ResNets "
            "propagate signal like BN ResNets (Signal Propagation Plots) and train to similar accuracy."),
 )}
+
+# How each is built where the paper leaves a choice (or resgrad makes one), one line each.
+_BUILT = {
+    "deepnorm": "Encoder-/decoder-only constants alpha = (2N)^(1/4), beta = (8N)^(-1/4); biases keep the default init.",
+    "periln": "An output LayerNorm on every sublayer; no extra LayerNorm on the embedding.",
+    "lns": "Both sublayers of layer l (from 1) scale their LayerNorm output by 1/sqrt(l); the final LN is unscaled.",
+    "mixln": "Post-LN in the first floor(layers/4) layers (alpha = 0.25): nets under 4 layers are all pre-LN.",
+    "rezero": "No LayerNorm anywhere, the final one included; one gate per sublayer.",
+    "dyt": "The final LayerNorm is a DyT too; one alpha per DyT, starting at 0.5.",
+    "hc": "n = 4 streams on pre-LN units; A_m = e_(k mod 4), A_r = I, B = 1 at init.",
+    "hc-dynamic": "As hc, with LayerNorm-ed per-token connections, W = 0 and s = 0.01 at init (+1.0% parameters at d = 128).",
+    "mhc": ("Per-token mappings from the RMSNorm-ed n*d stream vector, 20 Sinkhorn rounds; at init phi = 0, alpha = 0.01, "
+            "H_pre = 1/4, H_post = 1, H_res near I (resgrad's choice); +12.6% parameters at d = 128, 6 layers."),
+    "fixup": "Option A shortcuts on x + bias1a (the authors' CIFAR code); the stem conv He-initialised.",
+    "skipinit": "BatchNorm removed, convs without bias, a scalar after each branch starting at 0.",
+    "nf": ("Pre-activation blocks, alpha = 0.2, WS 1x1 projection shortcuts at the two transitions "
+           "(+1.0% parameters at 20 layers, 2-D; +3.0% 1-D)."),
+}
+DESIGNS = {k: replace(d, built=_BUILT.get(k, "")) for k, d in DESIGNS.items()}
 
 TRANSFORMER_DESIGNS = tuple(n for n, d in DESIGNS.items() if d.family == _T)
 CNN_DESIGNS = tuple(n for n, d in DESIGNS.items() if d.family == _C)
