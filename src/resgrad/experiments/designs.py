@@ -167,9 +167,9 @@ SIZES: dict[str, dict[str, Any]] = {
               "lm_n_test": 128, "lm_train": replace(LM_RECIPE, epochs=2), "cnn_train": replace(CNN_RECIPE, epochs=1),
               "cnn_n_train": 256, "cnn_n_test": 128},
     # The sizes: 2..128 layers at initialisation, 6 and 24 trained, three seeds, 150 LM steps
-    # (2 epochs of 2,400 windows). Sized to ~18 minutes on 2 CPU cores with the pool: the measured
-    # CPU time per step (benchmarks/designs.py --estimate) gives ~15 min of training steps, mHC's
-    # ~1 s per step at 24 layers a quarter of it.
+    # (2 epochs of 2,400 windows). Sized to ~17 minutes on 2 CPU cores with the pool: the measured
+    # CPU time per step (benchmarks/designs.py --estimate) gives ~14 min of training steps, mHC's
+    # ~0.75 s per step at 24 layers a fifth of it.
     "default": {"lm_train": replace(LM_RECIPE, epochs=2), "lm_n_train": 2400, "lm_n_test": 1024},
     # Closer to the papers: five init seeds, longer training, the whole corpus.
     "full": {"init_seeds": (0, 1, 2, 3, 4), "init_batch": 64, "seq_len": 64, "d_model": 64,
