@@ -169,6 +169,10 @@ def test_cli_resolver_and_build_agree(spec, kw):
 FAMILY_KIND = {"resnet": "conv", "plain": "conv", "preresnet": "conv", "preplain": "conv",
                "resmlp": "vector", "plainmlp": "vector", "preln": "sequence", "postln": "sequence",
                "noskip": "sequence"}
+# The designs of issue 21 (nets/designs/): Transformer kinds take sequences, the BN-free He nets conv inputs.
+FAMILY_KIND.update({k: "sequence" for k in ("deepnorm", "periln", "lns", "mixln", "rezero", "dyt", "hc",
+                                             "hc-dynamic", "mhc")})
+FAMILY_KIND.update({f"{k}-resnet": "conv" for k in ("fixup", "skipinit", "nf")})
 FIT = {"conv": {"dims": 2, "in_channels": 3, "num_classes": 7},
        "vector": {"in_features": 768, "num_classes": 7},
        "sequence": {"length": 768, "patch": 4, "num_classes": 7}}

@@ -8,6 +8,7 @@
     degradation/runs/...     one resumable training run per (depth, plain|residual, seed)
     ensemble/                experiments/ensemble.py on the deepest trained pair
     transformer/             experiments/transformer.py: pre-LN, post-LN, no skip
+    designs/                 experiments/designs.py: every residual design at initialisation
     results.json             the StudyResult (results/study.py), written atomically
 
 Every stage is an experiment run by the same driver (experiments/driver.py) into its
@@ -31,10 +32,12 @@ from ..results import StudyResult, TransformerResult
 from ..results.study import Timing
 from ..rundir import RunDir
 from ..train import TrainConfig, load_run
+from . import designs as _designs
 from . import driver
 from . import transformer as _transformer
 from .config import Config as BaseConfig
 from .degradation import DegradationConfig, load_for, twin_names
+from .designs import DesignsConfig
 from .ensemble import EnsembleConfig
 from .flow import FlowConfig
 from .transformer import TransformerConfig
@@ -58,6 +61,7 @@ class StudyConfig(BaseConfig):
     degradation: DegradationConfig = field(default_factory=DegradationConfig)  # plain vs residual training
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)  # on the deepest trained pair
     transformer: TransformerConfig | None = None  # pre-LN vs post-LN vs no skip (None: no such stage)
+    designs: DesignsConfig | None = None  # the residual designs at initialisation (None: no such stage)
     device: str = "cpu"  # where training and measuring run
 
     def to_dict(self) -> dict[str, Any]:
@@ -117,7 +121,10 @@ def preset(
     # The ensemble stage measures the deepest trained pair (recorded under these names).
     ens.plain, ens.residual = twin_names(max(deg.depths), deg.unit)
     ens.data, ens.data_kwargs = deg.data, dict(data_kwargs)
-    return StudyConfig(preset=name, flow=flow, degradation=deg, ensemble=ens, transformer=tr, device=device)
+    # Every residual design at initialisation, a few seconds (experiments/designs.py; `resgrad designs` trains them).
+    designs = _designs.preset("panel", device=device)
+    return StudyConfig(preset=name, flow=flow, degradation=deg, ensemble=ens, transformer=tr, designs=designs,
+                       device=device)
 
 
 def comparable(config: dict[str, Any]) -> dict[str, Any]:
@@ -193,13 +200,19 @@ def compute(config: StudyConfig, ctx: driver.Context) -> StudyResult:
         log(f"4/4 Transformers: pre-LN, post-LN and no skip, {tc.layers} layers on {tc.data}")
         transformer = driver.run(tc, ctx.sub("transformer"), log=log, progress=progress, executor=executor)
         seconds["transformer"] = time.perf_counter() - t
+    designs = None
+    if config.designs is not None:
+        t = time.perf_counter()
+        log(f"designs at initialisation: {len(config.designs.designs)} designs")
+        designs = driver.run(config.designs, ctx.sub("designs"), log=log)
+        seconds["designs"] = time.perf_counter() - t
     seconds["total"] = sum(seconds.values())
 
     return StudyResult(
         preset=config.preset, config=cfg, environment=environment(config.device),
         timing=Timing(started=started.isoformat(timespec="seconds"),
                       finished=datetime.now(timezone.utc).isoformat(timespec="seconds"), seconds=seconds),
-        flow=flow, degradation=degradation, ensemble=ensemble, transformer=transformer,
+        flow=flow, degradation=degradation, ensemble=ensemble, transformer=transformer, designs=designs,
     )
 
 

@@ -55,6 +55,7 @@ class SweepConfig(BaseConfig):
     """The grid and its one training recipe (TOML: the same keys; ``[train]``, ``[data_kwargs.<name>]``)."""
 
     models: tuple[str, ...] = ()  # registry names ("resnet20", "plainmlp-8x64"); if given, family/depths are unused
+    designs: tuple[str, ...] = ()  # residual designs ("preln", "mhc", "fixup"): each at every depth, instead of family
     family: str = "he2015"  # "he2015": twins of depth 6n+2; "mlp": MLPs of `depth` blocks and `width`
     depths: tuple[int, ...] = (20, 56)  # layers (he2015) or blocks (mlp)
     archs: tuple[str, ...] = ("plain", "residual")  # which twins of each depth
@@ -74,6 +75,7 @@ class SweepConfig(BaseConfig):
         if isinstance(self.train, dict):
             self.train = TrainConfig(**self.train)
         self.models = tuple(str(m).strip().lower() for m in self.models)
+        self.designs = tuple(str(m).strip().lower() for m in self.designs)
         self.depths = tuple(int(d) for d in self.depths)
         self.archs = tuple(self.archs)
         self.seeds = tuple(int(s) for s in self.seeds)
@@ -107,7 +109,11 @@ def _check(c: SweepConfig) -> None:
     for d in c.data_kwargs:
         need(d in c.datasets, f"data_kwargs names {d!r}, which is not in datasets {list(c.datasets)}")
         need(isinstance(c.data_kwargs[d], dict), f"data_kwargs.{d} must be a table of loader arguments")
-    if not c.models:
+    if c.designs:
+        from .designs import check_designs
+
+        check_designs(c.designs)
+    if not c.models and not c.designs:
         need(c.family in FAMILIES, f"family must be one of {', '.join(FAMILIES)}, received {c.family!r} "
                                    "(or list registry names in models)")
         need(bool(c.depths), "depths is empty; give at least one, e.g. depths = [20, 56]")
@@ -121,7 +127,7 @@ def _check(c: SweepConfig) -> None:
             need(all(d >= 1 for d in c.depths), f"depths must be >= 1 blocks for mlp, received {list(c.depths)}")
             need(c.width >= 1, f"width must be >= 1, received {c.width}")
     need(len(set(model_names(c))) == len(model_names(c)), f"models has a repeat: {list(model_names(c))}")
-    for name in c.models:
+    for name in c.models or (model_names(c) if c.designs else ()):
         _check_model(name)
     need(c.n_train is None or c.n_train >= 2, f"n_train must be >= 2 or absent, received {c.n_train}")
     need(c.n_test is None or c.n_test >= 1, f"n_test must be >= 1 or absent, received {c.n_test}")
@@ -146,6 +152,10 @@ def model_names(c: SweepConfig) -> tuple[str, ...]:
     """The grid's models in order: ``models``, or per depth the family's twins in ``archs`` order."""
     if c.models:
         return c.models
+    if c.designs:  # designs x depths (experiments/designs.py spells each design's registry name)
+        from .designs import model_name
+
+        return tuple(model_name(d, n) for n in c.depths for d in c.designs)
     out = []
     for d in c.depths:
         if c.family == "he2015":
@@ -180,7 +190,7 @@ def _toml() -> Any:
 
 
 _TYPES: dict[str, str] = {  # TOML key -> what it must hold, for one-line errors
-    "models": "strs", "family": "str", "depths": "ints", "archs": "strs", "unit": "str", "width": "int",
+    "models": "strs", "designs": "strs", "family": "str", "depths": "ints", "archs": "strs", "unit": "str", "width": "int",
     "seeds": "ints", "datasets": "strs", "data_kwargs": "table", "n_train": "int", "n_test": "int",
     "train": "table", "monitor": "bool", "warmup": "pairs", "level": "float",
 }
@@ -267,7 +277,8 @@ def load_config(path: str | os.PathLike, *, device: str | None = None) -> SweepC
 def comparable(config: dict[str, Any]) -> dict[str, Any]:
     """What a used folder must match: the sweep on any device (and evaluation batch size)."""
     train = {k: v for k, v in (config.get("train") or {}).items() if k not in ("device", "eval_batch_size")}
-    return {**config, "train": train}
+    keep = {k: v for k, v in config.items() if k != "designs" or v}  # a sweep before the designs axis had none
+    return {**keep, "train": train}
 
 
 def device_of(config: SweepConfig) -> str:

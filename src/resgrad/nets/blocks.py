@@ -54,8 +54,12 @@ class Block(nn.Module):
 
     @property
     def changes_shape(self) -> bool:
-        """True for blocks whose shortcut is not the identity (downsampling blocks)."""
-        return not isinstance(self.shortcut, nn.Identity)
+        """True for blocks whose shortcut is not the identity (downsampling blocks).
+
+        A shortcut that keeps the shape by construction says so with ``keeps_shape = True``
+        (a fixed scale, a stream mixing): such a block is not a downsampling one.
+        """
+        return not isinstance(self.shortcut, nn.Identity) and not getattr(self.shortcut, "keeps_shape", False)
 
     @property
     def lesioned(self) -> bool:
@@ -108,6 +112,8 @@ class Plain(Block):
 
 class Scale(nn.Module):
     """Multiply by a scalar: fixed, or learnable from ``init`` (ReZero, SkipInit)."""
+
+    keeps_shape = True  # as a shortcut (DeepNorm's alpha x) it is no downsampling
 
     def __init__(self, init: float = 0.0, learnable: bool = True) -> None:
         super().__init__()

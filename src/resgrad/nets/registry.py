@@ -143,14 +143,38 @@ def _lookup(name: str) -> tuple[Callable[..., nn.Module], dict[str, Any], str] |
     if m:
         return _FAMILIES[m.group(1)], {"depth": int(m.group(2)), "width": int(m.group(3))}, m.group(1)
     # A family name with a depth that is not registered by name: "resnet74".
-    fam = re.match(r"^([a-z]+?)-?(\d+)$", key)  # "resnet74", "preln-8"
+    fam = re.match(r"^([a-z][a-z-]*?)-?(\d+)$", key)  # "resnet74", "preln-8", "hc-dynamic-8", "nf-resnet74"
     if fam and fam.group(1) in _FAMILIES:
         return _FAMILIES[fam.group(1)], {"depth": int(fam.group(2))}, fam.group(1)
     return None
 
 
+def _wrong_family(key: str) -> str | None:
+    """A design name joined to a family it is not built for ("dyt-resnet20", "hc-plain56"): one line, or None."""
+    from .designs import DESIGNS
+
+    head, _, rest = key.partition("-")
+    for name in sorted(DESIGNS, key=len, reverse=True):  # "hc-dynamic" before "hc"
+        if key.startswith(name + "-"):
+            head, rest = name, key[len(name) + 1:]
+            break
+    if head not in DESIGNS or not rest or _lookup(rest) is None:  # only "<design>-<a model that exists>"
+        return None
+    d = DESIGNS[head]
+    if d.family == "transformer":
+        return (f"design {head!r} exists for Transformers only ({head}-DEPTH, e.g. {head}-8), "
+                f"not for {rest!r}; the CNN designs are fixup, skipinit, nf ({{design}}-resnetDEPTH)")
+    if d.baseline:
+        return None
+    return (f"design {head!r} is built for the He et al. residual net only ({head}-resnetDEPTH, e.g. "
+            f"{head}-resnet20, dims 1 and 2), not for {rest!r}")
+
+
 def _unknown(name: str) -> ValueError:
     key = name.strip().lower()
+    wrong = _wrong_family(key)
+    if wrong:
+        return ValueError(wrong)
     names = list_models() + list(_FAMILIES)
     close = difflib.get_close_matches(key, names, n=4, cutoff=0.5)
     hint = f"did you mean {', '.join(close)}?" if close else "see `resgrad models` for the list"
@@ -205,7 +229,10 @@ def describe(name: str) -> str:
 
 
 def family_of(name: str) -> str:
-    """The family a registered name belongs to ('resnet', 'plain', 'preresnet', ...)."""
+    """The family a registered name belongs to ('resnet', 'plain', 'preresnet', 'hc-dynamic', 'nf-resnet', ...)."""
+    m = re.match(r"^([a-z][a-z-]*?)-?\d", name.lower())
+    if m and m.group(1) in _FAMILIES and "-" in m.group(1):  # a family whose name has a hyphen
+        return m.group(1)
     return re.sub(r"[-\d].*$", "", name.lower())
 
 
@@ -295,3 +322,32 @@ def _transformer_family(kind: str, doc: str) -> None:
 _transformer_family("preln", "Pre-LN Transformer (Xiong et al. 2020): x + F(LN(x)), final LN.")
 _transformer_family("postln", "Post-LN Transformer (Vaswani et al. 2017): LN(x + F(x)).")
 _transformer_family("noskip", "The no-skip twin of the pre-LN Transformer: F(LN(x)).")
+# The designs of issue 21 (nets/transformer.py, nets/designs/): same width, depth and heads.
+_transformer_family("deepnorm", "DeepNorm Transformer (Wang et al. 2022): LN(alpha x + F(x)), beta-scaled init.")
+_transformer_family("periln", "Peri-LN Transformer (Kim et al. 2025): x + LN(F(LN(x))).")
+_transformer_family("lns", "LayerNorm Scaling (Sun et al. 2025): pre-LN with LN(x)/sqrt(layer).")
+_transformer_family("mixln", "Mix-LN Transformer (Li et al. 2024): post-LN first quarter, pre-LN after.")
+_transformer_family("rezero", "ReZero Transformer (Bachlechner et al. 2020): x + a F(x), a = 0, no LN.")
+_transformer_family("dyt", "DyT Transformer (Zhu et al. 2025): pre-LN with tanh(alpha x) for every LN.")
+_transformer_family("hc", "Static hyper-connections, 4 streams (Zhu et al. 2024), pre-LN units.")
+_transformer_family("hc-dynamic", "Dynamic hyper-connections, 4 streams (Zhu et al. 2024), pre-LN units.")
+_transformer_family("mhc", "mHC, 4 streams, doubly stochastic mixing (DeepSeek-AI 2025), pre-LN units.")
+
+
+# ---- normalisation-free He et al. nets (nets/designs/cnn.py): "<design>-resnet<depth>", both dims ----
+
+def _free_family(design: str, doc: str) -> None:
+    def fam(depth: int = 20, **kw) -> nn.Module:
+        from .designs.cnn import free_he_net
+
+        return free_he_net(depth, design=design, **kw)
+
+    fam.__name__, fam.__doc__ = f"{design}-resnet", doc
+    register_model(f"{design}-resnet", family=True)(fam)
+    for d in (20, 32, 44, 56, 110):
+        _named(f"{design}-resnet{d}", fam, d)
+
+
+_free_family("fixup", "Fixup ResNet (Zhang et al. 2019): no BN, zero last conv, scalar biases.")
+_free_family("skipinit", "SkipInit ResNet (De and Smith 2020): no BN, branch times a scalar from 0.")
+_free_family("nf", "NF-ResNet (Brock et al. 2021): scaled WS convs, h + alpha f(h / beta).")

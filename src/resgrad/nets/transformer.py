@@ -14,21 +14,45 @@ is always registered as ``branch.norm``; in the post-LN twin the branch skips it
 block's ``post`` applies that same module after the sum (``post`` holds it unregistered,
 so it is stored once). The final LN is kept in all three so the keys match; in post-LN
 it follows the last sublayer's LN and only adds an affine map.
+
+The designs of issue 21 are further kinds (:data:`DESIGN_KINDS`), built here from the same
+attention and MLP ops, in the same order, so a seed gives every kind the same op weights
+(DeepNorm re-initialises its own). Each sublayer stays one Residual unit; the pieces pre-LN lacks
+are in ``nets/designs/`` (units.py, hyper.py), cited there:
+
+- ``deepnorm``: ``LN(alpha x + F(x))``, the skip a fixed :class:`~resgrad.nets.blocks.Scale`,
+  beta-scaled init (Wang et al. 2022, arXiv 2203.00555);
+- ``periln``: ``x + LN_out(F(LN(x)))`` (Kim et al. 2025, arXiv 2502.02732);
+- ``lns``: ``x + F(LN(x) / sqrt(l))``, ``l`` the layer from 1 (Sun et al. 2025, arXiv 2502.05795);
+- ``mixln``: post-LN units in the first ``floor(layers / 4)`` layers, pre-LN after (Li et al.
+  2024, arXiv 2412.13795, alpha = 0.25: fewer than 4 layers are all pre-LN);
+- ``rezero``: ``x + a F(x)``, ``a = 0`` at init, no LayerNorm, no final norm (Bachlechner et al.
+  2020, arXiv 2003.04887);
+- ``dyt``: pre-LN with every LayerNorm (the final one too) a DyT (Zhu et al. 2025, arXiv 2503.10622);
+- ``hc``, ``hc-dynamic``: four streams, static or dynamic hyper-connections (Zhu et al. 2024,
+  arXiv 2409.19606); ``mhc``: their mixing doubly stochastic (DeepSeek-AI 2025, arXiv 2512.24880).
+  The input is copied to the streams before the first unit and summed after the last.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .blocks import Plain, Residual
+from .blocks import Plain, Residual, Scale
+from .designs.hyper import HCConnections, MHCConnections, StreamBranch, StreamExpand, StreamMix, StreamSum
+from .designs.units import DyT, GatedSublayer, NormedSublayer, deepnorm_constants, deepnorm_init
 
-__all__ = ["Transformer", "KINDS", "SelfAttention", "Sublayer"]
+__all__ = ["Transformer", "KINDS", "DESIGN_KINDS", "ALL_KINDS", "STREAMS", "SelfAttention", "Sublayer"]
 
-KINDS = ("preln", "postln", "noskip")
+KINDS = ("preln", "postln", "noskip")  # the three twins the Transformer experiment compares
+DESIGN_KINDS = ("deepnorm", "periln", "lns", "mixln", "rezero", "dyt", "hc", "hc-dynamic", "mhc")
+ALL_KINDS = KINDS + DESIGN_KINDS
+STREAMS = 4  # residual streams of the hyper-connection kinds (n = 4: Zhu et al. 2024 §4; DeepSeek-AI 2025 §5)
 Task = Literal["classify", "lm"]
 
 
@@ -74,6 +98,32 @@ class _PostNorm(nn.Module):
         return self._norm[0](x)
 
 
+def _unit(kind: str, op: nn.Module, d_model: int, layer: int, layers: int, index: int) -> nn.Module:
+    """One sublayer unit of ``kind``; ``layer`` counts from 0, ``index`` is the unit's place in the chain."""
+    if kind == "rezero":
+        return Residual(GatedSublayer(op))
+    norm: nn.Module = DyT(d_model) if kind == "dyt" else nn.LayerNorm(d_model)
+    if kind == "postln":
+        return Residual(Sublayer(norm, op, norm_first=False), post=_PostNorm(norm))
+    if kind == "preln" or kind == "dyt":
+        return Residual(Sublayer(norm, op, norm_first=True))
+    if kind == "noskip":
+        return Plain(Sublayer(norm, op, norm_first=True))
+    if kind == "deepnorm":
+        alpha = deepnorm_constants(layers)[0]
+        return Residual(Sublayer(norm, op, norm_first=False), shortcut=Scale(alpha, learnable=False),
+                        post=_PostNorm(norm))
+    if kind == "periln":
+        return Residual(NormedSublayer(norm, op, out_norm=nn.LayerNorm(d_model)))
+    if kind == "lns":
+        return Residual(NormedSublayer(norm, op, scale=1.0 / math.sqrt(layer + 1)))
+    if kind in ("hc", "hc-dynamic"):
+        conn: nn.Module = HCConnections(STREAMS, d_model, index, dynamic=kind == "hc-dynamic")
+    else:  # mhc
+        conn = MHCConnections(STREAMS, d_model)
+    return Residual(StreamBranch(Sublayer(norm, op, norm_first=True), conn), shortcut=StreamMix(conn))
+
+
 class Transformer(nn.Module):
     """Embedding + positions -> ``2 * layers`` units -> final LN -> head.
 
@@ -99,8 +149,8 @@ class Transformer(nn.Module):
         context: int = 32,
     ) -> None:
         super().__init__()
-        if kind not in KINDS:
-            raise ValueError(f"kind must be one of {', '.join(KINDS)}, received {kind!r}")
+        if kind not in ALL_KINDS:
+            raise ValueError(f"kind must be one of {', '.join(ALL_KINDS)}, received {kind!r}")
         if task not in ("classify", "lm"):
             raise ValueError(f"task must be 'classify' or 'lm', received {task!r}")
         if not isinstance(layers, int) or layers < 1:
@@ -118,17 +168,20 @@ class Transformer(nn.Module):
             t, out = context, vocab
         self.pos = nn.Parameter(torch.randn(t, d_model) * 0.02)
         units: list[nn.Module] = []
-        for _ in range(layers):
-            for op in (SelfAttention(d_model, n_heads, causal=task == "lm"), _mlp(d_model, mlp_ratio)):
-                norm = nn.LayerNorm(d_model)
-                if kind == "postln":
-                    units.append(Residual(Sublayer(norm, op, norm_first=False), post=_PostNorm(norm)))
-                elif kind == "preln":
-                    units.append(Residual(Sublayer(norm, op, norm_first=True)))
-                else:
-                    units.append(Plain(Sublayer(norm, op, norm_first=True)))
+        for layer in range(layers):
+            ops = (SelfAttention(d_model, n_heads, causal=task == "lm"), _mlp(d_model, mlp_ratio))
+            for j, op in enumerate(ops):
+                unit_kind = kind
+                if kind == "mixln":  # Li et al. 2024: post-LN in the first floor(alpha L) layers, alpha = 0.25
+                    unit_kind = "postln" if layer < layers // 4 else "preln"
+                units.append(_unit(unit_kind, op, d_model, layer, layers, 2 * layer + j))
+            if kind == "deepnorm":
+                deepnorm_init(ops[0], ops[1], deepnorm_constants(layers)[1])
         self.blocks = nn.Sequential(*units)
-        self.norm = nn.LayerNorm(d_model)
+        self.streams = STREAMS if kind in ("hc", "hc-dynamic", "mhc") else 1
+        if self.streams > 1:
+            self.expand, self.reduce = StreamExpand(self.streams), StreamSum()
+        self.norm = nn.Identity() if kind == "rezero" else DyT(d_model) if kind == "dyt" else nn.LayerNorm(d_model)
         self.head = nn.Linear(d_model, out)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -140,5 +193,6 @@ class Transformer(nn.Module):
                     f"an LM takes tokens (B, T<={self.pos.shape[0]}), received shape {tuple(x.shape)}"
                 )
             h = self.embed(x)
-        h = self.norm(self.blocks(h + self.pos[: h.shape[1]]))
+        h = h + self.pos[: h.shape[1]]
+        h = self.norm(self.reduce(self.blocks(self.expand(h))) if self.streams > 1 else self.blocks(h))
         return self.head(h.mean(1)) if self.task == "classify" else self.head(h).transpose(1, 2)

@@ -9,6 +9,7 @@
 | resgrad.study | StudyResult | results/study.py |
 | resgrad.sweep | SweepResult | results/sweep.py |
 | resgrad.transformer | TransformerResult | results/transformer.py |
+| resgrad.designs | DesignsResult | results/designs.py |
 
 ``load(path)`` reads and validates any of them (the envelope names the type).
 """
@@ -20,6 +21,7 @@ from typing import TypeVar
 
 from ..schema import Num, Record, Result, ResultError, envelope, read_file, registered
 from .degradation import DegradationResult
+from .designs import DesignsResult
 from .diagnose import DiagnoseResult
 from .ensemble import EnsembleResult
 from .flow import FlowResult
@@ -29,7 +31,7 @@ from .transformer import TransformerResult
 
 __all__ = ["Record", "Result", "ResultError", "Num", "load", "read_file", "result_types",
            "FlowResult", "DegradationResult", "EnsembleResult", "DiagnoseResult", "StudyResult",
-           "SweepResult", "TransformerResult"]
+           "SweepResult", "TransformerResult", "DesignsResult"]
 
 R = TypeVar("R", bound=Result)
 

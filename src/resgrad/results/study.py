@@ -7,6 +7,7 @@ from typing import Any
 
 from ..schema import Record, Result
 from .degradation import DegradationResult
+from .designs import DesignsResult
 from .ensemble import EnsembleResult
 from .flow import FlowResult
 from .transformer import TransformerResult
@@ -35,3 +36,4 @@ class StudyResult(Result):
     degradation: DegradationResult
     ensemble: EnsembleResult
     transformer: TransformerResult | None = None  # the Transformer stage (None: a preset without it, or 0.1)
+    designs: DesignsResult | None = None  # the designs at initialisation (None: a study before issue 21)

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from ._base import Answer, Finding
 from .degradation import degradation_findings
+from .designs import designs_findings
 from .ensemble import ensemble_findings
 from .flow import flow_findings
 from .study import answer, findings
 from .transformer import transformer_findings
 
 __all__ = ["findings", "Finding", "Answer", "answer", "flow_findings", "degradation_findings",
-           "ensemble_findings", "transformer_findings"]
+           "ensemble_findings", "transformer_findings", "designs_findings"]

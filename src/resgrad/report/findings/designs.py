@@ -1,0 +1,54 @@
+"""Findings on the residual designs (a DesignsResult): one sentence per design's verdict.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from resgrad import verdicts as V
+from resgrad.results.designs import DesignsResult
+
+from .._fmt import NA, sig
+from ._base import Finding, finding
+
+__all__ = ["designs_findings", "CAVEAT"]
+
+# Verma 2026 (arXiv 2604.23434): DyT at 64M parameters improves validation loss by 27.3% on 1M
+# tokens and worsens it by 18.8% on 118M: a small run's ranking of two designs can flip sign.
+CAVEAT = ("Small-scale results can flip sign: DyT at 64M parameters improves the validation loss by 27.3% on 1M "
+          "tokens but worsens it by 18.8% on 118M (Verma 2026, arXiv 2604.23434); the nets here are far smaller "
+          "and their budgets shorter, so read each verdict as \"at this size\".")
+
+
+def _n(v: Any) -> str:
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return "never" if v == float("inf") else sig(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(_n(x) for x in v) + "]"
+    return NA if v is None else str(v)
+
+
+def _measured(m: dict[str, Any]) -> str:
+    return ", ".join(f"{k.replace('_', ' ')} {_n(v)}" for k, v in m.items())
+
+
+_WORDS = {None: "cannot be judged from what was measured", "agrees": "agrees with the paper at this size",
+          "partly": "agrees only in part at this size", "contradicts": "contradicts the paper at this size"}
+
+
+def designs_findings(r: DesignsResult) -> list[Finding]:
+    """One finding per design (section "designs"), each wording its verdict record."""
+    out = []
+    info = {d.name: d for d in r.designs}
+    for v in V.design_verdicts(r):
+        d = info[v.design]
+        title = d.title or d.name
+        text = f"{title}: {v.figure}: {_measured(v.measured) or 'not measured'} — {_WORDS[v.relation]}"
+        if v.rule:
+            text += f" ({v.rule})"
+        paper = f"{d.paper} (arXiv {d.arxiv})" if d.paper and d.arxiv else (d.paper or None)
+        out.append(finding(f"designs.{v.design}", "designs", text + ".", dict(v.measured), v, paper=paper,
+                           claim=d.claim or None, relation=v.relation))
+    return out
