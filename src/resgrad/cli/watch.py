@@ -24,9 +24,11 @@ def command(
     window: Annotated[int | None, typer.Option(
         "--window", help="Steps an alarm's condition must hold (default: the alarms' 200).")] = None,
 ) -> None:
-    """Follow a training run in the browser as it trains: the layer-by-step heat map of gradient
-    norms, each residual unit's gradient, the loss curves and the alarms (vanishing, exploding,
-    dead layers, non-finite), redrawn as rows land. Serves on 127.0.0.1 only; Ctrl-C stops it.
+    """Follow a training run in the browser: gradient-norm heat map, skip/branch share, losses, alarms.
+
+    The layer-by-step heat map of gradient norms, each residual unit's gradient, the loss curves and
+    the alarms (vanishing, exploding, dead layers, non-finite), redrawn as rows land. Serves on
+    127.0.0.1 only; Ctrl-C stops it.
 
     Examples:
       resgrad train resnet20 --data mnist1d --monitor 10 --out runs/r20 &  resgrad watch runs/r20
