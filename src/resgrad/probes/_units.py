@@ -26,6 +26,7 @@ gradient rows.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -34,6 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from ..nets.blocks import Residual
+from . import _norms
 from ._foreign import branch_modules
 from ._taps import Tap, first_tensor
 
@@ -103,6 +105,7 @@ class _UnitSplit:
     _fwd: dict[str, Any]
     _fwd_meta: dict[str, tuple[str, str, int]]
     _gb: dict[int, Tensor]
+    _pass: int
 
     def _capture(self, t: Tensor | None, name: str, kind: str, block: int | None) -> None: ...
     def _add_tap(self, name: str, kind: str, block: int | None, source: str | None = None) -> None: ...
@@ -134,11 +137,20 @@ class _UnitSplit:
     # ---- forward values ---------------------------------------------------------------
 
     def _record(self, key: str, t: Tensor) -> None:
-        sq = _fnorm(t).square()
         if torch.compiler.is_compiling():
-            self._fwd[key] = sq  # a dict store: dynamo replays it, the norm is a graph output
+            self._fwd[key] = _fnorm(t).square()  # a dict store: dynamo replays it, the norm is a graph output
             self._fwd_n[key] = t.numel()
             return
+        # One norm per tensor: unit l's input is often unit l-1's output (stream = act_norm).
+        mark = getattr(t, "_resgrad_fnorm", None)
+        if mark is not None and mark[0] == id(self) and mark[1] == self._pass and mark[2] == t._version:
+            sq = mark[3]
+        else:
+            # The gradient rows' norm: on the CPU float32 with a float64 redo outside the safe
+            # range (a read costs no sync there), on accelerators float64 (no read).
+            sq = _norms.norm(t.detach()).double().square()
+            with contextlib.suppress(AttributeError, RuntimeError):  # tensor subclasses may refuse
+                t._resgrad_fnorm = (id(self), self._pass, t._version, sq)  # type: ignore[attr-defined]
         self._fwd.setdefault(key, []).append(sq)
         self._fwd_n[key] = self._fwd_n.get(key, 0) + t.numel()
 
