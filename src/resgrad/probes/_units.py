@@ -21,7 +21,8 @@ Forward values (``stream`` ‖x‖, ``forward`` ‖F(x)‖ and ‖F(x)‖/‖x�
 norms taken in forward hooks at measured steps only, left on the device (float64, no host
 read). Under compile a pass overwrites the previous one (the last pass of a step counts);
 in eager mode the passes of one step combine as a root sum of squares, like the
-gradient rows.
+gradient rows. Distributed, the skip/branch parts are reduced over ranks with the other
+activation-gradient rows; the forward norms are this rank's (not reduced).
 """
 
 from __future__ import annotations
