@@ -389,6 +389,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1,
                     help="torch intra-op threads (1: stable on a shared machine; 0: torch's default)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--eager-only", action="store_true", help="resnet20 group: skip its compiled rows")
     ap.add_argument("--groups", default="core,lightning,hf,compiled,resnet20",
                     help="comma-separated: core (the rows above), lightning, hf, compiled, resnet20 "
                          "(benchmarks/monitor_resnet20.py)")

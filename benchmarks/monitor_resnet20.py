@@ -13,7 +13,7 @@ step (a TorchDispatchMode/TorchFunctionMode count, as tests/probes/test_no_sync.
 only: dynamo refuses to run under a user dispatch mode, and inside a graph a read would be
 a graph break) and graph breaks under torch.compile (``torch._dynamo.utils.counters``).
 
-    .venv/bin/python benchmarks/monitor_overhead.py --groups resnet20 [--rounds 12] [--steps 2]
+    .venv/bin/python benchmarks/monitor_overhead.py --groups resnet20 [--rounds 12] [--steps 2] [--eager-only]
 """
 
 from __future__ import annotations
@@ -101,6 +101,8 @@ def run(args: argparse.Namespace) -> None:
                                ("eager: params", {}, False), ("eager: params+split+act_norms", FULL, False),
                                ("compiled: baseline", None, True), ("compiled: params", {}, True),
                                ("compiled: params+split+act_norms", FULL, True)):
+        if compiled and getattr(args, "eager_only", False):
+            continue
         model = copy.deepcopy(base)
         mon = None
         if kw is not None:

@@ -184,3 +184,26 @@ def test_new_rows_have_the_same_columns_and_readable_names():
         next(r["ratio"] for r in rows if r["kind"] == "branch" and r["name"] == u))
     for fam in ("skip_grad", "branch_grad", "forward_ratio", "stream_norm", "act_norm"):
         assert f"resgrad/{fam}/{u}" in d
+
+
+def test_selection_on_a_foreign_model_keeps_the_values():
+    T = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    model = T.GPT2LMHeadModel(T.GPT2Config(n_layer=3, n_embd=16, n_head=2, vocab_size=40, n_positions=16,
+                                           resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0))
+    ids = torch.randint(0, 40, (2, 6))
+
+    def rows(**opts):
+        with GradientMonitor(model, split=True, **opts) as mon:
+            model.zero_grad()
+            model(input_ids=ids, labels=ids).loss.backward()
+            mon.step()
+        return {(r["kind"], r["name"]): r["norm"] for r in mon.records}
+
+    full, some = rows(), rows(select=["first", "last", T.models.gpt2.modeling_gpt2.GPT2MLP])
+    units = list(dict.fromkeys(n for k, n in full if k == "branch"))  # rows come in forward order
+    got = {n for k, n in some if k == "branch"}
+    mlps = {n for n in units if n.endswith("mlp")}
+    assert got == {units[0], units[-1]} | mlps and len(units) == 6
+    for key, v in some.items():
+        assert v == pytest.approx(full[key], rel=1e-6), key

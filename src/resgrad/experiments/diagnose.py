@@ -139,7 +139,7 @@ def compute(config: DiagnoseConfig, ctx: driver.Context) -> DiagnoseResult:
                   if isinstance(m, nn.ReLU)]
     init = _small_scales(model)  # before any step: layer-scale vectors as initialised
     fwd = _Outputs(model)  # ‖h‖ of every module's output and the query/key outputs, last forward
-    with GradientMonitor(model, activations=True, weights=True) as mon:
+    with GradientMonitor(model, activations=True, weights=True, per="param") as mon:  # its layer table reads parameter rows
         for step in range(config.steps):
             xb, yb = _batch(data, batches, shape, config.batch_size, g, n_classes)
             opt.zero_grad(set_to_none=True)

@@ -21,11 +21,13 @@ Forward values (``stream`` ‖x‖, ``forward`` ‖F(x)‖ and ‖F(x)‖/‖x�
 norms taken in forward hooks at measured steps only, left on the device (float64, no host
 read). Under compile a pass overwrites the previous one (the last pass of a step counts);
 in eager mode the passes of one step combine as a root sum of squares, like the
-gradient rows.
+gradient rows. Distributed, the skip/branch parts are reduced over ranks with the other
+activation-gradient rows; the forward norms are this rank's (not reduced).
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -34,6 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from ..nets.blocks import Residual
+from . import _norms
 from ._foreign import branch_modules
 from ._taps import Tap, first_tensor
 
@@ -103,6 +106,7 @@ class _UnitSplit:
     _fwd: dict[str, Any]
     _fwd_meta: dict[str, tuple[str, str, int]]
     _gb: dict[int, Tensor]
+    _pass: int
 
     def _capture(self, t: Tensor | None, name: str, kind: str, block: int | None) -> None: ...
     def _add_tap(self, name: str, kind: str, block: int | None, source: str | None = None) -> None: ...
@@ -134,11 +138,20 @@ class _UnitSplit:
     # ---- forward values ---------------------------------------------------------------
 
     def _record(self, key: str, t: Tensor) -> None:
-        sq = _fnorm(t).square()
         if torch.compiler.is_compiling():
-            self._fwd[key] = sq  # a dict store: dynamo replays it, the norm is a graph output
+            self._fwd[key] = _fnorm(t).square()  # a dict store: dynamo replays it, the norm is a graph output
             self._fwd_n[key] = t.numel()
             return
+        # One norm per tensor: unit l's input is often unit l-1's output (stream = act_norm).
+        mark = getattr(t, "_resgrad_fnorm", None)
+        if mark is not None and mark[0] == id(self) and mark[1] == self._pass and mark[2] == t._version:
+            sq = mark[3]
+        else:
+            # The gradient rows' norm: on the CPU float32 with a float64 redo outside the safe
+            # range (a read costs no sync there), on accelerators float64 (no read).
+            sq = _norms.norm(t.detach()).double().square()
+            with contextlib.suppress(AttributeError, RuntimeError):  # tensor subclasses may refuse
+                t._resgrad_fnorm = (id(self), self._pass, t._version, sq)  # type: ignore[attr-defined]
         self._fwd.setdefault(key, []).append(sq)
         self._fwd_n[key] = self._fwd_n.get(key, 0) + t.numel()
 

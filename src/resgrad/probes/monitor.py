@@ -111,7 +111,9 @@ class GradientMonitor(_Schedule, _Reading, _UnitSplit, _ForeignUnits, _Deprecate
     (``skip``/``branch`` rows, ``ratio`` = each part's share), ‖F(x)‖ and ‖F(x)‖/‖x‖
     (``forward``) and ‖x‖ (``stream``), from the passes already running (``_units``).
     ``act_norms``: ‖y‖ at each unit's output (``act_norm`` rows). Both need units (resgrad
-    blocks or an adapter's); a model without any is refused at construction.
+    blocks or an adapter's); a model without any is refused at construction. Under
+    ``torch.compile`` they are measured on resgrad blocks (``resgrad.adapt(model)`` for a
+    foreign model), like the other unit rows.
 
     ``select``: a selector or a list (``_select``: globs, ``"re:..."``, module types,
     ``"first"``/``"last"``/``"middle"``/``"every:k"``/unit index) keeps only what it names.
