@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import resgrad
-from resgrad.nets.designs import amax, mixing_matrices, sinkhorn
+from resgrad.nets.designs import amax, amax_profile, mixing_matrices, sinkhorn
 
 
 @pytest.mark.parametrize("dtype,std,iters", [(torch.float32, 0.5, 20), (torch.float64, 0.5, 20),
@@ -58,6 +58,9 @@ def test_amax_of_a_hand_made_product():
     # By hand: M = A_r^T, P = M2 M1 = 2 M1 = [[2,0,0,0],[2,2,0,0],[-6,0,2,0],[0,0,0,2]].
     # Row sums of |P|: 2, 4, 8, 2 -> forward 8; column sums: 10, 2, 2, 2 -> backward 10.
     assert amax(hc) == (8.0, 10.0)
+    # After the first unit alone, M1: row sums 1, 2, 4, 1 -> 4; column sums 5, 1, 1, 1 -> 5.
+    assert amax_profile(hc) == [(4.0, 5.0), (8.0, 10.0)]
+    assert amax_profile(resgrad.build("preln-2")) == []
     # The same matrices move the streams: one unit's shortcut applied to streams equals A_r^T H.
     h = torch.randn(2, 5, 4, 32)  # (B, T, n, d)
     torch.testing.assert_close(hc.blocks[0].shortcut(h), torch.einsum("ij,btid->btjd", a1, h))

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 __all__ = ["sinkhorn", "StreamExpand", "StreamSum", "HCConnections", "MHCConnections", "StreamMix",
-           "StreamBranch", "mixing_matrices", "amax", "SINKHORN_ITERS"]
+           "StreamBranch", "mixing_matrices", "amax", "amax_profile", "SINKHORN_ITERS"]
 
 SINKHORN_ITERS = 20  # t_max of the mHC paper (DeepSeek-AI 2025, §4)
 
@@ -306,6 +306,28 @@ def mixing_matrices(model: nn.Module, x: Tensor | None = None) -> list[Tensor]:
     return [got[i].detach() for i in range(len(mixers))]
 
 
+def _gains(p: Tensor, reduce: str) -> tuple[float, float]:
+    fwd = p.abs().sum(-1).amax(-1)  # per token: the largest absolute row sum
+    bwd = p.abs().sum(-2).amax(-1)  # the largest absolute column sum
+    if reduce == "max":
+        return float(fwd.max()), float(bwd.max())
+    return float(fwd.mean()), float(bwd.mean())
+
+
+def amax_profile(model: nn.Module, x: Tensor | None = None, *, reduce: str = "max") -> list[tuple[float, float]]:
+    """:func:`amax` of the partial products ``M_k ... M_1``, one ``(forward, backward)`` per unit (``[]``: one stream).
+
+    The depth profile the mHC paper plots (DeepSeek-AI 2025 Fig. 3b): the composite gain up to each unit.
+    """
+    if reduce not in ("max", "mean"):
+        raise ValueError(f"reduce must be 'max' or 'mean', received {reduce!r}")
+    out, p = [], None
+    for m in mixing_matrices(model, x):
+        p = m.double() if p is None else m.double() @ p
+        out.append(_gains(p, reduce))
+    return out
+
+
 def amax(model: nn.Module, x: Tensor | None = None, *, reduce: str = "max") -> tuple[float, float]:
     """``(forward_gain, backward_gain)`` of the product of the stream mixings across depth.
 
@@ -323,8 +345,4 @@ def amax(model: nn.Module, x: Tensor | None = None, *, reduce: str = "max") -> t
     p = mats[0].double()
     for m in mats[1:]:
         p = m.double() @ p  # broadcast: static (n, n) with per-token (B, T, n, n)
-    fwd = p.abs().sum(-1).amax(-1)  # per token: max over rows of the row sums
-    bwd = p.abs().sum(-2).amax(-1)
-    if reduce == "max":
-        return float(fwd.max()), float(bwd.max())
-    return float(fwd.mean()), float(bwd.mean())
+    return _gains(p, reduce)
