@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import resgrad
-from resgrad.nets.designs import amax, mixing_matrices, sinkhorn
+from resgrad.nets.designs import amax, amax_profile, mixing_matrices, sinkhorn
 
 
 @pytest.mark.parametrize("dtype,std,iters", [(torch.float32, 0.5, 20), (torch.float64, 0.5, 20),
@@ -58,6 +58,9 @@ def test_amax_of_a_hand_made_product():
     # By hand: M = A_r^T, P = M2 M1 = 2 M1 = [[2,0,0,0],[2,2,0,0],[-6,0,2,0],[0,0,0,2]].
     # Row sums of |P|: 2, 4, 8, 2 -> forward 8; column sums: 10, 2, 2, 2 -> backward 10.
     assert amax(hc) == (8.0, 10.0)
+    # After the first unit alone, M1: row sums 1, 2, 4, 1 -> 4; column sums 5, 1, 1, 1 -> 5.
+    assert amax_profile(hc) == [(4.0, 5.0), (8.0, 10.0)]
+    assert amax_profile(resgrad.build("preln-2")) == []
     # The same matrices move the streams: one unit's shortcut applied to streams equals A_r^T H.
     h = torch.randn(2, 5, 4, 32)  # (B, T, n, d)
     torch.testing.assert_close(hc.blocks[0].shortcut(h), torch.einsum("ij,btid->btjd", a1, h))
@@ -132,6 +135,8 @@ def test_sinkhorn_gradient_equals_autograd_through_the_plain_loop():
     (g2,) = torch.autograd.grad((plain(logits) * w).sum(), logits)
     torch.testing.assert_close(sinkhorn(logits), plain(logits), rtol=0, atol=1e-12)
     torch.testing.assert_close(g1, g2, rtol=0, atol=1e-12)
-    assert torch.autograd.gradcheck(lambda z: sinkhorn(z, 3), (logits[:1, :1].detach().clone().requires_grad_(),))
+    small = (logits[:1, :2].detach().clone().requires_grad_(),)
+    assert torch.autograd.gradcheck(lambda z: sinkhorn(z, 3), small)
+    assert torch.autograd.gradgradcheck(lambda z: sinkhorn(z, 3), small)  # second order exact too
     with pytest.raises(ValueError, match="square matrices"):
         sinkhorn(torch.zeros(3, 4))

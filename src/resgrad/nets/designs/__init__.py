@@ -30,10 +30,10 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass, replace
 
-from .hyper import amax, mixing_matrices, sinkhorn
+from .hyper import amax, amax_profile, mixing_matrices, sinkhorn
 
 __all__ = ["DESIGNS", "Design", "TRANSFORMER_DESIGNS", "CNN_DESIGNS", "NEW_KINDS", "design_of", "model_name",
-           "check_design", "mixing_matrices", "amax", "sinkhorn", "param_delta"]
+           "check_design", "mixing_matrices", "amax", "amax_profile", "sinkhorn", "param_delta"]
 
 
 @dataclass(frozen=True)

@@ -28,9 +28,21 @@ import torch
 from torch import Tensor, nn
 
 __all__ = ["sinkhorn", "StreamExpand", "StreamSum", "HCConnections", "MHCConnections", "StreamMix",
-           "StreamBranch", "mixing_matrices", "amax", "SINKHORN_ITERS"]
+           "StreamBranch", "mixing_matrices", "amax", "amax_profile", "SINKHORN_ITERS"]
 
 SINKHORN_ITERS = 20  # t_max of the mHC paper (DeepSeek-AI 2025, §4)
+
+
+def _rounds(m: Tensor, iters: int) -> tuple[list[Tensor], list[Tensor]]:
+    """Each normalisation's output and the sums it divided by, rows (dim 1) then columns (dim 0)."""
+    outs, sums = [], []
+    for _ in range(iters):
+        for dim in (1, 0):
+            s = m.sum(dim, keepdim=True)
+            m = m / s
+            outs.append(m)
+            sums.append(s)
+    return outs, sums
 
 
 class _SinkhornRounds(torch.autograd.Function):
@@ -39,27 +51,27 @@ class _SinkhornRounds(torch.autograd.Function):
     The same unrolled iteration as autograd would differentiate, with the backward of each
     normalisation written out, ``g <- (g - sum(g * y)) / s`` along the summed dim: about 4x
     faster on CPU than autograd's graph of 40 broadcast divisions (``benchmarks/designs_speed.py``).
+    Under ``create_graph`` the rounds are recomputed from the saved input with autograd on, so
+    higher derivatives (and the double-VJP trick of ``probes/jacobian.py``) stay exact.
     """
 
     @staticmethod
     def forward(ctx, m: Tensor, iters: int) -> Tensor:  # type: ignore[override]
-        outs, sums = [], []
-        for _ in range(iters):
-            for dim in (1, 0):
-                s = m.sum(dim, keepdim=True)
-                m = m / s
-                outs.append(m)
-                sums.append(s)
-        ctx.save_for_backward(*outs, *sums)
-        return m
+        outs, sums = _rounds(m, iters)
+        ctx.iters = iters
+        ctx.save_for_backward(m, *outs, *sums)
+        return outs[-1]
 
     @staticmethod
     def backward(ctx, g: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
-        saved = ctx.saved_tensors
-        k = len(saved) // 2
+        m, *rest = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph: a graph connected to the input
+            outs, sums = _rounds(m, ctx.iters)
+        else:
+            outs, sums = rest[: len(rest) // 2], rest[len(rest) // 2:]
         g = g.contiguous()
-        for i in reversed(range(k)):
-            g = (g - (g * saved[i]).sum(1 if i % 2 == 0 else 0, keepdim=True)) / saved[k + i]
+        for i in reversed(range(len(outs))):
+            g = (g - (g * outs[i]).sum(1 if i % 2 == 0 else 0, keepdim=True)) / sums[i]
         return g, None
 
 
@@ -111,12 +123,16 @@ class _Cached(nn.Module):
 
     The unit calls ``shortcut(H)`` and ``branch(H)`` on the same tensor; the coefficients (a norm
     and a matmul of ``H``) are kept for that tensor only while nothing it depends on changed: the
-    same object, the same in-place version of it and of every parameter, the same grad mode.
+    same object, the same in-place version of it and the same parameter tensors and versions, the
+    same grad mode.
     The branch's :meth:`depth`, the last reader, drops them (so no graph outlives the forward).
     """
 
     def _coeffs(self, h: Tensor) -> Tensor:
-        key = (h._version, torch.is_grad_enabled(), tuple(p._version for p in self.parameters()))
+        try:
+            key = (h._version, torch.is_grad_enabled(), tuple((id(p), p._version) for p in self.parameters()))
+        except (RuntimeError, AttributeError):  # a tensor without versions (a functorch wrapper): no cache
+            return self._compute(h)
         c = self.__dict__.get("_cache")
         if c is not None and c[0]() is h and c[1] == key:
             return c[2]
@@ -306,6 +322,28 @@ def mixing_matrices(model: nn.Module, x: Tensor | None = None) -> list[Tensor]:
     return [got[i].detach() for i in range(len(mixers))]
 
 
+def _gains(p: Tensor, reduce: str) -> tuple[float, float]:
+    fwd = p.abs().sum(-1).amax(-1)  # per token: the largest absolute row sum
+    bwd = p.abs().sum(-2).amax(-1)  # the largest absolute column sum
+    if reduce == "max":
+        return float(fwd.max()), float(bwd.max())
+    return float(fwd.mean()), float(bwd.mean())
+
+
+def amax_profile(model: nn.Module, x: Tensor | None = None, *, reduce: str = "max") -> list[tuple[float, float]]:
+    """:func:`amax` of the partial products ``M_k ... M_1``, one ``(forward, backward)`` per unit (``[]``: one stream).
+
+    The depth profile the mHC paper plots (DeepSeek-AI 2025 Fig. 3b): the composite gain up to each unit.
+    """
+    if reduce not in ("max", "mean"):
+        raise ValueError(f"reduce must be 'max' or 'mean', received {reduce!r}")
+    out, p = [], None
+    for m in mixing_matrices(model, x):
+        p = m.double() if p is None else m.double() @ p
+        out.append(_gains(p, reduce))
+    return out
+
+
 def amax(model: nn.Module, x: Tensor | None = None, *, reduce: str = "max") -> tuple[float, float]:
     """``(forward_gain, backward_gain)`` of the product of the stream mixings across depth.
 
@@ -323,8 +361,4 @@ def amax(model: nn.Module, x: Tensor | None = None, *, reduce: str = "max") -> t
     p = mats[0].double()
     for m in mats[1:]:
         p = m.double() @ p  # broadcast: static (n, n) with per-token (B, T, n, n)
-    fwd = p.abs().sum(-1).amax(-1)  # per token: max over rows of the row sums
-    bwd = p.abs().sum(-2).amax(-1)
-    if reduce == "max":
-        return float(fwd.max()), float(bwd.max())
-    return float(fwd.mean()), float(bwd.mean())
+    return _gains(p, reduce)
