@@ -90,6 +90,7 @@ class PostClip:
         """Take the norms of the gradients as they are now (after clipping), on the device."""
         mon = self.monitor
         data = StepData(step, None, None, [])  # clipping unscales first: no loss scale
+        data.collected = {"params"}  # the monitor's rows read what was measured at this step
         self._param.collect(mon, data)
         if data.shards:  # FSDP2: the shards' sums of squares, in one all-reduce
             dev = data.shards[0].to_local().device

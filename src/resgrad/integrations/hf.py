@@ -238,7 +238,9 @@ class GradientMonitorCallback(MonitorReadout, _tf.TrainerCallback):
         assert mon is not None
         self._entered = s
         inner = getattr(self._optimizer, "optimizer", self._optimizer)  # the torch optimizer the scaler knows
-        if not mon.step(s, optimizer=inner):
+        # clip="post": the monitor measures no parameter gradient itself (PostClip does, after
+        # clipping), so its own schedule says whether this is a log step.
+        if not mon.step(s, optimizer=inner) and not (self._post is not None and mon._due(s)):
             return
         self._due = s
         rows = mon.records

@@ -161,7 +161,10 @@ class GradientMonitorCallback(MonitorReadout, _pl.Callback):
         mon = self.monitor
         if mon is None or not mon.attached:
             return
-        if not mon.step(int(trainer.global_step), optimizer=optimizer):
+        s = int(trainer.global_step)
+        # clip="post": the monitor measures no parameter gradient itself (PostClip does, after
+        # clipping), so its own schedule says whether this is a log step.
+        if not mon.step(s, optimizer=optimizer) and not (self._post is not None and mon._due(s)):
             return
         rows = mon.records
         new, self._n_rows = rows[self._n_rows:], len(rows)
