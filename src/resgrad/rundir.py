@@ -7,7 +7,8 @@ else spells these names::
                           "environment": {...}, "created": "..."}  (experiments: written by their driver)
     metrics.jsonl        one JSON line per finished epoch (training runs)
     checkpoints/last.pt  the last checkpoint (training runs), written atomically
-    checkpoints/last.pt.sha256   its checksum (and the previous one's, for a kill between the two renames)
+    checkpoints/last.pt.sha256   its checksum (and the previous one's, for a kill between the two renames),
+                         and the digest of every metrics line up to the checkpoint's epoch
     results.json         the run's typed Result (experiments), written atomically
     report.html          rendered from results.json (studies)
     .lock                the writer's lock (fcntl.flock) and who holds it: pid, host, since, command
@@ -20,6 +21,18 @@ One writer per folder: :meth:`RunDir.locked` takes an exclusive ``flock`` on ``.
 (released by the kernel when its holder dies, so a kill -9 never leaves a folder locked),
 a second writer gets :class:`RunLocked` naming the holder, and the taker removes the
 temp files a killed writer left. Readers take no lock: every file is replaced atomically.
+A lock held by a process on another host (shared storage) cannot be checked from here: the
+refusal names the ``.lock`` file to remove once that host is known to be gone.
+
+Provenance of ``metrics.jsonl``: with each checkpoint the run records, in the checkpoint's
+checksum file, the :func:`row_digest` of every metrics line it computed up to that epoch
+(from memory, not from the file). :meth:`RunDir.read_metrics` checks every line against it, so
+a finished run's shown and reported numbers are the ones it computed; a line changed since
+(a plausible edit, a bad sector that still parses) is one line naming the file and the epoch.
+Why there and not a digest inside each line: the lines stay as every reader knows them, the
+checksum file is written atomically with the checkpoint it describes, and one digest per
+epoch names the epoch that changed. A folder written before the digests (no ``metrics`` in
+its checksum file, or no checksum file) is read as before, unchecked.
 """
 
 from __future__ import annotations
@@ -40,8 +53,9 @@ from typing import IO, Any, TypeVar
 
 from .io import TEMP_PATTERN, atomic_write, jsonable, write_json
 from .results import Result, ResultError, read_file
+from .results.metrics import MetricsRow
 
-__all__ = ["RunDir", "RunLocked", "DamagedRun", "config_diff", "flatten"]
+__all__ = ["RunDir", "RunLocked", "DamagedRun", "config_diff", "flatten", "row_digest"]
 
 
 class RunLocked(ValueError):
@@ -58,6 +72,12 @@ _HELD: dict[str, list[int]] = {}
 _HELD_GUARD = threading.Lock()
 
 R = TypeVar("R", bound=Result)
+
+
+def row_digest(row: dict[str, Any]) -> str:
+    """sha256 of one metrics row's canonical JSON (sorted keys): what the checkpoint records per epoch."""
+    text = json.dumps(jsonable(row), sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -195,8 +215,13 @@ class RunDir:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = _describe_holder(fd)
+            holder, host = _describe_holder(fd)
             os.close(fd)
+            if host is not None and host != socket.gethostname():
+                # flock cannot see whether a process on another host still lives (shared storage).
+                raise RunLocked(f"{self.path} is being written by {holder}; wait for it to finish, or use another "
+                                f"--out folder; if {host} is gone (the job no longer runs), remove "
+                                f"{self.lock_path} and rerun") from None
             raise RunLocked(f"{self.path} is being written by {holder}; wait for it to finish, or use another "
                             "--out folder") from None
         info = {"pid": os.getpid(), "host": socket.gethostname(), "since": _now(),
@@ -272,14 +297,18 @@ class RunDir:
     # ---- metrics (one JSON line per finished epoch) ---------------------------------
 
     def read_metrics(self) -> list[dict[str, Any]]:
-        """Rows of ``metrics.jsonl``; a torn last line (a kill mid-write) is left out.
+        """Rows of ``metrics.jsonl``, each typed (:class:`MetricsRow`) and checked against the digests
+        the run recorded with its checkpoint; a torn last line (a kill mid-write) is left out.
 
-        A bad line with good lines after it is not a kill's trace but damage: DamagedRun.
+        A bad line with good lines after it is not a kill's trace but damage: DamagedRun, as is
+        a field of the wrong type (naming the line and the field) and a line that differs from
+        what the run computed (naming the epoch).
         """
         rows: list[dict[str, Any]] = []
         if not self.metrics_path.is_file():
             return rows
         lines = self.metrics_path.read_bytes().decode("utf-8", errors="replace").splitlines()
+        numbers: list[int] = []
         for i, raw in enumerate(lines):
             try:
                 row = json.loads(raw)
@@ -291,8 +320,39 @@ class RunDir:
                     break  # the line a kill tore: that epoch is redone from the checkpoint
                 raise DamagedRun(f"{self.metrics_path} line {i + 1} is not a metrics row (the file is damaged); "
                                  "start over with --no-resume, or restore the file")
+            try:
+                row = MetricsRow.check(row, source=f"{self.metrics_path} line {i + 1}")
+            except ResultError as e:
+                raise DamagedRun(str(e).split("; ")[0] + "; the file is damaged: restore it, or start over with "
+                                 "--no-resume") from None
             rows.append(row)
+            numbers.append(i + 1)
+        recorded = self.metrics_digests()
+        if recorded is not None:
+            for n, row in zip(numbers, rows, strict=True):
+                e = row["epoch"]
+                if 1 <= e <= len(recorded) and row_digest(row) != recorded[e - 1]:
+                    raise DamagedRun(f"{self.metrics_path} line {n} (epoch {e}) is not what the run computed "
+                                     f"(its digest differs from the one recorded in {self.checksum_path}): the file "
+                                     "was changed after it was written; restore it, or start over with --no-resume")
         return rows
+
+    def metrics_digests(self) -> list[str] | None:
+        """The digest of each epoch's metrics row (epoch 1 first) recorded with the checkpoint, or None
+        for a folder written before them."""
+        if not self.checksum_path.is_file():
+            return None
+        try:
+            got = read_file(self.checksum_path)
+        except ResultError as e:
+            raise DamagedRun(f"{self.checksum_path} is damaged ({str(e)[:120]}); start over with --no-resume") from None
+        recorded = got.get("metrics") if isinstance(got, dict) else None
+        if recorded is None:
+            return None
+        if not (isinstance(recorded, list) and all(isinstance(d, str) for d in recorded)):
+            raise DamagedRun(f"{self.checksum_path}: field 'metrics' is not a list of digests (the file is damaged); "
+                             "start over with --no-resume")
+        return recorded
 
     def rewrite_metrics(self, rows: list[dict[str, Any]]) -> None:
         text = "".join(json.dumps(r) + "\n" for r in rows)
@@ -336,19 +396,26 @@ class RunDir:
         self.checkpoint_path.unlink(missing_ok=True)
         self.checksum_path.unlink(missing_ok=True)
 
-    def save_checkpoint(self, state: dict[str, Any]) -> None:
+    def save_checkpoint(self, state: dict[str, Any], metrics: list[dict[str, Any]] | None = None) -> None:
         """``torch.save`` into a temp file, record its checksum, ``os.replace``.
 
         A kill leaves the old checkpoint or the new one. The checksum file is written first
         and accepts both the new digest and the current file's, so a kill between the two
-        renames still leaves a checkpoint that verifies.
+        renames still leaves a checkpoint that verifies. ``metrics``: the rows the run computed
+        up to this checkpoint (epoch 1 first); their :func:`row_digest` are recorded beside the
+        checksum (a prefix of them also describes the previous checkpoint: rows are appended).
         """
         import torch
 
+        digests = None if metrics is None else [row_digest(r) for r in metrics]
+
         def seal(tmp: Path) -> None:
             current = [self._digest(self.checkpoint_path)] if self.has_checkpoint() else []
-            write_json(self.checksum_path, {"sha256": _sha256(tmp), "accept": [_sha256(tmp), *current],
-                                            "bytes": tmp.stat().st_size})
+            record: dict[str, Any] = {"sha256": _sha256(tmp), "accept": [_sha256(tmp), *current],
+                                      "bytes": tmp.stat().st_size}
+            if digests is not None:
+                record["metrics"] = digests
+            write_json(self.checksum_path, record)
 
         atomic_write(self.checkpoint_path, lambda f: torch.save(state, f), mode="wb", before_replace=seal)
 
@@ -425,15 +492,17 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _describe_holder(fd: int) -> str:
+def _describe_holder(fd: int) -> tuple[str, str | None]:
+    """Who holds the lock, in words, and the host it recorded (None: unknown)."""
     try:
         info = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
     except (OSError, ValueError):
         info = {}
     if not isinstance(info, dict) or "pid" not in info:
-        return "another process"
+        return "another process", None
+    host = info.get("host") if isinstance(info.get("host"), str) else None
     return (f"pid {info['pid']} on {info.get('host', '?')} since {info.get('since', '?')}"
-            + (f" ({info['command']})" if info.get("command") else ""))
+            + (f" ({info['command']})" if info.get("command") else "")), host
 
 
 def _now() -> str:

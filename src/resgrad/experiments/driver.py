@@ -50,7 +50,7 @@ from typing import Any
 from ..executors import Executor, LocalExecutor, make_executor
 from ..io import environment, jsonable
 from ..rundir import RunDir
-from ..schema import Result
+from ..schema import Result, ResultError
 
 __all__ = ["run", "register", "experiment", "registered", "Context", "Progress", "Lazy", "Policy", "open_run_dir"]
 
@@ -226,7 +226,11 @@ def _in_folder(mod: ModuleType, config: Any, run_dir: RunDir, ctx: Context) -> R
     run_dir.claim(record, compare=lambda r: comparable(dict(r.get("config") or {})), fresh=claim == "fresh",
                   additions_ok=claim == "additions")
     if ctx.reuse:
-        done = run_dir.finished(mod.Result)
+        done = None
+        try:
+            done = run_dir.read_results(mod.Result) if run_dir.has_results() else None
+        except ResultError as e:  # damaged or changed since it was written: never reused, said so
+            ctx.log(f"{str(e).split('; ')[0]}; recomputing it")
         if done is not None:
             had = jsonable(getattr(done, "config", None))
             same = had == cfg if _policy(mod, "REUSE_EXACT") else (
