@@ -47,12 +47,13 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
 from .io import TEMP_PATTERN, atomic_write, jsonable, write_json
-from .results import Result, ResultError, read_file
+from .results import Record, Result, ResultError, read_file
 from .results.metrics import MetricsRow
 
 __all__ = ["RunDir", "RunLocked", "DamagedRun", "config_diff", "flatten", "row_digest"]
@@ -320,8 +321,8 @@ class RunDir:
                     break  # the line a kill tore: that epoch is redone from the checkpoint
                 raise DamagedRun(f"{self.metrics_path} line {i + 1} is not a metrics row (the file is damaged); "
                                  "start over with --no-resume, or restore the file")
-            try:
-                row = MetricsRow.check(row, source=f"{self.metrics_path} line {i + 1}")
+            try:  # typed, but kept as parsed: its digest is of what the run wrote
+                MetricsRow.check(row, source=f"{self.metrics_path} line {i + 1}")
             except ResultError as e:
                 raise DamagedRun(str(e).split("; ")[0] + "; the file is damaged: restore it, or start over with "
                                  "--no-resume") from None
@@ -340,19 +341,18 @@ class RunDir:
     def metrics_digests(self) -> list[str] | None:
         """The digest of each epoch's metrics row (epoch 1 first) recorded with the checkpoint, or None
         for a folder written before them."""
+        seal = self._seal()
+        return None if seal is None else seal.metrics
+
+    def _seal(self) -> _Seal | None:
+        """The checksum file, typed (None: none written, resgrad 0.1); damaged: DamagedRun naming the field."""
         if not self.checksum_path.is_file():
             return None
         try:
-            got = read_file(self.checksum_path)
+            return _Seal.from_json(read_file(self.checksum_path), source=str(self.checksum_path))
         except ResultError as e:
-            raise DamagedRun(f"{self.checksum_path} is damaged ({str(e)[:120]}); start over with --no-resume") from None
-        recorded = got.get("metrics") if isinstance(got, dict) else None
-        if recorded is None:
-            return None
-        if not (isinstance(recorded, list) and all(isinstance(d, str) for d in recorded)):
-            raise DamagedRun(f"{self.checksum_path}: field 'metrics' is not a list of digests (the file is damaged); "
-                             "start over with --no-resume")
-        return recorded
+            raise DamagedRun(f"{str(e).split('; ')[0][:200]} (the file is damaged); start over with --no-resume, "
+                             "or restore the file") from None
 
     def rewrite_metrics(self, rows: list[dict[str, Any]]) -> None:
         text = "".join(json.dumps(r) + "\n" for r in rows)
@@ -424,13 +424,10 @@ class RunDir:
 
     def verify_checkpoint(self) -> None:
         """DamagedRun when the checkpoint fails its recorded checksum (none recorded: resgrad 0.1, accepted)."""
-        if not self.checksum_path.is_file():
+        seal = self._seal()
+        if seal is None:
             return
-        try:
-            accept = read_file(self.checksum_path)["accept"]
-        except (ResultError, KeyError, TypeError) as e:
-            raise DamagedRun(f"{self.checksum_path} is damaged ({str(e)[:120]}); start over with --no-resume") from None
-        if _sha256(self.checkpoint_path) not in accept:
+        if _sha256(self.checkpoint_path) not in seal.accept:
             raise DamagedRun(f"{self.checkpoint_path} fails its checksum ({self.checksum_path}): the file is damaged; "
                              "start over with --no-resume (or restore the file from a copy)")
 
@@ -482,6 +479,16 @@ class RunDir:
         if config is not None and jsonable(getattr(res, "config", None)) != jsonable(config):
             return None
         return res
+
+
+@dataclass
+class _Seal(Record):
+    """``checkpoints/last.pt.sha256``: the checkpoint's checksum and the metrics rows' digests."""
+
+    sha256: str  # of the checkpoint just written
+    accept: list[str]  # that one and the one it replaces (a kill between the two renames)
+    bytes: int
+    metrics: list[str] | None = None  # row_digest of each epoch's metrics row, epoch 1 first (None: older folders)
 
 
 def _sha256(path: Path) -> str:

@@ -207,3 +207,12 @@ def test_growing_a_run_still_works_and_its_checkpoint_follows(tmp_path):
     assert [r["epoch"] for r in res.history] == [1, 2, 3]
     assert load_checkpoint(RunDir(run))["config"]["epochs"] == 3
     assert _fit(run, lr=0.05, milestones=(1.0,), epochs=3).history == res.history
+
+
+@pytest.mark.parametrize("field,value", [("accept", 3), ("metrics", ["a", 1]), ("bytes", "many")])
+def test_the_checksum_file_is_typed_naming_its_field(tmp_path, finished, field, value):
+    run = _copy(finished[0], tmp_path / "run")
+    side = run / "checkpoints/last.pt.sha256"
+    side.write_text(json.dumps({**json.loads(side.read_text()), field: value}))
+    with pytest.raises(DamagedRun, match=rf"^{side}: field '{field}[^']*' is .* \(the file is damaged\); start over"):
+        _fit(run)
