@@ -216,3 +216,21 @@ def test_the_checksum_file_is_typed_naming_its_field(tmp_path, finished, field, 
     side.write_text(json.dumps({**json.loads(side.read_text()), field: value}))
     with pytest.raises(DamagedRun, match=rf"^{side}: field '{field}[^']*' is .* \(the file is damaged\); start over"):
         _fit(run)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("value", ["oops", 1.0])
+def test_a_finished_study_with_an_edited_history_is_not_already_finished(tmp_path, value):
+    out = tmp_path / "study"
+    args = ["study", "--preset", "quick", "--device", "cpu", "--workers", "1", "--out", str(out)]
+    assert cli(*args, timeout=900).returncode == 0
+    d = json.loads((out / "results.json").read_text())
+    before = d["degradation"]["runs"][0]["history"][0]["test_error"]
+    d["degradation"]["runs"][0]["history"][0]["test_error"] = value
+    (out / "results.json").write_text(json.dumps(d, indent=2))
+    with pytest.raises(ResultError, match=r"degradation\.runs\[0\]\.history\[0\]\.test_error|'sha256'"):
+        load(out / "results.json")
+    r = cli(*args, timeout=900)
+    assert r.returncode == 0 and "Traceback" not in r.stderr
+    assert f"{out}/results.json: field " in r.stdout and "recomputing it" in r.stdout
+    assert load(out / "results.json").degradation.runs[0].history[0]["test_error"] == before
