@@ -55,6 +55,7 @@ from typing import IO, Any, TypeVar
 from .io import TEMP_PATTERN, atomic_write, jsonable, write_json
 from .results import Record, Result, ResultError, read_file
 from .results.metrics import MetricsRow
+from .stopping import Preempted
 
 __all__ = ["RunDir", "RunLocked", "DamagedRun", "config_diff", "flatten", "row_digest"]
 
@@ -440,6 +441,10 @@ class RunDir:
         self.verify_checkpoint()
         try:
             state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
+        except Preempted:
+            # A stop signal while reading (its handler raises here, and Preempted is a RuntimeError):
+            # the one stop line, never "cannot read checkpoint ...; start over".
+            raise
         except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as e:
             # Never pass on torch's "weights_only=False will likely succeed": that runs arbitrary code.
             first = (str(e).strip().splitlines() or [type(e).__name__])[0].split(" (1)")[0]

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 
 QUICK = ["study", "--preset", "quick", "--device", "cpu", "--workers", "2", "--threads", "1"]
 
@@ -116,3 +117,27 @@ def test_a_stop_signal_to_the_group_at_several_moments_prints_one_line(tmp_path,
     out = tmp_path / "s"
     code, stdout, err = _signal_group_at(tmp_path, [*QUICK, "--out", str(out)], MOMENTS[moment](out), signum)
     _check(code, stdout, err, signum)
+
+
+def test_a_stop_signal_while_a_checkpoint_is_read_is_the_stop_not_damage(tmp_path, monkeypatch):
+    # The ensemble stage reads trained checkpoints outside any training loop: the signal's handler
+    # raises there (inside torch.load). It was reported as a checkpoint that cannot be read.
+    import resgrad
+    from resgrad.rundir import RunDir
+    from resgrad.stopping import Preempted, StopSignals
+
+    from .conftest import SPEC, cfg, data, net
+
+    run = RunDir(tmp_path / "run")
+    resgrad.fit(net(), data(), cfg(epochs=1), out_dir=run.path, model_spec=SPEC, progress=False)
+    real = torch.load
+
+    def load_then_signal(*a, **kw):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.1)  # the handler runs in the main thread, between bytecodes
+        return real(*a, **kw)
+
+    monkeypatch.setattr(torch, "load", load_then_signal)
+    with pytest.raises(Preempted, match="stopped on SIGTERM") as e, StopSignals():
+        run.load_checkpoint()
+    assert "cannot read checkpoint" not in str(e.value) and e.value.signum == signal.SIGTERM

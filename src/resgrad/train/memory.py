@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..stopping import Preempted
+
 __all__ = ["Estimate", "estimate", "available_bytes", "check_fits", "MAX_META_DEPTH"]
 
 MAX_META_DEPTH = 200  # deeper registry names are counted at two small depths and extrapolated (a meta
@@ -66,6 +68,8 @@ def _measure(build: Callable[[], nn.Module], input_shape: tuple[int, ...]) -> tu
         model.train()
         model(x)
         per_example = acts[0] // 2
+    except Preempted:
+        raise
     except Exception:  # an op without a meta kernel: activations unknown, parameters still counted
         per_example = 0
     finally:
