@@ -1,5 +1,8 @@
 """One run folder: its layout, its config, its metrics, its checkpoint and its results.
 
+(Over 500 lines on purpose: this is the one module that spells a run folder's files and their
+checks, lock, config, metrics and their digests, checkpoint and results, so no other does.)
+
 Every training run, experiment and command writes through a :class:`RunDir`; nothing
 else spells these names::
 
