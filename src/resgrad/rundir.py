@@ -1,5 +1,8 @@
 """One run folder: its layout, its config, its metrics, its checkpoint and its results.
 
+(Over 500 lines on purpose: this is the one module that spells a run folder's files and their
+checks, lock, config, metrics and their digests, checkpoint and results, so no other does.)
+
 Every training run, experiment and command writes through a :class:`RunDir`; nothing
 else spells these names::
 
@@ -8,7 +11,8 @@ else spells these names::
     metrics.jsonl        one JSON line per finished epoch (training runs)
     monitor.jsonl        GradientMonitor rows and alarms as a run trains (resgrad train --monitor N)
     checkpoints/last.pt  the last checkpoint (training runs), written atomically
-    checkpoints/last.pt.sha256   its checksum (and the previous one's, for a kill between the two renames)
+    checkpoints/last.pt.sha256   its checksum (and the previous one's, for a kill between the two renames),
+                         and the digest of every metrics line up to the checkpoint's epoch
     results.json         the run's typed Result (experiments), written atomically
     report.html          rendered from results.json (studies)
     .lock                the writer's lock (fcntl.flock) and who holds it: pid, host, since, command
@@ -21,6 +25,18 @@ One writer per folder: :meth:`RunDir.locked` takes an exclusive ``flock`` on ``.
 (released by the kernel when its holder dies, so a kill -9 never leaves a folder locked),
 a second writer gets :class:`RunLocked` naming the holder, and the taker removes the
 temp files a killed writer left. Readers take no lock: every file is replaced atomically.
+A lock held by a process on another host (shared storage) cannot be checked from here: the
+refusal names the ``.lock`` file to remove once that host is known to be gone.
+
+Provenance of ``metrics.jsonl``: with each checkpoint the run records, in the checkpoint's
+checksum file, the :func:`row_digest` of every metrics line it computed up to that epoch
+(from memory, not from the file). :meth:`RunDir.read_metrics` checks every line against it, so
+a finished run's shown and reported numbers are the ones it computed; a line changed since
+(a plausible edit, a bad sector that still parses) is one line naming the file and the epoch.
+Why there and not a digest inside each line: the lines stay as every reader knows them, the
+checksum file is written atomically with the checkpoint it describes, and one digest per
+epoch names the epoch that changed. A folder written before the digests (no ``metrics`` in
+its checksum file, or no checksum file) is read as before, unchecked.
 """
 
 from __future__ import annotations
@@ -35,14 +51,17 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
 from .io import TEMP_PATTERN, atomic_write, jsonable, write_json
-from .results import Result, ResultError, read_file
+from .results import Record, Result, ResultError, read_file
+from .results.metrics import MetricsRow
+from .stopping import Preempted
 
-__all__ = ["RunDir", "RunLocked", "DamagedRun", "config_diff", "flatten"]
+__all__ = ["RunDir", "RunLocked", "DamagedRun", "config_diff", "flatten", "row_digest"]
 
 
 class RunLocked(ValueError):
@@ -59,6 +78,12 @@ _HELD: dict[str, list[int]] = {}
 _HELD_GUARD = threading.Lock()
 
 R = TypeVar("R", bound=Result)
+
+
+def row_digest(row: dict[str, Any]) -> str:
+    """sha256 of one metrics row's canonical JSON (sorted keys): what the checkpoint records per epoch."""
+    text = json.dumps(jsonable(row), sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -201,8 +226,13 @@ class RunDir:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = _describe_holder(fd)
+            holder, host = _describe_holder(fd)
             os.close(fd)
+            if host is not None and host != socket.gethostname():
+                # flock cannot see whether a process on another host still lives (shared storage).
+                raise RunLocked(f"{self.path} is being written by {holder}; wait for it to finish, or use another "
+                                f"--out folder; if {host} is gone (the job no longer runs), remove "
+                                f"{self.lock_path} and rerun") from None
             raise RunLocked(f"{self.path} is being written by {holder}; wait for it to finish, or use another "
                             "--out folder") from None
         info = {"pid": os.getpid(), "host": socket.gethostname(), "since": _now(),
@@ -278,14 +308,18 @@ class RunDir:
     # ---- metrics (one JSON line per finished epoch) ---------------------------------
 
     def read_metrics(self) -> list[dict[str, Any]]:
-        """Rows of ``metrics.jsonl``; a torn last line (a kill mid-write) is left out.
+        """Rows of ``metrics.jsonl``, each typed (:class:`MetricsRow`) and checked against the digests
+        the run recorded with its checkpoint; a torn last line (a kill mid-write) is left out.
 
-        A bad line with good lines after it is not a kill's trace but damage: DamagedRun.
+        A bad line with good lines after it is not a kill's trace but damage: DamagedRun, as is
+        a field of the wrong type (naming the line and the field) and a line that differs from
+        what the run computed (naming the epoch).
         """
         rows: list[dict[str, Any]] = []
         if not self.metrics_path.is_file():
             return rows
         lines = self.metrics_path.read_bytes().decode("utf-8", errors="replace").splitlines()
+        numbers: list[int] = []
         for i, raw in enumerate(lines):
             try:
                 row = json.loads(raw)
@@ -297,8 +331,38 @@ class RunDir:
                     break  # the line a kill tore: that epoch is redone from the checkpoint
                 raise DamagedRun(f"{self.metrics_path} line {i + 1} is not a metrics row (the file is damaged); "
                                  "start over with --no-resume, or restore the file")
+            try:  # typed, but kept as parsed: its digest is of what the run wrote
+                MetricsRow.check(row, source=f"{self.metrics_path} line {i + 1}")
+            except ResultError as e:
+                raise DamagedRun(str(e).split("; ")[0] + "; the file is damaged: restore it, or start over with "
+                                 "--no-resume") from None
             rows.append(row)
+            numbers.append(i + 1)
+        recorded = self.metrics_digests()
+        if recorded is not None:
+            for n, row in zip(numbers, rows, strict=True):
+                e = row["epoch"]
+                if 1 <= e <= len(recorded) and row_digest(row) != recorded[e - 1]:
+                    raise DamagedRun(f"{self.metrics_path} line {n} (epoch {e}) is not what the run computed "
+                                     f"(its digest differs from the one recorded in {self.checksum_path}): the file "
+                                     "was changed after it was written; restore it, or start over with --no-resume")
         return rows
+
+    def metrics_digests(self) -> list[str] | None:
+        """The digest of each epoch's metrics row (epoch 1 first) recorded with the checkpoint, or None
+        for a folder written before them."""
+        seal = self._seal()
+        return None if seal is None else seal.metrics
+
+    def _seal(self) -> _Seal | None:
+        """The checksum file, typed (None: none written, resgrad 0.1); damaged: DamagedRun naming the field."""
+        if not self.checksum_path.is_file():
+            return None
+        try:
+            return _Seal.from_json(read_file(self.checksum_path), source=str(self.checksum_path))
+        except ResultError as e:
+            raise DamagedRun(f"{str(e).split('; ')[0][:200]} (the file is damaged); start over with --no-resume, "
+                             "or restore the file") from None
 
     def rewrite_metrics(self, rows: list[dict[str, Any]]) -> None:
         text = "".join(json.dumps(r) + "\n" for r in rows)
@@ -342,19 +406,26 @@ class RunDir:
         self.checkpoint_path.unlink(missing_ok=True)
         self.checksum_path.unlink(missing_ok=True)
 
-    def save_checkpoint(self, state: dict[str, Any]) -> None:
+    def save_checkpoint(self, state: dict[str, Any], metrics: list[dict[str, Any]] | None = None) -> None:
         """``torch.save`` into a temp file, record its checksum, ``os.replace``.
 
         A kill leaves the old checkpoint or the new one. The checksum file is written first
         and accepts both the new digest and the current file's, so a kill between the two
-        renames still leaves a checkpoint that verifies.
+        renames still leaves a checkpoint that verifies. ``metrics``: the rows the run computed
+        up to this checkpoint (epoch 1 first); their :func:`row_digest` are recorded beside the
+        checksum (a prefix of them also describes the previous checkpoint: rows are appended).
         """
         import torch
 
+        digests = None if metrics is None else [row_digest(r) for r in metrics]
+
         def seal(tmp: Path) -> None:
             current = [self._digest(self.checkpoint_path)] if self.has_checkpoint() else []
-            write_json(self.checksum_path, {"sha256": _sha256(tmp), "accept": [_sha256(tmp), *current],
-                                            "bytes": tmp.stat().st_size})
+            record: dict[str, Any] = {"sha256": _sha256(tmp), "accept": [_sha256(tmp), *current],
+                                      "bytes": tmp.stat().st_size}
+            if digests is not None:
+                record["metrics"] = digests
+            write_json(self.checksum_path, record)
 
         atomic_write(self.checkpoint_path, lambda f: torch.save(state, f), mode="wb", before_replace=seal)
 
@@ -363,13 +434,10 @@ class RunDir:
 
     def verify_checkpoint(self) -> None:
         """DamagedRun when the checkpoint fails its recorded checksum (none recorded: resgrad 0.1, accepted)."""
-        if not self.checksum_path.is_file():
+        seal = self._seal()
+        if seal is None:
             return
-        try:
-            accept = read_file(self.checksum_path)["accept"]
-        except (ResultError, KeyError, TypeError) as e:
-            raise DamagedRun(f"{self.checksum_path} is damaged ({str(e)[:120]}); start over with --no-resume") from None
-        if _sha256(self.checkpoint_path) not in accept:
+        if _sha256(self.checkpoint_path) not in seal.accept:
             raise DamagedRun(f"{self.checkpoint_path} fails its checksum ({self.checksum_path}): the file is damaged; "
                              "start over with --no-resume (or restore the file from a copy)")
 
@@ -382,6 +450,10 @@ class RunDir:
         self.verify_checkpoint()
         try:
             state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
+        except Preempted:
+            # A stop signal while reading (its handler raises here, and Preempted is a RuntimeError):
+            # the one stop line, never "cannot read checkpoint ...; start over".
+            raise
         except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as e:
             # Never pass on torch's "weights_only=False will likely succeed": that runs arbitrary code.
             first = (str(e).strip().splitlines() or [type(e).__name__])[0].split(" (1)")[0]
@@ -423,6 +495,16 @@ class RunDir:
         return res
 
 
+@dataclass
+class _Seal(Record):
+    """``checkpoints/last.pt.sha256``: the checkpoint's checksum and the metrics rows' digests."""
+
+    sha256: str  # of the checkpoint just written
+    accept: list[str]  # that one and the one it replaces (a kill between the two renames)
+    bytes: int
+    metrics: list[str] | None = None  # row_digest of each epoch's metrics row, epoch 1 first (None: older folders)
+
+
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -431,15 +513,17 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _describe_holder(fd: int) -> str:
+def _describe_holder(fd: int) -> tuple[str, str | None]:
+    """Who holds the lock, in words, and the host it recorded (None: unknown)."""
     try:
         info = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
     except (OSError, ValueError):
         info = {}
     if not isinstance(info, dict) or "pid" not in info:
-        return "another process"
+        return "another process", None
+    host = info.get("host") if isinstance(info.get("host"), str) else None
     return (f"pid {info['pid']} on {info.get('host', '?')} since {info.get('since', '?')}"
-            + (f" ({info['command']})" if info.get("command") else ""))
+            + (f" ({info['command']})" if info.get("command") else "")), host
 
 
 def _now() -> str:

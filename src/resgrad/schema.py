@@ -14,12 +14,19 @@ guessed at.
 Field types understood: ``int``, ``float``, ``str``, ``bool``, ``None``, ``Any``,
 ``X | None``, ``list[X]``, ``tuple[X, ...]``, ``dict[str, X]``, ``Literal[...]`` and
 nested ``Record``/``Result`` classes. ``Num`` (``float | None``) is a measured number,
-None where it was not finite (JSON has no NaN).
+None where it was not finite (JSON has no NaN). A :class:`Row` is a typed JSON object kept
+as a plain dict (a metrics.jsonl line: its declared fields typed, callbacks' columns kept).
+
+Provenance: :meth:`Result.save` records ``sha256`` (:func:`digest` of the rest of the file)
+in the envelope and ``from_json`` checks it, so a results file changed after it was written
+(a plausible edit, a bad sector that still parses) is refused naming the file; a file
+without it (written before the digest) loads as before.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import types
@@ -32,7 +39,7 @@ from typing import Any, ClassVar, Literal, TypeVar, Union
 from ._checks import is_int, is_number
 from .io import jsonable, write_json
 
-__all__ = ["Record", "Result", "ResultError", "Num", "envelope", "read_file", "registered"]
+__all__ = ["Record", "Result", "ResultError", "Num", "Row", "envelope", "read_file", "registered", "digest"]
 
 Num = Union[float, None]  # a measured number; None where it was NaN/Inf (JSON has no NaN)  # noqa: UP007
 
@@ -51,6 +58,44 @@ def _fail(source: str, where: str, problem: str, fix: str) -> ResultError:
 
 
 _FIX = "re-run the experiment to rewrite it, or restore the file as it was written"
+
+DIGEST = "sha256"  # the envelope field holding digest() of the rest of a results file
+
+
+def digest(obj: Any) -> str:
+    """sha256 of ``obj``'s canonical JSON (sorted keys, no spaces): equal for equal parsed values,
+    so re-indenting a file keeps it, and any changed value (even a plausible 0.0) changes it."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class Row:
+    """A typed JSON object kept as a plain ``dict`` (a metrics.jsonl line).
+
+    Subclasses annotate their fields (``epoch: int``); those in ``REQUIRED`` must be present,
+    the others are checked when present, and fields not declared (the columns a callback adds)
+    are kept as they are. ``check`` returns the dict with the declared fields converted.
+    """
+
+    REQUIRED: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def check(cls, v: Any, where: str = "", source: str = "row") -> dict[str, Any]:
+        if not isinstance(v, dict):
+            raise _fail(source, where, f"is {_show(v)}, expected an object ({cls.__name__})", _FIX)
+        key = f"{cls.__module__}.{cls.__qualname__}"
+        if key not in Record._hints:
+            Record._hints[key] = {k: t for k, t in typing.get_type_hints(cls).items()
+                                  if typing.get_origin(t) is not ClassVar}
+        hints = Record._hints[key]
+        for name in cls.REQUIRED:
+            if name not in v:
+                raise _fail(source, f"{where}.{name}" if where else name, f"is missing ({cls.__name__} needs it)", _FIX)
+        out = dict(v)
+        for name, t in hints.items():
+            if name in v:
+                out[name] = _convert(v[name], t, f"{where}.{name}" if where else name, source)
+        return out
 
 
 def _tname(t: Any) -> str:
@@ -101,6 +146,8 @@ def _convert(v: Any, t: Any, where: str, source: str) -> Any:
             raise _fail(source, where, f"is {_show(v)}, expected an object", _FIX)
         item = args[1] if len(args) == 2 else Any
         return {str(k): _convert(x, item, f"{where}.{k}", source) for k, x in v.items()}
+    if isinstance(t, type) and issubclass(t, Row):
+        return t.check(v, where, source)
     if isinstance(t, type) and issubclass(t, Record):
         if isinstance(v, t):
             return v
@@ -249,7 +296,7 @@ class Result(Record):
         if version > cls.VERSION:
             raise ResultError(f"{source}: schema {cls.SCHEMA} version {version}{at} is newer than this resgrad "
                               f"reads (version {cls.VERSION}); upgrade resgrad (pip install -U resgrad)")
-        body = {k: v for k, v in d.items() if k not in ("schema", "schema_version", "experiment")}
+        body = {k: v for k, v in d.items() if k not in ("schema", "schema_version", "experiment", DIGEST)}
         while version < cls.VERSION:
             step = cls.MIGRATIONS.get(version)
             if step is None:
@@ -257,7 +304,14 @@ class Result(Record):
                                   f"(this resgrad reads version {cls.VERSION}); re-run the experiment to rewrite it")
             body = step(body)
             version += 1
-        return super()._from_dict(body, where, source)
+        result = super()._from_dict(body, where, source)  # types first: a mistyped field is named
+        if DIGEST in d:
+            recorded = d[DIGEST]
+            if recorded != digest({k: v for k, v in d.items() if k != DIGEST}):
+                raise _fail(source, f"{where}.{DIGEST}" if where else DIGEST,
+                            "does not match the file's contents: a value was changed after the experiment wrote it",
+                            _FIX)
+        return result
 
     @classmethod
     def of(cls: type[R], body: dict[str, Any], *, source: str | None = None) -> R:
@@ -267,8 +321,9 @@ class Result(Record):
                              source=source or f"{cls.EXPERIMENT} experiment")
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write this result atomically as indented JSON."""
-        return write_json(path, self.to_json())
+        """Write this result atomically as indented JSON, with the digest of its contents."""
+        body = jsonable(self.to_json())
+        return write_json(path, {**body, DIGEST: digest(body)})
 
 
 def envelope(d: dict[str, Any]) -> tuple[str | None, Any]:

@@ -69,9 +69,9 @@ def test_a_second_signal_while_saving_does_not_corrupt_the_checkpoint(tmp_path, 
     run = tmp_path / "run"
     real = RunDir.save_checkpoint
 
-    def save_and_signal(self, state):  # a second SIGTERM arrives in the middle of the save
+    def save_and_signal(self, state, **kw):  # a second SIGTERM arrives in the middle of the save
         os.kill(os.getpid(), signal.SIGTERM)
-        real(self, state)
+        real(self, state, **kw)
 
     monkeypatch.setattr(RunDir, "save_checkpoint", save_and_signal)
     with pytest.raises(Preempted):

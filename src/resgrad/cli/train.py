@@ -7,6 +7,7 @@ fields, and a test checks that each default is the config's.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from pathlib import Path
 from typing import Annotated
@@ -67,6 +68,8 @@ def command(
     monitor: Annotated[int | None, typer.Option(
         "--monitor", metavar="N", help="Every N steps write per-layer gradient norms and alarms to "
                                        "OUT/monitor.jsonl; follow them live with `resgrad watch OUT`.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Train even when the model's estimated memory exceeds the "
+                                                        "free memory.")] = False,
 ) -> None:
     """Train a model with the He et al. 2015 recipe, writing a resumable run folder.
 
@@ -106,13 +109,17 @@ def command(
         amp=amp_option(amp), channels_last=channels_last,
     )
     name = model.strip().lower()
-    try:  # an unknown name or a bad depth: say so before loading any data
-        with torch.device("meta"):
-            resgrad.build_for(name, (1, 8), 2)
-    except (NotImplementedError, RuntimeError):
-        pass  # the meta device could not build it; the real build below will tell
+    from resgrad.train.memory import check_fits, estimate
+
+    # An unknown name or a bad depth: say so before loading any data (meta device: nothing allocated);
+    # a net the meta device cannot build is left to the real build below to tell.
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        estimate(name, (1, 8), 2, batch_size=1)
     key = data.strip().lower().replace("-", "").replace("_", "")
     bundle = resgrad.load_data(data, **({"data_dir": data_dir} if data_dir is not None and key == "cifar10" else {}))
+    # Parameters and activations against free memory, before building (resmlp-100000000x64 would never end).
+    check_fits(name, bundle.input_shape, bundle.num_classes, batch_size=config.batch_size,
+               optimizer=config.optimizer, device=config.device, force=force)
     torch.manual_seed(seed)  # the initial weights are part of the run's seed
     net = resgrad.build_for(name, bundle.input_shape, bundle.num_classes)
     spec = {"name": name, "input_shape": list(bundle.input_shape), "num_classes": bundle.num_classes, "kwargs": {}}

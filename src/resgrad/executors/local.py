@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager, suppress
+from multiprocessing import resource_tracker
 from typing import Any
 
 from .._checks import is_int
@@ -276,9 +277,16 @@ class LocalExecutor(Executor):
         ctx = mp.get_context(self.context)
         broken: list[int] = []
         told: set[int] = set()  # workers the stop signal was passed to
+        with _signals_blocked():
+            # multiprocessing's resource tracker (started by the first shared value) ignores
+            # SIGINT/SIGTERM but not SIGUSR1: a signal to the whole process group (Slurm's
+            # --signal=USR1) killed it, and its restart printed a KeyError traceback. Started
+            # with every stop signal blocked, it keeps them blocked (it unblocks only those two).
+            resource_tracker.ensure_running()
+            slot = ctx.Value("i", 0)
         with ProcessPoolExecutor(max_workers=min(self.workers, len(todo)), mp_context=ctx,
                                  initializer=_init_worker,
-                                 initargs=(self.threads, os.getpid(), self.gpus, ctx.Value("i", 0))) as pool:
+                                 initargs=(self.threads, os.getpid(), self.gpus, slot)) as pool:
             with _signals_blocked():  # workers are spawned by submit, in this thread
                 futs: dict[Future, int] = {pool.submit(_call, tasks[i]): i for i in todo}
             waiting = set(futs)

@@ -1,6 +1,7 @@
 """``ray``: Ray core tasks, on a local cluster or one joined by address.
 
-``address=None`` starts a local cluster for the lifetime of the executor (``ray.init()``);
+``address=None`` starts a local cluster for the lifetime of the executor (``ray.init()``),
+listening on 127.0.0.1 only;
 ``"auto"`` joins the cluster this machine belongs to, ``"ray://host:10001"`` a remote one.
 Every task asks for ``num_cpus`` CPUs and ``num_gpus`` GPUs (fractions let small nets
 share a GPU). Run folders must be on storage every node sees. A worker that dies is a
@@ -14,8 +15,10 @@ checkpoints mid-epoch, a queued one never starts) and raises
 from __future__ import annotations
 
 import math
+import os
 import signal
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from ..stopping import Preempted as _RunPreempted
@@ -31,6 +34,33 @@ def import_ray() -> Any:
     except ImportError:
         raise ImportError("the ray executor needs Ray, which is not installed; pip install 'resgrad[ray]'") from None
     return ray
+
+
+@contextmanager
+def _loopback_only() -> Iterator[None]:
+    """A cluster that exists for one command listens on 127.0.0.1 only, never on the network.
+
+    ``ray.init(_node_ip_address="127.0.0.1")`` alone is not enough in Ray 2.60: on Linux
+    ``services.resolve_ip_for_localhost`` turns a loopback address back into the machine's
+    network address unless ``ray_constants.ENABLE_RAY_CLUSTER`` is off (the switch Ray itself
+    turns off on macOS and Windows, for the same reason: no listening on the network for a
+    local instance). Off for the start (its processes inherit the environment variable), then
+    restored, so joining a real cluster later in this process is unaffected.
+    """
+    from ray._private import ray_constants
+
+    var = ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR
+    old_env, old_flag = os.environ.get(var), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[var] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = old_flag
+        if old_env is None:
+            os.environ.pop(var, None)
+        else:
+            os.environ[var] = old_env
 
 
 def _call(task: Task, threads: int) -> Any:
@@ -101,7 +131,11 @@ class RayExecutor(Executor):
         t = time.perf_counter()
         kw = {"include_dashboard": False, "log_to_driver": False, **self.init_kwargs}
         try:
-            ray.init(address=self.address, **kw)
+            if self.address is None:
+                with _loopback_only():
+                    ray.init(address=None, **{"_node_ip_address": "127.0.0.1", **kw})
+            else:
+                ray.init(address=self.address, **kw)
         except (ConnectionError, TimeoutError, RuntimeError, ValueError) as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             where = repr(self.address) if self.address else "a local cluster"

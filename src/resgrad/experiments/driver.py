@@ -8,10 +8,14 @@ An experiment is a module that declares::
     def compute(config, ctx) -> Result   # the measurement itself: no folder bookkeeping
 
 and may set the policy attributes of :class:`Policy` (``LABEL``, ``NEEDS_OUT``, ``CLAIM``,
-``REUSE``, ``REUSE_EXACT``, ``comparable``, ``device_of``, ``check_folder``). It is registered
+``REUSE``, ``REUSE_EXACT``, ``comparable``, ``device_of``, ``check_folder``, ``check_inputs``). It is registered
 with one line (``register(KIND, "resgrad.experiments.flow")`` in ``experiments/__init__.py``) and
 found from its config's type. :func:`run` does the rest, the same way for every experiment:
 
+0. check every input the run will need, before anything starts (:func:`check_inputs`: the
+   data folder and its files of every dataset named anywhere in the config, a text file; and
+   the experiment's own ``check_inputs``), so a study with a wrong ``--data-dir`` fails in
+   seconds, not after its first stage;
 1. with an ``out`` folder: take its writer lock (:meth:`RunDir.locked`; a finished folder on
    read-only storage is still read), run ``check_folder``, and claim it
    (:meth:`RunDir.claim`: a folder holding another config is refused, naming the differing
@@ -39,9 +43,11 @@ found from its config's type. :func:`run` does the rest, the same way for every 
 
 from __future__ import annotations
 
+import contextvars
+import dataclasses
 import importlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -50,13 +56,15 @@ from typing import Any
 from ..executors import Executor, LocalExecutor, make_executor
 from ..io import environment, jsonable
 from ..rundir import RunDir
-from ..schema import Result
+from ..schema import Result, ResultError
 
-__all__ = ["run", "register", "experiment", "registered", "Context", "Progress", "Lazy", "Policy", "open_run_dir"]
+__all__ = ["run", "register", "experiment", "registered", "Context", "Progress", "Lazy", "Policy", "open_run_dir",
+           "check_inputs"]
 
 Log = Callable[[str], None]
 
 _KINDS: dict[str, str] = {}  # KIND -> module path
+_DEPTH: contextvars.ContextVar[int] = contextvars.ContextVar("resgrad_run_depth", default=0)  # runs inside runs
 
 
 def register(kind: str, module: str) -> None:
@@ -177,6 +185,51 @@ class Policy:
     def check_folder(run_dir: RunDir) -> None:
         """Refuse a folder this experiment cannot use, before claiming it (default: any)."""
 
+    @staticmethod
+    def check_inputs(config: Any) -> None:
+        """Refuse inputs the run will need and cannot have, beyond :func:`check_inputs` (default: none)."""
+
+
+def _nodes(obj: Any, where: str = "") -> Iterator[tuple[str, Any]]:
+    """Every dataclass inside a config (itself first), with its dotted place."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        yield where, obj
+        for f in dataclasses.fields(obj):
+            yield from _nodes(getattr(obj, f.name), f"{where}.{f.name}" if where else f.name)
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            yield from _nodes(v, f"{where}[{i}]")
+
+
+def check_inputs(config: Any) -> None:
+    """Every input a run of ``config`` will need, checked now (one line naming the field).
+
+    A part naming a dataset (``data`` with ``data_kwargs``): CIFAR-10's folder must exist and
+    hold every file of its layout (the same finder the loader uses, listing files without
+    decoding them); ``data_kwargs["text"]`` or a ``text`` field: the UTF-8 text file.
+    """
+    from ..data.cifar10 import _find_source, _source_files
+    from ..data.corpus import corpus
+
+    for where, node in _nodes(config):
+        at = f"{where}: " if where else ""
+        name, kwargs = getattr(node, "data", None), getattr(node, "data_kwargs", None)
+        if isinstance(name, str) and isinstance(kwargs, dict):
+            key = name.strip().lower().replace("-", "").replace("_", "")
+            try:
+                if key == "cifar10":
+                    _source_files(*_find_source(kwargs.get("data_dir")))  # lists, never decodes
+                if isinstance(kwargs.get("text"), str):
+                    corpus(kwargs["text"])
+            except (FileNotFoundError, ValueError) as e:
+                raise type(e)(f"{at}{e}") from None
+        text = getattr(node, "text", None)
+        if isinstance(text, str) and text:
+            try:
+                corpus(text)
+            except (FileNotFoundError, ValueError) as e:
+                raise type(e)(f"{at}{e}") from None
+
 
 def _policy(mod: ModuleType, name: str) -> Any:
     return getattr(mod, name, getattr(Policy, name))
@@ -197,6 +250,9 @@ def run(config: Any, out: str | Path | RunDir | None = None, *, executor: Execut
     config (default: the experiment's ``REUSE``). ``inputs``: the experiment's extra inputs.
     """
     mod = experiment(config)
+    if _DEPTH.get() == 0:  # the outermost run checks for all its stages, once
+        check_inputs(config)
+        _policy(mod, "check_inputs")(config)
     run_dir = open_run_dir(out)
     if run_dir is None and _policy(mod, "NEEDS_OUT"):
         raise ValueError(f"the {_policy(mod, 'LABEL')} experiment writes a run folder; pass out=")
@@ -204,12 +260,14 @@ def run(config: Any, out: str | Path | RunDir | None = None, *, executor: Execut
     ex = make_executor(executor) if owned else executor
     ctx = Context(run_dir=run_dir, executor=ex, log=log or (lambda _line: None), progress=Progress(progress),
                   inputs=dict(inputs), reuse=_policy(mod, "REUSE") if reuse is None else bool(reuse))
+    token = _DEPTH.set(_DEPTH.get() + 1)
     try:
         if run_dir is None:
             return mod.compute(config, ctx)
         with run_dir.locked(read_only_ok=True):  # one writer; a finished folder can be read on read-only storage
             return _in_folder(mod, config, run_dir, ctx)
     finally:
+        _DEPTH.reset(token)
         for e in ctx._owned:
             e.close()
         if owned:
@@ -226,7 +284,11 @@ def _in_folder(mod: ModuleType, config: Any, run_dir: RunDir, ctx: Context) -> R
     run_dir.claim(record, compare=lambda r: comparable(dict(r.get("config") or {})), fresh=claim == "fresh",
                   additions_ok=claim == "additions")
     if ctx.reuse:
-        done = run_dir.finished(mod.Result)
+        done = None
+        try:
+            done = run_dir.read_results(mod.Result) if run_dir.has_results() else None
+        except ResultError as e:  # damaged or changed since it was written: never reused, said so
+            ctx.log(f"{str(e).split('; ')[0]}; recomputing it")
         if done is not None:
             had = jsonable(getattr(done, "config", None))
             same = had == cfg if _policy(mod, "REUSE_EXACT") else (

@@ -58,7 +58,7 @@ from ..verdicts import flow_verdict as verdict
 from . import driver
 from ._nets import FAMILIES, _he_n, build_net
 from .config import Config as BaseConfig
-from .config import check_int, check_one_of, check_subset, need
+from .config import check_int, check_number, check_one_of, check_subset, need
 from .flow_chunks import fan_out, part_key
 from .flow_summary import CONVENTIONS, VERDICTS, exp10
 from .flow_summary import combine as _combine
@@ -129,6 +129,8 @@ class FlowConfig(BaseConfig):
         check_int("batch_size", self.batch_size, 2)  # BatchNorm needs a batch
         check_int("he_batch_size", self.he_batch_size, 2)
         check_int("train_steps", self.train_steps, 0)
+        check_number("threshold_decades", self.threshold_decades, lo=0, open_lo=True, rule="a finite number > 0 (decades)")
+        check_number("ci_level", self.ci_level, lo=0, hi=1, open_lo=True, open_hi=True, rule="in (0, 1)")
 
     @classmethod
     def preset(cls, size: str, **overrides: Any) -> FlowConfig:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ..schema import Num, Record, Result
+from .metrics import MetricsRow
 
 __all__ = ["DegradationResult", "TrainedRun", "FinalErrors", "GradProfile", "ArchCell", "DepthRow", "DataInfo"]
 
@@ -39,7 +40,7 @@ class TrainedRun(Record):
     seed: int
     params: int
     run_dir: str
-    history: list[dict[str, Any]]  # metrics.jsonl rows (epoch, train_loss, train_error, test_*, lr, seconds, steps)
+    history: list[MetricsRow]  # metrics.jsonl rows (epoch, train_loss, train_error, test_*, lr, seconds, steps)
     final: FinalErrors
     grad: list[GradProfile]
 

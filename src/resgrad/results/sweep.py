@@ -15,6 +15,7 @@ from typing import Any
 
 from ..schema import Num, Record, Result
 from .degradation import DataInfo, FinalErrors, GradProfile
+from .metrics import MetricsRow
 
 __all__ = ["SweepResult", "SweepRun", "SweepCell", "Stat", "METRICS"]
 
@@ -46,7 +47,7 @@ class SweepRun(Record):
     seed: int
     params: int
     run_dir: str
-    history: list[dict[str, Any]]  # metrics.jsonl rows without the gradient columns
+    history: list[MetricsRow]  # metrics.jsonl rows without the gradient columns
     final: FinalErrors
     grad: list[GradProfile]  # one per epoch (first entry: the net at initialisation)
 

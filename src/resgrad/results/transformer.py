@@ -16,6 +16,7 @@ from typing import Any, Literal
 from ..schema import Num, Record, Result
 from .degradation import FinalErrors, GradProfile
 from .ensemble import EnsembleResult
+from .metrics import MetricsRow
 
 __all__ = ["TransformerResult", "FlowRow", "TransformerFlow", "TransformerRun", "TrainCell", "Consecutive",
            "LayerReorder", "LayerLesion"]
@@ -56,7 +57,7 @@ class TransformerRun(Record):
     model: str  # registry name
     params: int
     run_dir: str
-    history: list[dict[str, Any]]  # metrics.jsonl rows without gradient columns
+    history: list[MetricsRow]  # metrics.jsonl rows without gradient columns
     final: FinalErrors
     grad: list[GradProfile]  # block-input gradient norms on each epoch's first step
     diverged: bool  # a non-finite final loss

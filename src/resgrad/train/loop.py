@@ -390,7 +390,7 @@ class Loop:
             if done or epoch % config.checkpoint_every == 0 or signum is not None:
                 if writer is not None:
                     save_checkpoint(writer, model, self.optimizer, self.scheduler, epoch, self.step, done,
-                                    self.callbacks)
+                                    self.callbacks, history=self.history, config=config)
                 self.last_ckpt = epoch
                 self.saved_at = time.monotonic()
         if signum is not None and self.step < self.total:
@@ -410,7 +410,7 @@ class Loop:
             part = {"pos": pos, "losses": losses.detach().cpu(), "wrong": int(wrong), "sizes": list(sizes),
                     "pick": pick.get_state() if pick is not None else None}
             save_checkpoint(self.writer, self.model, self.optimizer, self.scheduler, epoch - 1, self.step, False,
-                            self.callbacks, part)
+                            self.callbacks, part, history=self.history, config=self.config)
 
     def _agree(self, signum: int | None, due: bool) -> tuple[int | None, bool]:
         # One signal on one rank stops them all at the same step; a clock checkpoint likewise.

@@ -9,8 +9,11 @@ record: :func:`run_record`), ``metrics.jsonl`` and ``checkpoints/last.pt``. A re
    schedule (:func:`grow`); else claims the folder for the same config (``RunDir.claim``
    names any field that differs; the free fields — device, checkpoint cadence, evaluation
    batch — may differ);
-3. loads the checkpoint (format checked, checksum verified) and cuts ``metrics.jsonl`` back
-   to its epochs; without a checkpoint (or with ``resume=False``) starts over in the folder.
+3. loads the checkpoint (format checked, checksum verified), checks that ``config.json`` still
+   holds the config the checkpoint recorded (:func:`check_config`: a changed file is damage,
+   named as such, not a new option), and cuts ``metrics.jsonl`` back to its epochs, every line
+   checked against the digests recorded with the checkpoint (``RunDir.read_metrics``);
+   without a checkpoint (or with ``resume=False``) starts over in the folder.
 
 Under torchrun rank 0 does all of this while the other ranks wait (:func:`open_shared`).
 """
@@ -31,14 +34,14 @@ from ..callbacks import Callback
 from ..data import DataBundle
 from ..io import environment, jsonable
 from ..nets import blocks
-from ..rundir import RunDir
+from ..rundir import DamagedRun, RunDir
 from ..schema import ResultError
 from .config import DEFAULTS, FORMAT, FREE_FIELDS, RUN_KIND, TrainConfig
 from .rng import rng_state
 from .schedule import lr_factor, milestone_steps
 
-__all__ = ["RUN_KIND", "FORMAT", "run_record", "check_record", "open_run", "open_shared", "grow", "comparable",
-           "save_checkpoint", "load_checkpoint", "load_callback_states"]
+__all__ = ["RUN_KIND", "FORMAT", "run_record", "check_record", "check_config", "open_run", "open_shared", "grow",
+           "comparable", "save_checkpoint", "load_checkpoint", "load_callback_states"]
 
 def run_record(
     config: TrainConfig, device: torch.device, model: nn.Module, data: DataBundle,
@@ -126,6 +129,8 @@ def open_run(run: RunDir, record: dict[str, Any], resume: bool, marks: list[int]
     if resume and run.has_config():
         old = run.read_config(RUN_KIND)
         old_config = check_record(run, old)
+        if run.has_checkpoint():
+            check_config(run, old, load_checkpoint(run))  # before grow(): an edited file is damage, not an option
         grown = grow(run, old, old_config, record, marks)
         run.claim(grown or record, compare=lambda r: comparable(r, record.get("model_spec") is not None),
                   fresh=grown is not None)
@@ -169,6 +174,34 @@ def grow(
                          f"its schedule ({why}); keep --epochs {a['epochs']}, or train the longer run in a new "
                          "--out folder (or here with --no-resume)")
     return {**new, "created": old.get("created"), "grown_from": {"epochs": a["epochs"], "steps": done}}
+
+
+def _trained(config: dict[str, Any]) -> dict[str, Any]:
+    # The fields that decide what is trained (a resumed run may change the free ones).
+    return {k: v for k, v in jsonable({**DEFAULTS, **config}).items() if k not in FREE_FIELDS}
+
+
+def check_config(run: RunDir, record: dict[str, Any], state: dict[str, Any]) -> None:
+    """``config.json``'s config must be the one the checkpoint recorded when it was saved.
+
+    A difference is damage (the file was edited or restored from another run), named with
+    both files and the fields; never read as if the user had passed the other value. A run
+    grown to more epochs (``grown_from``) may hold a checkpoint of its shorter schedule; a
+    checkpoint written before it recorded its config is accepted as before.
+    """
+    saved = state.get("config")
+    if not isinstance(saved, dict):
+        return
+    have, want = _trained(record.get("config") or {}), jsonable(saved)
+    grown = record.get("grown_from")
+    if have != want and isinstance(grown, dict) and {**have, "epochs": grown.get("epochs")} == want:
+        return  # killed after growing config.json, before the first checkpoint of the longer schedule
+    if have != want:
+        diff = [f"{k}: {want.get(k)!r} in the checkpoint, {have.get(k)!r} in config.json"
+                for k in sorted(set(have) | set(want)) if have.get(k) != want.get(k)]
+        raise DamagedRun(f"{run.config_path} no longer matches its checkpoint {run.checkpoint_path} "
+                         f"({'; '.join(diff)}): the file was changed after the run wrote it; restore it, or start "
+                         "over with --no-resume")
 
 
 def comparable(record: dict[str, Any], spec: bool) -> dict[str, Any]:
@@ -217,8 +250,14 @@ def _check_loadable(obj: Any, where: str) -> None:
 def save_checkpoint(
     run: RunDir, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
     epoch: int, step: int, finished: bool, cbs: Sequence[Callback], partial: dict[str, Any] | None = None,
+    *, history: Sequence[dict[str, Any]] | None = None, config: TrainConfig | None = None,
 ) -> None:
-    """Write ``checkpoints/last.pt`` atomically: weights, optimizer, schedule, RNG and callback states."""
+    """Write ``checkpoints/last.pt`` atomically: weights, optimizer, schedule, RNG and callback states.
+
+    ``history``: the metrics rows the run computed (their digests are recorded with the
+    checkpoint, so every line of metrics.jsonl can be checked); ``config``: the run's config
+    (its trained fields are recorded, so config.json can be checked against it).
+    """
     cb_states = {}
     for key, cb in zip(callback_keys(cbs), cbs, strict=True):
         s = cb.state_dict()
@@ -230,7 +269,10 @@ def save_checkpoint(
         "scheduler": scheduler.state_dict(), "rng": rng_state(), "callbacks": cb_states,
         "partial": partial,  # None at an epoch's end; else the position inside epoch + 1
     }
-    run.save_checkpoint(state)
+    if config is not None:
+        state["config"] = _trained(asdict(config))
+    rows = None if history is None else [r for r in history if r["epoch"] <= epoch]
+    run.save_checkpoint(state, metrics=rows)
 
 
 def load_checkpoint(run: RunDir) -> dict[str, Any]:
