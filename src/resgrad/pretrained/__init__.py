@@ -12,8 +12,42 @@ encoder's in-batch contrastive loss) and ``perplexity`` its exponential.
 A layer beside train/ and probes/: it imports nets, data and probes, never experiments, cli or report.
 """
 
-from .load import KNOWN, KnownModel, Pretrained, load, register_pretrained
-from .objective import TextBatch, batches, loss, perplexity
+from __future__ import annotations
+
+from ..nets.spec import ResolvedModel, register_spec_loader, token_contract
+from .load import (
+    INSTALL,
+    KNOWN,
+    KnownModel,
+    MissingWheel,
+    Pretrained,
+    PretrainedError,
+    is_pretrained_spec,
+    load,
+    register_pretrained,
+)
+from .objective import ObjectiveView, TextBatch, batches, embed, loss, perplexity, targets
 
 __all__ = ["load", "Pretrained", "KNOWN", "KnownModel", "register_pretrained", "TextBatch", "batches", "loss",
-           "perplexity"]
+           "perplexity", "embed", "targets", "ObjectiveView", "PretrainedError", "MissingWheel", "INSTALL",
+           "is_pretrained_spec", "resolved"]
+
+SEQ_LEN = 16  # tokens per sequence a resolved model's contract shows when none is given (as hf:ARCH's)
+
+
+def resolved(pre: Pretrained, input_shape: tuple[int, ...] | None = None) -> ResolvedModel:
+    """``pre`` as the SPEC grammar's :class:`~resgrad.nets.spec.ResolvedModel` (token ids in; the LM's
+    vocabulary as its classes)."""
+    shape = tuple(input_shape) if input_shape else (SEQ_LEN,)
+    classes = pre.info.get("vocab_size") if pre.task == "causal-lm" else None
+    kind = pre.name.split(":", 1)[0].lower()
+    return ResolvedModel(pre.model, pre.name, kind, shape, classes, info={**pre.info, "inputs": "input_ids"},
+                         contract=token_contract(shape, classes))
+
+
+def _resolve(spec: str, input_shape: tuple[int, ...] | None) -> ResolvedModel:
+    return resolved(load(spec), input_shape)
+
+
+register_spec_loader("pretrained", _resolve)  # resgrad.build("pretrained:smollm2-135m") and every SPEC argument
+register_spec_loader("gguf", _resolve)

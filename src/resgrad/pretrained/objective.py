@@ -33,7 +33,7 @@ from ..data.corpus import Corpus
 from .load import Pretrained, PretrainedError
 
 __all__ = ["TextBatch", "batches", "loss", "perplexity", "embed", "ObjectiveView", "targets", "SCALE",
-           "sentence_pairs"]
+           "sentence_pairs", "side_by_side_scores", "mean_pool"]
 
 SCALE = 20.0  # MultipleNegativesRankingLoss's default scale (sentence-transformers), used to train MiniLM
 MIN_WORDS = 3  # a "sentence" of fewer words (a heading, a code token) is not a sentence to pair
@@ -248,14 +248,39 @@ def perplexity(pre: Pretrained, batch: TextBatch | Tensor, model: nn.Module | No
         return float(torch.exp(loss(pre, batch, model).double()))
 
 
+def side_by_side_scores(batch: TextBatch, model: nn.Module) -> Tensor:
+    """:func:`loss`'s ``(n, n)`` scores from ONE row per pair: each pair's two sentences side by side in
+    a sequence of ``2T``, a block-diagonal attention mask keeping each sentence to itself and each
+    half's positions counted from 0, so every half computes what it computes alone (the test checks
+    it against the separate forward). The path tools need this: one example row per pair, so a
+    sampled path (one per example) and the recorded unit inputs line up with the batch."""
+    assert batch.ids_b is not None and batch.mask_b is not None
+    n, t = batch.ids.shape
+    p = next((q for q in model.parameters() if q.is_floating_point()), None)
+    dtype = p.dtype if p is not None else torch.float32
+    dev = batch.ids.device
+    half = torch.arange(2 * t, device=dev) >= t
+    keys = torch.cat([batch.mask, batch.mask_b], 1).bool()  # (n, 2t) real tokens
+    allowed = (half[:, None] == half[None, :])[None] & keys[:, None, :]  # (n, 2t queries, 2t keys)
+    mask4 = torch.zeros(n, 1, 2 * t, 2 * t, dtype=dtype, device=dev).masked_fill(
+        ~allowed[:, None], torch.finfo(dtype).min)
+    pos = torch.arange(t, device=dev).repeat(2)[None].expand(n, -1)
+    h = _hidden(model(input_ids=torch.cat([batch.ids, batch.ids_b], 1), attention_mask=mask4, position_ids=pos))
+    ea = F.normalize(mean_pool(h[:, :t], batch.mask), dim=-1)
+    eb = F.normalize(mean_pool(h[:, t:], batch.mask_b), dim=-1)
+    return SCALE * ea @ eb.T
+
+
 class ObjectiveView(nn.Module):
     """``model`` (default ``pre.view``, the adapted model) as the path and lesion tools take it.
 
     In: a packed batch ``(B, k, T)`` (:meth:`TextBatch.packed`, or a slice of one). Out: class-major
     next-token logits ``(B, V, T-1)`` (LM), or ``(B, N)`` scores (encoder: column ``j`` is the
     score against pair ``j``'s neighbour, -inf for pairs not in this slice, so negatives are the
-    slice's own). Against :func:`targets` of the whole batch, the summed cross-entropy is the
-    objective's sum and ``argmax(1)`` is the predicted next token or the retrieved neighbour."""
+    slice's own; the two sentences of a pair run side by side in one row, see
+    :func:`side_by_side_scores`). Against :func:`targets` of the whole batch, the summed
+    cross-entropy is the objective's sum and ``argmax(1)`` is the predicted next token or the
+    retrieved neighbour."""
 
     def __init__(self, pre: Pretrained, model: nn.Module | None = None) -> None:
         super().__init__()
@@ -268,7 +293,7 @@ class ObjectiveView(nn.Module):
         batch = TextBatch.unpack(x, self.task)
         if self.task != "sentence-encoder":
             return _lm_logits(pre, batch, self.model)[:, :-1].transpose(1, 2)
-        scores, _ = _pair_scores(pre, batch, self.model)
+        scores = side_by_side_scores(batch, self.model)
         index, total = batch.info["index"], max(batch.info["of"], int(batch.info["index"].max()) + 1)
         out = scores.new_full((len(batch), total), float("-inf"))
         return out.index_copy(1, index, scores)
