@@ -110,3 +110,89 @@ def save_tiny_bert(folder: Path, *, seed: int = 0, sentence_transformers: bool =
         (folder / "modules.json").write_text('[{"idx": 0, "name": "0", "path": "", "type": '
                                              '"sentence_transformers.models.Transformer"}]\n')
     return folder
+
+
+# ---- fixtures -----------------------------------------------------------------------------
+
+import importlib  # noqa: E402
+import importlib.metadata as md  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf(tmp_path_factory) -> Path:
+    pytest.importorskip("gguf")
+    pytest.importorskip("transformers")
+    return write_tiny_gguf(tmp_path_factory.mktemp("gguf") / "tiny-llama.Q4_1.gguf")
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> Path:
+    pytest.importorskip("transformers")
+    return save_tiny_bert(tmp_path_factory.mktemp("bert") / "tiny-bert")
+
+
+@pytest.fixture(scope="session")
+def tiny_lm(tiny_gguf):
+    from resgrad.pretrained import load
+
+    return load(f"gguf:{tiny_gguf}")
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tiny_bert):
+    from resgrad.pretrained import load
+
+    return load(f"hf:{tiny_bert}")
+
+
+class FakeDistribution:
+    """What importlib.metadata.distribution returns, for a wheel laid out under ``root``."""
+
+    def __init__(self, root: Path, version: str) -> None:
+        self.root, self.version = root, version
+
+    def locate_file(self, rel: str) -> Path:
+        return self.root / rel
+
+
+@pytest.fixture
+def fake_wheels(monkeypatch):
+    """``{distribution name: FakeDistribution}``: installed wheels as the loader sees them."""
+    load_mod = importlib.import_module("resgrad.pretrained.load")  # the module (the package's `load` is the function)
+    wheels: dict[str, FakeDistribution] = {}
+    real = md.distribution
+
+    def distribution(name: str):
+        if name in wheels:
+            return wheels[name]
+        if name.startswith("fake-"):
+            raise md.PackageNotFoundError(name)
+        return real(name)
+
+    monkeypatch.setattr(load_mod.md, "distribution", distribution)
+    return wheels
+
+
+def _real(spec: str):
+    from resgrad.pretrained import MissingWheel, load
+
+    try:
+        return load(spec)
+    except MissingWheel as e:
+        pytest.skip(str(e))
+    except ImportError as e:  # transformers, gguf or accelerate missing
+        pytest.skip(str(e))
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """The real SmolLM2-135M-Instruct (about 17 s to load on 2 idle cores; once per session)."""
+    return _real("pretrained:smollm2-135m")
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    """The real all-MiniLM-L6-v2 (about 2 s to load)."""
+    return _real("pretrained:minilm-l6")
