@@ -16,6 +16,7 @@ register("resgrad.transformer", "resgrad.experiments.transformer")
 register("resgrad.sweep", "resgrad.experiments.sweep")
 register("resgrad.diagnose", "resgrad.experiments.diagnose")
 register("resgrad.study", "resgrad.experiments.study")
+register("resgrad.pretrained", "resgrad.experiments.pretrained")
 
 from .flow import FlowConfig, run_flow  # noqa: E402  (the 0.1 names, after the registry they use)
 

@@ -32,9 +32,9 @@ def layer_list(model: nn.Module) -> tuple[nn.Module, str, nn.ModuleList]:
     best: tuple[nn.Module, str, nn.ModuleList] | None = None
     for parent in model.modules():
         for name, child in parent._modules.items():
-            if isinstance(child, nn.ModuleList) and len(child) > 0 and len({type(c) for c in child}) == 1:
-                if best is None or len(child) > len(best[2]):
-                    best = (parent, name, child)
+            if (isinstance(child, nn.ModuleList) and len(child) > 0 and len({type(c) for c in child}) == 1
+                    and (best is None or len(child) > len(best[2]))):
+                best = (parent, name, child)
     if best is None:
         raise ValueError(f"{type(model).__name__} has no list of layers (nn.ModuleList) to remove layers from")
     return best

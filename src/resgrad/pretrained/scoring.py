@@ -75,6 +75,16 @@ class Scorer:
             raise ValueError("an embed batch needs an attention_mask and an even number of rows (B sentences, "
                              "then their B followers)")
 
+    @classmethod
+    def of(cls, task: str, batch: Any) -> Scorer:
+        """From a :class:`resgrad.pretrained.TextBatch`: an LM's windows, or an encoder's sentences then
+        their neighbours in one batch (each unit runs once per loss, as the path tools need)."""
+        if task in ("lm", "causal-lm"):
+            return cls("lm", batch.ids, {"attention_mask": batch.mask})
+        if task not in ("embed", "sentence-encoder"):
+            raise ValueError(f"task must be causal-lm or sentence-encoder, received {task!r}")
+        return cls("embed", torch.cat([batch.ids, batch.ids_b]), {"attention_mask": torch.cat([batch.mask, batch.mask_b])})
+
     @property
     def tokens(self) -> int:
         m = self.kwargs.get("attention_mask")

@@ -9,6 +9,7 @@
 | resgrad.study | StudyResult | results/study.py |
 | resgrad.sweep | SweepResult | results/sweep.py |
 | resgrad.transformer | TransformerResult | results/transformer.py |
+| resgrad.pretrained | PretrainedResult | results/pretrained.py |
 
 ``load(path)`` reads and validates any of them (the envelope names the type).
 """
@@ -23,13 +24,14 @@ from .degradation import DegradationResult
 from .diagnose import DiagnoseResult
 from .ensemble import EnsembleResult
 from .flow import FlowResult
+from .pretrained import PretrainedResult
 from .study import StudyResult
 from .sweep import SweepResult
 from .transformer import TransformerResult
 
 __all__ = ["Record", "Result", "ResultError", "Num", "load", "read_file", "result_types",
            "FlowResult", "DegradationResult", "EnsembleResult", "DiagnoseResult", "StudyResult",
-           "SweepResult", "TransformerResult"]
+           "SweepResult", "TransformerResult", "PretrainedResult"]
 
 R = TypeVar("R", bound=Result)
 
