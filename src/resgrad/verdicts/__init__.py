@@ -11,6 +11,7 @@ CLI and the report all import it. One module per experiment, mirroring ``resgrad
 | verdicts/degradation.py | degradation with depth, He et al. 2015 Table 6 |
 | verdicts/ensemble.py | effective paths, path decay, lesions, deletion, reordering |
 | verdicts/transformer.py | pre-LN vs post-LN vs no skip |
+| verdicts/pretrained.py | pretrained models on real text |
 | verdicts/diagnose.py | diagnose's thresholds |
 | verdicts/study.py | the study's measured answer, over the others' records |
 
@@ -22,15 +23,16 @@ Records hold the numbers they were judged on, so a sentence needs nothing else.
 
 from __future__ import annotations
 
-from . import degradation, diagnose, ensemble, flow, study, transformer
+from . import degradation, diagnose, ensemble, flow, pretrained, study, transformer
 from ._base import MIN_FIT_POINTS, FlowLabel, Relation, finite
 from .degradation import *  # noqa: F403
 from .diagnose import *  # noqa: F403
 from .ensemble import *  # noqa: F403
 from .flow import *  # noqa: F403
+from .pretrained import *  # noqa: F403
 from .study import *  # noqa: F403
 from .transformer import *  # noqa: F403
 
 __all__ = ["Relation", "FlowLabel", "MIN_FIT_POINTS", "finite",
            *flow.__all__, *degradation.__all__, *ensemble.__all__, *diagnose.__all__, *transformer.__all__,
-           *study.__all__]
+           *study.__all__, *pretrained.__all__]
