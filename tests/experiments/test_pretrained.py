@@ -89,3 +89,15 @@ def test_config_rules():
         ex.PretrainedConfig(rows=1)
     with pytest.raises(ValueError, match="size must be one of"):
         ex.preset("huge")
+
+
+def test_study_stage_in_the_default_and_full_presets_only():
+    from resgrad.experiments.study import StudyConfig, preset
+
+    assert preset("quick").pretrained is None  # the quick study's numbers and time stay as they were
+    d = preset("default").pretrained
+    assert d is not None and d.specs == ex.SPECS and (d.seq_len, d.rows, d.samples, d.k_max) == (16, 2, 0, 2)
+    assert preset("he2015-cifar10").pretrained == ex.preset("default")
+    old = preset("default").to_dict()
+    old.pop("pretrained")  # a study folder written before the stage: loads, the stage absent
+    assert StudyConfig.from_json(old).pretrained is None

@@ -36,7 +36,7 @@ from . import driver
 from .config import Config as BaseConfig
 from .config import check_int, need
 
-__all__ = ["PretrainedConfig", "SIZES", "SPECS", "REFERENCE", "preset", "run", "compute", "KIND"]
+__all__ = ["PretrainedConfig", "SIZES", "SPECS", "REFERENCE", "preset", "study_stage", "run", "compute", "KIND"]
 
 KIND = "resgrad.pretrained"
 LABEL = "pretrained-model study"
@@ -129,6 +129,15 @@ def preset(size: str, *, specs: tuple[str, ...] | None = None, text: str | None 
     if text is not None:
         kw["text"] = str(Path(text).expanduser().resolve())
     return PretrainedConfig(size=size, device=device, **kw)
+
+
+def study_stage(study_preset: str, *, device: str = "cpu") -> PretrainedConfig:
+    """The stage of ``resgrad study``: both models, short (``default``: ~25 s budget on 2 cores, the
+    loading of SmolLM2 most of it: 16 tokens x 2 rows, no sampled view, k <= 2), or the default size (full)."""
+    if study_preset in ("default", "quick"):
+        return PretrainedConfig(size="study", seq_len=16, rows=2, probes=2, samples=0, k_max=2, shuffles=1,
+                                device=device)
+    return preset("default", device=device)
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:

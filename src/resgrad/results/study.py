@@ -9,6 +9,7 @@ from ..schema import Record, Result
 from .degradation import DegradationResult
 from .ensemble import EnsembleResult
 from .flow import FlowResult
+from .pretrained import PretrainedResult
 from .transformer import TransformerResult
 
 __all__ = ["StudyResult", "Timing"]
@@ -35,3 +36,4 @@ class StudyResult(Result):
     degradation: DegradationResult
     ensemble: EnsembleResult
     transformer: TransformerResult | None = None  # the Transformer stage (None: a preset without it, or 0.1)
+    pretrained: PretrainedResult | None = None  # the pretrained-models stage (None: a preset or version without it)
