@@ -101,3 +101,25 @@ def test_study_stage_in_the_default_and_full_presets_only():
     old = preset("default").to_dict()
     old.pop("pretrained")  # a study folder written before the stage: loads, the stage absent
     assert StudyConfig.from_json(old).pretrained is None
+
+
+def test_cli_usage_errors_are_one_line_exit_2(tmp_path):
+    import subprocess
+    import sys
+
+    for args in (["--size", "huge"], ["--seq-len", "1"], ["resnet-20"], ["--text", str(tmp_path / "none.txt")]):
+        r = subprocess.run([sys.executable, "-m", "resgrad", "pretrained", *args, "--out", str(tmp_path / "x")],
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 2, (args, r.stderr)
+        assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_cli_runs_and_renders(specs, tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    r = subprocess.run([sys.executable, "-m", "resgrad", "pretrained", specs[1], "--size", "quick", "--out", str(out)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert (out / "results.json").is_file() and "Pretrained models on real text" in (out / "report.html").read_text()

@@ -9,7 +9,7 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
-from . import diagnose, flow, lesion, models, paths, report, study, sweep, train, transformer
+from . import diagnose, flow, lesion, models, paths, pretrained, report, study, sweep, train, transformer
 
 # Click's exceptions as typer raises them: typer >= 0.23 vendors click (typer._click), older ones use it.
 _click = sys.modules[typer.BadParameter.__module__]
@@ -63,6 +63,7 @@ app.command("flow")(flow.command)
 app.command("train")(train.command)
 app.command("sweep")(sweep.command)
 app.command("transformer")(transformer.command)
+app.command("pretrained")(pretrained.command)
 app.command("paths")(paths.command)
 app.command("lesion")(lesion.command)
 app.command("diagnose")(diagnose.command)

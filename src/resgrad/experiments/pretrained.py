@@ -110,7 +110,7 @@ SIZES: dict[str, dict[str, Any]] = {
     # Seconds per model once loaded: the study's stage and the tests (a short batch, k <= 4, no sampled view).
     "quick": {"seq_len": 16, "rows": 2, "probes": 2, "samples": 0, "k_max": 4, "shuffles": 1},
     # The default: every measurement at a modest batch (<= 10 min for both models on 2 cores).
-    "default": {"seq_len": 64, "rows": 4, "probes": 4, "samples": 10, "shuffles": 3},
+    "default": {"seq_len": 64, "rows": 2, "probes": 4, "samples": 4, "shuffles": 3},
     # Longer text, more probes and samples: for a machine with time.
     "full": {"seq_len": 256, "rows": 8, "probes": 8, "samples": 50, "shuffles": 10},
 }
