@@ -42,6 +42,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--size", default="default", choices=("quick", "default", "full", "study"))
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=None, help="write the numbers as JSON here")
+    ap.add_argument("--specs", nargs="*", default=None, help="models (default: both pretrained ones)")
+    ap.add_argument("--keep", default=None, help="run folder to keep (default: a temporary one)")
     args = ap.parse_args(argv)
     import torch
 
@@ -49,11 +51,15 @@ def main(argv: list[str] | None = None) -> dict:
     from resgrad.experiments import pretrained as ex
 
     cfg = ex.study_stage("default") if args.size == "study" else ex.preset(args.size)
+    if args.specs:
+        from dataclasses import replace
+
+        cfg = replace(cfg, specs=tuple(args.specs))
     load0 = os.getloadavg()
     r0 = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        res = ex.run(cfg, Path(tmp) / "pretrained", log=print)
+        res = ex.run(cfg, Path(args.keep or tmp) / "pretrained", log=print)
     wall = time.perf_counter() - t0
     r1 = resource.getrusage(resource.RUSAGE_SELF)
     out = {"size": args.size, "threads": args.threads, "cpu": _cpu_model(), "cores": os.cpu_count(),
