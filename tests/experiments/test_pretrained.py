@@ -85,8 +85,8 @@ def test_missing_wheel_is_skipped_with_its_line(monkeypatch, specs):
 
 
 def test_config_rules():
-    with pytest.raises(ValueError, match="rows must be"):
-        ex.PretrainedConfig(rows=1)
+    with pytest.raises(ValueError, match="pairs must be"):
+        ex.PretrainedConfig(pairs=1)
     with pytest.raises(ValueError, match="size must be one of"):
         ex.preset("huge")
 

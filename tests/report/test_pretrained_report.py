@@ -26,7 +26,7 @@ def result(tmp_path_factory) -> PretrainedResult:
 
     root = tmp_path_factory.mktemp("models")
     specs = (f"gguf:{_files.write_tiny_gguf(root / 'lm.gguf')}", f"hf:{_files.save_tiny_bert(root / 'bert')}")
-    cfg = ex.PretrainedConfig(size="quick", specs=specs, seq_len=16, rows=4, probes=2, samples=2, shuffles=2)
+    cfg = ex.PretrainedConfig(size="quick", specs=specs, seq_len=16, rows=4, pairs=4, probes=2, samples=2, shuffles=2)
     return ex.run(cfg, None, log=None)
 
 
@@ -89,3 +89,14 @@ def test_skipped_model_is_one_line():
     r = PretrainedResult.from_json(r.to_json())
     html = to_html(r)
     assert "pretrained:minilm-l6: not measured (pip install x)" in html
+
+
+def test_study_with_the_stage_shows_the_section(result):
+    import dataclasses
+
+    from resgrad.results import load
+
+    study = load(Path(__file__).parent / "data" / "study-quick.json")  # a quick study: no pretrained stage
+    html = to_html(dataclasses.replace(study, pretrained=result))
+    assert "Pretrained models on real text" in html and html.count('alt="angular distance"') == 2
+    assert "Pretrained models on real text" not in to_html(study)

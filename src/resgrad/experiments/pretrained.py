@@ -81,7 +81,8 @@ class PretrainedConfig(BaseConfig):
     specs: tuple[str, ...] = SPECS  # models: pretrained:NAME, gguf:PATH or hf:FOLDER
     text: str | None = None  # a UTF-8 text file (None: the offline corpus, pydoc_data.topics)
     seq_len: int = 64  # tokens per sequence (the encoder: per sentence, truncated)
-    rows: int = 8  # sequences (LM) or neighbouring-sentence pairs (encoder) in the measured batch
+    rows: int = 8  # sequences of a language model in the measured batch
+    pairs: int = 16  # neighbouring-sentence pairs of a sentence encoder (its in-batch negatives: pairs - 1)
     probes: int = 4  # Gaussian probe vectors per unit for the branch Jacobian's gain
     paths: bool = True  # the exact path-length decomposition and the sampled view
     samples: int = 20  # sampled single paths per length (Veit et al.; 0: no sampled view)
@@ -95,7 +96,8 @@ class PretrainedConfig(BaseConfig):
         self.specs = tuple(str(s) for s in self.specs)
         need(bool(self.specs), "specs", "at least one model SPEC", self.specs)
         check_int("seq_len", self.seq_len, 2)
-        check_int("rows", self.rows, 2)
+        check_int("rows", self.rows, 1)
+        check_int("pairs", self.pairs, 2)
         check_int("probes", self.probes, 1)
         check_int("samples", self.samples, 0)
         check_int("shuffles", self.shuffles, 1)
@@ -108,11 +110,11 @@ Config = PretrainedConfig
 
 SIZES: dict[str, dict[str, Any]] = {
     # Seconds per model once loaded: the study's stage and the tests (a short batch, k <= 4, no sampled view).
-    "quick": {"seq_len": 16, "rows": 2, "probes": 2, "samples": 0, "k_max": 4, "shuffles": 1},
+    "quick": {"seq_len": 16, "rows": 2, "pairs": 4, "probes": 2, "samples": 0, "k_max": 4, "shuffles": 1},
     # The issue's default: every measurement at a modest batch (<= 10 min for both models on 2 cores).
-    "default": {"seq_len": 64, "rows": 2, "probes": 4, "samples": 4, "shuffles": 3},
+    "default": {"seq_len": 64, "rows": 2, "pairs": 16, "probes": 4, "samples": 4, "shuffles": 3},
     # Longer text, more probes and samples: for a machine with time.
-    "full": {"seq_len": 256, "rows": 8, "probes": 8, "samples": 50, "shuffles": 10},
+    "full": {"seq_len": 256, "rows": 8, "pairs": 32, "probes": 8, "samples": 50, "shuffles": 10},
 }
 
 
@@ -135,7 +137,7 @@ def study_stage(study_preset: str, *, device: str = "cpu") -> PretrainedConfig:
     """The stage of ``resgrad study``: both models, short (``default``: ~25 s budget on 2 cores, the
     loading of SmolLM2 most of it: 16 tokens x 2 rows, no sampled view, k <= 2), or the default size (full)."""
     if study_preset in ("default", "quick"):
-        return PretrainedConfig(size="study", seq_len=16, rows=2, probes=2, samples=0, k_max=2, shuffles=1,
+        return PretrainedConfig(size="study", seq_len=16, rows=2, pairs=8, probes=2, samples=0, k_max=2, shuffles=1,
                                 device=device)
     return preset("default", device=device)
 
@@ -156,7 +158,8 @@ def _measure(pre: Any, corpus: Any, config: PretrainedConfig, log: Callable[[str
     seconds: dict[str, float] = {}
     model = pre.model.to(config.device)
     view = pre.view
-    batch = batches(pre, corpus, seq_len=config.seq_len, n=config.rows, seed=config.seed).to(config.device)
+    rows = config.pairs if pre.task == "sentence-encoder" else config.rows
+    batch = batches(pre, corpus, seq_len=config.seq_len, n=rows, seed=config.seed).to(config.device)
     sc = Scorer.of(pre.task, batch)
     L = pre.depth
     log(f"{pre.name}: {L} layers ({2 * L} units), {len(batch)} {'pairs' if sc.task == 'embed' else 'sequences'} "

@@ -39,8 +39,8 @@ def _flow(m: ModelReport) -> Finding:
 
 def _identity(m: ModelReport) -> Finding:
     v = V.model_identity_verdict(m)
-    text = (f"{_name(m)}: the hidden-state norm grows {times(v.hidden_growth)} from the first layer's input to the "
-            f"last output; mean input/output cosine {sig(v.shallow_cosine)} over the shallow half of the units and "
+    text = (f"{_name(m)}: the hidden-state norm after the last layer is {times(v.hidden_growth)} that at the first "
+            f"layer's input ({'grows' if v.grows else 'does not grow'} by the {sig(V.HIDDEN_GROWTH)}× rule); mean input/output cosine {sig(v.shallow_cosine)} over the shallow half of the units and "
             f"{sig(v.deep_cosine)} over the deep half ({v.near_identity} of {v.units} units at or above "
             f"{sig(v.threshold)}); {v.jacobian_below_one} of {v.units} branches have a gain below the skip's 1; "
             f"on average {sig(v.branch_share)} of the gradient reaching a unit's input comes through its branch")
