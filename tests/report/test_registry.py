@@ -143,7 +143,7 @@ def test_the_new_part_alone_gets_its_own_page(tiny_part):
 def test_without_the_registration_nothing_of_it_is_reported(study, study_html):
     # Not registered: the new type alone has no report (the one-line error lists what has one) ...
     with pytest.raises(ResultError, match=r"test\.tiny result has no report; pass a study, .*flow, degradation, "
-                                          r"ensemble or transformer result"):
+                                          r"ensemble, transformer or pretrained result"):
         as_result(_tiny())
     with pytest.raises(AttributeError, match="no report part 'tiny'"):
         _ = sections(study).tiny
@@ -160,7 +160,7 @@ def test_a_registration_leaves_the_other_reports_as_they_were(study):
         assert to_html(study) == before
         # What has a report is read from the registrations: the one-line error now names the new part.
         with pytest.raises(ResultError, match=r"resgrad\.diagnose result has no report; pass a study, tinystudy, "
-                                              r"flow, tiny, degradation, ensemble or transformer result"):  # by page order
+                                              r"flow, tiny, degradation, ensemble, transformer or pretrained result"):  # by page order
             as_result(_not_reportable())
     finally:
         R._PARTS.pop(part.key)
