@@ -2,8 +2,10 @@
 
 MiniLM (22.7M parameters) is fast; SmolLM2's tests (135M, 30 layers) load it once per session
 (about 17 s on 2 idle cores) and are marked slow. Tolerances: the fp32 models are measured in
-fp32, so the path components sum to autograd's gradient within 1e-4 relative (float32's
-accumulated rounding over 12 or 60 units), not float64's 1e-5 of the tiny tests.
+fp32. MiniLM's path components sum to autograd's gradient within 1e-4 of its norm. SmolLM2's
+components cancel massively (measured: the largest length's norm is ~5,000x the total's), so
+the sum is checked relative to the largest component, within 1e-5 (float32's eps is 1.2e-7;
+60 units of accumulated rounding), not to the total.
 """
 
 from __future__ import annotations
@@ -57,7 +59,8 @@ def test_smollm2_grads_paths_and_a_deleted_layer(smollm2):
     sc = Scorer.of(smollm2.task, b)
     _check_grads(smollm2, sc)
     pv = en.path_view(smollm2.view, sc.inputs, sc.loss, forward_kwargs=sc.kwargs, samples=0)
-    assert pv["exact"]["n"] == 60 and pv["exact"]["rel_error"] < REAL_REL
+    ex = pv["exact"]
+    assert ex["n"] == 60 and ex["rel_error"] * ex["total_norm"] / max(ex["norms"]) < 1e-5
     assert pv["passes"] == pytest.approx(31.5) and pv["passes"] <= 0.6 * 60
     other = copy.deepcopy(smollm2.model)
     keep = [i for i in range(30) if i != 20]

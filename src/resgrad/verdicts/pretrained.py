@@ -12,7 +12,7 @@ from ._base import FlowLabel, Relation, finite
 from .flow import FLOW_THRESHOLD_DECADES
 from .transformer import GROWTH_TOWARD_OUTPUT, REMOVABLE_SHARE, REORDER_GRACEFUL, Trend, growth_trend
 
-__all__ = ["HIDDEN_GROWTH", "NEAR_IDENTITY", "PERPLEXITY_KEPT", "COSINE_KEPT", "PICK_MATCH", "SHORT_WINDOW",
+__all__ = ["CHANCE_MARGIN", "HIDDEN_GROWTH", "NEAR_IDENTITY", "PERPLEXITY_KEPT", "COSINE_KEPT", "PICK_MATCH", "SHORT_WINDOW",
            "ModelFlowVerdict", "model_flow_verdict", "ModelIdentityVerdict", "model_identity_verdict", "ModelRemovalVerdict",
            "model_removal_verdict", "ModelPaintersVerdict", "model_painters_verdict", "ModelPathsVerdict", "model_paths_verdict"]
 
@@ -32,6 +32,10 @@ COSINE_KEPT = 0.95
 # Gromov's angular pick or ShortGPT's Block Influence pick "matches" the oracle when its loss is within 0.1 nats
 # of the best start's (perplexity within about 10%).
 PICK_MATCH = 0.1
+# The painters verdict measures a reorder's loss as a share of the way from the full model's loss to chance;
+# with the full model within 10% of chance on the batch (a short encoder batch can be) that way is too short
+# to measure a share of, and the verdict says nothing.
+CHANCE_MARGIN = 0.1
 # Veit et al. 2016 §5: the effective paths are short, 5-17 of 54 blocks. Here "short" means the exact window
 # holding 90% of the gradient ends at or below half of the units.
 SHORT_WINDOW = 0.5
@@ -200,8 +204,8 @@ def model_painters_verdict(m: ModelReport) -> ModelPaintersVerdict | None:
 
     def way(score: dict | None) -> float | None:
         v = None if score is None else _loss(score)
-        if v is None or chance is None or full is None or chance <= full:
-            return None
+        if v is None or chance is None or full is None or chance - full < CHANCE_MARGIN * chance:
+            return None  # the full model is itself near chance on this batch: no way to measure against
         return (v - full) / (chance - full)
 
     sh = [_loss(s) for s in r.reorder.shuffled]
@@ -231,6 +235,8 @@ class ModelPathsVerdict:
     sampled_hi: int | None
     passes: float | None
     measured_passes: float | None
+    cancellation: float | None  # the largest length's norm over the total's (>> 1: the lengths cancel)
+    scaled_error: float | None  # ||sum - autograd|| over the largest length's norm (fp32 rounding: ~1e-6)
     threshold: float  # SHORT_WINDOW
     relation: Relation | None
 
@@ -245,6 +251,10 @@ def model_paths_verdict(m: ModelReport) -> ModelPathsVerdict | None:
     hi = eff.get("hi")
     s_eff = (p.sampled or {}).get("effective") or {}
     rel: Relation | None = None if hi is None or n == 0 else "agrees" if hi <= SHORT_WINDOW * n else "contradicts"
-    return ModelPathsVerdict(m.spec, n, eff.get("lo"), hi, eff.get("held"), ex.get("rel_error"), s_eff.get("lo"),
-                        s_eff.get("hi"), p.passes, p.measured_passes, SHORT_WINDOW, rel)
+    norms = [x for x in ex.get("norms") or [] if finite(x)]
+    top, total, err = (max(norms) if norms else None), ex.get("total_norm"), ex.get("rel_error")
+    canc = top / total if finite(top) and finite(total) and total > 0 else None  # type: ignore[operator]
+    scaled = err * total / top if finite(err) and finite(total) and finite(top) and top > 0 else None  # type: ignore[operator]
+    return ModelPathsVerdict(m.spec, n, eff.get("lo"), hi, eff.get("held"), err, s_eff.get("lo"),
+                             s_eff.get("hi"), p.passes, p.measured_passes, canc, scaled, SHORT_WINDOW, rel)
 

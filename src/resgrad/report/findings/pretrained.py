@@ -101,8 +101,9 @@ def _paths(m: ModelReport) -> Finding | None:
     v = V.model_paths_verdict(m)
     if v is None:
         return None
-    text = (f"{_name(m)}: exactly split by path length over its {v.n} units (sum within {sig(v.rel_error)} of "
-            f"autograd's gradient), 90% of the gradient lies on paths through {v.lo} to {v.hi} branches"
+    text = (f"{_name(m)}: exactly split by path length over its {v.n} units (the sum within {sig(v.rel_error)} of "
+            f"autograd's gradient, {sig(v.scaled_error)} of the largest length's norm; that norm is "
+            f"{times(v.cancellation)} the total's, so the lengths cancel), 90% of the summed norms lies on paths through {v.lo} to {v.hi} branches"
             + (f"; the sampled view puts it at {v.sampled_lo} to {v.sampled_hi}" if v.sampled_lo is not None else "")
             + f"; the decomposition cost {sig(v.passes)} backward passes by count ({sig(v.measured_passes)} by time)")
     text += {None: "", "agrees": " — short paths carry the gradient, as Veit et al. 2016 found in ResNets",
