@@ -121,7 +121,7 @@ def preset(
     # The ensemble stage measures the deepest trained pair (recorded under these names).
     ens.plain, ens.residual = twin_names(max(deg.depths), deg.unit)
     ens.data, ens.data_kwargs = deg.data, dict(data_kwargs)
-    # The pretrained models (issue 20): a short stage in the default study, the default size in the full one.
+    # The pretrained models (issue 20): MiniLM, short, in the default study; both at the default size in the full one.
     pre = None if name == "quick" else _pretrained_stage(name, device=device)
     return StudyConfig(preset=name, flow=flow, degradation=deg, ensemble=ens, transformer=tr, pretrained=pre,
                        device=device)
