@@ -111,8 +111,10 @@ Config = PretrainedConfig
 SIZES: dict[str, dict[str, Any]] = {
     # Seconds per model once loaded: the study's stage and the tests (a short batch, k <= 4, no sampled view).
     "quick": {"seq_len": 16, "rows": 2, "pairs": 4, "probes": 2, "samples": 0, "k_max": 4, "shuffles": 1},
-    # The default: every measurement at a modest batch (<= 10 min for both models on 2 cores).
-    "default": {"seq_len": 64, "rows": 2, "pairs": 16, "probes": 4, "samples": 4, "shuffles": 3},
+    # The default: every measurement, k up to half the depth, at 2 x 32 tokens: SmolLM2 took ~0.5
+    # CPU-s per forward at 32 tokens and ~125 CPU-s for its decomposition (benchmarks/README.md), which puts
+    # this size at an estimated 6-7 min for both models on 2 idle cores (the bound: 10 min; not measured alone).
+    "default": {"seq_len": 32, "rows": 2, "pairs": 16, "probes": 4, "samples": 4, "shuffles": 3},
     # Longer text, more probes and samples: for a machine with time.
     "full": {"seq_len": 256, "rows": 8, "pairs": 32, "probes": 8, "samples": 50, "shuffles": 10},
 }
