@@ -219,7 +219,12 @@ def run(config: PretrainedConfig, out: str | Path | RunDir | None, *, log: Calla
 def compute(config: PretrainedConfig, ctx: driver.Context) -> PretrainedResult:
     """Load each model (or take it from ``ctx.inputs['models']``), measure it, let it go."""
     from ..data.corpus import corpus as _corpus
-    from ..pretrained import MissingWheel, load
+    try:
+        from ..pretrained import load
+    except ImportError as e:  # transformers or gguf not installed: every model is skipped, the study goes on
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        ctx.log(f"pretrained models skipped ({why})")
+        load = None
 
     log = ctx.log
     given = ctx.inputs.get("models") or {}
@@ -232,8 +237,10 @@ def compute(config: PretrainedConfig, ctx: driver.Context) -> PretrainedResult:
             pre = given[spec]
         else:
             try:
+                if load is None:
+                    raise ImportError(why)
                 pre = load(spec)
-            except MissingWheel as e:
+            except ImportError as e:  # MissingWheel (names the pip command), or transformers/gguf missing
                 line = str(e).splitlines()[0]
                 log(f"{spec}: skipped ({line})")
                 skipped.append({"spec": spec, "reason": line})
