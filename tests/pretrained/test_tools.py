@@ -181,3 +181,18 @@ def test_loss_and_grads_of_an_edited_copy(tiny_lm):
         own = cut(input_ids=b.ids, labels=b.ids).loss
         assert float(loss(pre, b, model=cut)) == pytest.approx(float(own), rel=1e-6)
         assert not torch.allclose(loss(pre, b, model=cut), loss(pre, b))
+
+
+def test_models_lists_the_pretrained_specs(fake_wheels):
+    out = " ".join(_ok(runner.invoke(app, ["models", "pretrained:*"])).split())
+    for k in KNOWN.values():
+        assert f"pretrained:{k.name}" in out and f"{k.distribution}=={k.version}" in out
+    saved = dict(KNOWN)
+    try:
+        register_pretrained(KnownModel("tiny-absent", "fake-absent-wheel", "1.2.3", "x.gguf", "x.gguf", "0" * 64,
+                                       "causal-lm"))
+        out = " ".join(_ok(runner.invoke(app, ["models", "*absent"])).split())
+        assert "pretrained:tiny-absent" in out and " no " in out and "requirements-pretrained.txt" in out
+    finally:
+        KNOWN.clear()
+        KNOWN.update(saved)
