@@ -137,14 +137,22 @@ def tiny_bert(tmp_path_factory) -> Path:
 def tiny_lm(tiny_gguf):
     from resgrad.pretrained import load
 
-    return load(f"gguf:{tiny_gguf}")
+    return load(f"gguf:{tiny_gguf}", cache=False)
 
 
 @pytest.fixture(scope="session")
 def tiny_encoder(tiny_bert):
     from resgrad.pretrained import load
 
-    return load(f"hf:{tiny_bert}")
+    return load(f"hf:{tiny_bert}", cache=False)
+
+
+@pytest.fixture(autouse=True)
+def _cache_in_tmp(request, monkeypatch, tmp_path_factory):
+    """Tiny models' dequantised copies go to a temporary cache folder, not the user's (the real
+    models' tests keep the user's cache: the next session loads them in a second)."""
+    if request.module.__name__.rsplit(".", 1)[-1] != "test_real":
+        monkeypatch.setenv("RESGRAD_CACHE", str(tmp_path_factory.getbasetemp() / "resgrad-cache"))
 
 
 class FakeDistribution:
