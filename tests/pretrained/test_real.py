@@ -167,12 +167,16 @@ def test_paths_and_lesion_run_on_minilm(minilm, tools_use, tmp_path):
     assert len(les["blocks"]) == 12
 
 
+@pytest.mark.slow  # 60 units: about 1,800 VJPs for the exact split and 61 x 120 for the sampled view (510 s busy)
 def test_paths_runs_on_smollm2(smollm2, tools_use, tmp_path):
     tools_use(smollm2)
     _ok(runner.invoke(app, ["paths", "pretrained:smollm2-135m", "--seq-len", "4", "--batch-size", "1", "--samples",
                             "1", "--out", str(tmp_path / "p")]))
     ex = json.loads((tmp_path / "p" / "results.json").read_text())["exact"]
-    assert ex["n"] == 60 and len(ex["norms"]) == 61 and ex["rel_error"] < 1e-4  # float32, 60 units
+    assert ex["n"] == 60 and len(ex["norms"]) == 61
+    # float32 over 60 units: the per-length parts reach thousands of times the total (1,537 against 0.22
+    # measured) and cancel, so the sum check holds to float32's rounding times that: 4.4e-3 measured.
+    assert ex["rel_error"] < 1e-2
 
 
 @pytest.mark.slow  # 60 single-unit deletions, k-deletions and swaps: about 100 forwards of SmolLM2

@@ -107,6 +107,9 @@ def test_paths_decomposition_sums_to_the_autograd_gradient(which, tmp_path, tiny
         h.remove()
         pre.model.zero_grad(set_to_none=True)
     assert ex["total_norm"] == pytest.approx(float(first[0].grad.norm()), rel=1e-4)
+    # the tool left the model as loaded: eval mode everywhere (dropout off), the view too
+    assert not [n for n, m in pre.model.named_modules() if m.training]
+    assert not [n for n, m in pre.view.named_modules() if m.training]
     if which == "encoder":
         assert "negatives" in text
 

@@ -386,6 +386,7 @@ def _finish(spec: str, model: nn.Module, tokenizer: Any, task: str, info: dict[s
     except NotImplementedError as e:
         raise PretrainedError(f"{spec}: resgrad has no adapter for {type(model).__name__}'s layers: "
                               f"{_first_line(e)}") from None
+    view.eval()  # the adapter's new wrappers start in train mode; the model they wrap is in eval mode
     units = residual_blocks(view)
     config = getattr(model, "config", None)
     post = bool(units) and not isinstance(units[0].post, nn.Identity)

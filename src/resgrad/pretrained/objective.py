@@ -290,6 +290,9 @@ class ObjectiveView(nn.Module):
         self.model = pre.view if model is None else model
         self.task = pre.task
         self._pre = [pre]  # not a submodule: the view already holds the shared layers
+        # Eval mode, as the model was loaded: a tool that saves and restores this module's own flag
+        # (model.train(was)) would otherwise put the shared layers, dropout included, in train mode.
+        self.eval()
 
     def forward(self, x: Tensor) -> Tensor:
         pre = self._pre[0]
