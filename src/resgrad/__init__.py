@@ -88,6 +88,7 @@ def _register_run_loader() -> None:
     from .nets.spec import register_run_loader
 
     register_run_loader(lambda path: importlib.import_module(".train", __name__).load_run(path))
+    importlib.import_module(".pretrained", __name__)  # registers the pretrained:NAME and gguf:FILE SPECs
 
 
 def __dir__() -> list[str]:

@@ -9,7 +9,21 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
-from . import designs, diagnose, flow, lesion, models, paths, report, study, sweep, train, transformer, watch
+from . import (
+    designs,
+    diagnose,
+    flow,
+    lesion,
+    models,
+    paths,
+    pretrained,
+    report,
+    study,
+    sweep,
+    train,
+    transformer,
+    watch,
+)
 
 # Click's exceptions as typer raises them: typer >= 0.23 vendors click (typer._click), older ones use it.
 _click = sys.modules[typer.BadParameter.__module__]
@@ -64,6 +78,7 @@ app.command("train")(train.command)
 app.command("sweep")(sweep.command)
 app.command("transformer")(transformer.command)
 app.command("designs")(designs.command)
+app.command("pretrained")(pretrained.command)
 app.command("paths")(paths.command)
 app.command("lesion")(lesion.command)
 app.command("diagnose")(diagnose.command)

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
+import resgrad.pretrained  # noqa: F401  (registers the pretrained:NAME and gguf:FILE SPECs)
 from resgrad.nets.spec import (  # noqa: F401  (re-exported: cli code and tests import them from here)
     HF_LAYERS,
     HF_VOCAB,
@@ -51,7 +52,8 @@ def parse_shape(text: str | None) -> tuple[int, ...] | None:
 TOKEN_HELP = {
     "vocab": "Token models: random ids < N (hf:ARCH is built with this vocabulary; default 256).",
     "seq_len": "Token models: tokens per sequence (default 16; at most the model's positions).",
-    "text": "Token models: cut sequences from this file, one byte = one id (needs a vocabulary >= 256).",
+    "text": "Token models: cut sequences from this file, one byte = one id (needs a vocabulary >= 256); "
+            "pretrained:/gguf:/hf:FOLDER models: their own tokenizer (default: the offline corpus).",
     "layers": "hf:ARCH: transformer layers (default 2).",
     "width": "hf:ARCH: hidden size (default 64; heads of 16).",
 }

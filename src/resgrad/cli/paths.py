@@ -68,6 +68,10 @@ def resolve(spec: str, data: str | None, data_dir: Path | None, tok: dict[str, A
 
     tok = tok or {}
     seed = tok.get("seed") or 0  # every model built here initialises its weights from --seed
+    from ._pretrained import is_pretrained
+
+    if is_pretrained(spec):  # real text through its own tokenizer; the loss is its own training objective
+        return _pretrained_resolve(spec, data, tok, input_shape)
     kind = spec_kind(spec)
     asked = wants_tokens(None, tok.get("vocab"), tok.get("seq_len"), tok.get("text"))
     if asked and data is not None:
@@ -166,9 +170,10 @@ def measured_module(model: nn.Module | str, is_run: bool, bundle: DataBundle) ->
     import torch
 
     import resgrad
+    from resgrad.pretrained import ObjectiveView
     from resgrad.tokens import LogitsView, TokenView
 
-    if isinstance(model, (TokenView, LogitsView)):
+    if isinstance(model, (TokenView, LogitsView, ObjectiveView)):
         return model.model
     if not isinstance(model, str):
         return model
@@ -198,6 +203,16 @@ def _token_resolve(rm: Any, tok: dict[str, Any]) -> tuple[nn.Module, str, bool, 
     src = f"text-{Path(tok['text']).name}" if tok.get("text") else f"tokens{vocab}"
     bundle = token_bundle(ids, vocab, causal, f"{src}x{ids.shape[1]}")
     return TokenView(resgrad.adapt(rm.model), causal), rm.name, False, bundle
+
+
+def _pretrained_resolve(spec: str, data: str | None, tok: dict[str, Any],
+                        input_shape: tuple[int, ...] | None) -> tuple[nn.Module, str, bool, DataBundle]:
+    from ._pretrained import bundle_of, refuse, text_batch, tools_model
+
+    refuse(spec, vocab=tok.get("vocab"), layers=tok.get("layers"), width=tok.get("width"), input_shape=input_shape,
+           data=data)
+    pre, batch = text_batch(spec, tok.get("text"), tok.get("seq_len"), tok.get("batch_size") or 8, tok.get("seed") or 0)
+    return tools_model(pre), spec.strip(), False, bundle_of(pre, batch)
 
 
 def token_options(vocab: int | None, seq_len: int | None, text: Path | None, batch_size: int, seed: int,
@@ -335,6 +350,7 @@ def command(
       resgrad paths timm:resnet18 --input-shape 3,64,64 --examples 16
       resgrad paths hf:gpt2 --layers 4 --width 64 --vocab 256 --seq-len 32
       resgrad paths hf:llama --text README.md --seq-len 64 --batch-size 4
+      resgrad paths pretrained:smollm2-135m --seq-len 16 --batch-size 2 --samples 100
     """
     import torch
 
@@ -358,6 +374,10 @@ def command(
     r = run_ensemble(cfg, out_dir, residual=model, data=bundle, names=(name, None), parts=("paths",),
                      log=lambda s: console.print(f"· {s}", style="dim", highlight=False))
     _print_paths(r, measured_module(model, is_run, bundle))
+    if bundle.info.get("task") == "sentence-encoder":
+        console.print("note: the contrastive loss scores each pair against the batch's other pairs, so a sampled "
+                      "path's gradient also carries the other pairs' paths through the negatives", style="yellow",
+                      highlight=False)
     for note in r.notes:
         if "untrained" in note:
             console.print(f"note: {note}", style="yellow", highlight=False)

@@ -17,6 +17,7 @@ register("resgrad.sweep", "resgrad.experiments.sweep")
 register("resgrad.diagnose", "resgrad.experiments.diagnose")
 register("resgrad.study", "resgrad.experiments.study")
 register("resgrad.designs", "resgrad.experiments.designs")
+register("resgrad.pretrained", "resgrad.experiments.pretrained")
 
 from .flow import FlowConfig, run_flow  # noqa: E402  (the 0.1 names, after the registry they use)
 

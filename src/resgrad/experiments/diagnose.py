@@ -84,14 +84,17 @@ Config = DiagnoseConfig  # the experiment contract: this module's config type
 
 def run(config: DiagnoseConfig, out: str | Path | RunDir | None = None, *, model: nn.Module,
         data: DataBundle | None = None, source: str = "object",
-        loss: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> DiagnoseResult:
+        loss: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        train_mode: bool = True) -> DiagnoseResult:
     """Diagnose ``model`` (named ``config.spec``; ``source``: how the SPEC resolved) on ``data``'s
     batches, or on random inputs of ``config.input_shape``; with ``out``, a run folder.
 
     ``loss(model, x, y) -> scalar``: how a step's loss is computed (token models:
     ``resgrad.tokens.own_loss``); default cross-entropy for a classifier's ``(B, C)``
-    output, else a quadratic loss on the output."""
-    return driver.run(config, out, log=None, model=model, data=data, source=source, loss=loss)
+    output, else a quadratic loss on the output. ``train_mode=False``: measure in eval mode (dropout
+    off; a pretrained model's gradient at its weights as loaded)."""
+    return driver.run(config, out, log=None, model=model, data=data, source=source, loss=loss,
+                      train_mode=train_mode)
 
 
 def compute(config: DiagnoseConfig, ctx: driver.Context) -> DiagnoseResult:
@@ -106,7 +109,7 @@ def compute(config: DiagnoseConfig, ctx: driver.Context) -> DiagnoseResult:
                          "diagnose; give a model with trainable weights")
     torch.manual_seed(config.seed)
     device = config.device
-    model = model.to(device).train()
+    model = model.to(device).train(bool(ctx.input("train_mode", True)))
     g = torch.Generator().manual_seed(config.seed)
     batches = data.batches(config.batch_size, generator=g) if data is not None else None
     x0, y0 = (t.to(device) for t in _batch(data, batches, shape, config.batch_size, g))

@@ -8,6 +8,7 @@
     degradation/runs/...     one resumable training run per (depth, plain|residual, seed)
     ensemble/                experiments/ensemble.py on the deepest trained pair
     transformer/             experiments/transformer.py: pre-LN, post-LN, no skip
+    pretrained/              experiments/pretrained.py: real pretrained models (default and full presets)
     designs/                 experiments/designs.py: every residual design at initialisation
     results.json             the StudyResult (results/study.py), written atomically
 
@@ -40,6 +41,8 @@ from .degradation import DegradationConfig, load_for, twin_names
 from .designs import DesignsConfig
 from .ensemble import EnsembleConfig
 from .flow import FlowConfig
+from .pretrained import PretrainedConfig
+from .pretrained import study_stage as _pretrained_stage
 from .transformer import TransformerConfig
 
 __all__ = ["StudyConfig", "PRESETS", "preset", "run", "run_study", "compute", "KIND"]
@@ -61,6 +64,7 @@ class StudyConfig(BaseConfig):
     degradation: DegradationConfig = field(default_factory=DegradationConfig)  # plain vs residual training
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)  # on the deepest trained pair
     transformer: TransformerConfig | None = None  # pre-LN vs post-LN vs no skip (None: no such stage)
+    pretrained: PretrainedConfig | None = None  # real pretrained models on real text (None: no such stage)
     designs: DesignsConfig | None = None  # the residual designs at initialisation (None: no such stage)
     device: str = "cpu"  # where training and measuring run
 
@@ -121,9 +125,12 @@ def preset(
     # The ensemble stage measures the deepest trained pair (recorded under these names).
     ens.plain, ens.residual = twin_names(max(deg.depths), deg.unit)
     ens.data, ens.data_kwargs = deg.data, dict(data_kwargs)
+    # The pretrained models (issue 20): MiniLM, short, in the default study; both at the default size in the full one.
+    pre = None if name == "quick" else _pretrained_stage(name, device=device)
     # Every residual design at initialisation, a few seconds (experiments/designs.py; `resgrad designs` trains them).
     designs = _designs.preset("panel", device=device)
-    return StudyConfig(preset=name, flow=flow, degradation=deg, ensemble=ens, transformer=tr, designs=designs,
+    return StudyConfig(preset=name, flow=flow, degradation=deg, ensemble=ens, transformer=tr, pretrained=pre,
+                       designs=designs,
                        device=device)
 
 
@@ -166,7 +173,7 @@ def compute(config: StudyConfig, ctx: driver.Context) -> StudyResult:
     seconds: dict[str, float] = {}
 
     t = time.perf_counter()
-    n = 4 if config.transformer is not None else 3
+    n = 3 + (config.transformer is not None) + (config.pretrained is not None)
     log(f"1/{n} gradient flow at initialisation")
     flow = driver.run(config.flow, ctx.sub("flow"), executor=executor, log=log)  # in chunks, when one is given
     seconds["flow"] = time.perf_counter() - t
@@ -197,9 +204,16 @@ def compute(config: StudyConfig, ctx: driver.Context) -> StudyResult:
     if config.transformer is not None:
         t = time.perf_counter()
         tc = config.transformer
-        log(f"4/4 Transformers: pre-LN, post-LN and no skip, {tc.layers} layers on {tc.data}")
+        log(f"4/{n} Transformers: pre-LN, post-LN and no skip, {tc.layers} layers on {tc.data}")
         transformer = driver.run(tc, ctx.sub("transformer"), log=log, progress=progress, executor=executor)
         seconds["transformer"] = time.perf_counter() - t
+    pretrained = None
+    if config.pretrained is not None:
+        t = time.perf_counter()
+        pc = config.pretrained
+        log(f"{n}/{n} pretrained models on real text: {', '.join(pc.specs)}")
+        pretrained = driver.run(pc, ctx.sub("pretrained"), log=log, reuse=True)
+        seconds["pretrained"] = time.perf_counter() - t
     designs = None
     if config.designs is not None:
         t = time.perf_counter()
@@ -212,7 +226,8 @@ def compute(config: StudyConfig, ctx: driver.Context) -> StudyResult:
         preset=config.preset, config=cfg, environment=environment(config.device),
         timing=Timing(started=started.isoformat(timespec="seconds"),
                       finished=datetime.now(timezone.utc).isoformat(timespec="seconds"), seconds=seconds),
-        flow=flow, degradation=degradation, ensemble=ensemble, transformer=transformer, designs=designs,
+        flow=flow, degradation=degradation, ensemble=ensemble, transformer=transformer, pretrained=pretrained,
+        designs=designs,
     )
 
 

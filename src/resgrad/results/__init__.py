@@ -10,6 +10,7 @@
 | resgrad.sweep | SweepResult | results/sweep.py |
 | resgrad.transformer | TransformerResult | results/transformer.py |
 | resgrad.designs | DesignsResult | results/designs.py |
+| resgrad.pretrained | PretrainedResult | results/pretrained.py |
 
 ``load(path)`` reads and validates any of them (the envelope names the type).
 """
@@ -25,13 +26,14 @@ from .designs import DesignsResult
 from .diagnose import DiagnoseResult
 from .ensemble import EnsembleResult
 from .flow import FlowResult
+from .pretrained import PretrainedResult
 from .study import StudyResult
 from .sweep import SweepResult
 from .transformer import TransformerResult
 
 __all__ = ["Record", "Result", "ResultError", "Num", "load", "read_file", "result_types",
            "FlowResult", "DegradationResult", "EnsembleResult", "DiagnoseResult", "StudyResult",
-           "SweepResult", "TransformerResult", "DesignsResult"]
+           "SweepResult", "TransformerResult", "DesignsResult", "PretrainedResult"]
 
 R = TypeVar("R", bound=Result)
 

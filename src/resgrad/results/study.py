@@ -10,6 +10,7 @@ from .degradation import DegradationResult
 from .designs import DesignsResult
 from .ensemble import EnsembleResult
 from .flow import FlowResult
+from .pretrained import PretrainedResult
 from .transformer import TransformerResult
 
 __all__ = ["StudyResult", "Timing"]
@@ -37,3 +38,4 @@ class StudyResult(Result):
     ensemble: EnsembleResult
     transformer: TransformerResult | None = None  # the Transformer stage (None: a preset without it, or 0.1)
     designs: DesignsResult | None = None  # the designs at initialisation (None: a study before issue 21)
+    pretrained: PretrainedResult | None = None  # the pretrained-models stage (None: a preset or version without it)

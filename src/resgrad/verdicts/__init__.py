@@ -12,6 +12,7 @@ CLI and the report all import it. One module per experiment, mirroring ``resgrad
 | verdicts/ensemble.py | effective paths, path decay, lesions, deletion, reordering |
 | verdicts/transformer.py | pre-LN vs post-LN vs no skip |
 | verdicts/designs.py | the residual designs of today against their papers |
+| verdicts/pretrained.py | pretrained models on real text |
 | verdicts/diagnose.py | diagnose's thresholds |
 | verdicts/study.py | the study's measured answer, over the others' records |
 | verdicts/alarms.py | alarms on GradientMonitor rows while a model trains |
@@ -24,7 +25,7 @@ Records hold the numbers they were judged on, so a sentence needs nothing else.
 
 from __future__ import annotations
 
-from . import alarms, degradation, designs, diagnose, ensemble, flow, study, transformer
+from . import alarms, degradation, designs, diagnose, ensemble, flow, pretrained, study, transformer
 from ._base import MIN_FIT_POINTS, FlowLabel, Relation, finite
 from .alarms import *  # noqa: F403
 from .degradation import *  # noqa: F403
@@ -32,9 +33,10 @@ from .designs import *  # noqa: F403
 from .diagnose import *  # noqa: F403
 from .ensemble import *  # noqa: F403
 from .flow import *  # noqa: F403
+from .pretrained import *  # noqa: F403
 from .study import *  # noqa: F403
 from .transformer import *  # noqa: F403
 
 __all__ = ["Relation", "FlowLabel", "MIN_FIT_POINTS", "finite",
            *flow.__all__, *degradation.__all__, *ensemble.__all__, *diagnose.__all__, *transformer.__all__,
-           *study.__all__, *alarms.__all__, *designs.__all__]
+           *study.__all__, *alarms.__all__, *designs.__all__, *pretrained.__all__]

@@ -6,4 +6,4 @@ frames them (question, findings, setup, references); sweep.py is the sweep's pag
 
 from __future__ import annotations
 
-from . import degradation, designs, ensemble, flow, transformer  # noqa: F401  - importing registers each part
+from . import degradation, designs, ensemble, flow, pretrained, transformer  # noqa: F401  - importing registers each part
