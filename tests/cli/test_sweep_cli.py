@@ -93,6 +93,7 @@ def _numbers(out):
     """Every number a sweep measured: its results without the host, and each run's metrics rows."""
     results = json.loads((out / "results.json").read_text())
     results.pop("environment")
+    results.pop("sha256")  # the digest of the whole body: it covers the host and the timings too
     for r in results["runs"]:
         r.pop("run_dir")
         r["history"] = [{k: v for k, v in h.items() if k != "seconds"} for h in r["history"]]
