@@ -167,7 +167,8 @@ def test_paths_and_lesion_run_on_minilm(minilm, tools_use, tmp_path):
     assert len(les["blocks"]) == 12
 
 
-@pytest.mark.slow  # 60 units: about 1,800 VJPs for the exact split and 61 x 120 for the sampled view (510 s busy)
+# 60 units: about 1,800 VJPs for the exact split, 61 x 120 for the sampled view: 7 s on 2 quiet cores
+# (300 s when eight jobs share them)
 def test_paths_runs_on_smollm2(smollm2, tools_use, tmp_path):
     tools_use(smollm2)
     _ok(runner.invoke(app, ["paths", "pretrained:smollm2-135m", "--seq-len", "4", "--batch-size", "1", "--samples",
@@ -179,7 +180,7 @@ def test_paths_runs_on_smollm2(smollm2, tools_use, tmp_path):
     assert ex["rel_error"] < 1e-2
 
 
-@pytest.mark.slow  # 60 single-unit deletions, k-deletions and swaps: about 100 forwards of SmolLM2
+# 60 single-unit deletions, k-deletions and swaps, about 100 forwards: 11 s quiet (200 s shared eight ways)
 def test_lesion_runs_on_smollm2(smollm2, tools_use, tmp_path):
     tools_use(smollm2)
     _ok(runner.invoke(app, ["lesion", "pretrained:smollm2-135m", "--seq-len", "8", "--batch-size", "2", "--trials", "1",
