@@ -74,6 +74,7 @@ def _total(h: dict, family: str) -> float:
     return math.sqrt(sum(v * v for k, v in h.items() if k.startswith(f"resgrad/{family}/")))
 
 
+@pytest.mark.slow  # 3 x 16 s of torchrun; the monitor's own DDP/FSDP2 reduction is in the default run
 @pytest.mark.parametrize("mode", ["pl_ddp", "pl_fsdp", "hf_ddp"])
 def test_two_ranks_equal_one_process(mode, tmp_path, one_thread):
     if mode == "pl_fsdp":

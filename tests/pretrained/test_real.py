@@ -169,6 +169,7 @@ def test_paths_and_lesion_run_on_minilm(minilm, tools_use, tmp_path):
 
 # 60 units: about 1,800 VJPs for the exact split, 61 x 120 for the sampled view: 7 s on 2 quiet cores
 # (300 s when eight jobs share them)
+@pytest.mark.slow  # 6-10 s; the same CLI code runs on MiniLM in the default run
 def test_paths_runs_on_smollm2(smollm2, tools_use, tmp_path):
     tools_use(smollm2)
     _ok(runner.invoke(app, ["paths", "pretrained:smollm2-135m", "--seq-len", "4", "--batch-size", "1", "--samples",
@@ -181,6 +182,7 @@ def test_paths_runs_on_smollm2(smollm2, tools_use, tmp_path):
 
 
 # 60 single-unit deletions, k-deletions and swaps, about 100 forwards: 11 s quiet (200 s shared eight ways)
+@pytest.mark.slow  # 6-10 s; the same CLI code runs on MiniLM in the default run
 def test_lesion_runs_on_smollm2(smollm2, tools_use, tmp_path):
     tools_use(smollm2)
     _ok(runner.invoke(app, ["lesion", "pretrained:smollm2-135m", "--seq-len", "8", "--batch-size", "2", "--trials", "1",

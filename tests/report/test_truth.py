@@ -189,7 +189,7 @@ def test_each_part_registers_its_verdicts_findings_and_section_mirroring_results
     from resgrad.results import StudyResult
 
     keys = [p.key for p in parts()]
-    assert keys == ["flow", "degradation", "ensemble", "transformer"]  # the page's order
+    assert keys == ["flow", "degradation", "ensemble", "transformer", "designs", "pretrained"]  # the page's order
     for p in parts():
         assert p.verdicts.__name__ == f"resgrad.verdicts.{p.key}"
         assert p.type.__module__ == f"resgrad.results.{p.key}"

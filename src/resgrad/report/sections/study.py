@@ -97,7 +97,10 @@ def setup(r: Reportable, s: Sections) -> str:
 
 def references(shown: set[str]) -> str:
     """The papers cited; those a part alone cites (its ``papers``) only where its section is ``shown``."""
-    hidden = {key for p in parts() if p.key not in shown for key in p.papers}
+    # A paper two parts cite (the Transformer and pretrained sections both cite Xiong et al.) is
+    # listed when either is shown.
+    cited = {key for p in parts() if p.key in shown for key in p.papers}
+    hidden = {key for p in parts() if p.key not in shown for key in p.papers} - cited
     items = [f"<li>{escape(a)} ({y}). <i>{escape(t)}</i>. "
              f"<a href=\"https://arxiv.org/abs/{i}\">arXiv {i}</a>.</li>" for key, (a, y, t, i) in PAPERS.items()
              if key not in hidden]
