@@ -111,9 +111,8 @@ Config = PretrainedConfig
 SIZES: dict[str, dict[str, Any]] = {
     # Seconds per model once loaded: the study's stage and the tests (a short batch, k <= 4, no sampled view).
     "quick": {"seq_len": 16, "rows": 2, "pairs": 4, "probes": 2, "samples": 0, "k_max": 4, "shuffles": 1},
-    # The issue's default: every measurement, k up to half the depth, at 2 x 32 tokens: SmolLM2 took ~0.5
-    # CPU-s per forward at 32 tokens and ~125 CPU-s for its decomposition (benchmarks/README.md), which puts
-    # this size at an estimated 6-7 min for both models on 2 idle cores (the bound: 10 min; not measured alone).
+    # The issue's default: every measurement, k up to half the depth, at 2 x 32 tokens: both models in 100 s
+    # on 2 idle cores, peak memory 2.2 GB (the bounds: 10 min, 4 GiB; benchmarks/README.md).
     "default": {"seq_len": 32, "rows": 2, "pairs": 16, "probes": 4, "samples": 4, "shuffles": 3},
     # Longer text, more probes and samples: for a machine with time.
     "full": {"seq_len": 256, "rows": 8, "pairs": 32, "probes": 8, "samples": 50, "shuffles": 10},
@@ -137,9 +136,9 @@ def preset(size: str, *, specs: tuple[str, ...] | None = None, text: str | None 
 
 def study_stage(study_preset: str, *, device: str = "cpu") -> PretrainedConfig:
     """The stage of ``resgrad study``. ``default``: MiniLM alone, every measurement on 8 pairs of 16-token
-    sentences (budget ~25 s on 2 cores). SmolLM2 is left out of it: its loading alone takes ~17 s on 2 idle
-    cores and its 60-unit decomposition and removals took 260 CPU-seconds at 32 tokens (measured, shared
-    machine), far over the budget; ``resgrad pretrained`` and the full preset measure it. ``he2015-cifar10``
+    sentences (3 s on 2 idle cores). SmolLM2 is left out of it: at the default size it takes 88 s on 2 idle
+    cores (its first load another 22 s to dequantise), which the study's 300 s budget cannot hold beside
+    the other stages' 227 s; ``resgrad pretrained`` and the full preset measure it. ``he2015-cifar10``
     (the full study): both models at the default size."""
     if study_preset in ("default", "quick"):
         return PretrainedConfig(size="study", specs=("pretrained:minilm-l6",), seq_len=16, rows=2, pairs=8, probes=2,
