@@ -1,5 +1,8 @@
 """Fixtures shared across the test suite."""
 
+import os
+import shutil
+
 import pytest
 import torch
 
@@ -12,3 +15,56 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# Headless Chromium for the page tests (tests/report/test_browser.py, tests/watch/test_browser.py):
+# Debian's chromium + chromium-driver, found on PATH or named by RESGRAD_CHROMIUM/RESGRAD_CHROMEDRIVER.
+CHROMIUM = os.environ.get("RESGRAD_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = os.environ.get("RESGRAD_CHROMEDRIVER") or shutil.which("chromedriver") or "/usr/bin/chromedriver"
+
+
+def _no_chromium() -> str | None:
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        return "selenium is not installed (pip install -e '.[test]')"
+    for name, path in (("Chromium", CHROMIUM), ("chromedriver", CHROMEDRIVER)):
+        if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+            return (f"{name} not found at {path}; install Debian's packages: "
+                    "apt-get install -y chromium chromium-driver")
+    return None
+
+
+@pytest.fixture
+def chromium(tmp_path, monkeypatch):
+    """``chromium(width, height)``: an offline headless Chromium driver, quit after the test
+    (skips, with the reason, where selenium or Chromium is missing)."""
+    why = _no_chromium()
+    if why:
+        pytest.skip(why)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    monkeypatch.setenv("SE_OFFLINE", "true")  # Selenium Manager must never download anything
+    drivers = []
+
+    def start(width: int, height: int):
+        opts = webdriver.ChromeOptions()
+        opts.binary_location = CHROMIUM
+        for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'profile'}",
+                    f"--window-size={width},{height}"):
+            opts.add_argument(arg)
+        opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+        driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=opts)
+        driver.set_page_load_timeout(60)
+        drivers.append(driver)
+        return driver
+
+    try:
+        yield start
+    finally:
+        for d in drivers:
+            d.quit()
+

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -26,48 +25,12 @@ from resgrad.report import render
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = os.environ.get("RESGRAD_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-CHROMEDRIVER = os.environ.get("RESGRAD_CHROMEDRIVER") or shutil.which("chromedriver") or "/usr/bin/chromedriver"
 WIDTH, HEIGHT = 1366, 900  # a laptop screen
 
 
-def _why_not() -> str | None:
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        return "selenium is not installed (pip install -e '.[test]')"
-    for name, path in (("Chromium", CHROMIUM), ("chromedriver", CHROMEDRIVER)):
-        if not (os.path.isfile(path) and os.access(path, os.X_OK)):
-            return (f"{name} not found at {path}; install Debian's packages: "
-                    "apt-get install -y chromium chromium-driver")
-    return None
-
-
-_REASON = _why_not()
-
-
 @pytest.fixture
-def browser(tmp_path, monkeypatch):
-    if _REASON:
-        pytest.skip(_REASON)
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    monkeypatch.setenv("SE_OFFLINE", "true")  # Selenium Manager must never download anything
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'profile'}",
-                f"--window-size={WIDTH},{HEIGHT}"):
-        opts.add_argument(arg)
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=opts)
-    driver.set_page_load_timeout(60)
-    try:
-        yield driver
-    finally:
-        driver.quit()
+def browser(chromium):
+    return chromium(WIDTH, HEIGHT)
 
 
 def _full_page_png(driver) -> bytes:
