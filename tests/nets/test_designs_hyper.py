@@ -140,3 +140,31 @@ def test_sinkhorn_gradient_equals_autograd_through_the_plain_loop():
     assert torch.autograd.gradgradcheck(lambda z: sinkhorn(z, 3), small)  # second order exact too
     with pytest.raises(ValueError, match="square matrices"):
         sinkhorn(torch.zeros(3, 4))
+
+
+@pytest.mark.parametrize("kind", ["layer", "rms"])
+@pytest.mark.parametrize("d", [8, 64])  # the plain ops below 64 wide, the fused Function from 64
+def test_norm_linear_equals_the_norm_then_the_matmul(kind, d):
+    # The coefficients of dynamic HC (LayerNorm) and mHC (RMSNorm) against torch's own norm
+    # modules followed by the matmul, outputs and every gradient, and second order (create_graph).
+    from resgrad.nets.designs.hyper import norm_linear
+
+    g = torch.Generator().manual_seed(5)
+    k = 3
+    norm = (torch.nn.LayerNorm(d) if kind == "layer" else torch.nn.RMSNorm(d, eps=1e-6)).double()
+    with torch.no_grad():
+        for p in norm.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=g, dtype=torch.float64))
+    w = torch.randn(d, k, generator=g, dtype=torch.float64, requires_grad=True)
+    # A mean far from zero in some rows: the E[h^2] - mean^2 variance must still be exact in float64.
+    h = (torch.randn(2, 5, 4, d, generator=g, dtype=torch.float64) + torch.linspace(-3, 3, 4)[:, None]).requires_grad_()
+    gz = torch.randn(2, 5, 4, k, generator=g, dtype=torch.float64)
+    params = [h, w, *norm.parameters()]
+    got = norm_linear(h, norm, w)
+    want = norm(h) @ w
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+    for a, b in zip(torch.autograd.grad(got, params, gz), torch.autograd.grad(want, params, gz), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-11)
+    small = h[:1, :1].detach().clone().requires_grad_()
+    assert torch.autograd.gradcheck(lambda x, v: norm_linear(x, norm, v), (small, w), fast_mode=True)
+    assert torch.autograd.gradgradcheck(lambda x, v: norm_linear(x, norm, v), (small, w), fast_mode=True)

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 __all__ = ["sinkhorn", "StreamExpand", "StreamSum", "HCConnections", "MHCConnections", "StreamMix",
-           "StreamBranch", "mixing_matrices", "amax", "amax_profile", "SINKHORN_ITERS"]
+           "StreamBranch", "norm_linear", "mixing_matrices", "amax", "amax_profile", "SINKHORN_ITERS"]
 
 SINKHORN_ITERS = 20  # t_max of the mHC paper (DeepSeek-AI 2025, §4)
 
@@ -65,13 +65,17 @@ class _SinkhornRounds(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
         m, *rest = ctx.saved_tensors
-        if torch.is_grad_enabled():  # create_graph: a graph connected to the input
+        if torch.is_grad_enabled():  # create_graph: a graph connected to the input, out of place
             outs, sums = _rounds(m, ctx.iters)
-        else:
-            outs, sums = rest[: len(rest) // 2], rest[len(rest) // 2:]
-        g = g.contiguous()
+            for i in reversed(range(len(outs))):
+                dim = 1 if i % 2 == 0 else 0
+                g = (g - torch.linalg.vecdot(g, outs[i], dim=dim).unsqueeze(dim)) / sums[i]
+            return g, None
+        outs, sums = rest[: len(rest) // 2], rest[len(rest) // 2:]
+        g = g.clone(memory_format=torch.contiguous_format)  # updated in place: 3 ops a round, no allocation
         for i in reversed(range(len(outs))):
-            g = (g - (g * outs[i]).sum(1 if i % 2 == 0 else 0, keepdim=True)) / sums[i]
+            dim = 1 if i % 2 == 0 else 0
+            g.sub_(torch.linalg.vecdot(g, outs[i], dim=dim).unsqueeze(dim)).div_(sums[i])
         return g, None
 
 
@@ -90,7 +94,93 @@ def sinkhorn(logits: Tensor, iters: int = SINKHORN_ITERS) -> Tensor:
     m = logits.reshape(-1, n, n).permute(1, 2, 0)
     m = torch.exp(m - m.amax(dim=(0, 1), keepdim=True)).contiguous()
     out = _SinkhornRounds.apply(m, int(iters))
-    return out.permute(2, 0, 1).reshape(logits.shape)
+    # Back to (N, n, n) in memory, not only in strides: a batched matmul with a permuted operand
+    # falls back to one small gemm per matrix on CPU (~20x slower for the mixing).
+    return out.permute(2, 0, 1).contiguous().reshape(logits.shape)
+
+
+def _norm_linear_plain(flat: Tensor, gamma: Tensor, beta: Tensor | None, w: Tensor, eps: float) -> Tensor:
+    """``norm(flat) @ w`` in plain autograd ops: LayerNorm (``beta`` given) or RMSNorm (``beta=None``)."""
+    if beta is None:
+        x = flat * torch.rsqrt(flat.square().mean(-1, keepdim=True) + eps)
+        return (x * gamma) @ w
+    return torch.nn.functional.layer_norm(flat, flat.shape[-1:], gamma, beta, eps) @ w
+
+
+class _NormLinear(torch.autograd.Function):
+    """``norm(flat) @ w`` without the normalised ``(rows, d)`` tensor: the per-row scale moves past the matmul.
+
+    LayerNorm: ``LN(h) w = rstd (h (gamma w) - mean 1^T (gamma w)) + beta w``; RMSNorm (``beta`` None):
+    ``RMS(h) w = (h (gamma w)) / rms(h)``. The mean comes out of the same matmul (a column of 1/d),
+    the second moment from one norm pass, and the backward is one matmul into ``dh`` plus one
+    fused multiply-add: the hyper-connection coefficients read the ``n d`` stream values twice
+    forward and twice backward instead of five to six times (``benchmarks/designs_speed.py``).
+    ``var = E[h^2] - mean^2``: exact in float64, in float32 to ~1e-7 relative of ``E[h^2]``.
+    Under ``create_graph`` the plain ops are replayed, so higher derivatives stay exact.
+    """
+
+    @staticmethod
+    def forward(ctx, flat: Tensor, gamma: Tensor, beta: Tensor | None, w: Tensor, eps: float) -> Tensor:  # type: ignore[override]
+        d = flat.shape[-1]
+        wg = gamma[:, None] * w
+        ms = torch.linalg.vector_norm(flat, dim=-1, keepdim=True).square() / d
+        if beta is None:
+            u, mean, c = flat @ wg, None, None
+            rstd = torch.rsqrt(ms + eps)
+            z = u * rstd
+        else:
+            ua = flat @ torch.cat([wg, wg.new_full((d, 1), 1.0 / d)], 1)
+            u, mean = ua[:, :-1], ua[:, -1:]
+            rstd = torch.rsqrt((ms - mean * mean).clamp_min(0) + eps)
+            c = wg.sum(0, keepdim=True)
+            z = rstd * (u - mean * c) + beta @ w
+        ctx.eps = eps
+        ctx.save_for_backward(flat, gamma, beta, w, u, rstd, mean, c)
+        return z
+
+    @staticmethod
+    def backward(ctx, gz: Tensor):  # type: ignore[override]
+        flat, gamma, beta, w, u, rstd, mean, c = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph: differentiate the plain ops, connected to the inputs
+            ins = (flat, gamma, beta, w)
+            need = [t for t in ins if t is not None and t.requires_grad]
+            got = iter(torch.autograd.grad(_norm_linear_plain(*ins, ctx.eps), need, gz, create_graph=True))
+            return (*(next(got) if t is not None and t.requires_grad else None for t in ins), None)
+        d = flat.shape[-1]
+        wg = gamma[:, None] * w
+        gu = gz * rstd
+        if beta is None:
+            # z = u rstd, rstd = (E[h^2] + eps)^-1/2: dh = gu wg^T - (gz . u) rstd^3 h / d
+            a = -(gz * u).sum(-1, keepdim=True) * rstd.pow(3) / d
+            gh = (gu @ wg.t()).addcmul_(flat, a)
+            g_wg = flat.t() @ gu
+            g_beta = None
+        else:
+            # z = rstd (u - mean c) + beta w, var = E[h^2] - mean^2
+            g_var = -0.5 * rstd.pow(3) * (gz * (u - mean * c)).sum(-1, keepdim=True)
+            a = 2.0 * g_var / d
+            shift = -(gu * c).sum(-1, keepdim=True) / d - a * mean
+            gh = torch.addmm(shift, gu, wg.t()).addcmul_(flat, a)
+            g_wg = flat.t() @ gu - (mean * gu).sum(0, keepdim=True)
+            g_beta = w @ gz.sum(0)
+        g_w = g_wg * gamma[:, None]
+        if beta is not None:
+            g_w = g_w + beta[:, None] * gz.sum(0, keepdim=True)
+        return gh, (g_wg * w).sum(1), g_beta, g_w, None
+
+
+def norm_linear(h: Tensor, norm: nn.Module, w: Tensor) -> Tensor:
+    """``norm(h) @ w`` over the last dim of ``h`` for a ``LayerNorm`` or ``RMSNorm`` ``norm`` (with affine weights).
+
+    Rows narrower than 64 take the plain ops: there each op's dispatch costs more than its memory
+    pass, and the fused form's extra small ops made dynamic HC ~7% slower at d = 32 (designs_speed.py).
+    """
+    d = w.shape[0]
+    flat = h.reshape(-1, d)
+    beta = norm.bias if isinstance(norm, nn.LayerNorm) else None
+    eps = float(norm.eps if norm.eps is not None else torch.finfo(h.dtype).eps)
+    f = _norm_linear_plain if d < 64 else _NormLinear.apply
+    return f(flat, norm.weight, beta, w, eps).reshape(*h.shape[:-1], w.shape[1])
 
 
 class StreamExpand(nn.Module):
@@ -116,6 +206,18 @@ class StreamSum(nn.Module):
 
     def forward(self, h: Tensor) -> Tensor:
         return h.sum(-2)
+
+
+def _weighted_sum(a: Tensor, h: Tensor) -> Tensor:
+    """``sum_i a_i H_i`` per token, ``(B, T, n) x (B, T, n, d) -> (B, T, d)``.
+
+    From d = 64 a ``(1, n) @ (n, d)`` batched matmul, which reads ``H`` once (the broadcast product
+    writes an ``n d`` temporary: ~2.5x slower at d = 128 on CPU); below, where every op costs its
+    dispatch more than its memory, the broadcast product, which is then the faster (designs_speed.py).
+    """
+    if h.shape[-1] >= 64:
+        return torch.matmul(a.unsqueeze(-2), h).squeeze(-2)
+    return (a.unsqueeze(-1) * h).sum(-2)
 
 
 class _Cached(nn.Module):
@@ -179,14 +281,14 @@ class HCConnections(_Cached):
             self.scale_b = nn.Parameter(torch.tensor(0.01))
 
     def _compute(self, h: Tensor) -> Tensor:  # (B, T, n, n + 2): tanh(LN(H) W), one row per stream
-        return torch.tanh(self.norm(h) @ self.weight)
+        return torch.tanh(norm_linear(h, self.norm, self.weight))
 
     def width(self, h: Tensor) -> Tensor:
         """The layer input ``sum_i A_m,i H_i``: ``(B, T, n, d) -> (B, T, d)``."""
         if not self.dynamic:
             return torch.einsum("i,btid->btd", self.static_m, h)
         am = self.scale_a * self._coeffs(h)[..., 0] + self.static_m  # (B, T, n)
-        return (am.unsqueeze(-1) * h).sum(-2)  # not a (1, n) @ (n, d) matmul per token: slow batched gemm
+        return _weighted_sum(am, h)
 
     def depth(self, h: Tensor, y: Tensor) -> Tensor:
         """``B_j * y``: the layer output written to each stream, ``(B, T, d) -> (B, T, n, d)``."""
@@ -201,7 +303,7 @@ class HCConnections(_Cached):
         if not self.dynamic or h is None:
             return self.static_r.t()
         ar = self.scale_a * self._coeffs(h)[..., 1:self.n + 1] + self.static_r  # (B, T, i, j)
-        return ar.transpose(-1, -2)  # M_ji = A_r,ij
+        return ar.transpose(-1, -2).contiguous()  # M_ji = A_r,ij; contiguous: a fast batched matmul
 
     def mix(self, h: Tensor) -> Tensor:
         if not self.dynamic:  # einsum: one (B T d, n) x (n, n) product, 2-3x faster here than a broadcast matmul
@@ -234,17 +336,12 @@ class MHCConnections(_Cached):
         self.bias_res = nn.Parameter(torch.full((n, n), -8.0).fill_diagonal_(0.0))
 
     def _compute(self, h: Tensor) -> Tensor:  # (B, T, 2n + n^2): x' phi
-        # RMSNorm(x) phi = (x (w * phi)) / rms(x): the per-token scale moves past the matmul (the same
-        # value up to rounding); PyTorch's CPU rms_norm is composite, and this form is ~3x faster here.
-        flat = h.flatten(-2)
-        eps = self.norm.eps if self.norm.eps is not None else torch.finfo(flat.dtype).eps
-        inv_rms = torch.rsqrt(torch.linalg.vector_norm(flat, dim=-1, keepdim=True).square() / flat.shape[-1] + eps)
-        return (flat @ (self.norm.weight[:, None] * self.phi)) * inv_rms
+        return norm_linear(h.flatten(-2), self.norm, self.phi)
 
     def width(self, h: Tensor) -> Tensor:
         n = self.n
         pre = torch.sigmoid(self.alpha[0] * self._coeffs(h)[..., :n] + self.bias_pre)  # (B, T, n)
-        return (pre.unsqueeze(-1) * h).sum(-2)
+        return _weighted_sum(pre, h)
 
     def depth(self, h: Tensor, y: Tensor) -> Tensor:
         n = self.n
