@@ -168,3 +168,19 @@ def test_norm_linear_equals_the_norm_then_the_matmul(kind, d):
     small = h[:1, :1].detach().clone().requires_grad_()
     assert torch.autograd.gradcheck(lambda x, v: norm_linear(x, norm, v), (small, w), fast_mode=True)
     assert torch.autograd.gradgradcheck(lambda x, v: norm_linear(x, norm, v), (small, w), fast_mode=True)
+
+
+def test_token_mix_equals_matmul_on_expanded_operands_to_second_order():
+    from resgrad.nets.designs.hyper import _TokenMix
+
+    g = torch.Generator().manual_seed(7)
+    m = torch.randn(2, 3, 4, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(2, 3, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    h = x.unsqueeze(-2).expand(2, 3, 4, 5)  # stride 0 over the streams, as the first unit's input
+    gz = torch.randn(2, 3, 1, 5, generator=g, dtype=torch.float64).expand(2, 3, 4, 5)
+    got, want = _TokenMix.apply(m, h), torch.matmul(m, h)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+    for a, b in zip(torch.autograd.grad(got, (m, x), gz), torch.autograd.grad(want, (m, x), gz), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+    assert torch.autograd.gradgradcheck(lambda a, b: _TokenMix.apply(a, b.unsqueeze(-2).expand(2, 3, 4, 5)), (m, x),
+                                        fast_mode=True)

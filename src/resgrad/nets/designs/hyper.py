@@ -220,6 +220,27 @@ def _weighted_sum(a: Tensor, h: Tensor) -> Tensor:
     return (a.unsqueeze(-1) * h).sum(-2)
 
 
+class _TokenMix(torch.autograd.Function):
+    """``M @ H`` per token, ``(B, T, n, n) @ (B, T, n, d)``, on contiguous operands forward and backward.
+
+    The first unit's ``H`` is the expanded input and the last unit's incoming gradient the expanded
+    gradient of the stream sum (stride 0 over the streams); torch's CPU batched matmul falls back to
+    one small gemm per token for those (6,144 selects for 1,024 tokens). The backward is written in
+    differentiable ops, so second order (``create_graph``) is exact.
+    """
+
+    @staticmethod
+    def forward(ctx, m: Tensor, h: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(m, h)  # the inputs themselves: copies made here would have no graph
+        return torch.matmul(m.contiguous(), h.contiguous())
+
+    @staticmethod
+    def backward(ctx, g: Tensor) -> tuple[Tensor, Tensor]:  # type: ignore[override]
+        m, h = (t.contiguous() for t in ctx.saved_tensors)
+        g = g.contiguous()
+        return torch.matmul(g, h.transpose(-1, -2)), torch.matmul(m.transpose(-1, -2), g)
+
+
 class _Cached(nn.Module):
     """One forward's coefficients, computed once for the shortcut and the branch of a unit.
 
@@ -303,12 +324,12 @@ class HCConnections(_Cached):
         if not self.dynamic or h is None:
             return self.static_r.t()
         ar = self.scale_a * self._coeffs(h)[..., 1:self.n + 1] + self.static_r  # (B, T, i, j)
-        return ar.transpose(-1, -2).contiguous()  # M_ji = A_r,ij; contiguous: a fast batched matmul
+        return ar.transpose(-1, -2)  # M_ji = A_r,ij
 
     def mix(self, h: Tensor) -> Tensor:
         if not self.dynamic:  # einsum: one (B T d, n) x (n, n) product, 2-3x faster here than a broadcast matmul
             return torch.einsum("ji,btid->btjd", self.matrix(), h)
-        return torch.matmul(self.matrix(h), h)  # per token: (B, T, n, n) @ (B, T, n, d)
+        return _TokenMix.apply(self.matrix(h), h)  # per token: (B, T, n, n) @ (B, T, n, d)
 
     def extra_repr(self) -> str:
         return f"n={self.n}, dynamic={self.dynamic}"
@@ -358,7 +379,7 @@ class MHCConnections(_Cached):
         return sinkhorn(self.alpha[2] * z + self.bias_res)
 
     def mix(self, h: Tensor) -> Tensor:
-        return torch.matmul(self.matrix(h), h)
+        return _TokenMix.apply(self.matrix(h), h)
 
     def extra_repr(self) -> str:
         return f"n={self.n}, sinkhorn_iters={SINKHORN_ITERS}"
