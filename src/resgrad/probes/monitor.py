@@ -1,5 +1,8 @@
 """Per-layer gradient norms of any ``nn.Module``: :class:`GradientMonitor`.
 
+(Over 500 lines on purpose: the hook plumbing, taps, slots and the step, stays in one place; the
+schedule, reading, unit split and foreign units are already mixins in their own modules.)
+
 The monitor owns the hooks and the step schedule; what it records at the steps its
 schedule selects are the quantities of :mod:`resgrad.probes.quantities`, one module each:
 ``param`` (‖∂L/∂w‖), ``activation`` (‖∂L/∂y‖ of module outputs) and ``input`` (‖∂L/∂x_l‖
