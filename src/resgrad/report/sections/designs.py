@@ -107,9 +107,10 @@ def sweep_line(r: DesignsResult) -> str:
     titles = {d.name: d.title or d.name for d in r.designs}
     shared = []
     for fam, key, what in (("transformer", "lm_train", "LM"), ("cnn", "cnn_train", "CNN")):
-        if any(c.family == fam for c in r.cells):
-            shared.append(f"{what} designs at lr {sig((cfg.get(key) or {}).get('lr'))}")
-    out = f"<b>Learning rates</b>: {' and '.join(shared)}"
+        lr = (cfg.get(key) or {}).get("lr")
+        if any(c.family == fam for c in r.cells) and num(lr) is not None:
+            shared.append(f"{what} designs at lr {sig(lr)}")
+    out = f"<b>Learning rates</b>: {' and '.join(shared) or 'as recorded per cell'}"
     if not sweep:
         return out + " (one lr for every design; no per-design sweep).</p>"
     items = []
