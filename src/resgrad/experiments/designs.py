@@ -78,15 +78,16 @@ CNN_RECIPE = TrainConfig(epochs=6, batch_size=128, lr=0.02, device="cpu")
 # CIFAR-10 (``data_dir``): He et al. 2015 §4.2's recipe, as a user of a CIFAR ResNet expects it: SGD lr 0.1,
 # momentum 0.9, weight decay 1e-4, batch 128, lr / 10 at 50% and 75% of the steps, and the loader's
 # pad-4-crop-flip augmentation (data/cifar10.py). Their 164 epochs of 50k images are replaced by the
-# size's epochs on CIFAR_SUBSET; their ResNet-110 warm-up (lr 0.01, ~400 steps) is left out (no
-# size trains 110 layers except full, which states it).
+# size's epochs on CIFAR_SUBSET. Their ResNet-110 warm-up (lr 0.01 for ~400 steps) is left out: one
+# recipe serves every depth, and only the full size trains 110 layers (there at lr 0.1 from the start).
 CIFAR_LR = 0.1
 # Images (train, test) of CIFAR-10 per size (None: the whole split). quick: as MNIST-1D's quick
 # subset. default: 5,000 train (500 a class: the loader's order is class-interleaved, so every
 # prefix is balanced) and 1,000 test (binomial sd of an error ~1.5 points): the whole 50k x 2 depths
-# x 5 designs x 3 seeds is hours on a CPU; 5,000 x 6 epochs measured ~0.45 s (20 layers) and
-# ~1.35 s (56 layers) per 128-image step on one core, ~55 min on 2 cores (a GPU: minutes). full:
-# everything. Lift it with ``cifar_subset`` (resgrad designs --cifar-train N --cifar-test N, 0: all).
+# x 5 designs x 3 seeds is hours on a CPU; 5,000 x 6 epochs (240 steps a run) measured 0.42-0.50 s
+# (20 layers) and 1.26-1.62 s (56 layers) CPU per 128-image step (benchmarks/designs.py --estimate
+# --data-dir, 2 shared cores): ~58 min of CNN steps on 2 cores, ~68 min with the LM (a GPU: minutes).
+# full: everything. Lift it with ``cifar_subset`` (resgrad designs --cifar-train N --cifar-test N, 0: all).
 CIFAR_SUBSET: dict[str, tuple[int | None, int | None]] = {"quick": (256, 128), "default": (5000, 1000),
                                                           "full": (None, None), "panel": (256, 128)}
 # The learning-rate sweeps of the sizes: a design gets more lrs only where its paper says it needs
@@ -184,8 +185,9 @@ SIZES: dict[str, dict[str, Any]] = {
               "cnn_n_train": 256, "cnn_n_test": 128, "lr_sweep": LR_SWEEP},
     # The issue's sizes: 2..128 layers at initialisation, 6 and 24 trained, three seeds, 150 LM steps
     # (2 epochs of 2,400 windows). Sized to ~17 minutes on 2 CPU cores with the pool: the measured
-    # CPU time per step (benchmarks/designs.py --estimate) gives ~14 min of training steps, mHC's
-    # ~0.75 s per step at 24 layers a fifth of it. post-LN's sweep adds its runs at lr/3 (LR_SWEEP).
+    # CPU time per step (benchmarks/designs.py --estimate) gave ~14 min of training steps, mHC's
+    # ~0.75 s per step at 24 layers a fifth of it. With post-LN's sweep (its 18 runs again at lr/3,
+    # LR_SWEEP) the estimate measured 668 s of steps on 2 shared cores (the sweep ~27 s of it).
     "default": {"lm_train": replace(LM_RECIPE, epochs=2), "lm_n_train": 2400, "lm_n_test": 1024,
                 "lr_sweep": LR_SWEEP},
     # Closer to the papers: five init seeds, longer training, the whole corpus.
