@@ -219,14 +219,21 @@ def _real_subset(dst: Path, per_class: dict[str, int]) -> Path:
     return dst
 
 
+@pytest.mark.slow
 @needs_real
 def test_real_cifar_subset_learns_above_chance(tmp_path):
     # 500 real training images (50 a class), 200 test, one epoch of the BN ResNet-8 with He et al.'s recipe
-    # at batch 25 (20 steps): ~10-15 s on 2 shared cores.
+    # at batch 25 (20 steps): 3.4 to 24 s on the 2 shared cores (measured five times), so slow; the tiny
+    # folder's CLI run above is the default suite's check of the same path.
     data = _real_subset(tmp_path / "cifar", {"train": 50, "test": 20})
     c = D.preset("quick", designs=("resnet",), data_dir=str(data), cifar_subset=(None, None))
     c = replace(c, parts=("cnn",), cnn_depths=(8,), seeds=(0,), cnn_train=replace(c.cnn_train, batch_size=25))
-    r = D.run(c, tmp_path / "out", log=None)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        r = D.run(c, tmp_path / "out", log=None)
+    finally:
+        torch.set_num_threads(threads)
     (run,) = r.runs
     assert run.model == "resnet8" and run.steps == 20
     assert run.loss_trace[-1] < run.loss_trace[0]  # the training loss fell
