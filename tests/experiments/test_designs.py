@@ -141,7 +141,19 @@ def test_sweep_takes_designs_as_an_axis():
 
 def test_presets_cifar_text_and_the_panel(tmp_path):
     c = D.preset("quick", designs=("resnet", "fixup"), data_dir=str(tmp_path))
-    assert (c.cnn_data, c.data_dir, c.cnn_n_train) == ("cifar10", str(tmp_path.resolve()), None)
+    assert (c.cnn_data, c.data_dir, c.cnn_n_train, c.cnn_n_test) == ("cifar10", str(tmp_path.resolve()), 256, 128)
+    # He et al. 2015 §4.2's CIFAR recipe; MNIST-1D keeps the study's lr 0.02
+    assert (c.cnn_train.optimizer, c.cnn_train.lr, c.cnn_train.momentum, c.cnn_train.weight_decay) == \
+        ("sgd", 0.1, 0.9, 1e-4)
+    assert D.preset("quick", designs=("resnet",)).cnn_train.lr == 0.02
+    d = D.preset("default", designs=("resnet",), data_dir=str(tmp_path))
+    assert (d.cnn_n_train, d.cnn_n_test) == (5000, 1000)
+    lifted = D.preset("default", designs=("resnet",), data_dir=str(tmp_path), cifar_subset=(None, 2000))
+    assert (lifted.cnn_n_train, lifted.cnn_n_test) == (None, 2000)
+    with pytest.raises(ValueError, match="cifar_subset .* needs data_dir"):
+        D.preset("quick", designs=("resnet",), cifar_subset=(10, 10))
+    # the size's lr sweep keeps only the designs asked for (a sweep key must be a design)
+    assert c.lr_sweep == {} and D.preset("quick", designs=("postln",)).lr_sweep == {"postln": (1e-3, 1e-3 / 3)}
     f = tmp_path / "t.txt"
     f.write_text("hello world " * 100)
     t = D.preset("quick", designs=("preln",), text=str(f))

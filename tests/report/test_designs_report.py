@@ -125,3 +125,24 @@ def test_a_panel_without_training_renders():
     r = _result()
     html = to_html(DesignsResult.from_json({**r.to_json(), "runs": [], "cells": []}))
     assert "Depth profiles at initialisation" in html and "Training</h3>" not in html
+
+
+def test_the_sweep_line_names_the_swept_designs_their_lrs_and_the_lr_reported():
+    r = _result()
+    body = r.to_json()
+    body["config"] = {**body["config"], "lr_sweep": {"postln": [1e-3, 3e-4]}}
+    body["cells"] = [{**c, "lr": 3e-4} if c["design"] == "postln" else c for c in body["cells"]]
+    body["notes"] = ["why postln is swept: Xiong et al. 2020 (arXiv 2002.04745): post-LN needs a warm-up"]
+    html = to_html(DesignsResult.from_json(body))
+    line = re.search(r"<p class='sweep'>(.*?)</p>", html, re.S)
+    assert line, "no sweep line"
+    text = line.group(1)
+    assert "POSTLN swept over 0.001, 3e-4, reported at 3e-4 at 4 layers" in text
+    assert "LM designs at lr 0.001" in text and "PRELN" not in text  # only the swept design is named
+    assert "Xiong et al. 2020 (arXiv 2002.04745)" in html
+    # no sweep: the line says one lr for every design
+    plain = re.search(r"<p class='sweep'>(.*?)</p>", to_html(r), re.S)
+    assert plain and "no per-design sweep" in plain.group(1)
+    # nothing trained: no line
+    bare = DesignsResult.from_json({**r.to_json(), "runs": [], "cells": []})
+    assert "<p class='sweep'>" not in to_html(bare)

@@ -56,19 +56,13 @@ from .designs_catalogue import (
     known_designs,
     model_name,
 )
-from .designs_measures import (
-    SPIKE_K,
-    SPIKE_WINDOW,
-    grad_spikes,
-    mean_ci,
-    smoothed,
-    steps_to_target,
-)
-from .designs_train import train_jobs
+from .designs_measures import SPIKE_K, SPIKE_WINDOW
+from .designs_train import finish_runs, train_jobs
 from .transformer import flow_at_init
 
 __all__ = ["DesignsConfig", "SIZES", "preset", "run", "compute", "KIND", "catalogue", "family", "check_designs",
-           "TRANSFORMER_DEFAULT", "CNN_DEFAULT", "measure_init", "known_designs", "model_name"]
+           "TRANSFORMER_DEFAULT", "CNN_DEFAULT", "measure_init", "known_designs", "model_name", "check_inputs",
+           "CIFAR_SUBSET", "CIFAR_LR", "LR_SWEEP", "LR_SWEEP_WHY"]
 
 KIND = "resgrad.designs"  # config.json's kind for a designs run folder
 LABEL = "designs"
@@ -81,6 +75,29 @@ LM_RECIPE = TrainConfig(epochs=2, batch_size=32, lr=1e-3, optimizer="adamw", bet
                         milestones=(), device="cpu")
 # The default study's recipe for the CNN twins on MNIST-1D (experiments/study.py: lr 0.02, SGD).
 CNN_RECIPE = TrainConfig(epochs=6, batch_size=128, lr=0.02, device="cpu")
+# CIFAR-10 (``data_dir``): He et al. 2015 §4.2's recipe, as a user of a CIFAR ResNet expects it: SGD lr 0.1,
+# momentum 0.9, weight decay 1e-4, batch 128, lr / 10 at 50% and 75% of the steps, and the loader's
+# pad-4-crop-flip augmentation (data/cifar10.py). Their 164 epochs of 50k images are replaced by the
+# size's epochs on CIFAR_SUBSET. Their ResNet-110 warm-up (lr 0.01 for ~400 steps) is left out: one
+# recipe serves every depth, and only the full size trains 110 layers (there at lr 0.1 from the start).
+CIFAR_LR = 0.1
+# Images (train, test) of CIFAR-10 per size (None: the whole split). quick: as MNIST-1D's quick
+# subset. default: 5,000 train (500 a class: the loader's order is class-interleaved, so every
+# prefix is balanced) and 1,000 test (binomial sd of an error ~1.5 points): the whole 50k x 2 depths
+# x 5 designs x 3 seeds is hours on a CPU; 5,000 x 6 epochs (240 steps a run) measured 0.42-0.50 s
+# (20 layers) and 1.26-1.62 s (56 layers) CPU per 128-image step (benchmarks/designs.py --estimate
+# --data-dir, 2 shared cores): ~58 min of CNN steps on 2 cores, ~68 min with the LM (a GPU: minutes).
+# full: everything. Lift it with ``cifar_subset`` (resgrad designs --cifar-train N --cifar-test N, 0: all).
+CIFAR_SUBSET: dict[str, tuple[int | None, int | None]] = {"quick": (256, 128), "default": (5000, 1000),
+                                                          "full": (None, None), "panel": (256, 128)}
+# The learning-rate sweeps of the sizes: a design gets more lrs only where its paper says it needs
+# another one; its lr with the lowest mean final validation loss is reported (and said so).
+# - post-LN: Xiong et al. 2020 (arXiv 2002.04745) §3: post-LN's large gradients near the output make it
+#   need a learning-rate warm-up (or a smaller lr) to train, where pre-LN trains without one; this
+#   recipe has no warm-up for any design, so post-LN is also run at a third of the shared lr.
+LR_SWEEP_WHY = {"postln": "Xiong et al. 2020 (arXiv 2002.04745): post-LN needs a learning-rate warm-up or a "
+                          "smaller lr to train; the shared recipe has no warm-up, so post-LN also runs at lr/3"}
+LR_SWEEP = {"postln": (LM_RECIPE.lr, LM_RECIPE.lr / 3)}
 
 
 @dataclass
@@ -165,16 +182,18 @@ SIZES: dict[str, dict[str, Any]] = {
     "quick": {"init_depths": (2, 4), "cnn_init_depths": (8, 14), "init_seeds": (0,), "init_batch": 8,
               "lm_depths": (1, 2), "cnn_depths": (8, 14), "seeds": (0, 1), "seq_len": 16, "lm_n_train": 384,
               "lm_n_test": 128, "lm_train": replace(LM_RECIPE, epochs=2), "cnn_train": replace(CNN_RECIPE, epochs=1),
-              "cnn_n_train": 256, "cnn_n_test": 128},
+              "cnn_n_train": 256, "cnn_n_test": 128, "lr_sweep": LR_SWEEP},
     # The issue's sizes: 2..128 layers at initialisation, 6 and 24 trained, three seeds, 150 LM steps
     # (2 epochs of 2,400 windows). Sized to ~17 minutes on 2 CPU cores with the pool: the measured
-    # CPU time per step (benchmarks/designs.py --estimate) gives ~14 min of training steps, mHC's
-    # ~0.75 s per step at 24 layers a fifth of it.
-    "default": {"lm_train": replace(LM_RECIPE, epochs=2), "lm_n_train": 2400, "lm_n_test": 1024},
+    # CPU time per step (benchmarks/designs.py --estimate) gave ~14 min of training steps, mHC's
+    # ~0.75 s per step at 24 layers a fifth of it. With post-LN's sweep (its 18 runs again at lr/3,
+    # LR_SWEEP) the estimate measured 668 s of steps on 2 shared cores (the sweep ~27 s of it).
+    "default": {"lm_train": replace(LM_RECIPE, epochs=2), "lm_n_train": 2400, "lm_n_test": 1024,
+                "lr_sweep": LR_SWEEP},
     # Closer to the papers: five init seeds, longer training, the whole corpus.
     "full": {"init_seeds": (0, 1, 2, 3, 4), "init_batch": 64, "seq_len": 64, "d_model": 64,
              "lm_train": replace(LM_RECIPE, epochs=10), "cnn_train": replace(CNN_RECIPE, epochs=30),
-             "cnn_depths": (20, 56, 110)},
+             "cnn_depths": (20, 56, 110), "lr_sweep": LR_SWEEP},
 }
 # The study's at-initialisation panel: every design at three depths, one seed: ~3 s of CPU (benchmarks/designs.py).
 PANEL = {"parts": ("init",), "init_depths": (2, 6, 16), "cnn_init_depths": (8, 20, 32), "init_seeds": (0,),
@@ -182,9 +201,11 @@ PANEL = {"parts": ("init",), "init_depths": (2, 6, 16), "cnn_init_depths": (8, 2
 
 
 def preset(size: str, *, device: str = "cpu", designs: tuple[str, ...] | None = None, text: str | None = None,
-           data_dir: str | None = None) -> DesignsConfig:
+           data_dir: str | None = None, cifar_subset: tuple[int | None, int | None] | None = None) -> DesignsConfig:
     """A named size (``"panel"``: the study's at-initialisation panel); ``designs``: default every
-    design this resgrad has; ``text``: a local file for the LM; ``data_dir``: CIFAR-10 for the CNNs."""
+    design this resgrad has; ``text``: a local file for the LM; ``data_dir``: CIFAR-10 for the CNNs,
+    trained with He et al.'s recipe (lr 0.1) on the size's :data:`CIFAR_SUBSET`, or on ``cifar_subset``
+    (train, test images; None: the whole split). The size's lr sweeps keep only the designs asked for."""
     if size not in (*SIZES, "panel"):
         raise ValueError(f"size must be one of {', '.join(SIZES)}, received {size!r}")
     kw = dict(PANEL if size == "panel" else SIZES[size])
@@ -192,17 +213,39 @@ def preset(size: str, *, device: str = "cpu", designs: tuple[str, ...] | None = 
         designs = available(TRANSFORMER_DEFAULT + CNN_DEFAULT)
     else:
         check_designs(tuple(designs))
+    kw["lr_sweep"] = {d: lrs for d, lrs in dict(kw.get("lr_sweep") or {}).items() if d in designs}
     for name, base in (("lm_train", LM_RECIPE), ("cnn_train", CNN_RECIPE)):
         kw[name] = replace(kw.get(name, base), device=device)
     if text is not None:
         kw["text"] = str(Path(text).expanduser().resolve())
         kw.pop("lm_n_train", None)
         kw.pop("lm_n_test", None)
+    if cifar_subset is not None and data_dir is None:
+        raise ValueError(f"cifar_subset {cifar_subset} needs data_dir (the CIFAR-10 folder); without it the CNNs "
+                         "train on MNIST-1D")
     if data_dir is not None:
-        kw.update(cnn_data="cifar10", data_dir=str(Path(data_dir).expanduser().resolve()))
-        kw.pop("cnn_n_train", None)
-        kw.pop("cnn_n_test", None)
+        n_train, n_test = CIFAR_SUBSET[size] if cifar_subset is None else cifar_subset
+        for what, v in (("train", n_train), ("test", n_test)):
+            if v is not None:
+                check_int(f"cifar_subset ({what} images)", v, 1)
+        kw.update(cnn_data="cifar10", data_dir=str(Path(data_dir).expanduser().resolve()), cnn_n_train=n_train,
+                  cnn_n_test=n_test, cnn_train=replace(kw["cnn_train"], lr=CIFAR_LR))
     return DesignsConfig(size=size, designs=tuple(designs), device=device, **kw)
+
+
+def check_inputs(config: DesignsConfig) -> None:
+    """Before anything starts (the driver calls it): CIFAR-10's folder must hold a layout the loader reads
+    (listed, never decoded), where a CNN design will load it."""
+    if config.cnn_data != "cifar10" or not ({"init", "cnn"} & set(config.parts)):
+        return
+    if not any(d["family"] == "cnn" for d in catalogue(config.designs)):
+        return
+    from ..data.cifar10 import _find_source, _source_files  # as driver.check_inputs: the loader's own finder
+
+    try:
+        _source_files(*_find_source(config.data_dir))
+    except (FileNotFoundError, ValueError) as e:
+        raise type(e)(f"data_dir: {e}") from None
 
 
 # ---- data and models ------------------------------------------------------------------------
@@ -355,76 +398,6 @@ def _jobs(config: DesignsConfig, designs: list[dict[str, str]], fam: str, data: 
     return jobs
 
 
-def _targets(config: DesignsConfig, runs: list[dict[str, Any]]) -> dict[int, float | None]:
-    """The target training loss per LM depth: ``target_loss``, or the reference design's final x (1 + margin)."""
-    out: dict[int, float | None] = {}
-    lm = [r for r in runs if r["family"] == "transformer"]
-    names = list(dict.fromkeys(r["design"] for r in lm))
-    ref = config.target_design if config.target_design in names else (names[0] if names else None)
-    for depth in config.lm_depths:
-        if config.target_loss is not None:
-            out[depth] = config.target_loss
-            continue
-        finals = []
-        for r in lm:
-            if r["design"] == ref and r["depth"] == depth and not r["diverged"] and r["lr"] == _chosen_lr(config, ref, "transformer", lm, depth):
-                s = smoothed(r["loss"])
-                if s and s[-1] is not None:
-                    finals.append(s[-1])
-        out[depth] = math.fsum(finals) / len(finals) * (1 + config.target_margin) if finals else None
-    return out
-
-
-def _chosen_lr(config: DesignsConfig, design: str, fam: str, runs: list[dict[str, Any]], depth: int) -> float:
-    """The lr a design is reported at: the recipe's, or of its sweep the one with the lowest mean final metric
-    (a seed that diverged counts as infinitely bad)."""
-    recipe = config.lm_train if fam == "transformer" else config.cnn_train
-    lrs = config.lr_sweep.get(design)
-    if not lrs:
-        return float(recipe.lr)
-    metric = "test_loss" if fam == "transformer" else "test_error"
-    best, best_v = float(lrs[0]), math.inf
-    for lr in lrs:
-        rs = [r for r in runs if r["design"] == design and r["depth"] == depth and r["lr"] == lr]
-        vals = [r["final"].get(metric) for r in rs]
-        v = math.fsum(vals) / len(vals) if vals and all(x is not None for x in vals) else math.inf
-        if v < best_v:
-            best, best_v = float(lr), v
-    return best
-
-
-def _finish_runs(config: DesignsConfig, runs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]],
-                                                                              list[dict[str, Any]]]:
-    """The reported runs (spikes, steps to target, a thinned loss trace) and the cells over seeds."""
-    targets = _targets(config, runs)
-    out, cells = [], []
-    for r in runs:
-        target = targets.get(r["depth"]) if r["family"] == "transformer" else None
-        s = smoothed(r["loss"])
-        every = max(1, len(s) // 100)
-        out.append({k: r[k] for k in ("design", "family", "depth", "seed", "lr", "model", "params", "run_dir",
-                                      "final", "curve", "diverged", "diverged_step")}
-                   | {"amax": r.get("amax", [])}
-                   | {"steps": len(r["loss"]),
-                      "spikes": grad_spikes(r["norm"], k=config.spike_k, window=config.spike_window),
-                      "steps_to_target": steps_to_target(r["loss"], target),
-                      "loss_trace": s[every - 1::every]})
-    keys = list(dict.fromkeys((r["design"], r["depth"]) for r in out))
-    for design, depth in keys:
-        fam = next(r["family"] for r in out if r["design"] == design)
-        lr = _chosen_lr(config, design, fam, out, depth)
-        rs = [r for r in out if r["design"] == design and r["depth"] == depth and r["lr"] == lr]
-        metric = "test_loss" if fam == "transformer" else "test_error"
-        reached = [r["steps_to_target"] for r in rs if r["steps_to_target"] is not None]
-        cells.append({"design": design, "family": fam, "depth": depth, "lr": lr, "metric": metric,
-                      "final": mean_ci([r["final"][metric] for r in rs], config.level),
-                      "target": targets.get(depth) if fam == "transformer" else None,
-                      "steps_to_target": mean_ci(reached, config.level), "reached": len(reached),
-                      "spikes": mean_ci([len(r["spikes"]) for r in rs], config.level),
-                      "diverged": sum(r["diverged"] for r in rs), "n_seeds": len(rs)})
-    return out, cells
-
-
 # ---- the experiment -------------------------------------------------------------------------
 
 
@@ -483,7 +456,7 @@ def compute(config: DesignsConfig, ctx: driver.Context) -> DesignsResult:
             model = load_run(r["run_dir"], device=config.device)[0]
             bundle = data[r["family"]]
             r["amax"] = list(_amax(model, bundle.x_train[: config.init_batch].to(config.device)))
-    runs, cells = _finish_runs(config, raw)
+    runs, cells = finish_runs(config, raw)
     params: dict[str, dict[str, int]] = {}
     for r in runs:
         params.setdefault(r["design"], {})[str(r["depth"])] = r["params"]
@@ -492,8 +465,22 @@ def compute(config: DesignsConfig, ctx: driver.Context) -> DesignsResult:
         notes.append("learning-rate sweeps: " + "; ".join(f"{d}: {', '.join(f'{v:g}' for v in lrs)}"
                                                           for d, lrs in config.lr_sweep.items())
                      + " (the lr with the lowest mean final metric is reported)")
+        notes += [f"why {d} is swept: {LR_SWEEP_WHY[d]}" for d in config.lr_sweep if d in LR_SWEEP_WHY]
     else:
         notes.append("every design trains at the same learning rate (no per-design sweep)")
+    if "cnn" in data and config.cnn_data == "cifar10":
+        n_tr, n_te = len(data["cnn"].y_train), len(data["cnn"].y_test)
+        whole = data["cnn"].info.get("counts") or {}  # the source's own counts (50,000 / 10,000 for CIFAR-10)
+        notes.append(f"CIFAR-10: {n_tr:,} train / {n_te:,} test images (of the folder's {whole.get('train', n_tr):,} / "
+                     f"{whole.get('test', n_te):,}"
+                     + (", a class-balanced prefix" if (n_tr, n_te) != (whole.get("train"), whole.get("test")) else "")
+                     + f"), He et al. 2015's recipe: SGD lr {config.cnn_train.lr:g}, momentum "
+                     f"{config.cnn_train.momentum:g}, weight decay {config.cnn_train.weight_decay:g}, batch "
+                     f"{config.cnn_train.batch_size}, lr x {config.cnn_train.gamma:g} at "
+                     f"{', '.join(f'{100 * m:g}%' for m in config.cnn_train.milestones) or 'no point'} of the steps, "
+                     "pad-crop-flip augmentation, "
+                     f"{config.cnn_train.epochs} epoch(s) (theirs: 164 epochs of 50,000): errors sit well above "
+                     "the paper's")
     missing = [n for n in (*TRANSFORMER_DEFAULT, *CNN_DEFAULT) if n not in known_designs()]
     if missing:
         notes.append(f"designs not built by this resgrad: {', '.join(missing)}")

@@ -5,6 +5,10 @@
 each step's training loss and total gradient norm (so a resumed run reads them back from
 ``metrics.jsonl`` and its checkpoint, as an uninterrupted one). A run whose loss goes
 non-finite is not an error here: it is returned as diverged, with the step it happened at.
+
+:func:`finish_runs` turns the runs read back into what the result reports: per run the spikes,
+steps to the target loss and a thinned loss trace; per (design, depth) a cell over seeds at the
+lr :func:`chosen_lr` picks (a swept design's best mean; ``config`` is a ``DesignsConfig``).
 """
 
 from __future__ import annotations
@@ -27,8 +31,9 @@ from ..stopping import NonFiniteLoss
 from ..train import RUN_KIND, TrainConfig, fit
 from . import degradation as _degradation
 from . import driver
+from .designs_measures import grad_spikes, mean_ci, smoothed, steps_to_target
 
-__all__ = ["StepLog", "train_run", "read_steps", "train_jobs", "read_job"]
+__all__ = ["StepLog", "train_run", "read_steps", "train_jobs", "read_job", "lm_targets", "chosen_lr", "finish_runs"]
 
 
 class StepLog(Callback):
@@ -184,3 +189,76 @@ def read_job(job: dict[str, Any], out: dict[str, Any], params: int) -> dict[str,
     return {**job["meta"], "model": job["model"], "params": params, "run_dir": job["run_dir"], "final": final,
             "curve": [r.get("test_loss") for r in rows], "loss": loss, "norm": norm,
             "diverged": bool(out.get("diverged")), "diverged_step": out.get("diverged_step")}
+
+
+# ---- what is reported of the runs (designs.compute) ---------------------------------------
+
+
+def lm_targets(config: Any, runs: list[dict[str, Any]]) -> dict[int, float | None]:
+    """The target training loss per LM depth: ``target_loss``, or the reference design's final x (1 + margin)."""
+    out: dict[int, float | None] = {}
+    lm = [r for r in runs if r["family"] == "transformer"]
+    names = list(dict.fromkeys(r["design"] for r in lm))
+    ref = config.target_design if config.target_design in names else (names[0] if names else None)
+    for depth in config.lm_depths:
+        if config.target_loss is not None:
+            out[depth] = config.target_loss
+            continue
+        finals = []
+        for r in lm:
+            if r["design"] == ref and r["depth"] == depth and not r["diverged"] and r["lr"] == chosen_lr(config, ref, "transformer", lm, depth):
+                s = smoothed(r["loss"])
+                if s and s[-1] is not None:
+                    finals.append(s[-1])
+        out[depth] = math.fsum(finals) / len(finals) * (1 + config.target_margin) if finals else None
+    return out
+
+
+def chosen_lr(config: Any, design: str, fam: str, runs: list[dict[str, Any]], depth: int) -> float:
+    """The lr a design is reported at: the recipe's, or of its sweep the one with the lowest mean final metric
+    (a seed that diverged counts as infinitely bad)."""
+    recipe = config.lm_train if fam == "transformer" else config.cnn_train
+    lrs = config.lr_sweep.get(design)
+    if not lrs:
+        return float(recipe.lr)
+    metric = "test_loss" if fam == "transformer" else "test_error"
+    best, best_v = float(lrs[0]), math.inf
+    for lr in lrs:
+        rs = [r for r in runs if r["design"] == design and r["depth"] == depth and r["lr"] == lr]
+        vals = [r["final"].get(metric) for r in rs]
+        v = math.fsum(vals) / len(vals) if vals and all(x is not None for x in vals) else math.inf
+        if v < best_v:
+            best, best_v = float(lr), v
+    return best
+
+
+def finish_runs(config: Any, runs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]],
+                                                                              list[dict[str, Any]]]:
+    """The reported runs (spikes, steps to target, a thinned loss trace) and the cells over seeds."""
+    targets = lm_targets(config, runs)
+    out, cells = [], []
+    for r in runs:
+        target = targets.get(r["depth"]) if r["family"] == "transformer" else None
+        s = smoothed(r["loss"])
+        every = max(1, len(s) // 100)
+        out.append({k: r[k] for k in ("design", "family", "depth", "seed", "lr", "model", "params", "run_dir",
+                                      "final", "curve", "diverged", "diverged_step")}
+                   | {"amax": r.get("amax", [])}
+                   | {"steps": len(r["loss"]),
+                      "spikes": grad_spikes(r["norm"], k=config.spike_k, window=config.spike_window),
+                      "steps_to_target": steps_to_target(r["loss"], target),
+                      "loss_trace": s[every - 1::every]})
+    keys = list(dict.fromkeys((r["design"], r["depth"]) for r in out))
+    for design, depth in keys:
+        fam = next(r["family"] for r in out if r["design"] == design)
+        lr = chosen_lr(config, design, fam, out, depth)
+        rs = [r for r in out if r["design"] == design and r["depth"] == depth and r["lr"] == lr]
+        metric = "test_loss" if fam == "transformer" else "test_error"
+        reached = [r["steps_to_target"] for r in rs if r["steps_to_target"] is not None]
+        cells.append({"design": design, "family": fam, "depth": depth, "lr": lr, "metric": metric,
+                      "final": mean_ci([r["final"][metric] for r in rs], config.level),
+                      "target": targets.get(depth) if fam == "transformer" else None,
+                      "steps_to_target": mean_ci(reached, config.level), "reached": len(reached),
+                      "spikes": mean_ci([len(r["spikes"]) for r in rs], config.level),
+                      "diverged": sum(r["diverged"] for r in rs), "n_seeds": len(rs)})
+    return out, cells

@@ -18,10 +18,10 @@ from .. import figures_designs as FD
 from .. import page as P
 from .._fmt import NA, num, sig
 from ..findings import Finding
-from ..findings.designs import CAVEAT, designs_findings
+from ..findings.designs import CAVEAT, CIFAR_CAVEAT, designs_findings
 from ..registry import Part, register
 
-__all__ = ["section", "headline", "TITLE"]
+__all__ = ["section", "headline", "TITLE", "sweep_line"]
 
 TITLE = "Residual designs of today, side by side"
 
@@ -97,6 +97,33 @@ def _table(r: DesignsResult, found: list[Finding]) -> str:
     return P.table(head, rows, cls="cmp")
 
 
+def sweep_line(r: DesignsResult) -> str:
+    """The learning rates in words: which designs were swept, over which lrs, and the lr each cell is reported at
+    (its best mean final metric over seeds); "" when nothing was trained."""
+    if not r.cells:
+        return ""
+    cfg = r.config
+    sweep = {str(k): list(v) for k, v in (cfg.get("lr_sweep") or {}).items()}
+    titles = {d.name: d.title or d.name for d in r.designs}
+    shared = []
+    for fam, key, what in (("transformer", "lm_train", "LM"), ("cnn", "cnn_train", "CNN")):
+        lr = (cfg.get(key) or {}).get("lr")
+        if any(c.family == fam for c in r.cells) and num(lr) is not None:
+            shared.append(f"{what} designs at lr {sig(lr)}")
+    out = f"<b>Learning rates</b>: {' and '.join(shared) or 'as recorded per cell'}"
+    if not sweep:
+        return out + " (one lr for every design; no per-design sweep).</p>"
+    items = []
+    for d, lrs in sweep.items():
+        at = [f"{sig(c.lr)} at {c.depth} layer{'s' if c.depth != 1 else ''}" for c in sorted((c for c in r.cells if c.design == d),
+                                                                 key=lambda c: c.depth)]
+        items.append(f"{escape(titles.get(d, d))} swept over {', '.join(sig(v) for v in lrs)}, reported at "
+                     + ("; ".join(at) if at else "none (not trained)"))
+    return (out + ", except where a paper says its design needs another lr: " + "; ".join(items)
+            + ". A swept design is reported at its lr with the lowest mean final metric over seeds (a diverged seed "
+            "counts as infinitely bad); its other lrs' runs are in the run list.</p>")
+
+
 def _intro(r: DesignsResult) -> str:
     cfg = r.config
     init_t = ", ".join(map(str, cfg.get("init_depths", [])))
@@ -127,7 +154,11 @@ def _intro(r: DesignsResult) -> str:
                f"{sig(cfg.get('spike_k'))}× the median of the {cfg.get('spike_window')} steps before (Kim et al. 2025); "
                "diverged: seeds whose loss went non-finite (counted, never dropped silently). Intervals: Student-t "
                "over the seeds with a finite value.</p>")
-    out.append(f"<p class='muted'><b>Caveat.</b> {escape(CAVEAT)}</p>")
+    line = sweep_line(r)
+    if line:
+        out.append("<p class='sweep'>" + line)
+    out.append(f"<p class='muted'><b>Caveat.</b> {escape(CAVEAT)}"
+               + (f" {escape(CIFAR_CAVEAT)}" if r.data.get("cnn") == "cifar10" else "") + "</p>")
     if r.notes:
         out.append("<ul class='muted'>" + "".join(f"<li>{escape(n)}</li>" for n in r.notes) + "</ul>")
     return "".join(out)
