@@ -184,10 +184,8 @@ SIZES: dict[str, dict[str, Any]] = {
               "lm_n_test": 128, "lm_train": replace(LM_RECIPE, epochs=2), "cnn_train": replace(CNN_RECIPE, epochs=1),
               "cnn_n_train": 256, "cnn_n_test": 128, "lr_sweep": LR_SWEEP},
     # The sizes: 2..128 layers at initialisation, 6 and 24 trained, three seeds, 150 LM steps
-    # (2 epochs of 2,400 windows). Sized to ~17 minutes on 2 CPU cores with the pool: the measured
-    # CPU time per step (benchmarks/designs.py --estimate) gave ~14 min of training steps, mHC's
-    # ~0.75 s per step at 24 layers a fifth of it. With post-LN's sweep (its 18 runs again at lr/3,
-    # LR_SWEEP) the estimate measured 668 s of steps on 2 shared cores (the sweep ~27 s of it).
+    # (2 epochs of 2,400 windows), post-LN's six runs again at lr/3 (LR_SWEEP). Measured end to end
+    # with the pool: 14 min 20 s on 2 CPU cores (benchmarks/README.md), within the 20.
     "default": {"lm_train": replace(LM_RECIPE, epochs=2), "lm_n_train": 2400, "lm_n_test": 1024,
                 "lr_sweep": LR_SWEEP},
     # Closer to the papers: five init seeds, longer training, the whole corpus.
