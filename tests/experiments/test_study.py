@@ -152,9 +152,15 @@ def test_a_different_config_in_the_same_folder_is_refused(tmp_path, monkeypatch)
         study.run(preset("quick", epochs=4), tmp_path, log=lambda _: None)
 
 
-def test_cli_usage_errors_exit_2_with_one_line(tmp_path):
-    for args in (["--preset", "fast"], ["--seeds", "a,b"], ["--epochs", "0"], ["--device", "tpu"]):
-        r = subprocess.run([sys.executable, "-m", "resgrad", "study", *args, "--out", str(tmp_path / "x")],
-                           capture_output=True, text=True, timeout=120)
-        assert r.returncode == 2, (args, r.stderr)
-        assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+def test_cli_usage_errors_exit_2_with_one_line(tmp_path, resgrad_cli):
+    # One real process (what a shell sees), the other cases in-process: the same root group and
+    # error handling without a fresh interpreter importing torch for each.
+    r = subprocess.run([sys.executable, "-m", "resgrad", "study", "--preset", "fast", "--out", str(tmp_path / "x")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    for args in (["--seeds", "a,b"], ["--epochs", "0"], ["--device", "tpu"]):
+        code, _, err = resgrad_cli("study", *args, "--out", str(tmp_path / "x"))
+        assert code == 2, (args, err)
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "x").exists()  # refused before the folder is claimed
