@@ -185,7 +185,7 @@ def test_a_damaged_results_file_is_recomputed_not_reused(tmp_path, content, monk
     again = flow.run(cfg_, tmp_path)
     assert isinstance(again, FlowResult) and again.groups == first.groups
     assert RunDir(tmp_path).read_results(FlowResult).groups == first.groups
-    r = cli("report", str(tmp_path / "nothing-here"))
+    r = cli_here("report", str(tmp_path / "nothing-here"))  # in-process: tests/report/test_cli.py runs the real process
     assert r.returncode == 2 and "does not exist" in one_line(r)
 
 
@@ -240,7 +240,7 @@ def test_a_finished_run_and_study_folder_read_on_read_only_storage(tmp_path, fin
         assert r.returncode == 0 and "already finished" in r.stdout, r.stderr
         model, record = load_run(run)
         assert record["kind"] == "resgrad.train"
-        d = cli("diagnose", str(run), "--out", str(tmp_path / "diag"))
+        d = cli_here("diagnose", str(run), "--out", str(tmp_path / "diag"))  # a reader: in-process
         assert d.returncode == 0, d.stderr
         w = cli(*TRAIN, "--epochs", "4", "--no-resume", "--out", str(run))
         assert w.returncode == 1 and "cannot write" in one_line(w)
