@@ -119,12 +119,10 @@ def test_cli_usage_errors_are_one_line_exit_2(tmp_path, resgrad_cli):
         assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
 
 
-def test_cli_runs_and_renders(specs, tmp_path):
-    import subprocess
-    import sys
-
+def test_cli_runs_and_renders(specs, tmp_path, resgrad_cli):
+    # In-process: the real process of this command is exercised by the usage-error test above;
+    # a fresh interpreter here spent its time importing torch and transformers again.
     out = tmp_path / "run"
-    r = subprocess.run([sys.executable, "-m", "resgrad", "pretrained", specs[1], "--size", "quick", "--out", str(out)],
-                       capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr
+    code, _, err = resgrad_cli("pretrained", specs[1], "--size", "quick", "--out", str(out))
+    assert code == 0, err
     assert (out / "results.json").is_file() and "Pretrained models on real text" in (out / "report.html").read_text()
