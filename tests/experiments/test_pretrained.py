@@ -103,23 +103,26 @@ def test_study_stage_in_the_default_and_full_presets_only():
     assert StudyConfig.from_json(old).pretrained is None
 
 
-def test_cli_usage_errors_are_one_line_exit_2(tmp_path):
+def test_cli_usage_errors_are_one_line_exit_2(tmp_path, resgrad_cli):
     import subprocess
     import sys
 
-    for args in (["--size", "huge"], ["--seq-len", "1"], ["resnet-20"], ["--text", str(tmp_path / "none.txt")]):
-        r = subprocess.run([sys.executable, "-m", "resgrad", "pretrained", *args, "--out", str(tmp_path / "x")],
-                           capture_output=True, text=True, timeout=300)
-        assert r.returncode == 2, (args, r.stderr)
-        assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    # One real process (what a shell sees), the other cases in-process: the same root group and
+    # error handling without a fresh interpreter importing torch for each.
+    r = subprocess.run([sys.executable, "-m", "resgrad", "pretrained", "--size", "huge", "--out", str(tmp_path / "x")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    for args in (["--seq-len", "1"], ["resnet-20"], ["--text", str(tmp_path / "none.txt")]):
+        code, _, err = resgrad_cli("pretrained", *args, "--out", str(tmp_path / "x"))
+        assert code == 2, (args, err)
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
 
 
-def test_cli_runs_and_renders(specs, tmp_path):
-    import subprocess
-    import sys
-
+def test_cli_runs_and_renders(specs, tmp_path, resgrad_cli):
+    # In-process: the real process of this command is exercised by the usage-error test above;
+    # a fresh interpreter here spent its time importing torch and transformers again.
     out = tmp_path / "run"
-    r = subprocess.run([sys.executable, "-m", "resgrad", "pretrained", specs[1], "--size", "quick", "--out", str(out)],
-                       capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr
+    code, _, err = resgrad_cli("pretrained", specs[1], "--size", "quick", "--out", str(out))
+    assert code == 0, err
     assert (out / "results.json").is_file() and "Pretrained models on real text" in (out / "report.html").read_text()

@@ -24,7 +24,7 @@ def _study(out: Path, env: dict) -> subprocess.Popen:
     )
 
 
-def test_quick_study_survives_kill_and_reruns_as_a_no_op(tmp_path):
+def test_quick_study_survives_kill_and_reruns_as_a_no_op(tmp_path, resgrad_cli, monkeypatch):
     out = tmp_path / "study"
     env = {**os.environ, "RESGRAD_CACHE": str(tmp_path / "cache"), "PYTHONUNBUFFERED": "1"}
     runs = out / "degradation" / "runs"
@@ -89,12 +89,11 @@ def test_quick_study_survives_kill_and_reruns_as_a_no_op(tmp_path):
 
     # A finished study reruns as a no-op that re-renders the report.
     (out / "report.html").unlink()
-    again = subprocess.run(
-        [sys.executable, "-m", "resgrad", "study", "--preset", "quick", "--out", str(out), "--device", "cpu"],
-        capture_output=True, text=True, env=env, timeout=120,
-    )
-    assert again.returncode == 0, again.stderr
-    assert "already finished" in again.stdout and (out / "report.html").is_file()
+    # In-process (the command only reads and renders here): no second interpreter importing torch.
+    monkeypatch.setenv("RESGRAD_CACHE", env["RESGRAD_CACHE"])
+    code, again_out, again_err = resgrad_cli("study", "--preset", "quick", "--out", str(out), "--device", "cpu")
+    assert code == 0, again_err
+    assert "already finished" in again_out and (out / "report.html").is_file()
     assert json.loads((out / "results.json").read_text()) == results
 
     # A folder of an earlier version (no Transformer stage) takes the new stage, reusing the rest.
@@ -152,9 +151,15 @@ def test_a_different_config_in_the_same_folder_is_refused(tmp_path, monkeypatch)
         study.run(preset("quick", epochs=4), tmp_path, log=lambda _: None)
 
 
-def test_cli_usage_errors_exit_2_with_one_line(tmp_path):
-    for args in (["--preset", "fast"], ["--seeds", "a,b"], ["--epochs", "0"], ["--device", "tpu"]):
-        r = subprocess.run([sys.executable, "-m", "resgrad", "study", *args, "--out", str(tmp_path / "x")],
-                           capture_output=True, text=True, timeout=120)
-        assert r.returncode == 2, (args, r.stderr)
-        assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+def test_cli_usage_errors_exit_2_with_one_line(tmp_path, resgrad_cli):
+    # One real process (what a shell sees), the other cases in-process: the same root group and
+    # error handling without a fresh interpreter importing torch for each.
+    r = subprocess.run([sys.executable, "-m", "resgrad", "study", "--preset", "fast", "--out", str(tmp_path / "x")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    for args in (["--seeds", "a,b"], ["--epochs", "0"], ["--device", "tpu"]):
+        code, _, err = resgrad_cli("study", *args, "--out", str(tmp_path / "x"))
+        assert code == 2, (args, err)
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "x").exists()  # refused before the folder is claimed

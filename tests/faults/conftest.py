@@ -53,6 +53,26 @@ def cli(*args: str, env: dict | None = None, timeout: int = 180, **kw) -> subpro
                           timeout=timeout, env={**os.environ, **(env or {})}, **kw)
 
 
+def cli_here(*args: str) -> subprocess.CompletedProcess:
+    """``resgrad ARGS`` run in this process (typer's CliRunner: the same root group and one-line
+    errors as ``python -m resgrad``), without the ~4 s a fresh interpreter spends importing torch.
+    For commands that only read a folder (diagnose, paths); those that train, take signals or
+    hold locks keep :func:`cli`. An exception that escaped the command is returned as a traceback
+    on stderr, which :func:`one_line` refuses."""
+    import traceback
+
+    from typer.testing import CliRunner
+
+    from resgrad.cli import app
+
+    r = CliRunner().invoke(app, list(args))
+    err = r.stderr
+    if r.exception is not None and not isinstance(r.exception, SystemExit):
+        err += "".join(traceback.format_exception(r.exception))
+        return subprocess.CompletedProcess(list(args), 1 if r.exit_code == 0 else r.exit_code, r.stdout, err)
+    return subprocess.CompletedProcess(list(args), r.exit_code, r.stdout, err)
+
+
 def popen(*args: str, env: dict | None = None) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "resgrad", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})})

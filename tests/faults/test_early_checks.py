@@ -118,10 +118,17 @@ def test_a_model_over_the_free_memory_is_refused_with_the_estimate_unless_forced
     assert memory.check_fits("resmlp-3x16", (16,), 4, batch_size=16, optimizer="sgd", device="cpu").parameters > 0
 
 
-@pytest.mark.parametrize("name", ["resmlp-100000000x64", "resnet600002"])
-def test_train_refuses_a_model_that_cannot_fit_in_one_line(tmp_path, name):
+# One real process; the other family in-process (the same command and error handling, no second
+# interpreter importing torch).
+@pytest.mark.parametrize("name, real", [("resmlp-100000000x64", True), ("resnet600002", False)])
+def test_train_refuses_a_model_that_cannot_fit_in_one_line(tmp_path, name, real, resgrad_cli):
     t = time.perf_counter()
-    r = _cli("train", name, "--data", "synthetic", "--epochs", "1", "--device", "cpu", "--out", str(tmp_path / "r"))
+    args = ("train", name, "--data", "synthetic", "--epochs", "1", "--device", "cpu", "--out", str(tmp_path / "r"))
+    if real:
+        r = _cli(*args)
+    else:
+        code, out, err = resgrad_cli(*args)
+        r = subprocess.CompletedProcess(args, code, out, err)
     msg = _error_line(r)
     assert r.returncode == 2 and msg.startswith(f"error: {name} would need about ") and "--force" in msg
     assert "parameters (extrapolated from two small depths)" in msg and "of activations at batch 128" in msg

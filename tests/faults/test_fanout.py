@@ -20,7 +20,7 @@ from resgrad.experiments.sweep import load_config
 from resgrad.experiments.sweep import run as run_sweep
 from resgrad.rundir import RunDir
 
-from .conftest import cli, popen
+from .conftest import cli, cli_here, popen
 
 GRID = """
 depths = [8]
@@ -201,7 +201,7 @@ def test_a_stop_signal_checkpoints_every_worker_and_the_rerun_resumes(tmp_path, 
     assert not [w for w in workers if alive(w)]  # the workers stopped with it
     states = [RunDir(r).load_checkpoint() for r in (out / "runs" / "synthetic").glob("*") if RunDir(r).has_checkpoint()]
     assert [s for s in states if not s["finished"]]  # it stopped runs in flight, at a checkpoint
-    r = cli(*sweep_args(grid, out))
+    r = cli_here(*sweep_args(grid, out))  # the same command in-process: its pool is real, its parent not new
     assert r.returncode == 0, r.stderr
     assert_complete_and_equal(out, reference)
 

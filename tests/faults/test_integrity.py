@@ -20,7 +20,7 @@ from resgrad.results import FlowResult
 from resgrad.rundir import DamagedRun, RunDir, RunLocked
 from resgrad.train import load_run
 
-from .conftest import SPEC, TRAIN, can_mount, cfg, cli, data, net, one_line, same, tmpfs, weights
+from .conftest import SPEC, TRAIN, can_mount, cfg, cli, cli_here, data, net, one_line, same, tmpfs, weights
 
 NO_MOUNT = can_mount()
 
@@ -125,8 +125,9 @@ def test_every_file_of_a_finished_run_damaged_then_every_reader(tmp_path, finish
                      ["paths", str(run), "--samples", "2", "--examples", "8", "--out", str(tmp_path / "p")]]
         with pytest.raises((ValueError, FileNotFoundError)):
             load_run(run)
-    for args in commands:
-        r = cli(*args)
+    for i, args in enumerate(commands):
+        # The train command in a real process; the read-only readers in-process (cli_here).
+        r = cli(*args) if i == 0 else cli_here(*args)
         assert r.returncode in (1, 2), (args, r.stdout, r.stderr)
         msg = one_line(r)
         assert str(run) in msg and ("--no-resume" in msg or "new --out" in msg or "restore" in msg), msg
@@ -184,7 +185,7 @@ def test_a_damaged_results_file_is_recomputed_not_reused(tmp_path, content, monk
     again = flow.run(cfg_, tmp_path)
     assert isinstance(again, FlowResult) and again.groups == first.groups
     assert RunDir(tmp_path).read_results(FlowResult).groups == first.groups
-    r = cli("report", str(tmp_path / "nothing-here"))
+    r = cli_here("report", str(tmp_path / "nothing-here"))  # in-process: tests/report/test_cli.py runs the real process
     assert r.returncode == 2 and "does not exist" in one_line(r)
 
 
@@ -239,7 +240,7 @@ def test_a_finished_run_and_study_folder_read_on_read_only_storage(tmp_path, fin
         assert r.returncode == 0 and "already finished" in r.stdout, r.stderr
         model, record = load_run(run)
         assert record["kind"] == "resgrad.train"
-        d = cli("diagnose", str(run), "--out", str(tmp_path / "diag"))
+        d = cli_here("diagnose", str(run), "--out", str(tmp_path / "diag"))  # a reader: in-process
         assert d.returncode == 0, d.stderr
         w = cli(*TRAIN, "--epochs", "4", "--no-resume", "--out", str(run))
         assert w.returncode == 1 and "cannot write" in one_line(w)

@@ -28,6 +28,16 @@ def finished(tmp_path_factory):
     return run, res.history
 
 
+@pytest.fixture(scope="module")
+def finished_cli(tmp_path_factory):
+    """A finished run folder written by `resgrad train` itself, kept pristine (tests copy it):
+    one process for the module's command tests instead of one each."""
+    run = tmp_path_factory.mktemp("finished-cli") / "run"
+    r = cli(*TRAIN, "--out", str(run))
+    assert r.returncode == 0, r.stderr
+    return run
+
+
 def _copy(src: Path, dst: Path) -> Path:
     subprocess.run(["cp", "-a", str(src), str(dst)], check=True)
     return dst
@@ -67,9 +77,8 @@ def test_a_plausible_edit_of_a_finished_run_is_refused_naming_the_file_and_epoch
         RunDir(run).read_metrics()
 
 
-def test_the_cli_shows_one_line_not_the_edited_number(tmp_path):
-    run = tmp_path / "run"
-    assert cli(*TRAIN, "--out", str(run)).returncode == 0
+def test_the_cli_shows_one_line_not_the_edited_number(tmp_path, finished_cli):
+    run = _copy(finished_cli, tmp_path / "run")
     _edit_line(run / "metrics.jsonl", 3, test_error=0.0)
     r = cli(*TRAIN, "--out", str(run))
     msg = one_line(r)
@@ -188,9 +197,8 @@ def test_an_edited_config_json_is_damage_naming_both_files(tmp_path, finished, f
     assert f"{field}: {old!r} in the checkpoint, {value!r} in config.json" in msg and "would change" not in msg
 
 
-def test_the_cli_names_config_json_not_an_option(tmp_path):
-    run = tmp_path / "run"
-    assert cli(*TRAIN, "--out", str(run)).returncode == 0
+def test_the_cli_names_config_json_not_an_option(tmp_path, finished_cli):
+    run = _copy(finished_cli, tmp_path / "run")
     rec = json.loads((run / "config.json").read_text())
     rec["config"]["epochs"] = 4
     (run / "config.json").write_text(json.dumps(rec))
