@@ -184,3 +184,18 @@ def test_token_mix_equals_matmul_on_expanded_operands_to_second_order():
         torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
     assert torch.autograd.gradgradcheck(lambda a, b: _TokenMix.apply(a, b.unsqueeze(-2).expand(2, 3, 4, 5)), (m, x),
                                         fast_mode=True)
+
+
+@pytest.mark.parametrize("d", [8, 64])  # the broadcast product below 64 wide, the batched matmul from 64
+def test_weighted_sum_of_the_streams_equals_the_sum_written_out(d):
+    from resgrad.nets.designs.hyper import _weighted_sum
+
+    g = torch.Generator().manual_seed(9)
+    a = torch.randn(2, 3, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    h = torch.randn(2, 3, 4, d, generator=g, dtype=torch.float64, requires_grad=True)
+    gy = torch.randn(2, 3, d, generator=g, dtype=torch.float64)
+    got = _weighted_sum(a, h)
+    want = sum(a[..., i, None] * h[..., i, :] for i in range(4))  # sum_i a_i H_i, one stream at a time
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+    for u, v in zip(torch.autograd.grad(got, (a, h), gy), torch.autograd.grad(want, (a, h), gy), strict=True):
+        torch.testing.assert_close(u, v, rtol=0, atol=1e-12)

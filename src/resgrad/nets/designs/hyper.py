@@ -100,10 +100,9 @@ def sinkhorn(logits: Tensor, iters: int = SINKHORN_ITERS) -> Tensor:
 
 
 def _norm_linear_plain(flat: Tensor, gamma: Tensor, beta: Tensor | None, w: Tensor, eps: float) -> Tensor:
-    """``norm(flat) @ w`` in plain autograd ops: LayerNorm (``beta`` given) or RMSNorm (``beta=None``)."""
+    """``norm(flat) @ w`` with torch's own norms: LayerNorm (``beta`` given) or RMSNorm (``beta=None``)."""
     if beta is None:
-        x = flat * torch.rsqrt(flat.square().mean(-1, keepdim=True) + eps)
-        return (x * gamma) @ w
+        return torch.nn.functional.rms_norm(flat, flat.shape[-1:], gamma, eps) @ w
     return torch.nn.functional.layer_norm(flat, flat.shape[-1:], gamma, beta, eps) @ w
 
 
